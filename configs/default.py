@@ -1,0 +1,137 @@
+"""Embedded default: synthetic shapes, CPU-friendly, the whole pipeline offline.
+
+    python -m crossjepa.main --config=configs/default.py --workdir=/tmp/crossjepa
+
+Runs teacher -> prepare -> pretrain -> evaluate -> export on the procedural `synthetic`
+benchmark in under 15 minutes on a 2-core CPU and prints the results table
+(written to WORKDIR/results.json).
+"""
+import ml_collections
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.recipe = 'crossjepa'          # crossjepa | seed | point_jepa
+
+  # ---------------------------------------------------------------- data
+  c.data = d = ml_collections.ConfigDict()
+  d.source = 'synthetic'          # synthetic | mesh_folder | modelnet40 | scanobjectnn | shapenet55
+  d.root = ''                     # where a source's files are (unused by synthetic)
+  d.variant = ''                  # source variant: modelnet40 normal_resampled|ply_hdf5_2048; scanobjectnn OBJ_BG|OBJ_ONLY|PB_T50_RS...
+  d.file_format = 'array_record'  # array_record | tfrecord (needs the `tf` extra)
+  d.name = 'crossjepa_objects'    # TFDS dataset name under WORKDIR/data
+  d.num_points = 512              # N
+  d.num_groups = 32               # G (FPS centres)
+  d.group_size = 16               # K (kNN neighbours)
+  d.num_views = 6                 # V rendered views per object
+  d.image_size = 84               # H = W, a multiple of patch_size
+  d.patch_size = 14
+  d.hist_bins = 8                 # per RGB channel -> hist dim = 3 * hist_bins
+  d.colored = True                # views rendered with the object's base colour (else grey)
+  d.keep_images = True            # keep views/image in the records
+  d.depth_tolerance = 0.10        # visibility test |z_proj - z_rendered| <= tol (unit-sphere units)
+  d.shards = 4
+  d.num_workers = 0               # prepare worker processes (0 = in-process)
+  # cameras
+  d.camera = ml_collections.ConfigDict()
+  d.camera.mode = 'random'        # ring | random
+  d.camera.distance = 2.6
+  d.camera.elevation_range = (-10.0, 50.0)   # degrees (random); ring uses the mean
+  d.camera.fov = 45.0             # degrees, vertical
+  # synthetic source
+  d.synthetic = ml_collections.ConfigDict()
+  d.synthetic.kind = 'clean'      # clean | scan
+  d.synthetic.train_per_class = 24
+  d.synthetic.test_per_class = 12
+  d.synthetic.pretrain_per_class = 24   # unlabelled objects for 3D pretraining (disjoint)
+  d.synthetic.teacher_per_class = 16    # objects for the 2D teacher (disjoint from all of the above)
+  d.synthetic.num_classes = 0     # 0 = all classes
+  # splits used by each stage
+  d.pretrain_splits = ('pretrain', 'train')
+  d.eval_train_split = 'train'
+  d.eval_test_split = 'test'
+
+  # ---------------------------------------------------------------- models
+  c.model = m = ml_collections.ConfigDict()
+  m.point = 'tiny'                # PointEncoder variant: tiny | small | S | paper
+  m.predictor = 'tiny'            # Predictor variant: tiny | small | paper
+  m.vit = 'tiny/14'               # ViT variant for the view encoder / offline teacher
+  m.point_overrides = ml_collections.ConfigDict()   # dataclass-field overrides, e.g. {'depth': 4}
+  m.predictor_overrides = ml_collections.ConfigDict()
+  m.vit_overrides = ml_collections.ConfigDict()
+
+  # ---------------------------------------------------------------- teacher
+  c.teacher = t = ml_collections.ConfigDict()
+  t.checkpoint = ''               # folder of a converted teacher (convert_teacher) or one written by --mode=teacher
+  t.random_init = False           # allowed only for the embedded default / tests
+  t.train = ml_collections.ConfigDict()   # --mode=teacher (offline 2D teacher on disjoint objects)
+  t.train.kind = 'supervised'     # supervised | ijepa
+  t.train.steps = 400
+  t.train.batch_size = 64
+  t.train.lr = 1e-3
+
+  # ---------------------------------------------------------------- pretraining
+  c.train = tr = ml_collections.ConfigDict()
+  tr.steps = 600
+  tr.batch_size = 32
+  tr.views_per_step = 2           # K views per object per step (one encoder pass shared)
+  tr.target = 'groups'            # cls | groups (teacher patch feature at each visible group)
+  tr.loss = 'smooth_l1'           # mse | smooth_l1 | cosine
+  tr.normalize_target = True      # layer-norm the targets (no affine)
+  tr.condition_pose = True
+  tr.condition_hist = True
+  tr.lr = 1e-3
+  tr.min_lr = 1e-5
+  tr.warmup_steps = 50
+  tr.weight_decay = 0.05
+  tr.b1 = 0.9
+  tr.b2 = 0.95
+  tr.grad_clip = 1.0
+  tr.ema_momentum = (0.996, 1.0)  # cosine from start to end over train.steps
+  tr.dtype = 'float32'            # float32 | bfloat16 (compute; params stay float32)
+  # ordered regex rules, first match wins: (pattern, {'freeze': bool, 'weight_decay': bool, 'lr_mult': float})
+  tr.param_rules = (
+      (r'.*(bias|scale|LayerNorm.*|norm.*|pos_embed.*|cls_token|mask_token|query.*)$', {'weight_decay': False}),
+  )
+  tr.augment = ml_collections.ConfigDict()
+  tr.augment.scale = (0.8, 1.2)
+  tr.augment.translate = 0.1
+  tr.augment.jitter = 0.005
+  tr.augment.rotate_up = True     # rotation about the up axis, applied to points and poses together
+  tr.checkpoint_every = 200
+  tr.keep_checkpoints = 2
+  tr.log_every = 20
+  tr.probe_every = 200            # cheap linear probe on a held-out split (0 = off)
+  tr.device_resident = False      # sample batches on the device from a device-resident training set
+  tr.use_ema_for_eval = False
+  tr.num_workers = 0              # grain worker processes
+  tr.point_jepa = ml_collections.ConfigDict()
+  tr.point_jepa.num_targets = 4
+  tr.point_jepa.target_size = (0.15, 0.2)   # fraction of groups per target block
+  tr.point_jepa.context_size = (0.4, 0.75)
+  tr.seed_local_weight = 1.0      # seed recipe: weight of the local in-modal loss
+
+  # ---------------------------------------------------------------- mesh
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1                # -1 = all devices not used by fsdp
+  c.mesh.fsdp = 1
+
+  # ---------------------------------------------------------------- evaluation
+  c.eval = e = ml_collections.ConfigDict()
+  e.params = 'student'            # student | ema
+  e.pooling = 'max+mean'
+  e.svm_C = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+  e.cv_folds = 4
+  e.fewshot_ways = (5, 10)
+  e.fewshot_shots = (10,)
+  e.fewshot_queries = 10
+  e.fewshot_folds = 10
+  e.seeds = (0, 1, 2)             # random-init encoders / stochastic protocols
+  e.batch_size = 64
+  e.finetune = ml_collections.ConfigDict()
+  e.finetune.enabled = False
+  e.finetune.steps = 200
+  e.finetune.lr = 5e-4
+  e.finetune.votes = 4
+  return c
