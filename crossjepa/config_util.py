@@ -1,0 +1,61 @@
+"""Config checks: every value that a stage relies on is validated up front, with the key's name."""
+import json
+
+import ml_collections
+
+RECIPES = ('crossjepa', 'seed', 'point_jepa')
+SOURCES = ('synthetic', 'mesh_folder', 'modelnet40', 'scanobjectnn', 'shapenet55')
+FILE_FORMATS = ('array_record', 'tfrecord')
+TARGETS = ('cls', 'groups')
+LOSSES = ('mse', 'smooth_l1', 'cosine')
+
+
+class ConfigError(ValueError):
+  """A config value is missing or out of range; the message names the key."""
+
+
+def _choice(config, key, allowed):
+  value = config
+  for part in key.split('.'):
+    value = value[part]
+  if value not in allowed:
+    raise ConfigError(f'config.{key} = {value!r}; expected one of {list(allowed)}')
+
+
+def _positive(config, key):
+  value = config
+  for part in key.split('.'):
+    value = value[part]
+  if not isinstance(value, (int, float)) or value <= 0:
+    raise ConfigError(f'config.{key} = {value!r}; expected a positive number')
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first key whose value cannot work."""
+  _choice(config, 'recipe', RECIPES)
+  _choice(config, 'data.source', SOURCES)
+  _choice(config, 'data.file_format', FILE_FORMATS)
+  _choice(config, 'train.target', TARGETS)
+  _choice(config, 'train.loss', LOSSES)
+  _choice(config, 'train.dtype', ('float32', 'bfloat16'))
+  _choice(config, 'eval.params', ('student', 'ema'))
+  for key in ('data.num_points', 'data.num_groups', 'data.group_size', 'data.num_views',
+              'data.image_size', 'data.patch_size', 'data.hist_bins', 'train.steps',
+              'train.batch_size', 'train.views_per_step', 'train.checkpoint_every'):
+    _positive(config, key)
+  d = config.data
+  if d.image_size % d.patch_size:
+    raise ConfigError(f'config.data.image_size = {d.image_size} is not a multiple of '
+                      f'config.data.patch_size = {d.patch_size}')
+  if d.num_groups > d.num_points or d.group_size > d.num_points:
+    raise ConfigError(f'config.data.num_groups ({d.num_groups}) and config.data.group_size '
+                      f'({d.group_size}) must not exceed config.data.num_points ({d.num_points})')
+  if config.train.views_per_step > d.num_views:
+    raise ConfigError(f'config.train.views_per_step = {config.train.views_per_step} exceeds '
+                      f'config.data.num_views = {d.num_views}')
+  if d.source != 'synthetic' and not d.root:
+    raise ConfigError(f'config.data.root is empty; the {d.source!r} source reads its files from there')
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)

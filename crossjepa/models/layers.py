@@ -1,0 +1,126 @@
+"""Shared pre-LN transformer layers for the point encoder and the predictor.
+
+Follows the timm `Block` that Point-MAE / Point-BERT / I-JEPA use: x + Attn(LN(x)), then
+x + MLP(LN(x)) with an exact-erf GELU MLP of hidden width mlp_ratio * width, optional
+stochastic depth. (The ViT has its own DINOv2-compatible block with LayerScale in vit.py.)
+
+Parameters are float32; `dtype` is the compute dtype (e.g. bfloat16). Softmax and LayerNorm
+statistics run in float32 whatever the compute dtype, for stability.
+
+Parameter count of one Block of width D, hidden h = int(mlp_ratio * D), with qkv bias:
+  2D (norm1) + 3D^2 + 3D (qkv) + D^2 + D (proj) + 2D (norm2) + D h + h (fc1) + h D + D (fc2)
+  = 4 D^2 + 2 D h + 9 D + h     (= 12 D^2 + 13 D for mlp_ratio 4).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def gelu(x: jax.Array) -> jax.Array:
+  # Exact (erf) GELU, as torch.nn.GELU() in Point-MAE; flax's default is the tanh approximation.
+  return nn.gelu(x, approximate=False)
+
+
+def block_param_count(width: int, mlp_ratio: float = 4.0, qkv_bias: bool = True) -> int:
+  """Number of parameters of one `Block` (the formula in the module docstring)."""
+  d, h = width, int(mlp_ratio * width)
+  return 4 * d * d + 2 * d * h + 9 * d + h - (0 if qkv_bias else 3 * d)
+
+
+class Mlp(nn.Module):
+  """Dense(hidden) -> GELU -> Dense(out). Used for the transformer MLP and position embeddings."""
+  hidden: int
+  out: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = nn.Dense(self.hidden, dtype=self.dtype, name='fc1')(x)
+    x = gelu(x)
+    return nn.Dense(self.out, dtype=self.dtype, name='fc2')(x)
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention with a fused qkv projection (timm layout), no mask: every token
+  attends to every token."""
+  width: int
+  num_heads: int
+  qkv_bias: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.width % self.num_heads:
+      raise ValueError(f'Attention: width {self.width} is not divisible by num_heads {self.num_heads}')
+    b, t, _ = x.shape
+    head_dim = self.width // self.num_heads
+    qkv = nn.Dense(3 * self.width, use_bias=self.qkv_bias, dtype=self.dtype, name='qkv')(x)
+    q, k, v = jnp.split(qkv.reshape(b, t, 3, self.num_heads, head_dim), 3, axis=2)
+    q, k, v = (a[:, :, 0] for a in (q, k, v))                        # [B,T,H,Dh]
+    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) * (head_dim ** -0.5)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+    out = jnp.einsum('bhqk,bkhd->bqhd', weights, v).reshape(b, t, self.width)
+    return nn.Dense(self.width, dtype=self.dtype, name='proj')(out)
+
+
+class Block(nn.Module):
+  """Pre-LN transformer block: x + Attn(LN(x)); x + MLP(LN(x)); optional stochastic depth."""
+  width: int
+  num_heads: int
+  mlp_ratio: float = 4.0
+  qkv_bias: bool = True
+  drop_path: float = 0.0
+  dtype: Dtype = jnp.float32
+
+  def _drop_path(self, y: jax.Array, train: bool) -> jax.Array:
+    # Stochastic depth per sample (Huang et al. 2016), as timm's DropPath; needs the 'dropout' rng.
+    if not train or self.drop_path == 0.0:
+      return y
+    keep = 1.0 - self.drop_path
+    mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (y.shape[0],) + (1,) * (y.ndim - 1))
+    return y * mask.astype(y.dtype) / keep
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm1')(x)
+    y = Attention(self.width, self.num_heads, self.qkv_bias, self.dtype, name='attn')(y)
+    x = x + self._drop_path(y, train)
+    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm2')(x)
+    y = Mlp(int(self.mlp_ratio * self.width), self.width, self.dtype, name='mlp')(y)
+    return x + self._drop_path(y, train)
+
+
+class Transformer(nn.Module):
+  """A stack of `depth` pre-LN Blocks (no final norm: callers own theirs).
+
+  `pos`, when given, is added before every block, as Point-MAE's TransformerEncoder does
+  (`x = block(x + pos)`); `pos_every_layer=False` adds it once, before the first block.
+  Stochastic depth rises linearly from 0 to `drop_path` over the blocks (timm convention).
+  """
+  depth: int
+  width: int
+  num_heads: int
+  mlp_ratio: float = 4.0
+  qkv_bias: bool = True
+  drop_path: float = 0.0
+  pos_every_layer: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, pos: Optional[jax.Array] = None, *, train: bool = False) -> jax.Array:
+    x = x.astype(self.dtype)
+    if pos is not None:
+      pos = pos.astype(self.dtype)
+    for i in range(self.depth):
+      if pos is not None and (self.pos_every_layer or i == 0):
+        x = x + pos
+      rate = self.drop_path * i / max(self.depth - 1, 1)
+      x = Block(self.width, self.num_heads, self.mlp_ratio, self.qkv_bias, rate, self.dtype,
+                name=f'block{i}')(x, train=train)
+    return x

@@ -1,0 +1,469 @@
+"""DINOv2-compatible Vision Transformer (the 2D view encoder / frozen teacher), in flax.linen.
+
+Follows the DINOv2 ViT (Oquab et al. 2023, facebookresearch/dinov2 `vision_transformer.py`) and its two
+public re-implementations that checkpoints come from, Hugging Face `Dinov2Model` /
+`Dinov2WithRegistersModel` (transformers 5.x) and timm `vit_*_patch14_dinov2` /
+`vit_*_patch14_reg4_dinov2`:
+
+  * patch embedding: a stride-14 convolution (kernel [14,14,3,D] = torch Conv2d weight transposed);
+  * tokens [CLS, registers..., patches] (Darcet et al. 2023, "Vision Transformers Need Registers");
+    the position embedding covers CLS + patches only, registers carry none;
+  * pre-LN blocks (LayerNorm eps 1e-6), fused qkv attention, LayerScale, exact-erf GELU MLP or the
+    SwiGLU FFN of DINOv2 ViT-g/14, and a final LayerNorm;
+  * the position embedding is trained on a `pos_grid` x `pos_grid` patch grid and interpolated to the
+    input's grid with torch-compatible bicubic resampling (see `bicubic_resize_matrix`), so converted
+    checkpoints reproduce the reference outputs at any input size that is a multiple of 14.
+
+Checkpoints (converted DINOv2 by `crossjepa.convert_teacher`, or trained by `--mode=teacher`) are a
+folder with an Orbax checkpoint of the params in `params/` and the module's fields in
+`vit_config.json`; see `save`, `load`, `load_info`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+CONFIG_FILE = 'vit_config.json'
+PARAMS_DIR = 'params'
+
+# Named variants, decoded only here. DINOv2 heads are 64 wide; pos_grid 37 = 518 px / 14, the grid
+# DINOv2 was trained at. ViT-g/14 uses the SwiGLU FFN ('swiglufused' in DINOv2: hidden 4096).
+# 'tiny/14' is for tests and the CPU default (84 px views -> 6 x 6 grid); its LayerScale starts at 0.1
+# (CaiT's value for shallow nets) so that a random or briefly trained tiny teacher is not an identity.
+VARIANTS: dict[str, dict[str, Any]] = {
+    'tiny/14': dict(width=64, depth=2, num_heads=2, pos_grid=6, layerscale_init=0.1),
+    'S/14': dict(width=384, depth=12, num_heads=6, pos_grid=37),
+    'B/14': dict(width=768, depth=12, num_heads=12, pos_grid=37),
+    'L/14': dict(width=1024, depth=24, num_heads=16, pos_grid=37),
+    'g/14': dict(width=1536, depth=40, num_heads=24, pos_grid=37, ffn_layer='swiglu'),
+}
+
+
+def normalize_images(images):
+  """uint8 RGB images [..., H, W, 3] -> float32 normalised with the ImageNet mean / std.
+
+  Works on numpy arrays (stays numpy, for input pipelines) and on jax arrays.
+  """
+  xp = jnp if isinstance(images, jax.Array) else np
+  images = xp.asarray(images)
+  if images.shape[-1] != 3:
+    raise ValueError(f'normalize_images: expected [..., H, W, 3] RGB images, got shape {images.shape}')
+  mean = xp.asarray(IMAGENET_MEAN, dtype=xp.float32)
+  std = xp.asarray(IMAGENET_STD, dtype=xp.float32)
+  return (images.astype(xp.float32) / 255.0 - mean) / std
+
+
+# ----------------------------------------------------------------------------- interpolation
+
+
+def _cubic_conv(x: np.ndarray, a: float) -> np.ndarray:
+  """Keys' cubic convolution kernel with parameter `a`, evaluated at |x|."""
+  x = np.abs(x)
+  near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+  far = ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+  return np.where(x <= 1.0, near, np.where(x < 2.0, far, 0.0))
+
+
+def bicubic_resize_matrix(in_size: int, out_size: int, antialias: bool = False) -> np.ndarray:
+  """The [out_size, in_size] matrix of torch's 1-D bicubic resampling (align_corners=False).
+
+  torch.nn.functional.interpolate(mode='bicubic', size=..., align_corners=False) is separable, so
+  resizing a [h, w] grid is `R_h @ X @ R_w.T`. Two torch kernels, both reproduced here:
+
+  * antialias=False (`upsample_bicubic2d`; HF `Dinov2Model`): source coordinate
+    (i + 0.5) * in/out - 0.5, the 4 taps around it weighted by Keys' kernel with a = -0.75, tap
+    indices clamped to the border (border replication).
+  * antialias=True (`_upsample_bicubic2d_aa`; HF `Dinov2WithRegistersModel`, timm): PIL-style
+    kernel with a = -0.5, widened by in/out when downsampling, taps outside the input dropped and
+    the weights renormalised.
+
+  jax.image.resize('bicubic') matches neither exactly (a = -0.5, no border clamping), hence this.
+  """
+  # torch computes the scale and the source coordinates in float32; doing the same keeps the
+  # taps' positions bit-identical (float64 here drifts by ~1e-5 on 37 -> 64 grids).
+  f32 = np.float32
+  scale = f32(in_size) / f32(out_size)
+  mat = np.zeros((out_size, in_size), np.float64)
+  if not antialias:
+    for i in range(out_size):
+      src = scale * (f32(i) + f32(0.5)) - f32(0.5)
+      base = math.floor(src)
+      t = float(src - f32(base))
+      taps = _cubic_conv(np.array([t + 1.0, t, 1.0 - t, 2.0 - t]), -0.75)
+      for offset, weight in zip(range(-1, 3), taps):
+        mat[i, min(max(base + offset, 0), in_size - 1)] += weight
+    return mat
+  support = f32(2.0) * scale if scale >= 1.0 else f32(2.0)
+  invscale = f32(1.0) / scale if scale >= 1.0 else f32(1.0)
+  for i in range(out_size):
+    center = scale * (f32(i) + f32(0.5))
+    lo = max(int(center - support + f32(0.5)), 0)
+    hi = min(int(center + support + f32(0.5)), in_size)
+    taps = _cubic_conv((np.arange(lo, hi, dtype=f32) - center + f32(0.5)) * invscale, -0.5)
+    total = taps.sum()
+    mat[i, lo:hi] = taps / total if total != 0.0 else taps
+  return mat
+
+
+def resize_pos_embed(patch_pos: jax.Array, in_grid: tuple[int, int], out_grid: tuple[int, int],
+                     antialias: bool = False) -> jax.Array:
+  """Bicubic resize of a patch position embedding [1, h*w, D] (row-major grid) to [1, H*W, D].
+
+  Identity (no resampling) when the grids are equal, as in the reference implementations.
+  Computed in float32 whatever the input dtype (bicubic in half precision shifts the embedding).
+  """
+  if tuple(in_grid) == tuple(out_grid):
+    return patch_pos
+  dim = patch_pos.shape[-1]
+  grid = patch_pos.astype(jnp.float32).reshape(in_grid[0], in_grid[1], dim)
+  rows = jnp.asarray(bicubic_resize_matrix(in_grid[0], out_grid[0], antialias), jnp.float32)
+  cols = jnp.asarray(bicubic_resize_matrix(in_grid[1], out_grid[1], antialias), jnp.float32)
+  out = jnp.einsum('Hh,hwd,Ww->HWd', rows, grid, cols, precision=jax.lax.Precision.HIGHEST)
+  return out.reshape(1, out_grid[0] * out_grid[1], dim).astype(patch_pos.dtype)
+
+
+# ----------------------------------------------------------------------------- layers
+
+_dense_init = nn.initializers.truncated_normal(0.02)
+
+
+def _layer_norm(eps: float, dtype: Any, name: str) -> nn.LayerNorm:
+  # use_fast_variance=False: E[(x-mean)^2] like torch, not E[x^2]-mean^2 (parity at 1e-5).
+  return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False,
+                      name=name)
+
+
+def swiglu_hidden_dim(width: int, mlp_ratio: float) -> int:
+  """DINOv2's SwiGLU hidden size: 2/3 of the MLP hidden size, rounded up to a multiple of 8."""
+  hidden = int(width * mlp_ratio)
+  return (int(hidden * 2 / 3) + 7) // 8 * 8
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention with a fused qkv projection ([q | k | v], heads-major in each)."""
+  width: int
+  num_heads: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    batch, tokens, _ = x.shape
+    head_dim = self.width // self.num_heads
+    qkv = nn.Dense(3 * self.width, dtype=self.dtype, param_dtype=jnp.float32,
+                   kernel_init=_dense_init, name='qkv')(x)
+    qkv = qkv.reshape(batch, tokens, 3, self.num_heads, head_dim)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) * (head_dim ** -0.5)
+    # softmax in float32 so that bf16 compute does not saturate the attention weights
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+    out = jnp.einsum('bhqk,bkhd->bqhd', weights, v).reshape(batch, tokens, self.width)
+    return nn.Dense(self.width, dtype=self.dtype, param_dtype=jnp.float32,
+                    kernel_init=_dense_init, name='proj')(out)
+
+
+class Mlp(nn.Module):
+  """fc1 -> exact (erf) GELU -> fc2, as DINOv2 / timm `Mlp`."""
+  width: int
+  hidden: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=jnp.float32,
+                                     kernel_init=_dense_init, name=name)
+    return dense(self.width, 'fc2')(nn.gelu(dense(self.hidden, 'fc1')(x), approximate=False))
+
+
+class SwiGLU(nn.Module):
+  """DINOv2's SwiGLUFFNFused: w12 -> [gate | up]; w3(silu(gate) * up). timm SwiGLUPacked equivalent."""
+  width: int
+  hidden: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=jnp.float32,
+                                     kernel_init=_dense_init, name=name)
+    gate, up = jnp.split(dense(2 * self.hidden, 'w12')(x), 2, axis=-1)
+    return dense(self.width, 'w3')(nn.silu(gate) * up)
+
+
+class LayerScale(nn.Module):
+  """Per-channel residual-branch scale (CaiT, Touvron et al. 2021); DINOv2 inits it at 1e-5."""
+  init_value: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    gamma = self.param('gamma', nn.initializers.constant(self.init_value), (x.shape[-1],),
+                       jnp.float32)
+    return x * gamma.astype(x.dtype)
+
+
+class Block(nn.Module):
+  """Pre-LN transformer block: x + ls1(attn(norm1(x))); x + ls2(mlp(norm2(x)))."""
+  width: int
+  num_heads: int
+  mlp_hidden: int
+  ffn_layer: str = 'mlp'
+  layerscale_init: float | None = 1e-5
+  layer_norm_eps: float = 1e-6
+  drop_path: float = 0.0
+  dtype: Any = jnp.float32
+
+  def _residual(self, x, y, name, deterministic):
+    if self.layerscale_init is not None:
+      y = LayerScale(self.layerscale_init, name=name)(y)
+    if self.drop_path > 0.0 and not deterministic:
+      # stochastic depth: drop the whole branch per example, rescale the survivors
+      keep = 1.0 - self.drop_path
+      mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+      y = jnp.where(mask, y / keep, jnp.zeros_like(y))
+    return x + y
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    y = _layer_norm(self.layer_norm_eps, self.dtype, 'norm1')(x)
+    y = Attention(self.width, self.num_heads, self.dtype, name='attn')(y)
+    x = self._residual(x, y, 'ls1', deterministic)
+    y = _layer_norm(self.layer_norm_eps, self.dtype, 'norm2')(x)
+    ffn = {'mlp': Mlp, 'swiglu': SwiGLU}[self.ffn_layer]
+    y = ffn(self.width, self.mlp_hidden, self.dtype, name='mlp')(y)
+    return self._residual(x, y, 'ls2', deterministic)
+
+
+# ----------------------------------------------------------------------------- ViT
+
+
+class ViT(nn.Module):
+  """DINOv2-compatible ViT.
+
+  apply({'params': p}, images [B,H,W,3] f32 (ImageNet-normalised), *, keep_idx=None, train=False)
+    -> {'cls': [B,D], 'patches': [B,P,D], 'registers': [B,R,D]}, float32, after the final norm.
+  P = (H/14)*(W/14) in row-major order (index = row * W/14 + col), or P' with keep_idx [B,P'] int32:
+  only those patch tokens (gathered after the position embedding, before the blocks) enter the
+  transformer, as an I-JEPA context encoder needs. Out-of-range keep_idx values are not checked.
+  """
+  width: int = 768
+  depth: int = 12
+  num_heads: int = 12
+  patch_size: int = 14
+  mlp_ratio: float = 4.0
+  mlp_dim: int | None = None          # FFN hidden size; None: int(width * mlp_ratio), SwiGLU 2/3 of it
+  ffn_layer: str = 'mlp'              # mlp | swiglu
+  num_registers: int = 0
+  layerscale_init: float | None = 1e-5   # None = no LayerScale
+  pos_grid: int = 37                  # side of the trained position grid (518 px / 14)
+  pos_interp_antialias: bool = False  # HF Dinov2Model: False; HF with-registers and timm: True
+  layer_norm_eps: float = 1e-6
+  drop_path_rate: float = 0.0         # stochastic depth, linear in depth (timm), only when train
+  dtype: Any = jnp.float32            # compute dtype (e.g. bfloat16); params stay float32
+
+  @property
+  def mlp_hidden(self) -> int:
+    if self.mlp_dim is not None:
+      return int(self.mlp_dim)
+    if self.ffn_layer == 'swiglu':
+      return swiglu_hidden_dim(self.width, self.mlp_ratio)
+    return int(self.width * self.mlp_ratio)
+
+  def _check_fields(self):
+    if self.width % self.num_heads:
+      raise ValueError(f'ViT: width {self.width} is not divisible by num_heads {self.num_heads}')
+    if self.ffn_layer not in ('mlp', 'swiglu'):
+      raise ValueError(f"ViT: ffn_layer must be 'mlp' or 'swiglu', got {self.ffn_layer!r}")
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *, keep_idx: jax.Array | None = None,
+               train: bool = False) -> dict[str, jax.Array]:
+    self._check_fields()
+    dtype = jnp.dtype(self.dtype)
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f'ViT: expected NHWC RGB images [B,H,W,3], got shape {images.shape}')
+    batch, height, width_px, _ = images.shape
+    p = self.patch_size
+    if height % p or width_px % p:
+      raise ValueError(f'ViT: image size {height}x{width_px} is not a multiple of the patch size {p}')
+    grid = (height // p, width_px // p)
+
+    x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID', dtype=dtype,
+                param_dtype=jnp.float32, name='patch_embed')(images.astype(dtype))
+    x = x.reshape(batch, grid[0] * grid[1], self.width)
+
+    pos = self.param('pos_embed', _dense_init, (1, 1 + self.pos_grid ** 2, self.width), jnp.float32)
+    patch_pos = resize_pos_embed(pos[:, 1:], (self.pos_grid, self.pos_grid), grid,
+                                 self.pos_interp_antialias)
+    x = x + patch_pos.astype(dtype)
+    if keep_idx is not None:
+      if keep_idx.ndim != 2 or keep_idx.shape[0] != batch:
+        raise ValueError(f'ViT: keep_idx must be [B={batch}, P\'] int32, got shape {keep_idx.shape}')
+      x = jnp.take_along_axis(x, keep_idx[:, :, None].astype(jnp.int32), axis=1)
+
+    cls = self.param('cls_token', nn.initializers.normal(1e-6), (1, 1, self.width), jnp.float32)
+    prefix = [jnp.broadcast_to((cls + pos[:, :1]).astype(dtype), (batch, 1, self.width))]
+    if self.num_registers:
+      reg = self.param('reg_token', nn.initializers.normal(1e-6),
+                       (1, self.num_registers, self.width), jnp.float32)
+      prefix.append(jnp.broadcast_to(reg.astype(dtype), (batch, self.num_registers, self.width)))
+    x = jnp.concatenate(prefix + [x], axis=1)
+
+    for i in range(self.depth):
+      rate = self.drop_path_rate * i / max(self.depth - 1, 1)
+      x = Block(self.width, self.num_heads, self.mlp_hidden, self.ffn_layer, self.layerscale_init,
+                self.layer_norm_eps, rate, dtype, name=f'blocks_{i}')(x, deterministic=not train)
+    x = _layer_norm(self.layer_norm_eps, dtype, 'norm')(x).astype(jnp.float32)
+    first_patch = 1 + self.num_registers
+    return {'cls': x[:, 0], 'registers': x[:, 1:first_patch], 'patches': x[:, first_patch:]}
+
+
+def vit(variant: str, **overrides) -> ViT:
+  """Builds a named variant ('tiny/14', 'S/14', 'B/14', 'L/14', 'g/14'), fields overridable."""
+  if variant not in VARIANTS:
+    raise ValueError(f'Unknown ViT variant {variant!r}; expected one of {sorted(VARIANTS)}')
+  fields = {f.name for f in dataclasses.fields(ViT)} - {'parent', 'name'}
+  unknown = sorted(set(overrides) - fields)
+  if unknown:
+    raise ValueError(f'Unknown ViT field(s) {unknown} in overrides; fields are {sorted(fields)}')
+  return ViT(**{**VARIANTS[variant], **overrides})
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def module_config(module: ViT) -> dict[str, Any]:
+  """The module's dataclass fields as JSON-able values (dtype by name)."""
+  out = {}
+  for f in dataclasses.fields(module):
+    if f.name in ('parent', 'name'):
+      continue
+    value = getattr(module, f.name)
+    out[f.name] = jnp.dtype(value).name if f.name == 'dtype' else value
+  return out
+
+
+def abstract_params(module: ViT, image_size: int | None = None) -> Any:
+  """Param shapes/dtypes (jax.ShapeDtypeStruct tree) without allocating them."""
+  side = image_size or module.pos_grid * module.patch_size
+  images = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: module.init(jax.random.PRNGKey(0), x), images)
+  return variables['params']
+
+
+def _flat(tree) -> dict[str, Any]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {'/'.join(str(getattr(k, 'key', k)) for k in path): leaf for path, leaf in leaves}
+
+
+def param_count(params) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
+
+
+def param_checksum(params) -> str:
+  """sha256 over the sorted leaf names, dtypes, shapes and bytes (float32, little endian)."""
+  digest = hashlib.sha256()
+  for key, leaf in sorted(_flat(params).items()):
+    value = np.ascontiguousarray(np.asarray(leaf))
+    if np.issubdtype(value.dtype, np.floating):
+      value = value.astype('<f4')
+    digest.update(f'{key}|{value.dtype.str}|{value.shape}\n'.encode())
+    digest.update(value.tobytes())
+  return digest.hexdigest()
+
+
+def check_params(module: ViT, params, where: str = 'params') -> None:
+  """Raises a ValueError listing missing, unexpected and mis-shaped entries vs. the module."""
+  expected = {k: tuple(v.shape) for k, v in _flat(abstract_params(module)).items()}
+  got = {k: tuple(np.shape(v)) for k, v in _flat(params).items()}
+  missing = sorted(set(expected) - set(got))
+  unexpected = sorted(set(got) - set(expected))
+  shapes = sorted(f'{k}: {got[k]} (expected {expected[k]})'
+                  for k in set(expected) & set(got) if expected[k] != got[k])
+  if missing or unexpected or shapes:
+    raise ValueError(f'{where} do not match the ViT config: missing {missing}, '
+                     f'unexpected {unexpected}, wrong shape {shapes}')
+
+
+def save(directory: str, module: ViT, params, extra: dict[str, Any] | None = None) -> None:
+  """Writes `directory/params` (Orbax) + `directory/vit_config.json`, atomically.
+
+  Everything is written into a temporary sibling folder that is then renamed onto `directory`
+  (an existing checkpoint there is replaced only once the new one is complete).
+  `extra` (e.g. name, image_size, source) is stored beside the fields; the JSON also records the
+  param count and `param_checksum`.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  check_params(module, params)
+  directory = os.path.abspath(directory)
+  parent = os.path.dirname(directory)
+  os.makedirs(parent, exist_ok=True)
+  params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+  info = dict(extra or {})
+  reserved = {'fields', 'param_count', 'param_checksum', 'format'}
+  if reserved & set(info):
+    raise ValueError(f'save: extra may not set {sorted(reserved & set(info))}')
+  info.update(fields=module_config(module), param_count=param_count(params),
+              param_checksum=param_checksum(params), format='crossjepa.vit/1')
+  info.setdefault('variant', None)
+  tmp = tempfile.mkdtemp(prefix=os.path.basename(directory) + '.tmp-', dir=parent)
+  try:
+    with ocp.PyTreeCheckpointer() as checkpointer:
+      checkpointer.save(os.path.join(tmp, PARAMS_DIR), params)
+    with open(os.path.join(tmp, CONFIG_FILE), 'w') as f:
+      json.dump(info, f, indent=2, sort_keys=True)
+    old = None
+    if os.path.exists(directory):
+      old = tempfile.mkdtemp(prefix=os.path.basename(directory) + '.old-', dir=parent)
+      os.rename(directory, os.path.join(old, 'ckpt'))
+    os.rename(tmp, directory)
+    if old:
+      shutil.rmtree(old, ignore_errors=True)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def load_info(directory: str) -> dict[str, Any]:
+  """The checkpoint's `vit_config.json` (fields, variant, name, image_size, param_checksum, ...)."""
+  path = os.path.join(directory, CONFIG_FILE)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'ViT checkpoint folder not found: {directory}')
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'ViT checkpoint {directory} has no {CONFIG_FILE} (expected {path})')
+  with open(path) as f:
+    info = json.load(f)
+  if 'fields' not in info:
+    raise ValueError(f'{path}: missing the "fields" entry (not a crossjepa ViT checkpoint?)')
+  return info
+
+
+def load(directory: str, **overrides) -> tuple[ViT, Any]:
+  """Reads a checkpoint written by `save` -> (module, params as jax arrays).
+
+  `overrides` replace module fields that do not change the params (e.g. dtype=jnp.bfloat16).
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  info = load_info(directory)
+  fields = dict(info['fields'], **overrides)
+  module = ViT(**fields)
+  path = os.path.abspath(os.path.join(directory, PARAMS_DIR))
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f'ViT checkpoint {directory} has no {PARAMS_DIR}/ folder (expected {path})')
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    tree = checkpointer.metadata(path).item_metadata.tree
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    params = checkpointer.restore(path, restore_args=restore_args)
+  check_params(module, params, where=f'params in {path}')
+  return module, jax.tree.map(jnp.asarray, params)

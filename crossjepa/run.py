@@ -1,0 +1,119 @@
+"""Stage orchestration behind `python -m crossjepa.main`: teacher -> prepare -> pretrain -> evaluate -> export.
+
+Each stage reads what the previous one wrote under WORKDIR, so a stage can be rerun alone:
+
+  WORKDIR/teacher/      the offline 2D teacher (--mode=teacher), when no converted one is given
+  WORKDIR/data/         prepared records (a TFDS data_dir)
+  WORKDIR/checkpoints/  Orbax checkpoints of the pretraining run
+  WORKDIR/export/       the exported point encoder (crossjepa.load_encoder)
+  WORKDIR/plots/        PNG figures
+  WORKDIR/results.json  every number with its protocol
+"""
+import json
+import os
+import time
+
+from absl import logging
+import ml_collections
+
+from crossjepa import config_util
+
+MODES = ['all', 'teacher', 'prepare', 'pretrain', 'evaluate', 'export']
+
+
+class UserError(Exception):
+  """An error caused by the user's input (config, files): printed without a traceback."""
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def teacher_dir(workdir: str) -> str:
+  return os.path.join(workdir, 'teacher')
+
+
+def resolve_teacher(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+  """Points config.teacher.checkpoint at WORKDIR/teacher when the teacher stage made one."""
+  if config.teacher.checkpoint or config.teacher.random_init:
+    return config
+  trained = teacher_dir(workdir)
+  if os.path.exists(os.path.join(trained, 'vit_config.json')):
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.teacher.checkpoint = trained
+    config.lock()
+  return config
+
+
+def stage_teacher(config, workdir):
+  if config.teacher.checkpoint:
+    logging.info('teacher: using the given checkpoint %s', config.teacher.checkpoint)
+    return {'teacher': config.teacher.checkpoint, 'trained': False}
+  if config.teacher.random_init:
+    logging.info('teacher: random initialisation (embedded default / tests only)')
+    return {'teacher': 'random_init', 'trained': False}
+  from crossjepa.training import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
+  out = teacher_dir(workdir)
+  if os.path.exists(os.path.join(out, 'vit_config.json')):
+    logging.info('teacher: reusing %s', out)
+    return {'teacher': out, 'trained': False}
+  return teacher_lib.train_teacher(config, workdir)
+
+
+def stage_prepare(config, workdir):
+  from crossjepa.data import prepare as prepare_lib  # pylint: disable=g-import-not-at-top
+  return prepare_lib.prepare(config, workdir)
+
+
+def stage_pretrain(config, workdir):
+  from crossjepa.training import loop  # pylint: disable=g-import-not-at-top
+  from crossjepa.evaluation import protocol  # pylint: disable=g-import-not-at-top
+  probe_fn = protocol.make_probe_fn(config, workdir) if config.train.probe_every else None
+  return loop.pretrain(config, workdir, probe_fn=probe_fn)
+
+
+def stage_evaluate(config, workdir):
+  from crossjepa.evaluation import protocol  # pylint: disable=g-import-not-at-top
+  return protocol.evaluate_run(config, workdir)
+
+
+def stage_export(config, workdir):
+  from crossjepa.evaluation import export  # pylint: disable=g-import-not-at-top
+  return {'export_dir': export.export(config, workdir)}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'all') -> dict:
+  """Runs one stage, or all of them in order; returns what the stages reported."""
+  if mode not in MODES:
+    raise UserError(f'--mode={mode!r}; expected one of {MODES}')
+  try:
+    config_util.check_config(config)
+  except config_util.ConfigError as e:
+    raise UserError(str(e)) from None
+  os.makedirs(workdir, exist_ok=True)
+  _atomic_write_text(os.path.join(workdir, 'config.json'), config_util.to_json(config))
+  stages = ['teacher', 'prepare', 'pretrain', 'evaluate', 'export'] if mode == 'all' else [mode]
+  report = {}
+  for stage in stages:
+    if stage != 'teacher':
+      config = resolve_teacher(config, workdir)
+    start = time.time()
+    logging.info('=== stage %s ===', stage)
+    fn = globals()[f'stage_{stage}']
+    try:
+      out = fn(config, workdir)
+    except (FileNotFoundError, ValueError) as e:
+      # Bad input (a missing file, a dataset that does not match the config) ends the run with
+      # the message that names it; programming errors keep their traceback.
+      if isinstance(e, (FloatingPointError,)):
+        raise
+      raise UserError(f'stage {stage}: {e}') from e
+    report[stage] = {'seconds': round(time.time() - start, 2), **(out or {})}
+    logging.info('stage %s done in %.1f s', stage, report[stage]['seconds'])
+  _atomic_write_text(os.path.join(workdir, f'stages_{mode}.json'),
+                     json.dumps(report, indent=2, default=str))
+  return report
