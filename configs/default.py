@@ -47,6 +47,8 @@ def get_config():
   d.synthetic.pretrain_per_class = 24   # unlabelled objects for 3D pretraining (disjoint)
   d.synthetic.teacher_per_class = 16    # objects for the 2D teacher (disjoint from all of the above)
   d.synthetic.num_classes = 0     # 0 = all classes
+  d.synthetic.seed = 0            # base of the per-instance seeds (split, class, index); splits stay disjoint
+  d.synthetic.scan_points = 2048  # points per object when kind = 'scan' (ScanObjectNN's 2048)
   # splits used by each stage
   d.pretrain_splits = ('pretrain', 'train')
   d.eval_train_split = 'train'
@@ -129,9 +131,25 @@ def get_config():
   e.fewshot_folds = 10
   e.seeds = (0, 1, 2)             # random-init encoders / stochastic protocols
   e.batch_size = 64
+  # Added by evaluation: probe classifier, standardisation and the few-shot SVM's fixed C.
+  e.svm_classifier = 'svc_linear'  # svc_linear (SVC(kernel='linear'), Point-JEPA/point2vec) | linear_svc
+  e.svm_standardize = False        # StandardScaler fitted on train only (inside CV folds) when True
+  e.fewshot_C = 0.01               # fixed C of the few-shot linear SVM (nothing selected per fold)
   e.finetune = ml_collections.ConfigDict()
   e.finetune.enabled = False
   e.finetune.steps = 200
   e.finetune.lr = 5e-4
   e.finetune.votes = 4
+  # Added by evaluation (finetune.py): the rest of the fine-tuning recipe (Point-MAE-like).
+  e.finetune.batch_size = 32      # multiple of the device count (the batch is sharded)
+  e.finetune.min_lr = 1e-6        # cosine decay floor
+  e.finetune.warmup_steps = 20
+  e.finetune.weight_decay = 0.05  # AdamW; biases/norms exempt via train.param_rules
+  e.finetune.b1 = 0.9
+  e.finetune.b2 = 0.999
+  e.finetune.grad_clip = 10.0
+  e.finetune.head_hidden = 256    # MLP head widths: F -> h -> h -> classes
+  e.finetune.head_dropout = 0.5
+  e.finetune.scale = (2.0 / 3.0, 1.5)   # per-axis random scale (train and voting augmentation)
+  e.finetune.translate = 0.2            # random translation U(-t, t) per axis
   return c

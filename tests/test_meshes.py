@@ -1,0 +1,181 @@
+"""Tests of crossjepa.data.meshes: readers on files in the public formats, sampling, normalisation."""
+import struct
+
+import numpy as np
+import pytest
+
+from crossjepa.data import meshes
+from crossjepa.data.meshes import Mesh
+
+
+def _write(path, text):
+  path.write_text(text)
+  return str(path)
+
+
+def _area(mesh):
+  return meshes.face_areas(mesh).sum()
+
+
+def test_off_merged_header_comments_and_polygons(tmp_path):
+  # ModelNet's quirk (counts glued to OFF), a comment, blank lines, a quad and a triangle.
+  path = _write(tmp_path / 'chair_0001.off',
+                'OFF5 2 0\n# a comment\n\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n 0.5 0.5 1\n'
+                '4 0 1 2 3\n3 0 1 4\n')
+  mesh = meshes.read_off(path)
+  assert mesh.vertices.dtype == np.float32 and mesh.faces.dtype == np.int32
+  np.testing.assert_array_equal(mesh.faces, [[0, 1, 2], [0, 2, 3], [0, 1, 4]])
+  np.testing.assert_allclose(mesh.vertices[4], [0.5, 0.5, 1.0])
+  # The quad (area 1) plus the triangle with base 1 and height sqrt(0.25 + 1).
+  np.testing.assert_allclose(_area(mesh), 1.0 + 0.5 * np.sqrt(1.25), rtol=1e-6)
+
+
+def test_off_standard_header_and_pentagon(tmp_path):
+  pts = [[np.cos(t), np.sin(t), 0.0] for t in np.linspace(0, 2 * np.pi, 5, endpoint=False)]
+  body = '\n'.join(' '.join(f'{x:.9f}' for x in p) for p in pts)
+  path = _write(tmp_path / 'p.off', f'OFF\n5 1 5\n{body}\n5 0 1 2 3 4 255 0 0\n')
+  mesh = meshes.read_off(path)
+  assert mesh.num_faces == 3
+  # Regular pentagon of circumradius 1: area = 5/2 sin(72 deg).
+  np.testing.assert_allclose(_area(mesh), 2.5 * np.sin(np.deg2rad(72)), rtol=1e-6)
+
+
+def test_off_errors_name_file_and_line(tmp_path):
+  path = _write(tmp_path / 'bad.off', 'OFF\n3 1 0\n0 0 0\n1 0 zero\n0 1 0\n3 0 1 2\n')
+  with pytest.raises(ValueError, match=r'bad\.off: line 4'):
+    meshes.read_off(path)
+  path = _write(tmp_path / 'range.off', 'OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n')
+  with pytest.raises(ValueError, match=r'range\.off.*\[0, 3\)'):
+    meshes.read_off(path)
+  path = _write(tmp_path / 'short.off', 'OFF\n3 2 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n')
+  with pytest.raises(ValueError, match=r'short\.off'):
+    meshes.read_off(path)
+  path = _write(tmp_path / 'nan.off', 'OFF\n3 1 0\n0 0 0\nnan 0 0\n0 1 0\n3 0 1 2\n')
+  with pytest.raises(ValueError, match=r'nan\.off.*vertex 1 is not finite'):
+    meshes.read_off(path)
+
+
+def test_obj_corner_forms_negative_indices_missing_mtl(tmp_path):
+  path = _write(tmp_path / 'm.obj',
+                'mtllib missing.mtl\no thing\nv 0 0 0\nv 2 0 0\nv 2 2 0\nv 0 2 0\n'
+                'vt 0 0\nvn 0 0 1\nusemtl red\ns off\n'
+                'f 1/1/1 2/1/1 3/1/1\nf -4//1 -2//1 -1//1\nv 0 0 5\nf 1/1 2/1 5/1 4/1\n')
+  mesh = meshes.read_obj(path)
+  np.testing.assert_array_equal(mesh.faces, [[0, 1, 2], [0, 2, 3], [0, 1, 4], [0, 4, 3]])
+  assert mesh.num_vertices == 5
+  with pytest.raises(ValueError, match=r'bad\.obj: line 2'):
+    meshes.read_obj(_write(tmp_path / 'bad.obj', 'v 0 0 0\nf 1 2 3\n'))
+
+
+def _ply_header(fmt, n_vertices, n_faces, vertex_props):
+  lines = ['ply', f'format {fmt} 1.0', 'comment made by a test', f'element vertex {n_vertices}']
+  lines += [f'property {t} {n}' for t, n in vertex_props]
+  lines += [f'element face {n_faces}', 'property list uchar int vertex_indices',
+            'property uchar flags', 'end_header']
+  return ('\n'.join(lines) + '\n').encode()
+
+
+# A unit square as a quad plus a triangle sticking up: area 1 + 0.5.
+_V = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1]], np.float64)
+_F = [[0, 1, 2, 3], [0, 1, 4]]
+_EXPECTED_FACES = [[0, 1, 2], [0, 2, 3], [0, 1, 4]]
+
+
+def test_ply_ascii_any_property_order(tmp_path):
+  props = [('uchar', 'red'), ('float', 'z'), ('float', 'x'), ('float', 'y')]
+  body = ''.join(f'7 {z} {x} {y}\n' for x, y, z in _V)
+  body += ''.join(f'{len(f)} {" ".join(map(str, f))} 0\n' for f in _F)
+  path = tmp_path / 'a.ply'
+  path.write_bytes(_ply_header('ascii', 5, 2, props) + body.encode())
+  mesh = meshes.read_ply(str(path))
+  np.testing.assert_allclose(mesh.vertices, _V)
+  np.testing.assert_array_equal(mesh.faces, _EXPECTED_FACES)
+
+
+@pytest.mark.parametrize('endian', ['<', '>'])
+@pytest.mark.parametrize('mixed', [True, False])
+def test_ply_binary(tmp_path, endian, mixed):
+  fmt = 'binary_little_endian' if endian == '<' else 'binary_big_endian'
+  props = [('double', 'y'), ('float', 'x'), ('uchar', 'alpha'), ('float', 'z')]
+  faces = _F if mixed else [[0, 1, 2], [0, 2, 3], [0, 1, 4]]
+  body = b''.join(struct.pack(endian + 'dfBf', y, x, 255, z) for x, y, z in _V)
+  for f in faces:
+    body += struct.pack(endian + 'B' + 'i' * len(f) + 'B', len(f), *f, 0)
+  path = tmp_path / 'b.ply'
+  path.write_bytes(_ply_header(fmt, 5, len(faces), props) + body)
+  mesh = meshes.read_ply(str(path))
+  np.testing.assert_allclose(mesh.vertices, _V)
+  np.testing.assert_array_equal(mesh.faces, _EXPECTED_FACES)
+  # Truncated body -> an error naming the file.
+  path.write_bytes(_ply_header(fmt, 5, len(faces), props) + body[:-7])
+  with pytest.raises(ValueError, match=r'b\.ply: byte'):
+    meshes.read_ply(str(path))
+
+
+def test_read_mesh_dispatch_and_errors(tmp_path):
+  path = _write(tmp_path / 'x.OFF', 'OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n')
+  assert meshes.read_mesh(path).num_faces == 1
+  with pytest.raises(ValueError, match='unknown mesh extension'):
+    meshes.read_mesh(str(tmp_path / 'x.stl'))
+  with pytest.raises(FileNotFoundError, match='nope.obj'):
+    meshes.read_mesh(str(tmp_path / 'nope.obj'))
+
+
+def test_sample_surface_area_weighted_and_on_faces():
+  # Two disjoint triangles with areas 1 and 3 (right triangles in parallel planes).
+  s1, s3 = np.sqrt(2.0), np.sqrt(6.0)
+  vertices = [[0, 0, 0], [s1, 0, 0], [0, s1, 0], [0, 0, 5], [s3, 0, 5], [0, s3, 5]]
+  mesh = Mesh(np.array(vertices), np.array([[0, 1, 2], [3, 4, 5]]))
+  np.testing.assert_allclose(meshes.face_areas(mesh), [1.0, 3.0], rtol=1e-6)
+  n = 40000
+  points, face = meshes.sample_surface(mesh, n, np.random.default_rng(0), return_faces=True)
+  assert points.shape == (n, 3) and points.dtype == np.float32
+  frac = np.mean(face == 1)
+  assert abs(frac - 0.75) < 0.01, frac      # binomial std is 0.0022
+  np.testing.assert_array_equal(face == 1, points[:, 2] > 2.5)
+  # On the faces: inside each right triangle x, y >= 0 and x + y <= leg.
+  leg = np.where(face == 1, s3, s1)
+  assert np.all(points[:, :2] >= -1e-6)
+  assert np.all(points[:, 0] + points[:, 1] <= leg + 1e-5)
+  # Uniform within a triangle: the mean is the centroid.
+  np.testing.assert_allclose(points[face == 1, :2].mean(0), [s3 / 3, s3 / 3], atol=0.01)
+
+
+def test_sample_surface_degenerate_mesh_errors():
+  mesh = Mesh(np.array([[0, 0, 0], [1, 1, 1], [2, 2, 2]]), np.array([[0, 1, 2]]), source='flat.off')
+  with pytest.raises(ValueError, match=r'flat\.off.*degenerate'):
+    meshes.sample_surface(mesh, 10, np.random.default_rng(0))
+  with pytest.raises(ValueError, match='degenerate'):
+    meshes.sample_surface(Mesh(np.zeros((3, 3)), np.zeros((0, 3), np.int32)), 10,
+                          np.random.default_rng(0))
+
+
+def test_normalize_unit_sphere_and_mesh_transform():
+  rng = np.random.default_rng(1)
+  # Unnormalised CAD units: hundreds of units, far from the origin.
+  vertices = rng.normal(size=(50, 3)) * np.array([300.0, 80.0, 120.0]) + 1000.0
+  mesh = Mesh(vertices, rng.integers(0, 50, size=(80, 3)))
+  points = meshes.sample_surface(mesh, 2000, rng)
+  normed, center, scale = meshes.normalize_unit_sphere(points)
+  np.testing.assert_allclose(np.linalg.norm(normed, axis=1).max(), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(normed.mean(0), 0.0, atol=1e-5)
+  np.testing.assert_allclose(center, points.astype(np.float64).mean(0), rtol=1e-6)
+  moved = meshes.apply_normalization(mesh, center, scale)
+  np.testing.assert_allclose(moved.vertices, (vertices - center) / scale, rtol=1e-5, atol=1e-6)
+  # Samples of the moved mesh lie where the normalised samples lie (same transform).
+  assert np.linalg.norm(moved.vertices, axis=1).max() >= 1.0 - 1e-5
+  # normalize_mesh: max vertex norm 1 and centre = surface centroid.
+  nm, c2, _ = meshes.normalize_mesh(mesh)
+  np.testing.assert_allclose(np.linalg.norm(nm.vertices, axis=1).max(), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(meshes.surface_centroid(nm), 0.0, atol=1e-5)
+  dense = meshes.sample_surface(mesh, 200000, rng)
+  np.testing.assert_allclose(c2, dense.mean(0), atol=2.0)  # vs. a scale of hundreds
+
+
+def test_mesh_validation():
+  with pytest.raises(ValueError, match=r'vertices must be \[Nv,3\]'):
+    Mesh(np.zeros((3, 2)), np.zeros((1, 3), np.int32))
+  with pytest.raises(ValueError, match='triangles'):
+    Mesh(np.zeros((4, 3)), np.zeros((1, 4), np.int32))
+  with pytest.raises(ValueError, match=r'a\.ply.*range \[-1, 2\]'):
+    Mesh(np.zeros((3, 3)), np.array([[0, 2, -1]]), source='a.ply')
