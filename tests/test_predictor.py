@@ -1,0 +1,184 @@
+"""Predictor: parameter counts (and the paper total), conditioning switches, query kinds,
+permutation properties, jit, sharding, bf16."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from crossjepa.models import point
+from crossjepa.models import predictor as pred
+
+B, T, DC, HB, OUT = 8, 12, 16, 24, 32
+
+
+def count(tree) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def fast_init(module, *args, seed=0, **kwargs):
+  """Parameters with init's shapes, filled from NumPy (scale 1 +- 0.1, biases 0.1 N(0,1), kernels
+  N(0, 1/fan_in)): avoids compiling the random initialisers, which dominates test time on CPU."""
+  rng = np.random.default_rng(seed)
+  abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), *args, **kwargs))
+
+  def fill(path, leaf):
+    name = jax.tree_util.keystr(path)
+    if name.endswith("'scale']"):
+      value = 1 + 0.1 * rng.normal(size=leaf.shape)
+    elif name.endswith("'bias']") or len(leaf.shape) < 2:
+      value = 0.1 * rng.normal(size=leaf.shape)
+    else:
+      value = rng.normal(size=leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))
+    return jnp.asarray(value, leaf.dtype)
+  return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def predictor_formula(width, depth, context_dim, out_dim, hist_dim, use_pose=True, use_hist=True,
+                      query_dim=3, max_queries=1, pos_hidden=128, **_) -> int:
+  w = width
+  block = 12 * w * w + 13 * w                      # pre-LN block, mlp_ratio 4, qkv bias
+  return ((context_dim * w + w)                      # context_proj
+          + (12 * w + w if use_pose else 0)          # pose_embed of world_to_cam[:3, :4]
+          + (hist_dim * w + w if use_hist else 0)    # hist_embed
+          + max_queries * w + w                      # query_tokens, mask_token
+          + (query_dim * pos_hidden + pos_hidden) + (pos_hidden * w + w)   # target_position_mlp
+          + depth * block + 2 * w                    # transformer, final norm
+          + (w * out_dim + out_dim))                 # out_proj
+
+
+def abstract_params(module, context_dim, hist_dim, **call):
+  return jax.eval_shape(lambda: module.init(
+      jax.random.key(0), jnp.zeros((1, 4, context_dim)), world_to_cam=jnp.zeros((1, 4, 4)),
+      hist=jnp.zeros((1, hist_dim)), **call))['params']
+
+
+@pytest.mark.parametrize('variant', sorted(pred.VARIANTS))
+@pytest.mark.parametrize('flags', [dict(), dict(use_pose=False, use_hist=False, query_dim=2, max_queries=3)])
+def test_param_counts(variant, flags):
+  module = pred.predictor(variant, out_dim=768, **flags)
+  fields = {**pred.VARIANTS[variant], **flags}
+  expected = predictor_formula(**fields, context_dim=288, out_dim=768, hist_dim=24)
+  assert count(abstract_params(module, 288, 24)) == expected
+  # Initialising through the other query kind creates the same parameters.
+  q = jnp.zeros((1, 5, module.query_dim))
+  assert count(abstract_params(module, 288, 24, query_pos=q)) == expected
+
+
+def test_paper_total():
+  # CrossJEPA: 14.1 M trainable parameters, 8.5 M of them in the point encoder. Target width 768
+  # (ViT-B/14), histogram of 3 x 8 bins, 3-D queries.
+  enc = point.point_encoder('paper')
+  enc_params = jax.eval_shape(lambda: enc.init(jax.random.key(0), jnp.zeros((1, 64, 3))))['params']
+  pred_params = abstract_params(pred.predictor('paper', out_dim=768), enc.width, 24)
+  assert count(pred_params) == 5_843_968
+  total = count(enc_params) + count(pred_params)
+  assert total == 14_320_000
+  assert abs(total - 14.1e6) <= 0.3e6
+
+
+@pytest.fixture(scope='module')
+def setup():
+  rng = np.random.default_rng(0)
+  inputs = dict(
+      context=jnp.asarray(rng.normal(size=(B, T, DC)), jnp.float32),
+      world_to_cam=jnp.asarray(rng.normal(size=(B, 4, 4)), jnp.float32),
+      hist=jnp.asarray(rng.dirichlet(np.ones(HB), size=B), jnp.float32),
+      query_pos=jnp.asarray(rng.normal(size=(B, 6, 3)), jnp.float32))
+  module = pred.predictor('tiny', out_dim=OUT)
+  params = fast_init(module, inputs['context'], world_to_cam=inputs['world_to_cam'],
+                     hist=inputs['hist'])
+  apply = jax.jit(lambda p, c, w, h, q: module.apply(p, c, world_to_cam=w, hist=h, query_pos=q))
+  return module, params, inputs, apply
+
+
+def test_outputs_and_query_kinds(setup):
+  module, params, x, apply = setup
+  out = apply(params, x['context'], x['world_to_cam'], x['hist'], x['query_pos'])
+  assert out.shape == (B, 6, OUT) and out.dtype == jnp.float32
+  glob = jax.jit(lambda p, c, w, h: module.apply(p, c, world_to_cam=w, hist=h))(
+      params, x['context'], x['world_to_cam'], x['hist'])
+  assert glob.shape == (B, 1, OUT)
+  # Each input matters: the pose, the histogram, the context and the query positions.
+  for key, value in (('world_to_cam', x['world_to_cam'] + 1), ('hist', x['hist'][::-1]),
+                     ('context', x['context'] * 2), ('query_pos', x['query_pos'] + 1)):
+    args = {**x, key: value}
+    changed = apply(params, args['context'], args['world_to_cam'], args['hist'], args['query_pos'])
+    assert float(jnp.max(jnp.abs(changed - out))) > 1e-3, key
+  with pytest.raises(ValueError, match='num_queries must be in'):
+    jax.eval_shape(lambda: module.apply(params, x['context'], world_to_cam=x['world_to_cam'], hist=x['hist'], num_queries=2))
+
+
+def test_permutation_properties(setup):
+  module, params, x, apply = setup
+  out = apply(params, x['context'], x['world_to_cam'], x['hist'], x['query_pos'])
+  # No position information on the context: its order does not matter.
+  ctx_perm = np.random.default_rng(1).permutation(T)
+  np.testing.assert_allclose(apply(params, x['context'][:, ctx_perm], x['world_to_cam'], x['hist'],
+                                   x['query_pos']), out, atol=1e-5)
+  # Queries are identified only by their positions: permuting them permutes the outputs.
+  q_perm = np.random.default_rng(2).permutation(6)
+  np.testing.assert_allclose(apply(params, x['context'], x['world_to_cam'], x['hist'],
+                                   x['query_pos'][:, q_perm]), out[:, q_perm], atol=1e-5)
+
+
+def test_conditioning_switches():
+  rng = np.random.default_rng(3)
+  ctx = jnp.asarray(rng.normal(size=(2, T, DC)), jnp.float32)
+  w2c = jnp.asarray(rng.normal(size=(2, 4, 4)), jnp.float32)
+  hist = jnp.full((2, HB), 1.0 / HB)
+  key = jax.random.key(0)
+  # Errors are raised while tracing, so eval_shape checks them without running anything.
+  init = lambda module, *a, **k: jax.eval_shape(lambda: module.init(key, *a, **k))
+
+  def run(module, **kw):   # init with the given inputs, apply once with and once without extras
+    params = fast_init(module, ctx, **kw)
+    fn = jax.jit(lambda p, c, kw: module.apply(p, c, **kw))
+    return params, fn(params, ctx, kw), fn(params, ctx, {'world_to_cam': w2c, 'hist': hist})
+
+  off = pred.predictor('tiny', out_dim=OUT, use_pose=False, use_hist=False)
+  params, plain, extra = run(off)
+  assert 'pose_embed' not in params['params'] and 'hist_embed' not in params['params']
+  np.testing.assert_array_equal(plain, extra)
+  pose_only = pred.predictor('tiny', out_dim=OUT, use_hist=False)
+  with pytest.raises(ValueError, match='world_to_cam'):
+    init(pose_only, ctx, hist=hist)
+  _, plain, extra = run(pose_only, world_to_cam=w2c)
+  np.testing.assert_array_equal(plain, extra)
+  with pytest.raises(ValueError, match='hist'):
+    init(pred.predictor('tiny', out_dim=OUT, use_pose=False), ctx, world_to_cam=w2c)
+  with pytest.raises(ValueError, match='out_dim'):
+    init(pred.predictor('tiny'), ctx, world_to_cam=w2c, hist=hist)
+  with pytest.raises(ValueError, match='query_pos'):
+    init(pred.predictor('tiny', out_dim=OUT, query_dim=2), ctx, world_to_cam=w2c, hist=hist,
+         query_pos=jnp.zeros((2, 3, 3)))
+
+
+def test_no_recompile(setup):
+  module, params, x, apply = setup
+  apply(params, x['context'], x['world_to_cam'], x['hist'], x['query_pos'])
+  apply(params, x['context'] + 1, x['world_to_cam'], x['hist'] * 2, x['query_pos'] - 1)
+  assert apply._cache_size() == 1
+
+
+def test_sharded_equals_single_device(setup):
+  module, params, x, apply = setup
+  mesh = Mesh(np.array(jax.devices()), ('data',))
+  data, repl = NamedSharding(mesh, P('data')), NamedSharding(mesh, P())
+  fn = jax.jit(lambda p, c, w, h, q: module.apply(p, c, world_to_cam=w, hist=h, query_pos=q),
+               in_shardings=(repl, data, data, data, data), out_shardings=data)
+  args = [x['context'], x['world_to_cam'], x['hist'], x['query_pos']]
+  sharded = fn(jax.device_put(params, repl), *[jax.device_put(a, data) for a in args])
+  assert len(sharded.sharding.device_set) == 8
+  np.testing.assert_allclose(sharded, apply(params, *args), atol=1e-5)
+
+
+def test_bf16_close_to_f32(setup):
+  module, params, x, apply = setup
+  out = apply(params, x['context'], x['world_to_cam'], x['hist'], x['query_pos'])
+  m16 = pred.predictor('tiny', out_dim=OUT, dtype='bfloat16')
+  out16 = jax.jit(lambda p, c, w, h, q: m16.apply(p, c, world_to_cam=w, hist=h, query_pos=q))(
+      params, x['context'], x['world_to_cam'], x['hist'], x['query_pos'])
+  assert out16.dtype == jnp.float32
+  scale = float(jnp.max(jnp.abs(out)))
+  assert float(jnp.max(jnp.abs(out16 - out))) < 0.05 * scale
