@@ -456,8 +456,10 @@ def load(directory: str, **overrides) -> tuple[ViT, Any]:
   """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   info = load_info(directory)
-  fields = dict(info['fields'], **overrides)
-  module = ViT(**fields)
+  fields = dict(info['fields'])
+  if isinstance(fields.get('dtype'), str):  # stored by name; jnp.float32 etc. as the field default
+    fields['dtype'] = getattr(jnp, fields['dtype'])
+  module = ViT(**dict(fields, **overrides))
   path = os.path.abspath(os.path.join(directory, PARAMS_DIR))
   if not os.path.isdir(path):
     raise FileNotFoundError(f'ViT checkpoint {directory} has no {PARAMS_DIR}/ folder (expected {path})')
