@@ -33,6 +33,7 @@ def get_config():
   d.depth_tolerance = 0.10        # visibility test |z_proj - z_rendered| <= tol (unit-sphere units)
   d.shards = 4
   d.num_workers = 0               # prepare worker processes (0 = in-process)
+  d.teacher_chunk = 16            # objects per jitted FPS/kNN + teacher call in prepare (last chunk padded)
   # cameras
   d.camera = ml_collections.ConfigDict()
   d.camera.mode = 'random'        # ring | random
@@ -72,6 +73,29 @@ def get_config():
   t.train.steps = 400
   t.train.batch_size = 64
   t.train.lr = 1e-3
+  # Added by the teacher stage (crossjepa/training/teacher.py): data, optimiser, augmentation, I-JEPA.
+  t.train.source = ''             # '' = data.source; e.g. 'synthetic' for its disjoint teacher split
+  t.train.split = 'teacher'       # the source's split of objects disjoint from pretraining / evaluation
+  t.train.min_lr = 1e-5           # cosine floor
+  t.train.warmup_steps = 40       # linear warm-up
+  t.train.weight_decay = 0.05     # AdamW; norms/biases/pos_embed/cls exempt via train.param_rules
+  t.train.b1 = 0.9
+  t.train.b2 = 0.999
+  t.train.grad_clip = 1.0
+  t.train.label_smoothing = 0.1   # supervised cross-entropy
+  t.train.augment_flip = True     # random horizontal flip of the views
+  t.train.augment_shift = 6       # random shift of up to this many pixels (edge-padded)
+  t.train.log_every = 50
+  t.train.ijepa = ml_collections.ConfigDict()   # kind = 'ijepa' (label-free, I-JEPA)
+  t.train.ijepa.predictor = 'tiny'           # Predictor variant (query_dim 2, no pose/hist tokens)
+  t.train.ijepa.predictor_overrides = ml_collections.ConfigDict()
+  t.train.ijepa.num_targets = 4              # target blocks per image
+  t.train.ijepa.target_scale = 0.15          # fraction of the patch grid per target block (fixed)
+  t.train.ijepa.target_aspect = 1.0          # rows / cols of a target block (randomly transposed)
+  t.train.ijepa.context_scale = 0.85         # context block area fraction; context size is capped
+                                             # at the patches the targets can never cover
+  t.train.ijepa.loss = 'smooth_l1'           # smooth_l1 | mse
+  t.train.ijepa.ema_momentum = (0.996, 1.0)  # cosine schedule of the EMA target ViT
 
   # ---------------------------------------------------------------- pretraining
   c.train = tr = ml_collections.ConfigDict()

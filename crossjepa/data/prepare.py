@@ -1,0 +1,316 @@
+"""--mode=prepare: shapes of a source -> records under WORKDIR/data, and WORKDIR/plots/views.png.
+
+Per object (DESIGN.md §2, CrossJEPA arXiv 2511.18424 §3 "offline rendering and caching"):
+
+  1. points: N surface points, area-weighted, from the mesh; for point-only sources the given points
+     are normalised, then N are taken by farthest point sampling (the ModelNet/ShapeNet loaders'
+     convention: "1,024 points by FPS"; fewer than N given points are topped up by random repeats).
+  2. unit-sphere normalisation of the points (Point-BERT's pc_normalize); the SAME centre and scale
+     move the mesh before rendering, so the 2D-3D pairing is exact.
+  3. V cameras seeded by (config.seed, object id): deterministic, independent of order and workers.
+  4. renders (mesh rasteriser, or point splats for point-only sources), base colour = the shape's
+     colour when data.colored else grey; colour histogram per view.
+  5. FPS centres + kNN groups (crossjepa.ops, jitted once over a padded chunk of objects).
+  6. correspondence map per view (depth test within data.depth_tolerance).
+  7. teacher cache (crossjepa.data.teacher_cache) over the chunk.
+
+Steps 1-4 are the pure function `process_shape(shape, data_config, seed)`: with data.num_workers > 0
+it runs in a spawn-safe multiprocessing Pool (ordered imap); steps 5-7 are `finish_chunk` in the main
+process (FPS/kNN and the teacher are batched jax computations; the correspondence map needs the
+centres and is cheap next to rendering). The same two functions would be the map steps of a Beam
+pipeline.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import multiprocessing
+import os
+import time
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from absl import logging
+import numpy as np
+
+from crossjepa.data import records
+
+PLOT_OBJECTS = 3   # objects shown in plots/views.png
+
+
+# ------------------------------------------------------------------------------------------ per object
+def object_seed(seed: int, object_id: str) -> int:
+  """A 63-bit seed from (config seed, object id): stable across runs, orders and processes."""
+  digest = hashlib.sha256(f'{int(seed)}/{object_id}'.encode()).digest()
+  return int.from_bytes(digest[:8], 'little') >> 1
+
+
+def farthest_point_sampling_np(points: np.ndarray, num: int) -> np.ndarray:
+  """[M,3] -> [num] indices; starts at 0, then argmax of min distance (ties to the lowest index)."""
+  points = np.asarray(points, np.float64)
+  idx = np.zeros(num, np.int64)
+  dist = np.sum((points - points[0]) ** 2, axis=1)
+  for i in range(1, num):
+    idx[i] = int(np.argmax(dist))
+    dist = np.minimum(dist, np.sum((points - points[idx[i]]) ** 2, axis=1))
+  return idx
+
+
+def base_color(shape, data_config) -> np.ndarray:
+  if data_config.colored:
+    return np.asarray(shape.color, np.float32)
+  return np.asarray(records.GREY, np.float32)
+
+
+def normalized_geometry(shape, data_config, rng: np.random.Generator):
+  """-> (points [N,3] f32 on the unit sphere, normalised mesh or None, normalised full cloud or None)."""
+  from crossjepa.data import meshes  # pylint: disable=g-import-not-at-top
+  n = int(data_config.num_points)
+  if (shape.mesh is None) == (shape.points is None):
+    raise ValueError(f'shape {shape.id!r}: expected exactly one of mesh / points')
+  if shape.mesh is not None:
+    sampled = meshes.sample_surface(shape.mesh, n, rng)
+    points, center, scale = meshes.normalize_unit_sphere(sampled)
+    return points, meshes.apply_normalization(shape.mesh, center, scale), None
+  cloud = np.asarray(shape.points, np.float32)
+  if cloud.ndim != 2 or cloud.shape[1] != 3 or len(cloud) == 0:
+    raise ValueError(f'shape {shape.id!r}: points must be [M,3] with M > 0, got {cloud.shape}')
+  cloud, _, _ = meshes.normalize_unit_sphere(cloud)
+  if len(cloud) >= n:
+    points = cloud[farthest_point_sampling_np(cloud, n)]
+  else:   # too few points: keep them all, repeat random ones (FPS then picks them as duplicates)
+    extra = rng.choice(len(cloud), n - len(cloud), replace=True)
+    points = np.concatenate([cloud, cloud[extra]])
+  return points.astype(np.float32), None, cloud
+
+
+def _render(mesh, cloud, color, world_to_cam, intrinsics, image_size):
+  from crossjepa.data import render  # pylint: disable=g-import-not-at-top
+  if mesh is not None:
+    return render.render_mesh(mesh.vertices, mesh.faces, color, world_to_cam, intrinsics, image_size)
+  return render.render_points(cloud, color, world_to_cam, intrinsics, image_size)
+
+
+def _views(shape, data_config, seed, mesh, cloud) -> dict[str, np.ndarray]:
+  from crossjepa.data import render  # pylint: disable=g-import-not-at-top
+  size = int(data_config.image_size)
+  # Cameras from their own stream: the same poses whatever the point sampling consumed.
+  cam_rng = np.random.default_rng([int(seed), 1])
+  world_to_cam, intrinsics = render.make_cameras(data_config.camera, int(data_config.num_views),
+                                                 size, cam_rng)
+  rgb, depth = _render(mesh, cloud, base_color(shape, data_config), world_to_cam, intrinsics, size)
+  hist = render.color_histogram(rgb, depth, int(data_config.hist_bins))
+  return {'image': np.asarray(rgb, np.uint8),
+          'world_to_cam': np.asarray(world_to_cam, np.float32),
+          'intrinsics': np.asarray(intrinsics, np.float32),
+          'hist': np.asarray(hist, np.float32),
+          'depth': np.asarray(depth, np.float32)}
+
+
+def render_views(shape, data_config, seed: int) -> dict[str, np.ndarray]:
+  """Normalises a shape and renders its V views (the 2D-teacher stage reuses this).
+
+  Returns dict(image u8 [V,H,W,3], world_to_cam [V,4,4], intrinsics [V,3,3], hist [V,3B],
+  depth [V,H,W] (inf = background)), identical to what `process_shape` stores for the same seed.
+  """
+  _, mesh, cloud = normalized_geometry(shape, data_config, np.random.default_rng([int(seed), 0]))
+  return _views(shape, data_config, seed, mesh, cloud)
+
+
+def process_shape(shape, data_config, seed: int) -> dict[str, Any]:
+  """Pure per-object CPU work: points, normalisation, cameras, renders, histograms.
+
+  Returns a partial example: id, label, points [N,3], views/{image, world_to_cam, intrinsics, hist},
+  and depth [V,H,W] (for the correspondence map; not stored).
+  """
+  points, mesh, cloud = normalized_geometry(shape, data_config,
+                                            np.random.default_rng([int(seed), 0]))
+  views = _views(shape, data_config, seed, mesh, cloud)
+  depth = views.pop('depth')
+  return {'id': str(shape.id), 'label': int(shape.label), 'points': points, 'views': views,
+          'depth': depth}
+
+
+def _process_task(task):
+  shape, data_config, seed = task
+  return process_shape(shape, data_config, seed)
+
+
+# ------------------------------------------------------------------------------------------ per chunk
+@functools.lru_cache(maxsize=None)
+def _grouper(num_groups: int, group_size: int):
+  import jax  # pylint: disable=g-import-not-at-top
+  from crossjepa import ops  # pylint: disable=g-import-not-at-top
+  return jax.jit(functools.partial(ops.group_points, num_groups=num_groups, group_size=group_size))
+
+
+def group_chunk(points: np.ndarray, data_config, chunk_objects: int):
+  """points [n,N,3] -> (centers [n,G,3] f32, groups [n,G,K] i32), one compiled shape per run."""
+  n = len(points)
+  padded = points
+  if n < chunk_objects:   # pad with copies of the first object: a fixed shape, results dropped
+    padded = np.concatenate([points, np.repeat(points[:1], chunk_objects - n, axis=0)])
+  fn = _grouper(int(data_config.num_groups), int(data_config.group_size))
+  centers, groups = fn(padded)
+  return np.asarray(centers, np.float32)[:n], np.asarray(groups, np.int32)[:n]
+
+
+def finish_chunk(partials: Sequence[dict[str, Any]], config, teacher) -> list[dict[str, Any]]:
+  """Centres/groups, correspondence maps and the teacher cache for a chunk of partial examples."""
+  from crossjepa.data import correspondence  # pylint: disable=g-import-not-at-top
+  d = config.data
+  points = np.stack([p['points'] for p in partials])
+  centers, groups = group_chunk(points, d, teacher.chunk_objects)
+  corr = np.stack([
+      np.asarray(correspondence.correspondence_map(
+          centers[i], p['views']['world_to_cam'], p['views']['intrinsics'], p['depth'],
+          int(d.patch_size), float(d.depth_tolerance)), np.int32)
+      for i, p in enumerate(partials)])
+  images = np.stack([p['views']['image'] for p in partials])
+  cls, group_feats = teacher(images, corr)
+  out = []
+  for i, p in enumerate(partials):
+    views = dict(p['views'], corr=corr[i])
+    if not d.keep_images:
+      views.pop('image')
+    out.append({'id': p['id'], 'label': np.int64(p['label']), 'points': p['points'],
+                'centers': centers[i], 'groups': groups[i], 'views': views,
+                'teacher': {'cls': cls[i], 'groups': group_feats[i]}})
+  return out
+
+
+def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
+  it = iter(iterable)
+  while chunk := list(itertools.islice(it, size)):
+    yield chunk
+
+
+def generate_examples(config, split: str, teacher, *, shapes: Iterable | None = None,
+                      on_example: Callable[[dict[str, Any]], None] | None = None
+                      ) -> Iterator[tuple[str, dict[str, Any]]]:
+  """(key, example) for every shape of `split` (keys are the object ids, unique per split)."""
+  d = config.data
+  if shapes is None:
+    from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
+    shapes = sources.iter_shapes(d, split)
+  tasks = ((s, d, object_seed(config.seed, s.id)) for s in shapes)
+  workers = int(d.num_workers)
+  pool = None
+  if workers > 0:
+    # spawn: safe with jax/threads in the parent; imap keeps the source order.
+    pool = multiprocessing.get_context('spawn').Pool(workers)
+    partials = pool.imap(_process_task, tasks, chunksize=max(1, teacher.chunk_objects // workers))
+  else:
+    partials = map(_process_task, tasks)
+  try:
+    for chunk in _chunks(partials, teacher.chunk_objects):
+      for example in finish_chunk(chunk, config, teacher):
+        if on_example is not None:
+          on_example(example)
+        yield example['id'], example
+  finally:
+    if pool is not None:
+      pool.terminate()
+      pool.join()
+
+
+# ------------------------------------------------------------------------------------------ stage
+def splits_to_prepare(config) -> list[str]:
+  """The pretraining splits plus the evaluation splits the source has (ordered, unique)."""
+  from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
+  d = config.data
+  available = list(sources.available_splits(d))
+  wanted = list(dict.fromkeys(list(d.pretrain_splits) + [d.eval_train_split, d.eval_test_split]))
+  missing = [s for s in d.pretrain_splits if s not in available]
+  if missing:
+    raise ValueError(f'data.pretrain_splits {missing} are not splits of source {d.source!r} '
+                     f'(it has {available})')
+  return [s for s in wanted if s in available]
+
+
+def plot_examples(path: str, examples: Sequence[dict[str, Any]], patch_size: int) -> None:
+  """plots/views.png: a few objects' views with their projected centres and correspondence."""
+  from crossjepa.data import correspondence  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import render  # pylint: disable=g-import-not-at-top
+  images = np.stack([e['views']['image'] for e in examples])
+  uv = np.stack([np.asarray(correspondence.project(
+      e['centers'], e['views']['world_to_cam'], e['views']['intrinsics'])[0]) for e in examples])
+  corr = np.stack([e['views']['corr'] for e in examples])
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  render.plot_views(path, images, uv, corr, patch_size)
+
+
+def _dir_bytes(path: str) -> int:
+  return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+
+
+def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterable] | None = None,
+            class_names: Sequence[str] | None = None, splits: Sequence[str] | None = None
+            ) -> dict[str, Any]:
+  """Builds the records of `config` under WORKDIR/data; returns a summary.
+
+  Skips the work when the dataset is already prepared and its metadata matches the config (a
+  mismatch is an error: use a fresh workdir). `teacher`, `shapes_fn(split)`, `class_names` and
+  `splits` replace the config's (tests, custom sources).
+  """
+  from crossjepa.data import teacher_cache  # pylint: disable=g-import-not-at-top
+  d = config.data
+  path = records.dataset_dir(config, workdir)
+  if os.path.exists(os.path.join(path, 'dataset_info.json')):
+    builder = records.open_dataset(config, workdir, check=False)
+    try:
+      name = teacher.name if teacher is not None else teacher_cache.expected_teacher_name(config)
+      records.check_metadata(dict(builder.info.metadata or {}), config,
+                             teacher_info={'name': name} if name else None)
+    except ValueError as e:
+      raise ValueError(f'{e}\nThe records in {path} were prepared with another config: use a fresh '
+                       '--workdir (or delete that folder) to prepare them again.') from None
+    sizes = {s: int(builder.info.splits[s].num_examples) for s in records.split_names(builder)}
+    wanted = list(splits) if splits is not None else splits_to_prepare(config)
+    missing = [s for s in wanted if s not in sizes]
+    if missing:
+      raise ValueError(f'the records in {path} lack the splits {missing} (they have {sorted(sizes)}): '
+                       'use a fresh --workdir to prepare them.')
+    logging.info('prepare: reusing %s %s', path, sizes)
+    return {'data_dir': path, 'skipped': True, 'splits': sizes}
+
+  if splits is None:
+    splits = splits_to_prepare(config)
+  if class_names is None:
+    from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
+    class_names = sources.class_names(d)
+  if teacher is None:
+    teacher = teacher_cache.Teacher(config)
+  if shapes_fn is None:
+    from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
+    shapes_fn = functools.partial(sources.iter_shapes, d)
+
+  shown: list[dict[str, Any]] = []
+  counts = {s: 0 for s in splits}
+  start = time.time()
+
+  def example_fn(split):
+    def on_example(example):
+      counts[split] += 1
+      if len(shown) < PLOT_OBJECTS and 'image' in example['views']:
+        shown.append(example)
+      total = sum(counts.values())
+      if total % 200 == 0:
+        logging.info('prepare: %d objects, %.1f objects/s', total, total / (time.time() - start))
+    return generate_examples(config, split, teacher, shapes=shapes_fn(split), on_example=on_example)
+
+  builder = records.make_builder(config, workdir, teacher_info=teacher.teacher_info(),
+                                 class_names=class_names, splits=splits, example_fn=example_fn)
+  records.write(builder, d.shards)
+  seconds = time.time() - start
+  total = sum(counts.values())
+  summary = {'data_dir': path, 'skipped': False, 'splits': counts, 'seconds': round(seconds, 2),
+             'objects_per_s': round(total / max(seconds, 1e-9), 2),
+             'bytes': _dir_bytes(path), 'teacher': teacher.name}
+  logging.info('prepare: %d objects in %.1f s (%.1f objects/s) -> %s', total, seconds,
+               summary['objects_per_s'], path)
+  if shown:
+    plot = os.path.join(os.fspath(workdir), 'plots', 'views.png')
+    plot_examples(plot, shown, int(d.patch_size))
+    summary['plot'] = plot
+  return summary

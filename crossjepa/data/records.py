@@ -1,0 +1,341 @@
+"""Prepared-object records: the TFDS builder, its schema and metadata, and reading them back.
+
+One example per object, with the nested FeaturesDict of DESIGN.md §3:
+
+  id, label, points [N,3] f32, centers [G,3] f32, groups [G,K] i32,
+  views/{image [V,H,W,3] u8 (optional), world_to_cam [V,4,4] f32, intrinsics [V,3,3] f32,
+         hist [V,3*bins] f32, corr [V,G] i32},
+  teacher/{cls [V,D] f16, groups [V,G,D] f16}.
+
+The builder is an ordinary `tfds.core.GeneratorBasedBuilder` (ArrayRecord shards by default,
+TFRecord with the `tf` extra) under WORKDIR/data/<data.name>/<version>. TFDS writes every split into
+an `incomplete.*` folder and renames it only when all splits are done, so an interrupted prepare
+leaves nothing a reader would take for a prepared dataset, and a rerun starts afresh.
+
+The examples come from an `example_fn(split) -> Iterator[(key, example)]` given to the builder
+(crossjepa.data.prepare.generate_examples in practice). For a Beam run, `_generate_examples` would map
+the pure per-object function `prepare.process_shape(shape, data_config, seed)` over the shapes and
+then `prepare.finish_chunk` over batches of its outputs (beam.BatchElements) — both are pure functions
+of their inputs, so the in-process generator and a Beam pipeline give the same records. Beam is not a
+dependency; only the in-process path is exercised.
+
+`DatasetInfo.metadata` records the geometry (N, G, K, V, image size, patch, bins), the teacher (name,
+input size, param checksum), the renderer settings, the class names, the source and the code version;
+`check_metadata` turns any disagreement with a config into a clear error instead of a silent reshape.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+import crossjepa
+
+# Bump when the schema or the meaning of a field changes: readers refuse other versions.
+VERSION = '1.0.0'
+GREY = (0.6, 0.6, 0.6)   # base colour of uncoloured renders (data.colored = False)
+
+ExampleFn = Callable[[str], Iterator[tuple[str, dict[str, Any]]]]
+
+
+# ------------------------------------------------------------------------------------------ schema
+def features(data_config, teacher_width: int) -> tfds.features.FeaturesDict:
+  """The FeaturesDict of DESIGN.md §3 with the shapes of `data_config` and teacher width D."""
+  d = data_config
+  n, g, k, v = int(d.num_points), int(d.num_groups), int(d.group_size), int(d.num_views)
+  h = w = int(d.image_size)
+  t = tfds.features.Tensor
+  views = {
+      'world_to_cam': t(shape=(v, 4, 4), dtype=np.float32),
+      'intrinsics': t(shape=(v, 3, 3), dtype=np.float32),
+      'hist': t(shape=(v, 3 * int(d.hist_bins)), dtype=np.float32),
+      'corr': t(shape=(v, g), dtype=np.int32),
+  }
+  if d.keep_images:
+    # zlib: renders are mostly flat background, they compress several-fold.
+    views['image'] = t(shape=(v, h, w, 3), dtype=np.uint8, encoding=tfds.features.Encoding.ZLIB)
+  return tfds.features.FeaturesDict({
+      'id': tfds.features.Text(),
+      'label': t(shape=(), dtype=np.int64),
+      'points': t(shape=(n, 3), dtype=np.float32),
+      'centers': t(shape=(g, 3), dtype=np.float32),
+      'groups': t(shape=(g, k), dtype=np.int32),
+      'views': views,
+      'teacher': {
+          'cls': t(shape=(v, int(teacher_width)), dtype=np.float16),
+          'groups': t(shape=(v, g, int(teacher_width)), dtype=np.float16),
+      },
+  })
+
+
+def _jsonable(x):
+  """ConfigDict / tuples / numpy scalars -> plain JSON values (so metadata compares as JSON)."""
+  return json.loads(json.dumps(x.to_dict() if hasattr(x, 'to_dict') else x, default=_np_default))
+
+
+def _np_default(x):
+  if hasattr(x, 'to_dict'):
+    return x.to_dict()
+  if isinstance(x, np.generic):
+    return x.item()
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  raise TypeError(f'not JSON serialisable: {type(x)}')
+
+
+def renderer_settings(data_config) -> dict[str, Any]:
+  d = data_config
+  return _jsonable({'camera': d.camera, 'colored': bool(d.colored),
+                    'depth_tolerance': float(d.depth_tolerance)})
+
+
+def _rasteriser_settings() -> dict[str, Any]:
+  from crossjepa.data import render  # pylint: disable=g-import-not-at-top
+  return _jsonable(dict(render.RENDER_SETTINGS))
+
+
+def metadata(config, teacher_info: Mapping[str, Any], class_names: Sequence[str],
+             split_sizes: Mapping[str, int] | None = None) -> dict[str, Any]:
+  """The DatasetInfo.metadata of a prepared dataset (plain JSON values)."""
+  d = config.data
+  meta = {
+      'num_points': int(d.num_points),
+      'num_groups': int(d.num_groups),
+      'group_size': int(d.group_size),
+      'num_views': int(d.num_views),
+      'image_size': [int(d.image_size), int(d.image_size)],
+      'patch_size': int(d.patch_size),
+      'hist_bins': int(d.hist_bins),
+      'keep_images': bool(d.keep_images),
+      'teacher': _jsonable(dict(teacher_info)),
+      'renderer': renderer_settings(d),
+      'rasteriser': _rasteriser_settings(),
+      'class_names': [str(c) for c in class_names],
+      'source': _jsonable({'source': d.source, 'variant': d.variant, 'root': d.root,
+                           'synthetic': d.synthetic if d.source == 'synthetic' else None}),
+      'seed': int(config.seed),
+      'code_version': crossjepa.__version__,
+      'schema_version': VERSION,
+  }
+  if split_sizes is not None:
+    meta['split_sizes'] = {k: int(v) for k, v in split_sizes.items()}
+  return meta
+
+
+# ------------------------------------------------------------------------------------------ builder
+class _ObjectsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Writes the prepared objects; subclassed per data.name (see `builder_class`)."""
+
+  VERSION = tfds.core.Version(VERSION)
+  RELEASE_NOTES = {str(VERSION): 'DESIGN.md §3 schema.'}
+
+  def __init__(self, *, config_obj, teacher_width: int, meta: Mapping[str, Any],
+               splits: Sequence[str], example_fn: ExampleFn | None, **kwargs):
+    self._cj_config = config_obj
+    self._cj_teacher_width = int(teacher_width)
+    self._cj_meta = dict(meta)
+    self._cj_splits = list(splits)
+    self._cj_example_fn = example_fn
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    # dataset_info_from_configs() needs a TFDS package dir (it reads README/citation files next to
+    # the builder's module); the plain constructor does not.
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description='crossjepa prepared objects (DESIGN.md §3).',
+        features=features(self._cj_config.data, self._cj_teacher_width),
+        metadata=tfds.core.MetadataDict(self._cj_meta),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {split: self._generate_examples(split) for split in self._cj_splits}
+
+  def _generate_examples(self, split):
+    if self._cj_example_fn is None:
+      raise ValueError('this builder was created without an example_fn; build records with '
+                       'crossjepa.data.prepare.prepare (--mode=prepare).')
+    yield from self._cj_example_fn(split)
+
+
+_BUILDER_CLASSES: dict[str, type] = {}
+
+
+def builder_class(name: str) -> type:
+  """A builder class named `name` (TFDS takes the dataset's name from the class)."""
+  if not re.fullmatch(r'[a-z][a-z0-9_]*', name):
+    raise ValueError(f'data.name={name!r}: a TFDS dataset name must match [a-z][a-z0-9_]*')
+  if name not in _BUILDER_CLASSES:
+    cls_name = ''.join(p.capitalize() for p in name.split('_')) or 'Objects'
+    _BUILDER_CLASSES[name] = type(cls_name, (_ObjectsBuilder,), {'name': name},
+                                  skip_registration=True)
+  return _BUILDER_CLASSES[name]
+
+
+def data_dir(workdir) -> str:
+  return os.path.join(os.fspath(workdir), 'data')
+
+
+def dataset_dir(config, workdir) -> str:
+  """WORKDIR/data/<data.name>/<version>: where a finished dataset lives."""
+  return os.path.join(data_dir(workdir), config.data.name, VERSION)
+
+
+def file_format(config) -> str:
+  fmt = str(config.data.file_format)
+  if fmt not in ('array_record', 'tfrecord'):
+    raise ValueError(f"data.file_format={fmt!r}: expected 'array_record' or 'tfrecord'")
+  if fmt == 'tfrecord':
+    try:
+      import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    except ImportError as e:
+      raise ImportError("data.file_format='tfrecord' needs TensorFlow: install the `tf` extra "
+                        "(pip install 'crossjepa[tf]') or use data.file_format='array_record'."
+                        ) from e
+  return fmt
+
+
+def make_builder(config, workdir, *, teacher_info: Mapping[str, Any], class_names: Sequence[str],
+                 splits: Sequence[str], example_fn: ExampleFn | None,
+                 split_sizes: Mapping[str, int] | None = None) -> tfds.core.GeneratorBasedBuilder:
+  """The builder that writes `splits` of `config.data.name` under WORKDIR/data."""
+  cls = builder_class(str(config.data.name))
+  return cls(config_obj=config, teacher_width=int(teacher_info['width']),
+             meta=metadata(config, teacher_info, class_names, split_sizes), splits=splits,
+             example_fn=example_fn, data_dir=data_dir(workdir), file_format=file_format(config))
+
+
+def write(builder: tfds.core.GeneratorBasedBuilder, num_shards: int | None) -> None:
+  """Generates all splits (TFDS: temporary `incomplete.*` folder, renamed at the end)."""
+  cfg = tfds.download.DownloadConfig(num_shards=int(num_shards) if num_shards else None)
+  builder.download_and_prepare(download_config=cfg)
+
+
+# ------------------------------------------------------------------------------------------ reading
+def check_metadata(meta: Mapping[str, Any], config, *, teacher_info: Mapping[str, Any] | None = None
+                   ) -> None:
+  """Raises ValueError listing every field where the records and `config` disagree.
+
+  Compares N, G, K, V, image size, patch size, histogram bins, the renderer settings and the
+  source; the teacher's name (and checksum, when `teacher_info` carries one) when the config names a
+  teacher (teacher.checkpoint or teacher.random_init) and `teacher_info` is given.
+  """
+  d = config.data
+  want = {
+      'num_points': int(d.num_points),
+      'num_groups': int(d.num_groups),
+      'group_size': int(d.group_size),
+      'num_views': int(d.num_views),
+      'image_size': [int(d.image_size), int(d.image_size)],
+      'patch_size': int(d.patch_size),
+      'hist_bins': int(d.hist_bins),
+      'renderer': renderer_settings(d),
+      'source.source': str(d.source),
+      'source.variant': str(d.variant),
+  }
+  have = dict(meta)
+  have_src = _jsonable(have.get('source') or {})
+  have['source.source'] = have_src.get('source')
+  have['source.variant'] = have_src.get('variant')
+  if teacher_info is not None:
+    tmeta = _jsonable(have.get('teacher') or {})
+    want['teacher.name'] = teacher_info.get('name')
+    have['teacher.name'] = tmeta.get('name')
+    if teacher_info.get('checksum'):
+      want['teacher.checksum'] = teacher_info['checksum']
+      have['teacher.checksum'] = tmeta.get('checksum')
+  problems = []
+  for key, value in want.items():
+    got = _jsonable(have.get(key)) if key in have else '<missing>'
+    if got != _jsonable(value):
+      problems.append(f'{key}: dataset has {got!r}, config has {value!r}')
+  if problems:
+    raise ValueError('prepared records do not match the config:\n  ' + '\n  '.join(problems))
+
+
+def open_dataset(config, workdir, *, check: bool = True) -> tfds.core.DatasetBuilder:
+  """The prepared dataset of `config` under WORKDIR/data (a read-only TFDS builder)."""
+  path = dataset_dir(config, workdir)
+  if not os.path.exists(os.path.join(path, 'dataset_info.json')):
+    raise FileNotFoundError(
+        f'no prepared dataset {config.data.name!r} (version {VERSION}) in {path}: '
+        f'run --mode=prepare first (python -m crossjepa.main --mode=prepare --workdir={workdir}).')
+  builder = tfds.builder_from_directory(path)
+  if check:
+    check_metadata(dict(builder.info.metadata or {}), config)
+  return builder
+
+
+def split_names(builder) -> list[str]:
+  return sorted(builder.info.splits.keys())
+
+
+def check_split(builder, split: str) -> None:
+  available = split_names(builder)
+  if split not in available:
+    raise KeyError(f'split {split!r} is not in the prepared dataset at {builder.data_dir}; '
+                   f'available splits: {available}')
+
+
+def flat_keys(feats: tfds.features.FeaturesDict, prefix: str = '') -> list[str]:
+  out = []
+  for k, f in feats.items():
+    if isinstance(f, tfds.features.FeaturesDict):
+      out += flat_keys(f, prefix + k + '/')
+    else:
+      out.append(prefix + k)
+  return out
+
+
+class PartialDecoder:
+  """Decodes only some features of a serialized example (picklable, for grain workers).
+
+  TFDS' NumPy path has no partial decoding, so this builds a FeaturesDict with only the wanted
+  features; the example parser ignores the other keys, so unwanted images are never decompressed.
+  """
+
+  def __init__(self, feats: tfds.features.FeaturesDict, keys: Sequence[str] | None):
+    available = flat_keys(feats)
+    keys = available if keys is None else list(keys)
+    missing = [k for k in keys if k not in available]
+    if missing:
+      raise KeyError(f'features {missing} are not in the records (they have {available}); '
+                     'was the dataset prepared with data.keep_images=False?')
+    self.keys = keys
+    nested: dict[str, Any] = {}
+    for key in keys:
+      node, parts = nested, key.split('/')
+      sub = feats
+      for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        sub = sub[p]
+      node[parts[-1]] = sub[parts[-1]]
+    self._feats = tfds.features.FeaturesDict(nested)
+
+  def __call__(self, serialized: bytes) -> dict[str, Any]:
+    return self._feats.deserialize_example_np(serialized)
+
+
+class RecordSource:
+  """Random-access source of decoded examples of one split (only `keys`), for grain."""
+
+  def __init__(self, builder, split: str, keys: Sequence[str] | None = None):
+    check_split(builder, split)
+    self._raw = builder.as_data_source(
+        split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+    self._decode = PartialDecoder(builder.info.features, keys)
+    self.split = split
+
+  def __len__(self) -> int:
+    return len(self._raw)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return self._decode(self._raw[int(index)])
+
+  def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+    return [self[i] for i in indices]

@@ -1,0 +1,154 @@
+"""prepare: end to end on the synthetic source, teacher cache vs. brute force, skip / mismatch."""
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from crossjepa.data import correspondence
+from crossjepa.data import pipeline
+from crossjepa.data import prepare
+from crossjepa.data import records
+from crossjepa.data import sources
+from crossjepa.data import teacher_cache
+from crossjepa.models import vit
+from test_records import tiny_config  # pylint: disable=g-bad-import-order
+
+
+def prepare_config(**data_overrides):
+  c = tiny_config(name='prepared_objects', **data_overrides)
+  s = c.data.synthetic
+  s.num_classes = 2
+  s.pretrain_per_class = 1
+  s.train_per_class = 2
+  s.test_per_class = 1
+  s.teacher_per_class = 1
+  return c
+
+
+@pytest.fixture(scope='module')
+def teacher():
+  return teacher_cache.Teacher(prepare_config(), chunk_objects=2)
+
+
+@pytest.fixture(scope='module')
+def prepared(tmp_path_factory, teacher):
+  config = prepare_config()
+  workdir = str(tmp_path_factory.mktemp('prepare'))
+  summary = prepare.prepare(config, workdir, teacher=teacher)
+  return config, workdir, summary
+
+
+def test_teacher_matches_brute_force(teacher):
+  rng = np.random.default_rng(0)
+  n, v, g = 3, 2, 8      # 3 objects with chunks of 2: two calls, the second padded
+  images = rng.integers(0, 256, (n, v, 28, 28, 3)).astype(np.uint8)
+  corr = rng.integers(-1, 4, (n, v, g)).astype(np.int32)
+  corr[0, 0] = -1        # a view with no visible group
+  cls, groups = teacher(images, corr)
+  assert cls.dtype == np.float16 and cls.shape == (n, v, teacher.width)
+  assert groups.dtype == np.float16 and groups.shape == (n, v, g, teacher.width)
+  out = teacher.module.apply({'params': jax.device_get(teacher.params)},
+                             vit.normalize_images(images.reshape(n * v, 28, 28, 3)))
+  ref_cls = np.asarray(out['cls']).reshape(n, v, -1)
+  patches = np.asarray(out['patches']).reshape(n, v, 4, -1)
+  np.testing.assert_allclose(cls, ref_cls, rtol=2e-3, atol=2e-3)
+  for i in range(n):
+    for j in range(v):
+      for k in range(g):
+        if corr[i, j, k] < 0:
+          assert np.all(groups[i, j, k] == 0)
+        else:
+          np.testing.assert_allclose(groups[i, j, k], patches[i, j, corr[i, j, k]],
+                                     rtol=2e-3, atol=2e-3)
+  info = teacher.teacher_info()
+  assert info['name'] == 'random_init:tiny/14:seed0' and info['width'] == 64
+  assert info['checksum'] == vit.param_checksum(jax.device_get(teacher.params))
+
+
+def test_teacher_needs_a_source():
+  config = prepare_config()
+  config.teacher.random_init = False
+  with pytest.raises(ValueError, match='convert_teacher.*--mode=teacher'):
+    teacher_cache.Teacher(config)
+
+
+def test_prepare_end_to_end(prepared, teacher):
+  config, workdir, summary = prepared
+  assert summary['splits'] == {'pretrain': 2, 'train': 4, 'test': 2} and not summary['skipped']
+  assert os.path.exists(os.path.join(workdir, 'plots', 'views.png'))
+  builder = records.open_dataset(config, workdir)
+  meta = builder.info.metadata
+  assert meta['teacher']['name'] == teacher.name
+  assert meta['class_names'] == sources.class_names(config.data) and len(meta['class_names']) == 2
+  arrays = pipeline.load_split(config, workdir, 'train', keys=[
+      'id', 'label', 'points', 'centers', 'groups', 'views/image', 'views/world_to_cam',
+      'views/intrinsics', 'views/corr', 'teacher/cls', 'teacher/groups'])
+  shapes = {s.id: s for s in sources.iter_shapes(config.data, 'train')}
+  for i in range(4):
+    sid = arrays['id'][i]
+    shape = shapes[sid]
+    assert arrays['label'][i] == shape.label
+    points, centers, groups = arrays['points'][i], arrays['centers'][i], arrays['groups'][i]
+    # unit sphere: centred at the mean, max norm 1
+    np.testing.assert_allclose(points.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(points, axis=1).max(), 1.0, atol=1e-5)
+    # FPS starts at point 0; each group's nearest neighbour is its centre
+    np.testing.assert_array_equal(centers[0], points[0])
+    np.testing.assert_allclose(points[groups[:, 0]], centers, atol=1e-6)
+    # the stored views are what render_views gives for the object's seed (deterministic)
+    seed = prepare.object_seed(config.seed, sid)
+    views = prepare.render_views(shape, config.data, seed)
+    np.testing.assert_array_equal(arrays['views/image'][i], views['image'])
+    np.testing.assert_array_equal(arrays['views/world_to_cam'][i], views['world_to_cam'])
+    # correspondence recomputed from the rendered depth
+    corr = correspondence.correspondence_map(centers, views['world_to_cam'], views['intrinsics'],
+                                             views['depth'], 14, config.data.depth_tolerance)
+    np.testing.assert_array_equal(arrays['views/corr'][i], corr)
+    assert (corr >= 0).any()
+  # teacher cache equals the teacher on the stored images
+  cls, grp = teacher(arrays['views/image'], arrays['views/corr'])
+  np.testing.assert_array_equal(arrays['teacher/cls'], cls)
+  np.testing.assert_array_equal(arrays['teacher/groups'], grp)
+  assert np.all(arrays['teacher/groups'][arrays['views/corr'] < 0] == 0)
+
+
+def test_prepare_skips_when_done_and_refuses_a_mismatch(prepared, teacher):
+  config, workdir, _ = prepared
+  again = prepare.prepare(config, workdir, teacher=teacher)
+  assert again['skipped'] and again['splits'] == {'pretrain': 2, 'test': 2, 'train': 4}
+  other = prepare_config(num_views=3)
+  with pytest.raises(ValueError, match='(?s)num_views: dataset has 2, config has 3.*fresh'):
+    prepare.prepare(other, workdir, teacher=teacher)
+
+
+def test_point_source_uses_fps_of_the_normalised_cloud():
+  config = prepare_config()
+  rng = np.random.default_rng(1)
+  cloud = rng.normal(size=(300, 3)).astype(np.float32) * [1.0, 2.0, 0.5] + 3.0
+  shape = sources.Shape('scan_0', 1, 'train', None, cloud, np.array([0.2, 0.4, 0.8]))
+  partial = prepare.process_shape(shape, config.data, 7)
+  normalised = (cloud - cloud.mean(0)) / np.linalg.norm(cloud - cloud.mean(0), axis=1).max()
+  idx = prepare.farthest_point_sampling_np(normalised, 64)
+  np.testing.assert_allclose(partial['points'], normalised[idx], atol=1e-5)
+  assert idx[0] == 0 and len(set(idx.tolist())) == 64
+  # brute-force FPS: each pick is the farthest from the previous picks
+  for m in range(1, 64):
+    d = np.min(np.linalg.norm(normalised[:, None] - normalised[idx[:m]][None], axis=2), axis=1)
+    assert np.isclose(d[idx[m]], d.max())
+  assert partial['views']['image'].shape == (2, 28, 28, 3)
+  assert (partial['views']['image'] != partial['views']['image'][0, 0, 0]).any()   # something drawn
+  np.testing.assert_allclose(partial['views']['hist'].sum(-1), 1.0, atol=1e-4)
+
+
+def test_worker_processes_give_the_same_examples(teacher):
+  config = prepare_config(num_workers=2)
+  serial = prepare_config()
+  shapes = list(sources.iter_shapes(config.data, 'test'))
+  a = list(prepare.generate_examples(config, 'test', teacher, shapes=shapes))
+  b = list(prepare.generate_examples(serial, 'test', teacher, shapes=shapes))
+  assert [k for k, _ in a] == [k for k, _ in b] == [s.id for s in shapes]
+  for (_, x), (_, y) in zip(a, b):
+    np.testing.assert_array_equal(x['points'], y['points'])
+    np.testing.assert_array_equal(x['views']['image'], y['views']['image'])
+    np.testing.assert_array_equal(x['teacher']['groups'], y['teacher']['groups'])
