@@ -1,0 +1,272 @@
+"""Export of the pretrained point encoder, and a loader that needs nothing else from the run.
+
+WORKDIR/export/
+  params/        Orbax (StandardCheckpointer) tree of the PointEncoder's params, saved as numpy
+  encoder.json   format tag, the PointEncoder's dataclass fields, variant, params source
+                 (student | ema), pooling, num_points / num_groups / group_size, feature dim,
+                 parameter count, crossjepa version, sha256 digest of the source config, step
+
+The folder is written to a temporary sibling and renamed into place, so a reader never sees a
+half-written export. `load_encoder(dir)` rebuilds the encoder from encoder.json alone, checks every
+parameter leaf against the rebuilt module (missing, unexpected, mis-shaped: named in the error),
+and returns `fn(points [B,N,3]) -> features [B,F]`; the encoder computes the FPS centres and kNN
+groups itself with the recorded num_groups / group_size (the same ops the records are built with).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FORMAT = 'crossjepa.point_encoder/1'
+INFO_FILE = 'encoder.json'
+PARAMS_DIR = 'params'
+
+
+# ------------------------------------------------------------------ module <-> JSON
+
+
+def _encode_value(name: str, value: Any) -> Any:
+  if name == 'dtype' or isinstance(value, np.dtype) or (isinstance(value, type) and
+                                                        issubclass(value, np.generic)):
+    return {'__dtype__': jnp.dtype(value).name}
+  if isinstance(value, tuple):
+    return {'__tuple__': [_encode_value(name, v) for v in value]}
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return value
+  raise ValueError(f'export: PointEncoder field {name!r} = {value!r} cannot be written to '
+                   f'{INFO_FILE} (only numbers, strings, bools, tuples and dtypes)')
+
+
+def _decode_value(value: Any) -> Any:
+  if isinstance(value, dict) and '__dtype__' in value:
+    return jnp.dtype(value['__dtype__'])
+  if isinstance(value, dict) and '__tuple__' in value:
+    return tuple(_decode_value(v) for v in value['__tuple__'])
+  if isinstance(value, list):
+    return tuple(_decode_value(v) for v in value)
+  return value
+
+
+def module_fields(module) -> dict[str, Any]:
+  """The module's hyperparameters (dataclass fields, without flax's parent/name), JSON-encoded."""
+  return {f.name: _encode_value(f.name, getattr(module, f.name))
+          for f in dataclasses.fields(module) if f.name not in ('parent', 'name')}
+
+
+def point_encoder_from_config(config):
+  """The PointEncoder that evaluation and export use for `config`.
+
+  Same variant and overrides as pretraining (training.recipes.build_models), with num_groups /
+  group_size from config.data (so an encoder that groups on its own matches the records) and
+  float32 compute (features do not depend on the training precision).
+  """
+  from crossjepa.models import point as point_lib  # pylint: disable=g-import-not-at-top
+  m = config.model
+  overrides = m.get('point_overrides')
+  overrides = dict(overrides.to_dict() if hasattr(overrides, 'to_dict') else (overrides or {}))
+  overrides.update(num_groups=int(config.data.num_groups), group_size=int(config.data.group_size),
+                   dtype='float32')
+  return point_lib.point_encoder(m.point, **overrides)
+
+
+def config_digest(config) -> str:
+  text = json.dumps(config.to_dict(), sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------ param checks
+
+
+def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  out = {}
+  for path, leaf in flat:
+    key = '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
+    out[key] = tuple(np.shape(leaf))
+  return out
+
+
+def check_params(params, expected, where: str) -> None:
+  """Raises ValueError naming missing / unexpected / mis-shaped leaves of `params` vs `expected`."""
+  got, want = _flat_shapes(params), _flat_shapes(expected)
+  missing = sorted(set(want) - set(got))
+  extra = sorted(set(got) - set(want))
+  shaped = sorted(f'{k}: {got[k]} != expected {want[k]}' for k in set(got) & set(want)
+                  if got[k] != want[k])
+  if missing or extra or shaped:
+    lines = [f'{where}: the params do not match the encoder config']
+    for title, items in (('missing', missing), ('unexpected', extra), ('mis-shaped', shaped)):
+      if items:
+        more = f' (+{len(items) - 10} more)' if len(items) > 10 else ''
+        lines.append(f'  {title} ({len(items)}): ' + ', '.join(items[:10]) + more)
+    raise ValueError('\n'.join(lines))
+
+
+def abstract_params(module, num_points: int):
+  x = jax.ShapeDtypeStruct((1, num_points, 3), jnp.float32)
+  return jax.eval_shape(lambda p: module.init(jax.random.PRNGKey(0), p), x)['params']
+
+
+# ------------------------------------------------------------------ export
+
+
+def select_encoder_params(params, ema_params, which: str):
+  """params = {'student': encoder, ...} (training.checkpoint.restore_params); picks the encoder."""
+  if which not in ('student', 'ema'):
+    raise ValueError(f"config.eval.params = {which!r}; expected 'student' or 'ema'")
+  tree = params if which == 'student' else ema_params
+  if tree is None:
+    raise ValueError("config.eval.params = 'ema' but the checkpoint has no EMA params (the "
+                     "crossjepa recipe keeps none unless train.use_ema_for_eval); use 'student'")
+  if isinstance(tree, dict) and 'student' in tree:
+    return tree['student']
+  if isinstance(tree, dict) and 'point' in tree:
+    return tree['point']
+  return tree
+
+
+def write_export(out_dir: str, module, encoder_params, info: dict) -> str:
+  """Writes params + encoder.json to `out_dir` atomically (temp sibling, then rename)."""
+  out_dir = os.path.abspath(out_dir)
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  num_points = int(info['num_points'])
+  check_params(encoder_params, abstract_params(module, num_points), 'export')
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  tmp = tempfile.mkdtemp(prefix='.export-tmp-', dir=parent)
+  try:
+    host_params = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), encoder_params)
+    with ocp.StandardCheckpointer() as ckptr:
+      ckptr.save(os.path.join(tmp, PARAMS_DIR), host_params)
+    info = {
+        'format': FORMAT,
+        'module': 'crossjepa.models.point.PointEncoder',
+        'fields': module_fields(module),
+        'param_count': int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(host_params))),
+        **info,
+    }
+    with open(os.path.join(tmp, INFO_FILE), 'w') as f:
+      json.dump(info, f, indent=2, sort_keys=True)
+    old = None
+    if os.path.exists(out_dir):
+      old = tempfile.mkdtemp(prefix='.export-old-', dir=parent)
+      os.rename(out_dir, os.path.join(old, 'export'))
+    os.rename(tmp, out_dir)
+    if old:
+      shutil.rmtree(old, ignore_errors=True)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return out_dir
+
+
+def export(config, workdir: str) -> str:
+  """Restores the run's last checkpoint and writes WORKDIR/export; returns its path."""
+  from crossjepa import __version__  # pylint: disable=g-import-not-at-top
+  from crossjepa.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
+  from crossjepa.training import checkpoint  # pylint: disable=g-import-not-at-top
+  params, ema_params, step = checkpoint.restore_params(workdir, config)
+  which = str(config.eval.params)
+  encoder_params = select_encoder_params(params, ema_params, which)
+  module = point_encoder_from_config(config)
+  pooling = str(config.eval.pooling)
+  num_points = int(config.data.num_points)
+  feat = jax.eval_shape(
+      lambda p, x: features_lib.pool_tokens(module.apply({'params': p}, x), pooling),
+      encoder_params, jax.ShapeDtypeStruct((1, num_points, 3), jnp.float32))
+  info = {
+      'variant': str(config.model.point),
+      'params_source': which,
+      'pooling': pooling,
+      'num_points': num_points,
+      'num_groups': int(config.data.num_groups),
+      'group_size': int(config.data.group_size),
+      'feature_dim': int(feat.shape[-1]),
+      'step': int(step),
+      'recipe': str(config.get('recipe', '')),
+      'crossjepa_version': __version__,
+      'config_digest': 'sha256:' + config_digest(config),
+      'created': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+  }
+  return write_export(os.path.join(workdir, 'export'), module, encoder_params, info)
+
+
+# ------------------------------------------------------------------ load
+
+
+def read_info(export_dir: str) -> dict:
+  path = os.path.join(export_dir, INFO_FILE)
+  if not os.path.isdir(export_dir):
+    raise FileNotFoundError(f'load_encoder: {export_dir} is not a folder')
+  if not os.path.isfile(path) or not os.path.isdir(os.path.join(export_dir, PARAMS_DIR)):
+    raise ValueError(f'load_encoder: {export_dir} is not a crossjepa export (expected {INFO_FILE} '
+                     f'and {PARAMS_DIR}/, found {sorted(os.listdir(export_dir))})')
+  with open(path) as f:
+    try:
+      info = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'load_encoder: {path} is not valid JSON: {e}') from e
+  if info.get('format') != FORMAT:
+    raise ValueError(f'load_encoder: {path} has format {info.get("format")!r}; expected {FORMAT!r}')
+  for key in ('fields', 'pooling', 'num_points'):
+    if key not in info:
+      raise ValueError(f'load_encoder: {path} lacks the key {key!r}')
+  return info
+
+
+def build_module(info: dict):
+  from crossjepa.models import point as point_lib  # pylint: disable=g-import-not-at-top
+  fields = {k: _decode_value(v) for k, v in info['fields'].items()}
+  names = {f.name for f in dataclasses.fields(point_lib.PointEncoder)} - {'parent', 'name'}
+  unknown = sorted(set(fields) - names)
+  if unknown:
+    raise ValueError(f'load_encoder: {INFO_FILE} names PointEncoder fields {unknown} that this '
+                     f'crossjepa version does not have (exported by version '
+                     f'{info.get("crossjepa_version")})')
+  return point_lib.PointEncoder(**fields)
+
+
+class LoadedEncoder:
+  """`fn(points [B,N,3]) -> np.ndarray [B,F]`; also `.module`, `.params`, `.info`."""
+
+  def __init__(self, module, params, info):
+    from crossjepa.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
+    self.module, self.params, self.info = module, params, info
+    self.num_points = int(info['num_points'])
+    pooling = info['pooling']
+
+    def embed(params, points):
+      return features_lib.pool_tokens(module.apply({'params': params}, points), pooling)
+
+    self._embed = jax.jit(embed)
+
+  def __call__(self, points) -> np.ndarray:
+    points = jnp.asarray(points, jnp.float32)
+    if points.ndim != 3 or points.shape[-1] != 3 or points.shape[1] != self.num_points:
+      raise ValueError(f'exported encoder: points must be [B, {self.num_points}, 3] (the '
+                       f'num_points it was trained with), got {tuple(points.shape)}')
+    return np.asarray(self._embed(self.params, points))
+
+
+def load_encoder(export_dir: str) -> LoadedEncoder:
+  """Loads WORKDIR/export (or any export folder) in a fresh process."""
+  export_dir = os.path.abspath(export_dir)
+  info = read_info(export_dir)
+  module = build_module(info)
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  with ocp.StandardCheckpointer() as ckptr:
+    params = ckptr.restore(os.path.join(export_dir, PARAMS_DIR))
+  check_params(params, abstract_params(module, int(info['num_points'])),
+               f'load_encoder({export_dir})')
+  params = jax.tree.map(jnp.asarray, params)
+  return LoadedEncoder(module, params, info)

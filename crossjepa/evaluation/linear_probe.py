@@ -1,0 +1,134 @@
+"""Linear SVM probe on frozen features, with C chosen by cross-validation on the train split only.
+
+Protocol (returned beside the accuracy, so no number travels without it):
+- classifier: `SVC(kernel='linear')` (libsvm, one-vs-one), as Point-JEPA, point2vec, I2P-MAE and
+  CrossPoint use (shared/DATASETS.md); `LinearSVC` (liblinear, one-vs-rest, squared hinge, as
+  Point-BERT) is available with classifier='linear_svc'.
+- features are used as they come (no standardisation) unless `standardize=True`; then a
+  StandardScaler is fitted inside every CV fold and on the full train split, never on test.
+- C from `C_grid` by StratifiedKFold(k, shuffle, random_state=seed) on the train split only:
+  the best mean CV accuracy wins, ties to the smallest C (the most regularised). The model is then
+  refitted on the whole train split and the test split is predicted exactly once.
+
+The field mostly reports a C tuned on the test set (or a fixed C copied from a paper): the numbers
+here are lower-variance-of-selection and honest, not comparable to those without saying so.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, LinearSVC
+
+CLASSIFIERS = {
+    'svc_linear': "SVC(kernel='linear')",
+    'linear_svc': 'LinearSVC(squared hinge, one-vs-rest)',
+}
+
+
+def make_classifier(C: float, *, classifier: str = 'svc_linear', standardize: bool = False,
+                    seed: int = 0):
+  if classifier == 'svc_linear':
+    # libsvm's linear SVC is deterministic; random_state only matters for probability=True.
+    clf = SVC(kernel='linear', C=C, random_state=seed)
+  elif classifier == 'linear_svc':
+    clf = LinearSVC(C=C, random_state=seed, max_iter=10000, dual='auto')
+  else:
+    raise ValueError(f'eval.svm_classifier: unknown classifier {classifier!r}; expected one of '
+                     f'{sorted(CLASSIFIERS)}')
+  return make_pipeline(StandardScaler(), clf) if standardize else clf
+
+
+def _check_xy(name: str, x, y) -> tuple[np.ndarray, np.ndarray]:
+  x = np.asarray(x, np.float64)
+  y = np.asarray(y)
+  if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
+    raise ValueError(f'linear_probe: {name} features must be [n,F] and labels [n], got '
+                     f'{x.shape} and {y.shape}')
+  if not np.all(np.isfinite(x)):
+    raise ValueError(f'linear_probe: {name} features contain non-finite values')
+  if np.any(y < 0):
+    raise ValueError(f'linear_probe: {name} labels contain -1 (unlabelled objects)')
+  return x, y
+
+
+def _fit(x, y, C, *, classifier, standardize, seed):
+  clf = make_classifier(C, classifier=classifier, standardize=standardize, seed=seed)
+  with warnings.catch_warnings():
+    # A small-C liblinear fit may stop at max_iter; the CV score then speaks for that C.
+    warnings.simplefilter('ignore', ConvergenceWarning)
+    clf.fit(x, y)
+  return clf
+
+
+def linear_probe(train_x, train_y, test_x, test_y, *, C_grid: Sequence[float], cv_folds: int,
+                 seed: int, classifier: str = 'svc_linear', standardize: bool = False) -> dict:
+  """Fits the probe; returns accuracy, best_C, cv_scores, predictions and the protocol.
+
+  Returns a dict with: accuracy (test, fraction), mean_class_accuracy (test), best_C,
+  cv_scores {str(C): mean CV accuracy}, cv_scores_std, predictions (np.ndarray [n_test] of labels;
+  drop it before writing JSON), num_train, num_test, num_classes, protocol.
+  """
+  train_x, train_y = _check_xy('train', train_x, train_y)
+  test_x, test_y = _check_xy('test', test_x, test_y)
+  if train_x.shape[1] != test_x.shape[1]:
+    raise ValueError(f'linear_probe: train features have {train_x.shape[1]} dims, test '
+                     f'{test_x.shape[1]}')
+  C_grid = sorted(float(c) for c in C_grid)
+  if not C_grid or any(c <= 0 for c in C_grid):
+    raise ValueError(f'eval.svm_C: need a non-empty grid of positive values, got {C_grid}')
+  classes, counts = np.unique(train_y, return_counts=True)
+  if len(classes) < 2:
+    raise ValueError(f'linear_probe: the train split has {len(classes)} class(es); need >= 2')
+  unseen = sorted(set(np.unique(test_y).tolist()) - set(classes.tolist()))
+  # StratifiedKFold needs every class in every fold; fewer folds (never fewer than 2) when the
+  # smallest class cannot fill k of them. The folds actually used are recorded.
+  folds = int(min(cv_folds, counts.min()))
+  if folds < 2:
+    raise ValueError(f'linear_probe: class {classes[counts.argmin()]} has {counts.min()} train '
+                     'example(s); cross-validating C needs at least 2 per class')
+  cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+  splits = list(cv.split(train_x, train_y))
+  cv_scores, cv_std = {}, {}
+  for c in C_grid:
+    scores = []
+    for tr, va in splits:
+      clf = _fit(train_x[tr], train_y[tr], c, classifier=classifier, standardize=standardize,
+                 seed=seed)
+      scores.append(float(np.mean(clf.predict(train_x[va]) == train_y[va])))
+    cv_scores[repr(c)] = float(np.mean(scores))
+    cv_std[repr(c)] = float(np.std(scores))
+  # Ties to the smallest C: iterate the sorted grid and keep the first maximum.
+  best_c = max(C_grid, key=lambda c: (cv_scores[repr(c)], -c))
+  clf = _fit(train_x, train_y, best_c, classifier=classifier, standardize=standardize, seed=seed)
+  pred = clf.predict(test_x)
+  per_class = [float(np.mean(pred[test_y == k] == k)) for k in np.unique(test_y)]
+  return {
+      'accuracy': float(np.mean(pred == test_y)),
+      'mean_class_accuracy': float(np.mean(per_class)),
+      'best_C': best_c,
+      'cv_scores': cv_scores,
+      'cv_scores_std': cv_std,
+      'predictions': pred,
+      'num_train': int(train_x.shape[0]),
+      'num_test': int(test_x.shape[0]),
+      'num_classes': int(len(classes)),
+      'protocol': {
+          'classifier': CLASSIFIERS.get(classifier, classifier),
+          'standardize': (('StandardScaler fitted on train only (inside each CV fold)')
+                          if standardize else 'none (raw features)'),
+          'C_grid': C_grid,
+          'cv': f'StratifiedKFold(k={folds}, shuffle=True, random_state={seed}) on train only',
+          'cv_folds_requested': int(cv_folds),
+          'selection': 'best mean CV accuracy, ties to the smallest C; refit on all of train; '
+                       'test predicted once',
+          'feature_dim': int(train_x.shape[1]),
+          'test_classes_unseen_in_train': unseen,
+          'seed': int(seed),
+      },
+  }

@@ -1,0 +1,227 @@
+"""The frozen-feature evaluation protocol: features -> linear SVM probe -> few-shot.
+
+Every number is returned next to the protocol that produced it (DESIGN.md section 7): pooling,
+classifier, C grid and CV, few-shot folds, seeds. Nothing is selected on the test split. The
+random-init baseline evaluates the same encoder architecture at initialisation over
+`config.eval.seeds` and reports mean +- std, the floor every pretrained number is read against.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import jax
+import numpy as np
+
+from crossjepa.evaluation import features as features_lib
+from crossjepa.evaluation import fewshot as fewshot_lib
+from crossjepa.evaluation import linear_probe as probe_lib
+
+Batches = Iterable[tuple[dict[str, Any], Any]]
+
+
+def probe_features(config, train_x, train_y, test_x, test_y, *, seed: int) -> dict:
+  """Linear probe + every few-shot setting of config.eval on given features."""
+  e = config.eval
+  probe = probe_lib.linear_probe(
+      train_x, train_y, test_x, test_y, C_grid=tuple(e.svm_C), cv_folds=int(e.cv_folds), seed=seed,
+      classifier=str(e.get('svm_classifier', 'svc_linear')),
+      standardize=bool(e.get('svm_standardize', False)))
+  fewshot = {}
+  for ways in e.fewshot_ways:
+    for shots in e.fewshot_shots:
+      fewshot[f'{int(ways)}way_{int(shots)}shot'] = fewshot_lib.fewshot(
+          train_x, train_y, test_x, test_y, ways=int(ways), shots=int(shots),
+          queries=int(e.fewshot_queries), folds=int(e.fewshot_folds), seed=seed,
+          C=float(e.get('fewshot_C', 0.01)), standardize=bool(e.get('svm_standardize', False)))
+  return {'linear_probe': probe, 'fewshot': fewshot}
+
+
+def evaluate_encoder(config, encoder_module, params, train_batches: Batches, test_batches: Batches,
+                     *, seed: int, embed_fn: features_lib.EmbedFn | None = None,
+                     return_arrays: bool = False):
+  """Frozen encoder -> {'features', 'linear_probe', 'fewshot'} (JSON-ready).
+
+  `train_batches` / `test_batches`: iterables of (batch, valid) as data.pipeline.iterate_split
+  yields. With return_arrays=True also returns {'train_x', 'train_y', 'test_x', 'test_y',
+  'predictions'} (for the t-SNE and confusion plots).
+  """
+  pooling = str(config.eval.pooling)
+  if embed_fn is None:
+    embed_fn = features_lib.make_embed_fn(encoder_module, params, pooling=pooling)
+  else:
+    embed_fn = embed_fn.with_params(params)
+  train_x, train_y = features_lib.extract_features(embed_fn, train_batches)
+  test_x, test_y = features_lib.extract_features(embed_fn, test_batches)
+  out = probe_features(config, train_x, train_y, test_x, test_y, seed=seed)
+  predictions = out['linear_probe'].pop('predictions')
+  out['features'] = {
+      'pooling': pooling, 'dim': int(train_x.shape[1]),
+      'encoder': 'frozen, final LayerNorm tokens, float32, no test-time augmentation',
+      'num_train': int(train_x.shape[0]), 'num_test': int(test_x.shape[0]),
+  }
+  if return_arrays:
+    return out, {'train_x': train_x, 'train_y': train_y, 'test_x': test_x, 'test_y': test_y,
+                 'predictions': np.asarray(predictions)}
+  return out
+
+
+def _mean_std(values: list[float]) -> dict:
+  return {'mean': float(np.mean(values)), 'std': float(np.std(values)),
+          'per_seed': [float(v) for v in values]}
+
+
+def random_init_baseline(config, encoder_module, example_points, train_batches_fn: Callable[[], Batches],
+                         test_batches_fn: Callable[[], Batches]) -> dict:
+  """The same encoder at random init, one per seed of config.eval.seeds: mean +- std.
+
+  Returns {'accuracy': mean probe accuracy (the number results.json reports as
+  probe.random_init.accuracy), 'accuracy_std', 'linear_probe': {mean, std, per_seed},
+  'fewshot': {setting: {mean, std, per_seed} of the fold means}, 'per_seed': [full results],
+  'protocol'}. The probe/few-shot seed equals the init seed.
+  """
+  seeds = [int(s) for s in config.eval.seeds]
+  if not seeds:
+    raise ValueError('config.eval.seeds is empty; the random-init baseline needs at least one seed')
+  example_points = np.asarray(example_points, np.float32)
+  embed_fn = None
+  per_seed = []
+  init = jax.jit(encoder_module.init)   # one compile for all seeds (eager init is slow)
+  for seed in seeds:
+    params = init(jax.random.PRNGKey(seed), example_points[:1])['params']
+    if embed_fn is None:
+      embed_fn = features_lib.make_embed_fn(encoder_module, params, pooling=str(config.eval.pooling))
+    per_seed.append(evaluate_encoder(config, encoder_module, params, train_batches_fn(),
+                                     test_batches_fn(), seed=seed, embed_fn=embed_fn))
+  probe = _mean_std([r['linear_probe']['accuracy'] for r in per_seed])
+  fewshot = {}
+  for setting, first in per_seed[0]['fewshot'].items():
+    if first.get('skipped'):
+      fewshot[setting] = {'skipped': True, 'reason': first['reason']}
+    else:
+      fewshot[setting] = _mean_std([r['fewshot'][setting]['mean'] for r in per_seed])
+  return {
+      'accuracy': probe['mean'], 'accuracy_std': probe['std'],
+      'linear_probe': probe, 'fewshot': fewshot, 'per_seed': per_seed,
+      'protocol': {
+          'encoder': f'{type(encoder_module).__name__} at random init (flax default initialisers)',
+          'seeds': seeds, 'aggregate': 'mean and population std (ddof=0) over seeds',
+          'probe': per_seed[0]['linear_probe']['protocol'],
+      },
+  }
+
+
+# ------------------------------------------------------------------ run-level entry points
+# crossjepa.run calls these two; they only wire the pieces above to the run's folder.
+
+
+def _eval_splits(config):
+  return str(config.data.eval_train_split), str(config.data.eval_test_split)
+
+
+def make_probe_fn(config, workdir: str) -> Callable[[Any, Any, int], dict]:
+  """A cheap probe for pretraining: `probe_fn(params, ema_params, step) -> {'accuracy', 'best_C'}`.
+
+  The eval splits are read once; the embed function compiles once. Same linear-probe protocol as
+  the final evaluation (C by CV on the train split only), so the curve is comparable to it.
+  """
+  from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
+  from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
+  train_split, test_split = _eval_splits(config)
+  train = pipeline.load_split(config, workdir, train_split)
+  test = pipeline.load_split(config, workdir, test_split)
+  module = export_lib.point_encoder_from_config(config)
+  holder: dict[str, features_lib.EmbedFn] = {}
+  bs = int(config.eval.batch_size)
+  e = config.eval
+
+  def feats(embed, data):
+    n = data['points'].shape[0]
+    out = [embed(data['points'][i:i + bs], data['centers'][i:i + bs], data['groups'][i:i + bs])
+           for i in range(0, n, bs)]
+    return np.concatenate(out, 0)
+
+  def probe_fn(params, ema_params, step):
+    del step
+    enc = export_lib.select_encoder_params(params, ema_params, str(e.params))
+    if 'embed' not in holder:
+      holder['embed'] = features_lib.make_embed_fn(module, enc, pooling=str(e.pooling))
+    embed = holder['embed'].with_params(enc)
+    r = probe_lib.linear_probe(feats(embed, train), train['label'], feats(embed, test),
+                               test['label'], C_grid=tuple(e.svm_C), cv_folds=int(e.cv_folds),
+                               seed=int(config.seed),
+                               classifier=str(e.get('svm_classifier', 'svc_linear')),
+                               standardize=bool(e.get('svm_standardize', False)))
+    return {'accuracy': r['accuracy'], 'best_C': r['best_C']}
+
+  return probe_fn
+
+
+def evaluate_run(config, workdir: str) -> dict:
+  """Evaluates the run's last checkpoint; writes WORKDIR/results.json and WORKDIR/plots/*.png.
+
+  results.json: probe.pretrained (linear probe + few-shot + features, each with its protocol),
+  probe.random_init (mean +- std over eval.seeds), finetune (when eval.finetune.enabled), step.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
+  from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
+  from crossjepa.evaluation import finetune as finetune_lib  # pylint: disable=g-import-not-at-top
+  from crossjepa.evaluation import plots  # pylint: disable=g-import-not-at-top
+  from crossjepa.training import checkpoint  # pylint: disable=g-import-not-at-top
+  train_split, test_split = _eval_splits(config)
+  bs = int(config.eval.batch_size)
+  params, ema_params, step = checkpoint.restore_params(workdir, config)
+  enc = export_lib.select_encoder_params(params, ema_params, str(config.eval.params))
+  module = export_lib.point_encoder_from_config(config)
+
+  def batches(split):
+    return lambda: pipeline.iterate_split(config, workdir, split, bs)
+
+  embed = features_lib.make_embed_fn(module, enc, pooling=str(config.eval.pooling))
+  pretrained, arrays = evaluate_encoder(config, module, enc, batches(train_split)(),
+                                        batches(test_split)(), seed=int(config.seed),
+                                        embed_fn=embed, return_arrays=True)
+  pretrained['params'] = str(config.eval.params)
+  pretrained['step'] = int(step)
+  random_init = random_init_baseline(config, module, arrays_first_points(config, workdir, test_split),
+                                     batches(train_split), batches(test_split))
+  results = {
+      'probe': {'pretrained': {'accuracy': pretrained['linear_probe']['accuracy'], **pretrained},
+                'random_init': random_init},
+      'splits': {'train': train_split, 'test': test_split},
+      'recipe': str(config.recipe), 'step': int(step),
+  }
+  if config.eval.finetune.enabled:
+    train = pipeline.load_split(config, workdir, train_split)
+    test = pipeline.load_split(config, workdir, test_split)
+    results['finetune'] = finetune_lib.finetune(config, module, enc, train, test,
+                                                seed=int(config.seed))
+  plot_dir = os.path.join(workdir, 'plots')
+  try:
+    names = sources.class_names(config.data)
+  except Exception:  # pylint: disable=broad-except
+    names = None    # the plots then label classes by index; the numbers do not depend on it
+  plots.plot_confusion(arrays['test_y'], arrays['predictions'], names,
+                       os.path.join(plot_dir, 'confusion.png'))
+  plots.plot_tsne(arrays['test_x'], arrays['test_y'], names, os.path.join(plot_dir, 'tsne.png'),
+                  seed=int(config.seed))
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  if os.path.exists(metrics_path):
+    plots.plot_curves(metrics_path, os.path.join(plot_dir, 'curves.png'))
+  path = os.path.join(workdir, 'results.json')
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(results, f, indent=2, default=str)
+  os.replace(tmp, path)
+  return {'results': path,
+          'probe.pretrained.accuracy': results['probe']['pretrained']['accuracy'],
+          'probe.random_init.accuracy': random_init['accuracy']}
+
+
+def arrays_first_points(config, workdir, split):
+  """One example cloud (for initialising the random-init encoders)."""
+  from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
+  first = next(iter(pipeline.iterate_split(config, workdir, split, 1, keys=('points', 'label'))))
+  return first['points']

@@ -1,0 +1,248 @@
+"""Runs a config file's `sweep()` one run after another and tabulates their results.
+
+    python -m crossjepa.sweep --config=configs/X.py --workdir=DIR [--dry_run] [--rerun]
+
+A config file may define `sweep()` returning a list of override dicts, e.g.
+`[{'train.target': 'cls'}, {'train.target': 'groups'}]` (big_vision's habit: the sweep lives next
+to the config it sweeps). Run i goes to DIR/<i>_<slug of its overrides> through
+`crossjepa.run.run(config, workdir, mode='all')`; afterwards every run's results.json is collected
+into DIR/sweep.json (full results, overrides, status) and DIR/sweep.md (a table of the headline
+numbers). `--dry_run` prints the equivalent `python -m crossjepa.main` command of each run
+instead, so a sweep can be handed to a cluster scheduler. `--config.a.b=v` overrides on the sweep's
+command line apply to every run (and appear in the printed commands).
+
+A run that fails is recorded (status and error) and the sweep goes on; the sweep exits non-zero
+at the end if any run failed. A run whose folder already holds results.json is collected without
+rerunning it, unless --rerun.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import re
+import shlex
+import sys
+import traceback
+from typing import Any, Callable, Optional, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+from ml_collections import config_flags
+
+_FLAGS: dict[str, Any] = {}
+
+
+def define_flags() -> None:
+  """Defines the absl flags; only when run as a script, so importing this module (tests, the
+  lead's code) never clashes with crossjepa.main's --config/--workdir flags."""
+  _FLAGS['config'] = config_flags.DEFINE_config_file(
+      'config', None, 'Path to a config file that defines sweep().', lock_config=True)
+  _FLAGS['workdir'] = flags.DEFINE_string('workdir', None,
+                                          'Sweep folder; run i goes to WORKDIR/<i>_<slug>.')
+  _FLAGS['dry_run'] = flags.DEFINE_bool('dry_run', False,
+                                        'Print one crossjepa.main command per run instead.')
+  _FLAGS['rerun'] = flags.DEFINE_bool('rerun', False,
+                                      'Rerun runs whose folder already has results.json.')
+  flags.mark_flags_as_required(['config', 'workdir'])
+
+
+# Headline numbers first in the table; every other scalar accuracy/mean/std follows.
+HEADLINE = ('probe.pretrained.accuracy', 'probe.random_init.accuracy')
+_METRIC_RE = re.compile(r'(^|\.)(accuracy|accuracy_std|accuracy_vote|mean|std|mean_class_accuracy)$')
+
+
+class SweepError(ValueError):
+  """A sweep definition or override cannot work; the message names the file/key."""
+
+
+def load_sweep(config_path: str) -> list[dict[str, Any]]:
+  """Imports the config file and returns its validated `sweep()` list."""
+  path = config_path.split(':', 1)[0]
+  if not os.path.isfile(path):
+    raise SweepError(f'{path}: no such config file')
+  spec = importlib.util.spec_from_file_location('_crossjepa_sweep_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  fn = getattr(module, 'sweep', None)
+  if not callable(fn):
+    raise SweepError(f'{path} defines no sweep() function; add `def sweep(): return '
+                     "[{'train.steps': 100}, ...]` to sweep this config")
+  runs = fn()
+  if not isinstance(runs, (list, tuple)) or not runs:
+    raise SweepError(f'{path}: sweep() must return a non-empty list of override dicts, got {runs!r}')
+  for i, r in enumerate(runs):
+    if not isinstance(r, dict) or not all(isinstance(k, str) for k in r):
+      raise SweepError(f'{path}: sweep()[{i}] must be a dict of dotted keys to values, got {r!r}')
+  return [dict(r) for r in runs]
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
+                    ) -> ml_collections.ConfigDict:
+  """A copy of `config` with dotted-key overrides; an unknown key is an error naming it."""
+  config = copy.deepcopy(config)
+  for key, value in overrides.items():
+    parts = key.split('.')
+    node = config
+    for depth, part in enumerate(parts):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        where = '.'.join(parts[:depth]) or '<root>'
+        raise SweepError(f'sweep override {key!r}: config has no key {part!r} under {where}')
+      if depth < len(parts) - 1:
+        node = node[part]
+    old = node[parts[-1]]
+    if isinstance(old, ml_collections.ConfigDict) and not isinstance(value, dict):
+      raise SweepError(f'sweep override {key!r}: {key} is a group of keys, not a value')
+    if isinstance(old, tuple) and isinstance(value, list):
+      value = tuple(value)
+    try:
+      node[parts[-1]] = value
+    except (TypeError, ValueError, KeyError) as e:
+      raise SweepError(f'sweep override {key!r} = {value!r}: {e}') from e
+  return config
+
+
+def _value_text(value: Any) -> str:
+  if isinstance(value, (list, tuple)):
+    return '(' + ','.join(_value_text(v) for v in value) + (',)' if len(value) == 1 else ')')
+  return str(value)
+
+
+def slug(overrides: dict[str, Any], max_len: int = 80) -> str:
+  """'train.target=cls,train.steps=100' -> 'target=cls_steps=100' (file-system safe)."""
+  text = '_'.join(f'{k.split(".")[-1]}={_value_text(v)}' for k, v in overrides.items()) or 'base'
+  text = re.sub(r'[^A-Za-z0-9._=+-]+', '-', text).strip('-')
+  return text[:max_len]
+
+
+def run_dirname(index: int, overrides: dict[str, Any]) -> str:
+  return f'{index:02d}_{slug(overrides)}'
+
+
+def command_line(config_arg: str, run_workdir: str, overrides: dict[str, Any],
+                 base_overrides: Sequence[str] = ()) -> str:
+  args = ['python', '-m', 'crossjepa.main', f'--config={config_arg}', f'--workdir={run_workdir}',
+          *base_overrides]
+  args += [f'--config.{k}={_value_text(v)}' for k, v in overrides.items()]
+  return ' '.join(shlex.quote(a) for a in args)
+
+
+def flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
+  out = {}
+  if isinstance(tree, dict):
+    for k, v in tree.items():
+      out.update(flatten(v, f'{prefix}.{k}' if prefix else str(k)))
+  else:
+    out[prefix] = tree
+  return out
+
+
+def headline_metrics(results: dict) -> dict[str, float]:
+  """Scalar accuracy/mean/std entries of a results.json, protocols and per-seed lists excluded."""
+  flat = flatten(results)
+  return {k: v for k, v in flat.items()
+          if isinstance(v, (int, float)) and not isinstance(v, bool) and _METRIC_RE.search(k)
+          and '.protocol.' not in f'.{k}.' and '.per_seed.' not in f'.{k}.'}
+
+
+def _atomic_write(path: str, text: str) -> None:
+  tmp = f'{path}.tmp-{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_table(workdir: str, runs: list[dict]) -> dict:
+  """Writes WORKDIR/sweep.json and WORKDIR/sweep.md from the collected runs; returns the table."""
+  columns = sorted({k for r in runs for k in r.get('metrics', {})},
+                   key=lambda k: (HEADLINE.index(k) if k in HEADLINE else len(HEADLINE), k))
+  lines = ['| run | overrides | status | ' + ' | '.join(columns) + ' |',
+           '|---|---|---|' + '---|' * len(columns)]
+  for r in runs:
+    cells = [r['name'], ', '.join(f'`{k}={_value_text(v)}`' for k, v in r['overrides'].items()),
+             r['status']]
+    for c in columns:
+      v = r.get('metrics', {}).get(c)
+      cells.append('' if v is None else f'{v:.4f}')
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  table = {'columns': columns, 'runs': runs}
+  os.makedirs(workdir, exist_ok=True)
+  _atomic_write(os.path.join(workdir, 'sweep.json'), json.dumps(table, indent=2, default=str))
+  _atomic_write(os.path.join(workdir, 'sweep.md'), '\n'.join(lines) + '\n')
+  return table
+
+
+def run_sweep(config: ml_collections.ConfigDict, config_path: str, workdir: str, *,
+              dry_run: bool = False, rerun: bool = False,
+              run_fn: Optional[Callable[..., Any]] = None, base_overrides: Sequence[str] = (),
+              print_fn: Callable[[str], None] = print) -> dict:
+  """Runs (or, with dry_run, prints) every run of the config file's sweep(); returns the table."""
+  sweep = load_sweep(config_path)
+  # Validate every run's overrides before starting the first one: a typo in run 7 should not
+  # surface hours into the sweep.
+  configs = [apply_overrides(config, o) for o in sweep]
+  names = [run_dirname(i, o) for i, o in enumerate(sweep)]
+  if dry_run:
+    for name, o in zip(names, sweep):
+      print_fn(command_line(config_path, os.path.join(workdir, name), o, base_overrides))
+    return {'commands': len(sweep)}
+  if run_fn is None:
+    from crossjepa import run as run_lib  # pylint: disable=g-import-not-at-top
+    run_fn = run_lib.run
+  runs = []
+  for name, o, cfg in zip(names, sweep, configs):
+    run_workdir = os.path.join(workdir, name)
+    results_path = os.path.join(run_workdir, 'results.json')
+    record = {'name': name, 'overrides': o, 'workdir': run_workdir}
+    if os.path.exists(results_path) and not rerun:
+      logging.info('sweep: %s already has results.json; collecting it (--rerun to redo)', name)
+    else:
+      logging.info('sweep: run %s with %s', name, o)
+      try:
+        run_fn(cfg, run_workdir, mode='all')
+      except Exception as e:  # pylint: disable=broad-except
+        # Recorded, not swallowed: the table shows it and the sweep exits non-zero at the end.
+        record.update(status='failed', error=f'{type(e).__name__}: {e}',
+                      traceback=traceback.format_exc())
+        logging.error('sweep: run %s failed: %s', name, e)
+        runs.append(record)
+        write_table(workdir, runs)
+        continue
+    if not os.path.exists(results_path):
+      record.update(status='failed', error=f'{results_path} was not written')
+    else:
+      with open(results_path) as f:
+        results = json.load(f)
+      record.update(status='ok', metrics=headline_metrics(results), results=results)
+    runs.append(record)
+    write_table(workdir, runs)  # after every run, so a long sweep can be watched
+  return write_table(workdir, runs)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.INFO)
+  config_path = config_flags.get_config_filename(flags.FLAGS['config'])
+  base = [a for a in sys.argv[1:] if a.startswith('--config.')]
+  try:
+    table = run_sweep(_FLAGS['config'].value, config_path, _FLAGS['workdir'].value,
+                      dry_run=_FLAGS['dry_run'].value, rerun=_FLAGS['rerun'].value, base_overrides=base)
+  except SweepError as e:
+    print(f'crossjepa.sweep: error: {e}', file=sys.stderr)
+    sys.exit(2)
+  if not _FLAGS['dry_run'].value:
+    failed = [r['name'] for r in table['runs'] if r['status'] != 'ok']
+    with open(os.path.join(_FLAGS['workdir'].value, 'sweep.md')) as f:
+      print(f.read())
+    if failed:
+      print(f'crossjepa.sweep: {len(failed)} run(s) failed: {failed}', file=sys.stderr)
+      sys.exit(1)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,121 @@
+"""Export of the point encoder and loading it in a fresh process with nothing else from the run."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import default as default_config
+from crossjepa.evaluation import export as export_lib
+from crossjepa.evaluation import features as features_lib
+from crossjepa.training import checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config():
+  c = default_config.get_config()
+  c.data.num_points = 64
+  c.data.num_groups = 8
+  c.data.group_size = 8
+  c.model.point = 'tiny'
+  c.model.point_overrides.depth = 1
+  return c
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+  config = tiny_config()
+  module = export_lib.point_encoder_from_config(config)
+  assert (module.num_groups, module.group_size, module.depth) == (8, 8, 1)
+  params = jax.jit(module.init)(jax.random.PRNGKey(3), np.zeros((1, 64, 3), np.float32))['params']
+  workdir = str(tmp_path_factory.mktemp('run'))
+  fake = ({'student': params, 'predictor': {'w': np.zeros(3)}}, None, 7)
+  mp = pytest.MonkeyPatch()
+  mp.setattr(checkpoint, 'restore_params', lambda wd, cfg: fake)
+  try:
+    path = export_lib.export(config, workdir)
+    path2 = export_lib.export(config, workdir)   # overwrite in place, atomically
+  finally:
+    mp.undo()
+  assert path == path2 == os.path.join(workdir, 'export')
+  return config, module, params, workdir, path
+
+
+def test_export_layout(exported):
+  config, module, params, workdir, path = exported
+  assert sorted(os.listdir(workdir)) == ['export']       # no temp folders left behind
+  assert sorted(os.listdir(path)) == ['encoder.json', 'params']
+  with open(os.path.join(path, 'encoder.json')) as f:
+    info = json.load(f)
+  assert info['format'] == export_lib.FORMAT and info['variant'] == 'tiny'
+  assert (info['num_points'], info['num_groups'], info['group_size']) == (64, 8, 8)
+  assert info['params_source'] == 'student' and info['pooling'] == 'max+mean'
+  assert info['feature_dim'] == 2 * module.width and info['step'] == 7
+  assert info['fields']['depth'] == 1 and info['fields']['dtype'] == {'__dtype__': 'float32'}
+  assert info['config_digest'] == 'sha256:' + export_lib.config_digest(config)
+  assert info['param_count'] == sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  assert export_lib.build_module(info) == module
+
+
+def test_load_in_fresh_process_matches_embed_fn(exported, tmp_path):
+  _, module, params, _, path = exported
+  pts = np.random.default_rng(0).normal(size=(3, 64, 3)).astype(np.float32)
+  pts /= np.linalg.norm(pts, axis=-1).max(1)[:, None, None]
+  np.save(tmp_path / 'points.npy', pts)
+  code = (
+      'import sys, numpy as np, crossjepa\n'
+      f'fn = crossjepa.load_encoder({path!r})\n'
+      f'np.save({str(tmp_path / "feats.npy")!r}, fn(np.load({str(tmp_path / "points.npy")!r})))\n'
+      "assert 'crossjepa.training' not in sys.modules and 'crossjepa.data.pipeline' not in sys.modules\n")
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}   # a plain one-device process
+  env['JAX_PLATFORMS'] = 'cpu'
+  env['PYTHONPATH'] = REPO
+  proc = subprocess.run([sys.executable, '-c', code], env=env, cwd=str(tmp_path),
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  got = np.load(tmp_path / 'feats.npy')
+  want = features_lib.make_embed_fn(module, params)(pts)
+  assert got.shape == (3, 2 * module.width)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_load_errors(exported, tmp_path):
+  _, _, params, _, path = exported
+  with pytest.raises(ValueError, match='is not a crossjepa export'):
+    export_lib.load_encoder(str(tmp_path))
+  # An encoder.json whose fields disagree with the saved params: the error names the leaves.
+  bad = tmp_path / 'bad'
+  bad.mkdir()
+  os.symlink(os.path.join(path, 'params'), bad / 'params')
+  with open(os.path.join(path, 'encoder.json')) as f:
+    info = json.load(f)
+  info['fields']['width'] = 64
+  (bad / 'encoder.json').write_text(json.dumps(info))
+  with pytest.raises(ValueError, match=r'mis-shaped .*transformer.*!= expected'):
+    export_lib.load_encoder(str(bad))
+  info['format'] = 'something/else'
+  (bad / 'encoder.json').write_text(json.dumps(info))
+  with pytest.raises(ValueError, match='has format'):
+    export_lib.load_encoder(str(bad))
+  fn = export_lib.load_encoder(path)
+  with pytest.raises(ValueError, match=r'\[B, 64, 3\]'):
+    fn(np.zeros((1, 32, 3), np.float32))
+
+
+def test_export_rejects_mismatched_params(tmp_path):
+  config = tiny_config()
+  module = export_lib.point_encoder_from_config(config)
+  params = jax.eval_shape(module.init, jax.random.PRNGKey(0), np.zeros((1, 64, 3), np.float32))
+  params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), params['params'])
+  params = dict(params)
+  del params['norm']
+  with pytest.raises(ValueError, match=r'missing \(2\): norm/bias, norm/scale'):
+    export_lib.write_export(str(tmp_path / 'export'), module, params, {'num_points': 64})
+  assert not os.path.exists(tmp_path / 'export') and os.listdir(tmp_path) == []
+  with pytest.raises(ValueError, match="no EMA params"):
+    export_lib.select_encoder_params({'student': params}, None, 'ema')
+  assert export_lib.select_encoder_params({'student': 1}, {'student': 2}, 'ema') == 2

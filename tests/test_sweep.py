@@ -1,0 +1,125 @@
+"""crossjepa.sweep: override validation, dry-run commands, running and collecting results."""
+import json
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from configs import default as default_config
+from crossjepa import sweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_config(tmp_path, runs, name='swept.py'):
+  path = tmp_path / name
+  body = f"""
+      import importlib.util
+      _spec = importlib.util.spec_from_file_location('_d', {os.path.join(REPO, 'configs', 'default.py')!r})
+      _d = importlib.util.module_from_spec(_spec)
+      _spec.loader.exec_module(_d)
+
+      def get_config():
+        return _d.get_config()
+      """
+  if runs is not None:
+    body += f"""
+      def sweep():
+        return {runs!r}
+      """
+  path.write_text(textwrap.dedent(body))
+  return str(path)
+
+
+RUNS = [{'train.steps': 100, 'train.target': 'cls'}, {'train.steps': 100, 'train.target': 'groups'},
+        {'eval.svm_C': [0.1, 1.0]}]
+
+
+def test_overrides_and_errors(tmp_path):
+  c = default_config.get_config()
+  c.lock()
+  o = sweep.apply_overrides(c, {'train.steps': 5, 'eval.svm_C': [0.5]})
+  assert o.train.steps == 5 and o.eval.svm_C == (0.5,) and c.train.steps == 600
+  with pytest.raises(sweep.SweepError, match="'train.stpes'.*no key 'stpes' under train"):
+    sweep.apply_overrides(c, {'train.stpes': 5})
+  with pytest.raises(sweep.SweepError, match="no key 'nope' under <root>"):
+    sweep.apply_overrides(c, {'nope.x': 1})
+  with pytest.raises(sweep.SweepError, match='defines no sweep'):
+    sweep.load_sweep(write_config(tmp_path, None, 'plain.py'))
+  bad = write_config(tmp_path, [{'train.steps': 1}, {'model.pointt': 'S'}], 'bad.py')
+  calls = []
+  with pytest.raises(sweep.SweepError, match="'model.pointt'"):   # before any run starts
+    sweep.run_sweep(c, bad, str(tmp_path / 'out'), run_fn=lambda *a, **k: calls.append(a))
+  assert not calls
+  assert sweep.slug({'train.steps': 100, 'train.target': 'cls'}) == 'steps=100_target=cls'
+  assert sweep.slug({'eval.svm_C': (0.1, 1.0)}) == 'svm_C=-0.1-1.0'
+
+
+def test_dry_run_prints_one_command_per_run(tmp_path):
+  path = write_config(tmp_path, RUNS)
+  lines = []
+  out = sweep.run_sweep(default_config.get_config(), path, '/tmp/sw', dry_run=True,
+                        base_overrides=['--config.seed=3'], print_fn=lines.append)
+  assert out == {'commands': 3} and len(lines) == 3
+  args = shlex.split(lines[0])
+  assert args == ['python', '-m', 'crossjepa.main', f'--config={path}',
+                  '--workdir=/tmp/sw/00_steps=100_target=cls', '--config.seed=3',
+                  '--config.train.steps=100', '--config.train.target=cls']
+  assert shlex.split(lines[2])[-1] == '--config.eval.svm_C=(0.1,1.0)'
+  assert not os.path.exists('/tmp/sw')
+
+
+def test_dry_run_cli(tmp_path):
+  path = write_config(tmp_path, RUNS)
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-m', 'crossjepa.sweep', f'--config={path}',
+                         f'--workdir={tmp_path / "w"}', '--dry_run'], env=env, cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.count('python -m crossjepa.main') == 3
+  proc = subprocess.run([sys.executable, '-m', 'crossjepa.sweep',
+                         f'--config={write_config(tmp_path, None, "plain.py")}',
+                         f'--workdir={tmp_path / "w"}'], env=env, cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2 and 'defines no sweep()' in proc.stderr
+
+
+def test_run_and_collect_with_fake_run(tmp_path):
+  path = write_config(tmp_path, RUNS)
+  seen = []
+
+  def fake_run(config, workdir, mode):
+    seen.append((config.train.steps, config.train.target, tuple(config.eval.svm_C), mode))
+    if len(seen) == 3:
+      raise RuntimeError('boom')
+    os.makedirs(workdir, exist_ok=True)
+    acc = 0.9 if config.train.target == 'groups' else 0.8
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump({'probe': {'pretrained': {'accuracy': acc, 'protocol': {'accuracy': 5}},
+                           'random_init': {'accuracy': 0.7, 'accuracy_std': 0.01,
+                                           'per_seed': [{'accuracy': 0.69}]}}}, f)
+
+  workdir = str(tmp_path / 'sw')
+  table = sweep.run_sweep(default_config.get_config(), path, workdir, run_fn=fake_run)
+  assert seen[0] == (100, 'cls', (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0), 'all')
+  assert seen[2][2] == (0.1, 1.0)
+  assert [r['status'] for r in table['runs']] == ['ok', 'ok', 'failed']
+  assert 'RuntimeError: boom' in table['runs'][2]['error']
+  assert table['columns'] == ['probe.pretrained.accuracy', 'probe.random_init.accuracy',
+                              'probe.random_init.accuracy_std']
+  assert [r['metrics']['probe.pretrained.accuracy'] for r in table['runs'][:2]] == [0.8, 0.9]
+  with open(os.path.join(workdir, 'sweep.json')) as f:
+    assert json.load(f)['runs'][1]['results']['probe']['pretrained']['accuracy'] == 0.9
+  with open(os.path.join(workdir, 'sweep.md')) as f:
+    md = f.read().splitlines()
+  assert md[0] == ('| run | overrides | status | probe.pretrained.accuracy | '
+                   'probe.random_init.accuracy | probe.random_init.accuracy_std |')
+  assert md[3].startswith('| 01_steps=100_target=groups |') and '| 0.9000 | 0.7000 | 0.0100 |' in md[3]
+  # A second sweep collects finished runs without rerunning them, and retries the failed one.
+  seen.clear()
+  table = sweep.run_sweep(default_config.get_config(), path, workdir, run_fn=fake_run)
+  assert len(seen) == 1 and seen[0][2] == (0.1, 1.0)
+  assert [r['status'] for r in table['runs']] == ['ok', 'ok', 'ok']
