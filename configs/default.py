@@ -34,6 +34,9 @@ def get_config():
   d.shards = 4
   d.num_workers = 0               # prepare worker processes (0 = in-process)
   d.teacher_chunk = 16            # objects per jitted FPS/kNN + teacher call in prepare (last chunk padded)
+  # Added for benchmark evaluation (configs/modelnet40.py, configs/scanobjectnn.py):
+  d.eval_only = False             # prepare only id/label/points/centers/groups (no renders, no teacher) of the eval splits
+  d.num_classes = 0               # expected number of classes of the source (0 = whatever it has); else a mismatch is an error
   # cameras
   d.camera = ml_collections.ConfigDict()
   d.camera.mode = 'random'        # ring | random
@@ -155,6 +158,10 @@ def get_config():
   e.fewshot_folds = 10
   e.seeds = (0, 1, 2)             # random-init encoders / stochastic protocols
   e.batch_size = 64
+  # Added for benchmark evaluation: '' = this workdir's pretraining run; else a folder written by
+  # --mode=export (its num_points / num_groups / group_size must equal data's); --mode=all then
+  # runs prepare -> evaluate only.
+  e.encoder = ''
   # Added by evaluation: probe classifier, standardisation and the few-shot SVM's fixed C.
   e.svm_classifier = 'svc_linear'  # svc_linear (SVC(kernel='linear'), Point-JEPA/point2vec) | linear_svc
   e.svm_standardize = False        # StandardScaler fitted on train only (inside CV folds) when True

@@ -8,6 +8,10 @@ Each stage reads what the previous one wrote under WORKDIR, so a stage can be re
   WORKDIR/export/       the exported point encoder (crossjepa.load_encoder)
   WORKDIR/plots/        PNG figures
   WORKDIR/results.json  every number with its protocol
+
+With config.eval.encoder (an export folder of another run), `--mode=all` runs prepare -> evaluate
+only: the benchmark configs (configs/modelnet40.py, configs/scanobjectnn.py) evaluate a pretrained,
+exported encoder without a teacher, pretraining or export of their own.
 """
 import json
 import os
@@ -97,6 +101,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'all') -> d
   os.makedirs(workdir, exist_ok=True)
   _atomic_write_text(os.path.join(workdir, 'config.json'), config_util.to_json(config))
   stages = ['teacher', 'prepare', 'pretrain', 'evaluate', 'export'] if mode == 'all' else [mode]
+  if config.eval.get('encoder', '') and mode in ('all', 'prepare', 'evaluate'):
+    if mode == 'all':
+      stages = ['prepare', 'evaluate']   # evaluate a given export: nothing to train or export here
+    from crossjepa.evaluation import protocol  # pylint: disable=g-import-not-at-top
+    try:   # before any stage: a mismatched export must not cost a prepare first
+      protocol.check_export_geometry(config, str(config.eval.encoder))
+    except (FileNotFoundError, ValueError) as e:
+      raise UserError(str(e)) from e
   report = {}
   for stage in stages:
     if stage != 'teacher':

@@ -129,6 +129,7 @@ def train_dataset(config, workdir, splits: Sequence[str] | None = None, *, need_
   """Infinite MapDataset of per-host training batches (see the module docstring)."""
   splits = list(splits if splits is not None else config.data.pretrain_splits)
   builder = records.open_dataset(config, workdir)
+  records.check_full_records(builder)
   keys = train_keys(config, need_images=need_images, need_groups_target=need_groups_target)
   parts = [grain.MapDataset.source(records.RecordSource(builder, s, keys)) for s in splits]
   ds = parts[0] if len(parts) == 1 else grain.MapDataset.concatenate(parts)

@@ -19,6 +19,11 @@ it runs in a spawn-safe multiprocessing Pool (ordered imap); steps 5-7 are `fini
 process (FPS/kNN and the teacher are batched jax computations; the correspondence map needs the
 centres and is cheap next to rendering). The same two functions would be the map steps of a Beam
 pipeline.
+
+With data.eval_only (benchmark evaluation of an exported encoder) only steps 1, 2 and 5 run, over the
+evaluation splits only: `process_points` then `finish_chunk_geometry`, no cameras, renders or teacher;
+the records then hold id/label/points/centers/groups (records.features). The points are the same as
+the full path's for the same seed, so both kinds of records give the same features.
 """
 from __future__ import annotations
 
@@ -131,8 +136,16 @@ def process_shape(shape, data_config, seed: int) -> dict[str, Any]:
           'depth': depth}
 
 
+def process_points(shape, data_config, seed: int) -> dict[str, Any]:
+  """Eval-only per-object work: id, label and the normalised points (as `process_shape`'s)."""
+  points, _, _ = normalized_geometry(shape, data_config, np.random.default_rng([int(seed), 0]))
+  return {'id': str(shape.id), 'label': int(shape.label), 'points': points}
+
+
 def _process_task(task):
   shape, data_config, seed = task
+  if records.is_eval_only(data_config):
+    return process_points(shape, data_config, seed)
   return process_shape(shape, data_config, seed)
 
 
@@ -179,6 +192,21 @@ def finish_chunk(partials: Sequence[dict[str, Any]], config, teacher) -> list[di
   return out
 
 
+def finish_chunk_geometry(partials: Sequence[dict[str, Any]], config, chunk_objects: int
+                          ) -> list[dict[str, Any]]:
+  """Eval-only records of a chunk: centres and groups, no correspondence, no teacher."""
+  points = np.stack([p['points'] for p in partials])
+  centers, groups = group_chunk(points, config.data, chunk_objects)
+  return [{'id': p['id'], 'label': np.int64(p['label']), 'points': p['points'],
+           'centers': centers[i], 'groups': groups[i]} for i, p in enumerate(partials)]
+
+
+def _chunk_objects(config, teacher) -> int:
+  if teacher is not None:
+    return int(teacher.chunk_objects)
+  return int(config.data.get('teacher_chunk', 16) or 16)
+
+
 def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
   it = iter(iterable)
   while chunk := list(itertools.islice(it, size)):
@@ -188,8 +216,15 @@ def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
 def generate_examples(config, split: str, teacher, *, shapes: Iterable | None = None,
                       on_example: Callable[[dict[str, Any]], None] | None = None
                       ) -> Iterator[tuple[str, dict[str, Any]]]:
-  """(key, example) for every shape of `split` (keys are the object ids, unique per split)."""
+  """(key, example) for every shape of `split` (keys are the object ids, unique per split).
+
+  `teacher` may be None when data.eval_only (no teacher cache is computed).
+  """
   d = config.data
+  eval_only = records.is_eval_only(d)
+  if teacher is None and not eval_only:
+    raise ValueError('generate_examples: a teacher is needed unless data.eval_only')
+  chunk_objects = _chunk_objects(config, teacher)
   if shapes is None:
     from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
     shapes = sources.iter_shapes(d, split)
@@ -199,12 +234,14 @@ def generate_examples(config, split: str, teacher, *, shapes: Iterable | None = 
   if workers > 0:
     # spawn: safe with jax/threads in the parent; imap keeps the source order.
     pool = multiprocessing.get_context('spawn').Pool(workers)
-    partials = pool.imap(_process_task, tasks, chunksize=max(1, teacher.chunk_objects // workers))
+    partials = pool.imap(_process_task, tasks, chunksize=max(1, chunk_objects // workers))
   else:
     partials = map(_process_task, tasks)
   try:
-    for chunk in _chunks(partials, teacher.chunk_objects):
-      for example in finish_chunk(chunk, config, teacher):
+    for chunk in _chunks(partials, chunk_objects):
+      done = (finish_chunk_geometry(chunk, config, chunk_objects) if eval_only
+              else finish_chunk(chunk, config, teacher))
+      for example in done:
         if on_example is not None:
           on_example(example)
         yield example['id'], example
@@ -216,10 +253,20 @@ def generate_examples(config, split: str, teacher, *, shapes: Iterable | None = 
 
 # ------------------------------------------------------------------------------------------ stage
 def splits_to_prepare(config) -> list[str]:
-  """The pretraining splits plus the evaluation splits the source has (ordered, unique)."""
+  """The pretraining splits plus the evaluation splits the source has (ordered, unique).
+
+  With data.eval_only: the two evaluation splits only, and each must exist.
+  """
   from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
   d = config.data
   available = list(sources.available_splits(d))
+  if records.is_eval_only(d):
+    wanted = list(dict.fromkeys([d.eval_train_split, d.eval_test_split]))
+    missing = [s for s in wanted if s not in available]
+    if missing:
+      raise ValueError(f'data.eval_train_split / data.eval_test_split {missing} are not splits of '
+                       f'source {d.source!r} (variant {d.variant!r}; it has {available})')
+    return wanted
   wanted = list(dict.fromkeys(list(d.pretrain_splits) + [d.eval_train_split, d.eval_test_split]))
   missing = [s for s in d.pretrain_splits if s not in available]
   if missing:
@@ -240,6 +287,15 @@ def plot_examples(path: str, examples: Sequence[dict[str, Any]], patch_size: int
   render.plot_views(path, images, uv, corr, patch_size)
 
 
+def check_num_classes(data_config, class_names: Sequence[str]) -> None:
+  """data.num_classes (when > 0) must equal the number of the source's class names."""
+  want = int(data_config.get('num_classes', 0) or 0)
+  if want and len(class_names) != want:
+    raise ValueError(f'data.num_classes = {want}, but source {data_config.source!r} (root '
+                     f'{data_config.root!r}, variant {data_config.variant!r}) has '
+                     f'{len(class_names)} classes: {list(class_names)[:8]}...')
+
+
 def _dir_bytes(path: str) -> int:
   return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
 
@@ -255,11 +311,15 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
   """
   from crossjepa.data import teacher_cache  # pylint: disable=g-import-not-at-top
   d = config.data
+  eval_only = records.is_eval_only(d)
   path = records.dataset_dir(config, workdir)
   if os.path.exists(os.path.join(path, 'dataset_info.json')):
     builder = records.open_dataset(config, workdir, check=False)
     try:
-      name = teacher.name if teacher is not None else teacher_cache.expected_teacher_name(config)
+      if eval_only:
+        name = None   # eval-only records carry no teacher cache
+      else:
+        name = teacher.name if teacher is not None else teacher_cache.expected_teacher_name(config)
       records.check_metadata(dict(builder.info.metadata or {}), config,
                              teacher_info={'name': name} if name else None)
     except ValueError as e:
@@ -279,7 +339,8 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
   if class_names is None:
     from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
     class_names = sources.class_names(d)
-  if teacher is None:
+  check_num_classes(d, class_names)
+  if teacher is None and not eval_only:
     teacher = teacher_cache.Teacher(config)
   if shapes_fn is None:
     from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
@@ -292,21 +353,23 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
   def example_fn(split):
     def on_example(example):
       counts[split] += 1
-      if len(shown) < PLOT_OBJECTS and 'image' in example['views']:
+      if len(shown) < PLOT_OBJECTS and 'image' in example.get('views', {}):
         shown.append(example)
       total = sum(counts.values())
       if total % 200 == 0:
         logging.info('prepare: %d objects, %.1f objects/s', total, total / (time.time() - start))
     return generate_examples(config, split, teacher, shapes=shapes_fn(split), on_example=on_example)
 
-  builder = records.make_builder(config, workdir, teacher_info=teacher.teacher_info(),
+  teacher_info = {'name': None, 'width': 0} if eval_only else teacher.teacher_info()
+  builder = records.make_builder(config, workdir, teacher_info=teacher_info,
                                  class_names=class_names, splits=splits, example_fn=example_fn)
   records.write(builder, d.shards)
   seconds = time.time() - start
   total = sum(counts.values())
   summary = {'data_dir': path, 'skipped': False, 'splits': counts, 'seconds': round(seconds, 2),
              'objects_per_s': round(total / max(seconds, 1e-9), 2),
-             'bytes': _dir_bytes(path), 'teacher': teacher.name}
+             'bytes': _dir_bytes(path), 'teacher': None if eval_only else teacher.name,
+             'eval_only': eval_only}
   logging.info('prepare: %d objects in %.1f s (%.1f objects/s) -> %s', total, seconds,
                summary['objects_per_s'], path)
   if shown:

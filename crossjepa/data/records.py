@@ -7,6 +7,9 @@ One example per object, with the nested FeaturesDict of DESIGN.md §3:
          hist [V,3*bins] f32, corr [V,G] i32},
   teacher/{cls [V,D] f16, groups [V,G,D] f16}.
 
+With data.eval_only the records hold only id, label, points, centers and groups (what frozen-feature
+evaluation reads; no renders, no teacher): the metadata says so and training refuses them.
+
 The builder is an ordinary `tfds.core.GeneratorBasedBuilder` (ArrayRecord shards by default,
 TFRecord with the `tf` extra) under WORKDIR/data/<data.name>/<version>. TFDS writes every split into
 an `incomplete.*` folder and renames it only when all splits are done, so an interrupted prepare
@@ -43,12 +46,27 @@ ExampleFn = Callable[[str], Iterator[tuple[str, dict[str, Any]]]]
 
 
 # ------------------------------------------------------------------------------------------ schema
+def is_eval_only(data_config) -> bool:
+  """data.eval_only: records with id/label/points/centers/groups only (read with a default)."""
+  return bool(data_config.get('eval_only', False)) if hasattr(data_config, 'get') else False
+
+
 def features(data_config, teacher_width: int) -> tfds.features.FeaturesDict:
   """The FeaturesDict of DESIGN.md §3 with the shapes of `data_config` and teacher width D."""
   d = data_config
   n, g, k, v = int(d.num_points), int(d.num_groups), int(d.group_size), int(d.num_views)
   h = w = int(d.image_size)
   t = tfds.features.Tensor
+  geometry = {
+      'id': tfds.features.Text(),
+      'label': t(shape=(), dtype=np.int64),
+      'points': t(shape=(n, 3), dtype=np.float32),
+      'centers': t(shape=(g, 3), dtype=np.float32),
+      'groups': t(shape=(g, k), dtype=np.int32),
+  }
+  if is_eval_only(d):
+    # Evaluation reads only these (pipeline.EVAL_KEYS): no views, no teacher cache.
+    return tfds.features.FeaturesDict(geometry)
   views = {
       'world_to_cam': t(shape=(v, 4, 4), dtype=np.float32),
       'intrinsics': t(shape=(v, 3, 3), dtype=np.float32),
@@ -59,11 +77,7 @@ def features(data_config, teacher_width: int) -> tfds.features.FeaturesDict:
     # zlib: renders are mostly flat background, they compress several-fold.
     views['image'] = t(shape=(v, h, w, 3), dtype=np.uint8, encoding=tfds.features.Encoding.ZLIB)
   return tfds.features.FeaturesDict({
-      'id': tfds.features.Text(),
-      'label': t(shape=(), dtype=np.int64),
-      'points': t(shape=(n, 3), dtype=np.float32),
-      'centers': t(shape=(g, 3), dtype=np.float32),
-      'groups': t(shape=(g, k), dtype=np.int32),
+      **geometry,
       'views': views,
       'teacher': {
           'cls': t(shape=(v, int(teacher_width)), dtype=np.float16),
@@ -111,6 +125,7 @@ def metadata(config, teacher_info: Mapping[str, Any], class_names: Sequence[str]
       'patch_size': int(d.patch_size),
       'hist_bins': int(d.hist_bins),
       'keep_images': bool(d.keep_images),
+      'eval_only': is_eval_only(d),
       'teacher': _jsonable(dict(teacher_info)),
       'renderer': renderer_settings(d),
       'rasteriser': _rasteriser_settings(),
@@ -205,7 +220,7 @@ def make_builder(config, workdir, *, teacher_info: Mapping[str, Any], class_name
                  split_sizes: Mapping[str, int] | None = None) -> tfds.core.GeneratorBasedBuilder:
   """The builder that writes `splits` of `config.data.name` under WORKDIR/data."""
   cls = builder_class(str(config.data.name))
-  return cls(config_obj=config, teacher_width=int(teacher_info['width']),
+  return cls(config_obj=config, teacher_width=int(teacher_info.get('width', 0)),
              meta=metadata(config, teacher_info, class_names, split_sizes), splits=splits,
              example_fn=example_fn, data_dir=data_dir(workdir), file_format=file_format(config))
 
@@ -237,8 +252,10 @@ def check_metadata(meta: Mapping[str, Any], config, *, teacher_info: Mapping[str
       'renderer': renderer_settings(d),
       'source.source': str(d.source),
       'source.variant': str(d.variant),
+      'eval_only': is_eval_only(d),
   }
   have = dict(meta)
+  have.setdefault('eval_only', False)   # datasets written before the key existed are full records
   have_src = _jsonable(have.get('source') or {})
   have['source.source'] = have_src.get('source')
   have['source.variant'] = have_src.get('variant')
@@ -255,7 +272,21 @@ def check_metadata(meta: Mapping[str, Any], config, *, teacher_info: Mapping[str
     if got != _jsonable(value):
       problems.append(f'{key}: dataset has {got!r}, config has {value!r}')
   if problems:
+    if have['eval_only'] and not want['eval_only']:
+      problems.append('(records prepared with data.eval_only=True hold only id/label/points/'
+                      'centers/groups: pretraining needs full records, prepared with '
+                      'data.eval_only=False in another --workdir)')
     raise ValueError('prepared records do not match the config:\n  ' + '\n  '.join(problems))
+
+
+def check_full_records(builder) -> None:
+  """Raises ValueError when the records are eval-only (no views / teacher cache to train on)."""
+  if bool(dict(builder.info.metadata or {}).get('eval_only', False)):
+    raise ValueError(
+        f'the records in {builder.data_dir} were prepared with data.eval_only=True (id, label, '
+        'points, centers, groups only): pretraining needs the views and the teacher cache. '
+        'Prepare full records (data.eval_only=False) in another --workdir, or evaluate an '
+        'exported encoder with --config.eval.encoder=EXPORT_DIR.')
 
 
 def open_dataset(config, workdir, *, check: bool = True) -> tfds.core.DatasetBuilder:

@@ -71,7 +71,8 @@ def _mean_std(values: list[float]) -> dict:
 
 
 def random_init_baseline(config, encoder_module, example_points, train_batches_fn: Callable[[], Batches],
-                         test_batches_fn: Callable[[], Batches]) -> dict:
+                         test_batches_fn: Callable[[], Batches],
+                         embed_fn: features_lib.EmbedFn | None = None) -> dict:
   """The same encoder at random init, one per seed of config.eval.seeds: mean +- std.
 
   Returns {'accuracy': mean probe accuracy (the number results.json reports as
@@ -83,7 +84,7 @@ def random_init_baseline(config, encoder_module, example_points, train_batches_f
   if not seeds:
     raise ValueError('config.eval.seeds is empty; the random-init baseline needs at least one seed')
   example_points = np.asarray(example_points, np.float32)
-  embed_fn = None
+  # embed_fn: an EmbedFn of the same module (e.g. the pretrained one), reused so nothing recompiles.
   per_seed = []
   init = jax.jit(encoder_module.init)   # one compile for all seeds (eager init is slow)
   for seed in seeds:
@@ -156,25 +157,83 @@ def make_probe_fn(config, workdir: str) -> Callable[[Any, Any, int], dict]:
   return probe_fn
 
 
+def check_export_geometry(config, export_dir: str) -> dict:
+  """An export's encoder.json, after checking its num_points / num_groups / group_size.
+
+  The exported encoder groups with its own num_groups / group_size and was trained on num_points
+  points; evaluating it on records of another geometry would silently change what it computes, so
+  any difference is an error naming each key. crossjepa.run calls this before preparing records.
+  """
+  from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
+  info = export_lib.read_info(export_dir)
+  d = config.data
+  problems = []
+  for key in ('num_points', 'num_groups', 'group_size'):
+    have, want = info.get(key), int(d[key])
+    if have is None or int(have) != want:
+      problems.append(f'{key}: export has {have!r}, config has data.{key}={want}')
+  if problems:
+    raise ValueError(
+        f'eval.encoder={export_dir!r} was exported with another data geometry than this config:\n  '
+        + '\n  '.join(problems) + '\nSet --config.data.num_points / num_groups / group_size to the '
+        "export's values (in a fresh --workdir: the records are prepared with them).")
+  return info
+
+
+def load_exported_encoder(config, export_dir: str):
+  """(module, params, info) of an export (--mode=export), checked against config.data."""
+  from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
+  check_export_geometry(config, export_dir)
+  loaded = export_lib.load_encoder(export_dir)
+  return loaded.module, loaded.params, loaded.info
+
+
+def _encoder_under_test(config, workdir: str):
+  """(module, params, step, description) of the encoder to evaluate: eval.encoder or the run's."""
+  import os  # pylint: disable=g-import-not-at-top
+  from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
+  from crossjepa.training import checkpoint  # pylint: disable=g-import-not-at-top
+  export_dir = str(config.eval.get('encoder', '') or '')
+  if export_dir:
+    module, enc, info = load_exported_encoder(config, export_dir)
+    keys = ('variant', 'params_source', 'pooling', 'step', 'recipe', 'feature_dim', 'param_count',
+            'num_points', 'num_groups', 'group_size', 'config_digest', 'crossjepa_version')
+    desc = {'source': 'export', 'path': os.path.abspath(export_dir),
+            **{k: info[k] for k in keys if k in info}}
+    return module, enc, int(info.get('step', -1)), desc
+  params, ema_params, step = checkpoint.restore_params(workdir, config)
+  enc = export_lib.select_encoder_params(params, ema_params, str(config.eval.params))
+  module = export_lib.point_encoder_from_config(config)
+  # A checkpoint written under another model config fails here with the leaves that differ,
+  # not deep inside the encoder's apply.
+  export_lib.check_params(
+      enc, export_lib.abstract_params(module, int(config.data.num_points)),
+      f'evaluate: the checkpoint under {os.path.join(workdir, "checkpoints")} (step {step}) was '
+      f'made with another config than model.point={config.model.point!r}, model.point_overrides, '
+      f'data.num_groups={config.data.num_groups}, data.group_size={config.data.group_size}')
+  desc = {'source': 'checkpoint', 'path': os.path.abspath(os.path.join(workdir, 'checkpoints')),
+          'variant': str(config.model.point), 'params_source': str(config.eval.params),
+          'step': int(step)}
+  return module, enc, int(step), desc
+
+
 def evaluate_run(config, workdir: str) -> dict:
-  """Evaluates the run's last checkpoint; writes WORKDIR/results.json and WORKDIR/plots/*.png.
+  """Evaluates the run's last checkpoint (or eval.encoder, an export); writes results.json + plots.
 
   results.json: probe.pretrained (linear probe + few-shot + features, each with its protocol),
-  probe.random_init (mean +- std over eval.seeds), finetune (when eval.finetune.enabled), step.
+  probe.random_init (mean +- std over eval.seeds, the same architecture), finetune (when
+  eval.finetune.enabled), step, encoder (where the evaluated params came from), data (the
+  benchmark: source, variant, geometry, class count, split sizes).
   """
   import json  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
   from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
   from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
-  from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
   from crossjepa.evaluation import finetune as finetune_lib  # pylint: disable=g-import-not-at-top
   from crossjepa.evaluation import plots  # pylint: disable=g-import-not-at-top
-  from crossjepa.training import checkpoint  # pylint: disable=g-import-not-at-top
   train_split, test_split = _eval_splits(config)
   bs = int(config.eval.batch_size)
-  params, ema_params, step = checkpoint.restore_params(workdir, config)
-  enc = export_lib.select_encoder_params(params, ema_params, str(config.eval.params))
-  module = export_lib.point_encoder_from_config(config)
+  module, enc, step, encoder_desc = _encoder_under_test(config, workdir)
 
   def batches(split):
     return lambda: pipeline.iterate_split(config, workdir, split, bs)
@@ -183,15 +242,22 @@ def evaluate_run(config, workdir: str) -> dict:
   pretrained, arrays = evaluate_encoder(config, module, enc, batches(train_split)(),
                                         batches(test_split)(), seed=int(config.seed),
                                         embed_fn=embed, return_arrays=True)
-  pretrained['params'] = str(config.eval.params)
+  pretrained['params'] = str(encoder_desc.get('params_source', config.eval.params))
   pretrained['step'] = int(step)
   random_init = random_init_baseline(config, module, arrays_first_points(config, workdir, test_split),
-                                     batches(train_split), batches(test_split))
+                                     batches(train_split), batches(test_split), embed_fn=embed)
   results = {
       'probe': {'pretrained': {'accuracy': pretrained['linear_probe']['accuracy'], **pretrained},
                 'random_init': random_init},
       'splits': {'train': train_split, 'test': test_split},
       'recipe': str(config.recipe), 'step': int(step),
+      'encoder': encoder_desc,
+      'data': {'source': str(config.data.source), 'variant': str(config.data.variant),
+               'root': str(config.data.root), 'num_points': int(config.data.num_points),
+               'num_groups': int(config.data.num_groups),
+               'group_size': int(config.data.group_size),
+               'num_train': int(arrays['train_y'].shape[0]),
+               'num_test': int(arrays['test_y'].shape[0])},
   }
   if config.eval.finetune.enabled:
     train = pipeline.load_split(config, workdir, train_split)

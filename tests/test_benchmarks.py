@@ -1,0 +1,281 @@
+"""Benchmark evaluation (configs/modelnet40.py, configs/scanobjectnn.py) of an exported encoder.
+
+Tiny files in the releases' exact layouts (tests/formats.py), a tiny random encoder exported with
+crossjepa.evaluation.export, then `run.run(config, workdir, 'all')` = prepare (eval-only records) ->
+evaluate. Checks the results' fields and counts, parity of the records with the readers + FPS, parity
+of the evaluated features with the exported encoder's own grouping, and the bad-input errors.
+"""
+import importlib.util
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import formats  # pylint: disable=g-bad-import-order
+from crossjepa import run
+from crossjepa.data import meshes
+from crossjepa.data import pipeline
+from crossjepa.data import prepare
+from crossjepa.data import records
+from crossjepa.evaluation import export as export_lib
+from crossjepa.evaluation import features as features_lib
+from crossjepa.evaluation import plots
+from crossjepa.evaluation import protocol
+from crossjepa.training import checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N, G, K = 64, 8, 8
+TRAIN = [0, 1, 2] * 3            # 3 classes x 3 shapes
+TEST = [0, 1, 2] * 2             # 3 classes x 2 shapes (t-SNE needs >= 5)
+CASES = [('modelnet40', 'ply_hdf5_2048'), ('modelnet40', 'normal_resampled'),
+         ('scanobjectnn', 'OBJ_BG'), ('scanobjectnn', 'OBJ_ONLY'), ('scanobjectnn', 'PB_T50_RS')]
+
+
+def load_config(name, arg):
+  path = os.path.join(REPO, 'configs', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'_cfg_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def tiny_encoder_config():
+  c = load_config('modelnet40', 'ply_hdf5_2048')
+  c.data.num_points, c.data.num_groups, c.data.group_size = N, G, K
+  c.model.point = 'tiny'
+  c.model.point_overrides.depth = 1
+  return c
+
+
+@pytest.fixture(scope='module')
+def export_dir(tmp_path_factory):
+  """A tiny random PointEncoder written exactly as --mode=export writes it."""
+  config = tiny_encoder_config()
+  module = export_lib.point_encoder_from_config(config)
+  params = jax.jit(module.init)(jax.random.PRNGKey(5), np.zeros((1, N, 3), np.float32))['params']
+  out = str(tmp_path_factory.mktemp('pretrain') / 'export')
+  info = {'variant': 'tiny', 'params_source': 'student', 'pooling': 'max+mean', 'num_points': N,
+          'num_groups': G, 'group_size': K, 'feature_dim': 2 * module.width, 'step': 11,
+          'recipe': 'crossjepa', 'config_digest': 'sha256:test'}
+  return export_lib.write_export(out, module, params, info)
+
+
+def write_files(name, variant, root):
+  labels = {'train': TRAIN, 'test': TEST}
+  if name == 'scanobjectnn':
+    return formats.write_scanobjectnn(root, variant, labels)
+  if variant == 'ply_hdf5_2048':
+    return formats.write_modelnet40_h5(root, labels, per_file=5)   # two train files
+  return formats.write_modelnet40_normal_resampled(root, labels)
+
+
+def bench_config(name, variant, root, export):
+  c = load_config(name, variant)
+  d = c.data
+  d.root = str(root)
+  d.num_points, d.num_groups, d.group_size = N, G, K
+  d.strict_counts = False     # tiny files, not the full releases
+  d.shards = 1
+  d.teacher_chunk = 8
+  c.model.point = 'tiny'
+  e = c.eval
+  e.encoder = str(export)
+  e.svm_C = (0.1, 1.0)
+  e.cv_folds = 2
+  e.fewshot_ways = (2,)
+  e.fewshot_shots = (1,)
+  e.fewshot_queries = 1
+  e.fewshot_folds = 2
+  e.seeds = (0,)
+  e.batch_size = 8
+  return c
+
+
+@pytest.fixture(scope='module')
+def evaluated(tmp_path_factory, export_dir):
+  """Every config variant run with --mode=all on its tiny files (shared by the tests below)."""
+  out = {}
+  # sklearn's t-SNE spends ~10 s on a handful of points on a busy 2-core machine; it is tested with
+  # the plots. Record what it is given instead (the test split's features and class names).
+  tsne_calls = []
+  mp = pytest.MonkeyPatch()
+  mp.setattr(plots, 'plot_tsne', lambda x, y, names, path, seed=0, **kw: tsne_calls.append(
+      (np.shape(x), len(y), len(names or ()))))
+  for name, variant in CASES:
+    base = tmp_path_factory.mktemp(f'{name}_{variant}')
+    written = write_files(name, variant, str(base / 'files'))
+    config = bench_config(name, variant, base / 'files', export_dir)
+    workdir = str(base / 'eval')
+    report = run.run(config, workdir, 'all')
+    out[(name, variant)] = (config, workdir, report, written)
+    dim = export_lib.read_info(export_dir)['feature_dim']
+    assert tsne_calls.pop() == ((len(TEST), dim), len(TEST), 40 if name == 'modelnet40' else 15)
+  mp.undo()
+  return out
+
+
+@pytest.mark.parametrize('case', CASES, ids=['-'.join(c) for c in CASES])
+def test_benchmark_all_runs_prepare_and_evaluate(evaluated, export_dir, case):
+  config, workdir, report, _ = evaluated[case]
+  assert list(report) == ['prepare', 'evaluate']       # no teacher, pretraining or export
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
+  assert not os.path.exists(os.path.join(workdir, 'export'))
+  assert report['prepare']['eval_only'] and report['prepare']['splits'] == {'train': 9, 'test': 6}
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  pre, rnd = results['probe']['pretrained'], results['probe']['random_init']
+  for acc in (pre['accuracy'], rnd['accuracy'], pre['fewshot']['2way_1shot']['mean']):
+    assert 0.0 <= acc <= 1.0
+  assert pre['accuracy'] == pre['linear_probe']['accuracy']
+  protocol_ = pre['linear_probe']['protocol']
+  assert protocol_ and pre['features']['pooling'] == 'max+mean'
+  assert pre['linear_probe']['best_C'] in (0.1, 1.0)
+  assert rnd['protocol']['seeds'] == [0]
+  assert (pre['features']['num_train'], pre['features']['num_test']) == (len(TRAIN), len(TEST))
+  assert (results['data']['num_train'], results['data']['num_test']) == (len(TRAIN), len(TEST))
+  assert results['data']['variant'] == case[1] and results['data']['num_points'] == N
+  assert results['encoder']['source'] == 'export'
+  assert results['encoder']['path'] == os.path.abspath(export_dir)
+  assert results['step'] == 11 and results['encoder']['variant'] == 'tiny'
+  builder = records.open_dataset(config, workdir)
+  meta = dict(builder.info.metadata)
+  assert meta['eval_only'] and len(meta['class_names']) == (40 if case[0] == 'modelnet40' else 15)
+  assert sorted(records.flat_keys(builder.info.features)) == [
+      'centers', 'groups', 'id', 'label', 'points']
+
+
+@pytest.mark.parametrize('case', [CASES[0], CASES[1], CASES[4]], ids=['h5', 'txt', 'sonn'])
+def test_records_are_the_files_normalised_and_fps_sampled(evaluated, case):
+  config, workdir, _, written = evaluated[case]
+  test = pipeline.load_split(config, workdir, 'test', keys=('id', 'label', 'points'))
+  # TFDS stores examples in an order of its own: match them to the files by id.
+  if case[1] == 'normal_resampled':
+    ids = [f'modelnet40/{sid}' for sid in written['test']]
+  elif case[0] == 'modelnet40':   # ids from ply_data_test_<k>_id2file.json
+    ids = [f'modelnet40/{formats.MODELNET40[l]}_{j + 1:04d}' for j, l in enumerate(TEST)]
+  else:
+    ids = [f'scanobjectnn/{case[1]}/test_{j:05d}' for j in range(len(TEST))]
+  assert sorted(test['id']) == sorted(ids)
+  for i, sid in enumerate(test['id']):
+    j = ids.index(sid)
+    assert test['label'][i] == TEST[j]
+    if case[1] == 'normal_resampled':
+      name = written['test'][j]
+      path = os.path.join(config.data.root, name.rsplit('_', 1)[0], f'{name}.txt')
+      cloud = np.loadtxt(path, delimiter=',')[:, :3]
+    else:
+      cloud = written['test'][j]
+    cloud, _, _ = meshes.normalize_unit_sphere(np.asarray(cloud, np.float32))
+    want = cloud[prepare.farthest_point_sampling_np(cloud, N)]
+    np.testing.assert_allclose(test['points'][i], want, atol=1e-5)
+    assert np.max(np.linalg.norm(test['points'][i], axis=-1)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_features_match_the_exported_encoder(evaluated, export_dir):
+  """Records' centres/groups (prepare) give the features the export computes on its own."""
+  config, workdir, _, _ = evaluated[('scanobjectnn', 'OBJ_BG')]
+  loaded = export_lib.load_encoder(export_dir)
+  data = pipeline.load_split(config, workdir, 'train')
+  embed = features_lib.make_embed_fn(loaded.module, loaded.params, pooling='max+mean')
+  got = embed(data['points'], data['centers'], data['groups'])
+  np.testing.assert_allclose(got, loaded(data['points']), rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def test_export_with_other_geometry_is_a_clear_error(tmp_path, export_dir):
+  config = bench_config('modelnet40', 'ply_hdf5_2048', tmp_path, export_dir)
+  config.data.num_points, config.data.num_groups = 1024, 64
+  for mode in ('evaluate', 'all'):
+    with pytest.raises(run.UserError, match=r'num_points: export has 64, config has '
+                                            r'data.num_points=1024[\s\S]*num_groups: export has 8'):
+      run.run(config, str(tmp_path / 'eval'), mode)
+  assert not os.path.exists(tmp_path / 'eval' / 'data')    # refused before preparing anything
+  config.eval.encoder = str(tmp_path)          # not an export folder
+  with pytest.raises(run.UserError, match='not a crossjepa export'):
+    run.run(config, str(tmp_path / 'eval'), 'evaluate')
+
+
+def test_checkpoint_with_other_config_is_a_clear_error(tmp_path, export_dir, monkeypatch):
+  config = bench_config('modelnet40', 'ply_hdf5_2048', tmp_path, export_dir)
+  config.eval.encoder = ''
+  other = tiny_encoder_config()
+  other.model.point_overrides.depth = 2       # a checkpoint of a deeper encoder
+  module = export_lib.point_encoder_from_config(other)
+  params = jax.eval_shape(module.init, jax.random.PRNGKey(0),
+                          jax.ShapeDtypeStruct((1, N, 3), np.float32))['params']
+  params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), params)
+  monkeypatch.setattr(checkpoint, 'restore_params', lambda wd, cfg: ({'student': params}, None, 3))
+  config.model.point_overrides.depth = 1
+  with pytest.raises(run.UserError, match=r'another config[\s\S]*unexpected'):
+    run.run(config, str(tmp_path / 'eval'), 'evaluate')
+
+
+def test_records_of_another_geometry_are_refused(evaluated):
+  config, workdir, _, _ = evaluated[('modelnet40', 'ply_hdf5_2048')]
+  other = config.copy_and_resolve_references()
+  other.data.num_groups = 4
+  other.eval.encoder = ''      # else the export's geometry check answers first
+  with pytest.raises(run.UserError, match=r'num_groups: dataset has 8, config has 4'):
+    run.run(other, workdir, 'prepare')
+
+
+def test_training_on_eval_only_records_is_refused(evaluated):
+  config, workdir, _, _ = evaluated[('scanobjectnn', 'PB_T50_RS')]
+  with pytest.raises(ValueError, match='eval_only=True'):
+    pipeline.train_dataset(config, workdir)
+  full = config.copy_and_resolve_references()
+  full.data.eval_only = False
+  with pytest.raises(ValueError, match=r'eval_only: dataset has True, config has False'):
+    records.open_dataset(full, workdir)
+
+
+def test_wrong_point_count_labels_and_class_names(tmp_path, export_dir):
+  root = tmp_path / 'files'
+  # ScanObjectNN with 1024 points per object instead of the released 2048.
+  formats.write_scanobjectnn(str(root), 'OBJ_ONLY', {'train': TRAIN, 'test': TEST}, points=1024)
+  config = bench_config('scanobjectnn', 'OBJ_ONLY', root, export_dir)
+  with pytest.raises(run.UserError, match=r'training_objectdataset\.h5.*\(n, 2048, 3\)'):
+    run.run(config, str(tmp_path / 'a'), 'all')
+  # A label outside the 15 classes.
+  formats.write_scanobjectnn(str(root), 'OBJ_ONLY', {'train': [0, 15], 'test': TEST})
+  with pytest.raises(run.UserError, match=r'training_objectdataset\.h5: row 1: label 15 outside'):
+    run.run(config, str(tmp_path / 'b'), 'all')
+  # A ModelNet40 release whose class list is not the 40 classes.
+  formats.write_modelnet40_h5(str(root), {'train': TRAIN, 'test': TEST})
+  (root / 'shape_names.txt').write_text('\n'.join(formats.MODELNET40[:10]) + '\n')
+  mn = bench_config('modelnet40', 'ply_hdf5_2048', root, export_dir)
+  with pytest.raises(run.UserError, match=r'shape_names\.txt: expected 40 class names, found 10'):
+    run.run(mn, str(tmp_path / 'c'), 'all')
+  # data.num_classes disagreeing with the source.
+  config.data.num_classes = 40
+  with pytest.raises(run.UserError, match=r'data.num_classes = 40.*has 15 classes'):
+    run.run(config, str(tmp_path / 'd'), 'prepare')
+
+
+def test_missing_split_is_a_clear_error(tmp_path, export_dir):
+  root = tmp_path / 'files'
+  formats.write_scanobjectnn(str(root), 'PB_T50_RS', {'train': TRAIN})     # no test file
+  config = bench_config('scanobjectnn', 'PB_T50_RS', root, export_dir)
+  with pytest.raises(run.UserError,
+                     match=r'test_objectdataset_augmentedrot_scale75\.h5: missing.*PB_T50_RS test'):
+    run.run(config, str(tmp_path / 'a'), 'all')
+  formats.write_scanobjectnn(str(root), 'PB_T50_RS', {'test': TEST})
+  config.data.eval_test_split = 'val'
+  with pytest.raises(run.UserError, match=r"\['val'\] are not splits of source 'scanobjectnn'"):
+    run.run(config, str(tmp_path / 'b'), 'all')
+
+
+def test_config_variants():
+  assert load_config('modelnet40', None).data.variant == 'ply_hdf5_2048'
+  assert load_config('scanobjectnn', None).data.variant == 'PB_T50_RS'
+  for name, variant in CASES:
+    c = load_config(name, variant)
+    assert (c.data.num_points, c.data.num_groups, c.data.group_size) == (1024, 64, 32)
+    assert c.data.eval_only and c.data.num_classes == (40 if name == 'modelnet40' else 15)
+  with pytest.raises(ValueError, match='expected one of'):
+    load_config('scanobjectnn', 'PB_T25')
+  assert protocol.load_exported_encoder is not None
