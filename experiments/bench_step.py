@@ -1,0 +1,139 @@
+"""Benchmark of the pretraining step: samples/s, step time, FLOPs and MFU.
+
+    python experiments/bench_step.py --config=configs/default.py --batch=32 --steps=20 \
+        --peak_tflops=989 [--dtype=bfloat16] [--device_resident --objects=4096]
+
+Fake batches with the config's shapes (crossjepa.training.recipes.synthetic_batch); no data needed.
+FLOPs per step come from XLA's cost analysis of the compiled step. On GPU that analysis misses the
+matmuls XLA hands to cuBLAS (custom calls), so the script also compiles the same step for the host
+CPU (where XLA emits the dots itself) and reports that count; MFU uses the CPU count when the
+device count looks short. MFU = FLOPs/step * steps/s / (peak_tflops * 1e12 * number of devices).
+Prints one JSON object.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from crossjepa.training import recipes  # noqa: E402
+from crossjepa.training import step as step_lib  # noqa: E402
+
+
+def load_config(path):
+  spec = importlib.util.spec_from_file_location('_bench_config', path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config()
+
+
+def flops_of(compiled):
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get('flops', float('nan')))
+
+
+def teacher_dim(config):
+  from crossjepa.models import vit  # pylint: disable=g-import-not-at-top
+  return int(vit.VARIANTS[config.model.vit]['width'])
+
+
+def cpu_flops(config, batch, models):
+  """FLOPs of the same step compiled for one host CPU device (abstract inputs, nothing runs)."""
+  cpu = jax.devices('cpu')[:1]
+  config = config.copy_and_resolve_references()
+  config.mesh.data, config.mesh.fsdp = 1, 1
+  mesh = step_lib.make_mesh(config, cpu)
+  abstract = step_lib.abstract_train_state(config, jax.random.PRNGKey(0), batch, models=models)
+  shardings = step_lib.state_shardings(mesh, abstract)
+  bsh = step_lib.batch_shardings(mesh, batch)
+  fn = step_lib.make_train_step(config, mesh, shardings, bsh, models=models)
+  sds = lambda t, s: jax.tree.map(lambda x, y: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=y), t, s)
+  rng = jax.ShapeDtypeStruct((2,), np.uint32, sharding=step_lib.replicated(mesh))
+  return flops_of(fn.lower(sds(abstract, shardings), sds(batch, bsh), rng).compile())
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--config', required=True)
+  p.add_argument('--batch', type=int, default=0, help='global batch (0 = config.train.batch_size)')
+  p.add_argument('--steps', type=int, default=10)
+  p.add_argument('--peak_tflops', type=float, default=0.0, help='per-device peak, for MFU')
+  p.add_argument('--dtype', default='', help='float32 | bfloat16 (default: the config)')
+  p.add_argument('--recipe', default='')
+  p.add_argument('--device_resident', action='store_true')
+  p.add_argument('--objects', type=int, default=1024, help='device-resident training set size')
+  p.add_argument('--skip_cpu_flops', action='store_true')
+  args = p.parse_args()
+
+  config = load_config(args.config)
+  if args.batch:
+    config.train.batch_size = args.batch
+  if args.dtype:
+    config.train.dtype = args.dtype
+  if args.recipe:
+    config.recipe = args.recipe
+  bsz = int(config.train.batch_size)
+  dim = teacher_dim(config)
+  batch = recipes.synthetic_batch(config, bsz, teacher_dim=dim)
+  mesh = step_lib.make_mesh(config)
+  models = recipes.build_models(config, batch)
+  state, shardings = step_lib.create_train_state(config, mesh, jax.random.PRNGKey(0), batch,
+                                                 models=models)
+  rng = jax.random.PRNGKey(1)
+  if args.device_resident:
+    data = recipes.synthetic_examples(config, args.objects, teacher_dim=dim, seed=1)
+    data = jax.tree.map(lambda *xs: np.stack(xs), *data)
+    data = jax.device_put(data, step_lib.replicated(mesh))
+    fn = step_lib.make_device_resident_train_step(config, mesh, shardings, data, models=models)
+    inputs = lambda i: data
+  else:
+    bsh = step_lib.batch_shardings(mesh, batch)
+    fn = step_lib.make_train_step(config, mesh, shardings, bsh, models=models)
+    batches = [step_lib.global_batch(recipes.synthetic_batch(config, bsz, teacher_dim=dim, seed=s),
+                                     bsh) for s in range(2)]
+    inputs = lambda i: batches[i % 2]
+  t0 = time.time()
+  compiled = fn.lower(state, inputs(0), rng).compile()
+  compile_s = time.time() - t0
+  device_flops = flops_of(compiled)
+  state, m = fn(state, inputs(0), rng)     # warm-up
+  jax.block_until_ready(m)
+  times = []
+  for i in range(args.steps):
+    t = time.perf_counter()
+    state, m = fn(state, inputs(i), rng)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t)
+  step_s = float(np.median(times))
+  on_cpu = jax.default_backend() == 'cpu'
+  host_flops = device_flops if on_cpu else (float('nan') if args.skip_cpu_flops else
+                                            cpu_flops(config, batch, models))
+  flops = host_flops if np.isfinite(host_flops) else device_flops
+  n_dev = jax.device_count()
+  out = {
+      'config': args.config, 'recipe': config.recipe, 'backend': jax.default_backend(),
+      'device': jax.devices()[0].device_kind, 'devices': n_dev, 'batch': bsz,
+      'dtype': str(config.train.dtype), 'device_resident': args.device_resident,
+      'compile_s': round(compile_s, 2), 'median_step_ms': round(step_s * 1e3, 3),
+      'samples_per_s': round(bsz / step_s, 2),
+      'flops_per_step_device_cost_analysis': device_flops,
+      'flops_per_step_cpu_compile': host_flops,
+      'flops_per_object': flops / bsz,
+      'achieved_tflops': flops / step_s / 1e12,
+      'mfu': (flops / step_s / (args.peak_tflops * 1e12 * n_dev)) if args.peak_tflops else None,
+      'final_loss': float(m['loss']),
+      'num_params': int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params))),
+  }
+  print(json.dumps(out, indent=1))
+
+
+if __name__ == '__main__':
+  main()

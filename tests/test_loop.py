@@ -1,0 +1,108 @@
+"""pretrain(): bitwise resume after a real stop (SIGTERM and max_steps_this_run), checkpoint
+compatibility errors, the non-finite-loss error, metrics.jsonl / TensorBoard, restore_params."""
+import json
+import os
+import signal
+
+import grain
+import jax
+import numpy as np
+import pytest
+
+from crossjepa.training import checkpoint as ckpt_lib
+from crossjepa.training import loop
+from crossjepa.training import recipes
+from tests.test_step import smoke_config
+
+
+@pytest.fixture(scope='module', autouse=True)
+def persistent_compile_cache(tmp_path_factory):
+  """The runs below compile the same programs; XLA's persistent cache makes the repeats cheap."""
+  keys = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
+          'jax_persistent_cache_min_entry_size_bytes')
+  old = {k: getattr(jax.config, k) for k in keys}
+  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('xla_cache')))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+  yield
+  for k, v in old.items():
+    jax.config.update(k, v)
+
+
+def loop_config(**train):
+  c = smoke_config(**{**dict(steps=6, checkpoint_every=3, log_every=1, warmup_steps=2), **train})
+  c.mesh.data = -1
+  return c
+
+
+def fake_iterator(config, num_objects=12, seed=0):
+  """The same kind of checkpointable grain iterator the real pipeline returns."""
+  examples = recipes.synthetic_examples(config, num_objects, teacher_dim=16, seed=seed)
+  ds = grain.MapDataset.source(examples).shuffle(seed=seed).repeat().batch(
+      int(config.train.batch_size), drop_remainder=True)
+  return iter(ds.to_iter_dataset())
+
+
+def _params(workdir):
+  params, ema, step = loop.restore_params(workdir)
+  return jax.tree.map(np.asarray, params), jax.tree.map(np.asarray, ema), step
+
+
+def test_resume_is_bitwise_and_sigterm_checkpoints(tmp_path):
+  c = loop_config()
+  full = loop.pretrain(c, tmp_path / 'full', data_iterator=fake_iterator(c))
+  assert full['step'] == 6 and full['finished'] and not full['resumed']
+
+  # Run 1: SIGTERM (sent to this process) during step 2 -> checkpoint at 2, clean return.
+  sent = []
+
+  def probe(params, ema_params, step):
+    del params, ema_params
+    if step == 2 and not sent:
+      sent.append(step)
+      os.kill(os.getpid(), signal.SIGTERM)
+    return {'dummy': float(step)}
+
+  c_probe = loop_config(probe_every=1)
+  r1 = loop.pretrain(c_probe, tmp_path / 'stop', data_iterator=fake_iterator(c), probe_fn=probe)
+  assert r1['preempted'] and r1['step'] == 2 and not r1['finished']
+  assert ckpt_lib.make_manager(tmp_path / 'stop').latest_step() == 2
+  # Run 2: a fresh iterator (as a new process would build), resumed, stopped after 2 more steps.
+  r2 = loop.pretrain(c, tmp_path / 'stop', data_iterator=fake_iterator(c), max_steps_this_run=2)
+  assert r2['resumed'] and r2['start_step'] == 2 and r2['step'] == 4
+  r3 = loop.pretrain(c, tmp_path / 'stop', data_iterator=fake_iterator(c))
+  assert r3['start_step'] == 4 and r3['step'] == 6 and r3['finished']
+
+  p_full, e_full, s_full = _params(tmp_path / 'full')
+  p_stop, e_stop, s_stop = _params(tmp_path / 'stop')
+  assert s_full == s_stop == 6
+  for a, b in zip(jax.tree.leaves((p_full, e_full)), jax.tree.leaves((p_stop, e_stop))):
+    np.testing.assert_array_equal(a, b)
+  assert r3['final_loss'] == full['final_loss']
+
+  # metrics.jsonl: one line per step 1..6 (re-done steps replaced), plus the probe lines.
+  lines = [json.loads(l) for l in (tmp_path / 'stop' / 'metrics.jsonl').read_text().splitlines()]
+  train_steps = [l['step'] for l in lines if 'loss' in l]
+  assert train_steps == [1, 2, 3, 4, 5, 6]
+  assert [l['probe/dummy'] for l in lines if 'probe/dummy' in l] == [1.0, 2.0]
+  assert any(name.startswith('events') for name in os.listdir(tmp_path / 'stop' / 'tb'))
+  assert len(ckpt_lib.make_manager(tmp_path / 'stop').all_steps()) <= c.train.keep_checkpoints
+
+  # A config whose params differ -> an error listing the differences, never a restart.
+  c_bad = loop_config()
+  c_bad.model.point_overrides.width = 48
+  with pytest.raises(ValueError, match='does not match the config') as err:
+    loop.pretrain(c_bad, tmp_path / 'stop', data_iterator=fake_iterator(c))
+  assert 'params/student' in str(err.value)
+
+
+def test_non_finite_loss_names_the_step(tmp_path):
+  c = loop_config(steps=4, checkpoint_every=1)
+  examples = recipes.synthetic_examples(c, 16, teacher_dim=16)
+  # objects 8.. carry a NaN teacher target: the first batch is finite, the second is not
+  for e in examples[8:]:
+    e['teacher']['groups'] = np.full_like(e['teacher']['groups'], np.nan)
+  it = iter(grain.MapDataset.source(examples).batch(8).repeat().to_iter_dataset())
+  with pytest.raises(FloatingPointError, match='non-finite loss at step 2'):
+    loop.pretrain(c, tmp_path, data_iterator=it)
+  assert ckpt_lib.make_manager(tmp_path).latest_step() == 1
