@@ -115,7 +115,11 @@ def test_batch_elements_are_independent():
 
 
 def test_jit_compiles_once_per_shape():
-  fn = jax.jit(ops.group_points, static_argnums=(1, 2))
+  # A fresh wrapper: jit caches are shared per function object, and other tests jit group_points.
+  def group(points, num_groups, group_size):
+    return ops.group_points(points, num_groups, group_size)
+
+  fn = jax.jit(group, static_argnums=(1, 2))
   rng = np.random.default_rng(7)
   for _ in range(3):
     fn(jnp.asarray(rng.normal(size=(2, 64, 3)), jnp.float32), 8, 4)
