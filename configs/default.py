@@ -66,6 +66,9 @@ def get_config():
   m.point_overrides = ml_collections.ConfigDict()   # dataclass-field overrides, e.g. {'depth': 4}
   m.predictor_overrides = ml_collections.ConfigDict()
   m.vit_overrides = ml_collections.ConfigDict()
+  # Added for the seed recipe: '' = the trainable view encoder starts from random init; else a
+  # folder written by crossjepa.models.vit.save (convert_teacher or --mode=teacher) to start from.
+  m.vit_init = ''
 
   # ---------------------------------------------------------------- teacher
   c.teacher = t = ml_collections.ConfigDict()
@@ -73,8 +76,8 @@ def get_config():
   t.random_init = False           # allowed only for the embedded default / tests
   t.train = ml_collections.ConfigDict()   # --mode=teacher (offline 2D teacher on disjoint objects)
   t.train.kind = 'supervised'     # supervised | ijepa
-  t.train.steps = 400
-  t.train.batch_size = 64
+  t.train.steps = 1600            # ~65-90 s on 2 CPU cores at the defaults (small-data ViTs need many updates)
+  t.train.batch_size = 32
   t.train.lr = 1e-3
   # Added by the teacher stage (crossjepa/training/teacher.py): data, optimiser, augmentation, I-JEPA.
   t.train.source = ''             # '' = data.source; e.g. 'synthetic' for its disjoint teacher split
@@ -86,6 +89,7 @@ def get_config():
   t.train.b2 = 0.999
   t.train.grad_clip = 1.0
   t.train.label_smoothing = 0.1   # supervised cross-entropy
+  t.train.pool = 'cls'            # supervised head input: cls | cls+gap (CLS and mean patch token)
   t.train.augment_flip = True     # random horizontal flip of the views
   t.train.augment_shift = 6       # random shift of up to this many pixels (edge-padded)
   t.train.log_every = 50
@@ -107,7 +111,7 @@ def get_config():
   tr.views_per_step = 2           # K views per object per step (one encoder pass shared)
   tr.target = 'groups'            # cls | groups (teacher patch feature at each visible group)
   tr.loss = 'smooth_l1'           # mse | smooth_l1 | cosine
-  tr.normalize_target = True      # layer-norm the targets (no affine)
+  tr.normalize_target = True      # layer-norm the targets (no affine); crossjepa's teacher targets and seed/point_jepa's EMA tokens
   tr.condition_pose = True
   tr.condition_hist = True
   tr.lr = 1e-3
