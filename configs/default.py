@@ -187,4 +187,16 @@ def get_config():
   e.finetune.head_dropout = 0.5
   e.finetune.scale = (2.0 / 3.0, 1.5)   # per-axis random scale (train and voting augmentation)
   e.finetune.translate = 0.2            # random translation U(-t, t) per axis
+  # ---------------------------------------------------------------- benchmark table
+  # --mode=benchmark (part of --mode=all): extra pretraining runs (variants x seeds) evaluated
+  # on the clean and scan sets beside random init and the 2D teacher's own probe.
+  c.benchmark = b = ml_collections.ConfigDict()
+  b.enabled = True
+  b.variants = (
+      ('crossjepa_cls', {'train.target': 'cls'}),
+      ('crossjepa_groups', {'train.target': 'groups'}),
+  )
+  b.seeds = (0, 1, 2)             # pretraining seeds per variant (mean +- std)
+  b.eval_sets = ('clean', 'scan')
+  b.teacher_probe = True
   return c

@@ -46,4 +46,5 @@ def get_config():
   c.eval.fewshot_folds = 2
   c.eval.seeds = (0,)
   c.eval.batch_size = 8
+  c.benchmark.enabled = False
   return c

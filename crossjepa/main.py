@@ -5,6 +5,7 @@
 All logic lives in `crossjepa.run.run(config, workdir, mode)`, which tests call directly.
 `--config.a.b=value` overrides a key of the locked config; an unknown key is an error naming it.
 """
+import os
 import sys
 
 from absl import app
@@ -18,7 +19,29 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file (configs/*.py).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (data, checkpoints, results).')
 _MODE = flags.DEFINE_enum('mode', 'all', run_lib.MODES, 'Which stage(s) to run.')
+_DISTRIBUTED = flags.DEFINE_enum(
+    'distributed', 'auto', ['auto', 'on', 'off'],
+    'Call jax.distributed.initialize(): auto = when the environment is a multi-process job '
+    '(JAX_COORDINATOR_ADDRESS, SLURM with several tasks, or a multi-host TPU slice).')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _multi_process_environment() -> bool:
+  env = os.environ
+  if env.get('JAX_COORDINATOR_ADDRESS'):
+    return True
+  if int(env.get('SLURM_NTASKS', '1') or 1) > 1:
+    return True
+  hosts = env.get('TPU_WORKER_HOSTNAMES', '')
+  return len([h for h in hosts.split(',') if h]) > 1
+
+
+def maybe_initialize_distributed(mode: str) -> None:
+  if mode == 'on' or (mode == 'auto' and _multi_process_environment()):
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()
+    logging.info('jax.distributed: process %d of %d, %d devices', jax.process_index(),
+                 jax.process_count(), jax.device_count())
 
 _in_main = False
 
@@ -29,6 +52,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.INFO)
+  maybe_initialize_distributed(_DISTRIBUTED.value)
   try:
     run_lib.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
   except run_lib.UserError as e:
@@ -44,7 +68,12 @@ def run_main():
       raise
     # Raised while absl parsed `--config.x.y=v` overrides: an unknown key or a wrong type.
     msg = str(e).strip('\'"').replace('\\n', ' ').replace('\\\'', "'")
-    print(f'crossjepa: error in a --config override: {msg}', file=sys.stderr)
+    overrides = [a.split('=', 1)[0][len('--config.'):] for a in sys.argv[1:]
+                 if a.startswith('--config.')]
+    named = [o for o in overrides if f"'{o.rsplit('.', 1)[-1]}'" in msg]
+    where = f' --config.{named[0]}' if named else ''
+    print(f'crossjepa: error in a --config override{where}: unknown key or bad value: {msg}',
+          file=sys.stderr)
     sys.exit(2)
 
 

@@ -22,7 +22,7 @@ import ml_collections
 
 from crossjepa import config_util
 
-MODES = ['all', 'teacher', 'prepare', 'pretrain', 'evaluate', 'export']
+MODES = ['all', 'teacher', 'prepare', 'pretrain', 'evaluate', 'benchmark', 'export']
 
 
 class UserError(Exception):
@@ -82,7 +82,47 @@ def stage_pretrain(config, workdir):
 
 def stage_evaluate(config, workdir):
   from crossjepa.evaluation import protocol  # pylint: disable=g-import-not-at-top
-  return protocol.evaluate_run(config, workdir)
+  out = protocol.evaluate_run(config, workdir)
+  print('\n' + results_table(workdir), flush=True)
+  return out
+
+
+def benchmark_enabled(config) -> bool:
+  b = config.get('benchmark')
+  return bool(b and b.enabled and config.data.source == 'synthetic')
+
+
+def stage_benchmark(config, workdir):
+  from crossjepa import benchmark  # pylint: disable=g-import-not-at-top
+  if not benchmark_enabled(config):
+    raise ValueError('--mode=benchmark needs config.benchmark.enabled and the synthetic source')
+  out = benchmark.run_benchmark(config, workdir)
+  print('\n' + benchmark.format_table(out), flush=True)
+  return {'benchmark': os.path.join(workdir, 'benchmark.json')}
+
+
+def results_table(workdir: str) -> str:
+  """The main run's results.json as a short table (printed at the end of --mode=all/evaluate)."""
+  with open(os.path.join(workdir, 'results.json')) as f:
+    r = json.load(f)
+  pre, rnd = r['probe']['pretrained'], r['probe']['random_init']
+  lines = ['| encoder | linear probe | ' + ' | '.join(pre.get('fewshot', {})) + ' |',
+           '|---|---|' + '---|' * len(pre.get('fewshot', {}))]
+  shots = [f"{100 * v['mean']:.1f} ± {100 * v['std']:.1f}" if 'mean' in v else '-'
+           for v in pre.get('fewshot', {}).values()]
+  lines.append(f"| pretrained ({r.get('recipe')}, step {r.get('step')}) | "
+               f"{100 * pre['accuracy']:.1f} | " + ' | '.join(shots) + ' |')
+  shots = [f"{100 * v['mean']:.1f} ± {100 * v['std']:.1f}" if 'mean' in v else '-'
+           for v in rnd.get('fewshot', {}).values()]
+  lines.append(f"| random init ({len(rnd.get('linear_probe', {}).get('per_seed', []))} seeds) | "
+               f"{100 * rnd['accuracy']:.1f} ± {100 * rnd.get('accuracy_std', 0.0):.1f} | "
+               + ' | '.join(shots) + ' |')
+  probe = pre['linear_probe']['protocol']
+  lines.append('')
+  lines.append(f"probe: {probe['classifier']}, C grid {probe['C_grid']} by {probe['cv']}; "
+               f"features {pre['features']['pooling']} ({pre['features']['dim']}-d); "
+               f"train {pre['features']['num_train']} / test {pre['features']['num_test']} objects")
+  return '\n'.join(lines) + '\n'
 
 
 def stage_export(config, workdir):
@@ -101,6 +141,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'all') -> d
   os.makedirs(workdir, exist_ok=True)
   _atomic_write_text(os.path.join(workdir, 'config.json'), config_util.to_json(config))
   stages = ['teacher', 'prepare', 'pretrain', 'evaluate', 'export'] if mode == 'all' else [mode]
+  if mode == 'all' and benchmark_enabled(config):
+    stages.insert(stages.index('export'), 'benchmark')
   if config.eval.get('encoder', '') and mode in ('all', 'prepare', 'evaluate'):
     if mode == 'all':
       stages = ['prepare', 'evaluate']   # evaluate a given export: nothing to train or export here
