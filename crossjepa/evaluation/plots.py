@@ -86,8 +86,11 @@ def plot_tsne(features: np.ndarray, labels: np.ndarray, class_names: Sequence[st
   if n < 5:
     raise ValueError(f'plot_tsne: need at least 5 points, got {n}')
   perplexity = float(min(30.0, max(2.0, (n - 1) / 3.0)))
-  emb = TSNE(n_components=2, perplexity=perplexity, init='pca', random_state=seed).fit_transform(
-      features)
+  # Barnes-Hut's thread start-up dominates for small n (20 s for 24 points on 2 busy cores);
+  # the exact method is O(n^2) but fast below a thousand points.
+  method = 'exact' if n <= 1000 else 'barnes_hut'
+  emb = TSNE(n_components=2, perplexity=perplexity, init='pca', random_state=seed,
+             method=method).fit_transform(features)
   fig, ax = plt.subplots(figsize=(7, 6))
   classes = np.unique(labels)
   cmap = plt.get_cmap('tab20' if len(classes) > 10 else 'tab10')
