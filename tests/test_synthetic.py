@@ -67,12 +67,13 @@ def test_color_is_independent_of_class():
 def test_up_axis_rotation_only():
   # The same shape stream with a different rotation keeps the height profile (y is up):
   # a table's top is at the top. Check over instances: the largest horizontal cross-section
-  # of a round table lies in its upper part.
+  # of a pedestal table lies in its upper part (the top quarter of the points, as the top is
+  # tilted by up to ~8 degrees and a thin top-most slice would cut only part of it).
   for s in range(5):
-    mesh, _ = synthetic.make_object(synthetic.CLASS_NAMES.index('round_table'), s)
+    mesh, _ = synthetic.make_object(synthetic.CLASS_NAMES.index('pedestal_table'), s)
     points = meshes.sample_surface(mesh, 4000, np.random.default_rng(s))
     y = points[:, 1]
-    top = points[y > np.quantile(y, 0.9)]
+    top = points[y > np.quantile(y, 0.75)]
     bottom = points[y < np.quantile(y, 0.3)]
     assert np.ptp(top[:, [0, 2]], axis=0).max() > np.ptp(bottom[:, [0, 2]], axis=0).max() * 0.9
 
@@ -133,12 +134,13 @@ def _features(split, per_class):
 
 
 def test_headroom_descriptor_svm_is_far_from_perfect():
-  # The benchmark must not be solvable from box extents and moments (DESIGN.md §8). Measured:
-  # test accuracy 0.70 at 20 / 10 per class (0.68 at 40 / 20; scan kind 0.33 at 40 / 20).
+  # The benchmark must not be solvable from box extents and moments (DESIGN.md §8). Measured
+  # (48 classes, tilt + anisotropic scale): test accuracy 0.48 at 20 / 10 per class (0.70 with
+  # the earlier 36 classes). experiments/headroom.py measures it under the project's probe.
   x_train, y_train = _features('train', 20)
   x_test, y_test = _features('test', 10)
   clf = make_pipeline(StandardScaler(), LinearSVC(C=1.0, max_iter=20000))
   clf.fit(x_train, y_train)
   accuracy = clf.score(x_test, y_test)
   # Far above chance (the classes are learnable) yet well below 100 % (headroom).
-  assert 5.0 / synthetic.NUM_CLASSES < accuracy < 0.8, accuracy
+  assert 5.0 / synthetic.NUM_CLASSES < accuracy < 0.6, accuracy

@@ -1,12 +1,17 @@
-"""The embedded procedural shape benchmark: 36 classes of triangle meshes, clean or scanned.
+"""The embedded procedural shape benchmark: 48 classes of triangle meshes, clean or scanned.
 
 Why it exists: the whole pipeline must run offline, and a benchmark where a random-init encoder
 scores 0.90 cannot show a method's worth (DESIGN.md §8). So the classes include fine-grained
-families that differ by STRUCTURE (a back, arms, a second level, a handle, an open top), not
-by proportions, and every class has strong intra-class variation: random proportions, part
-counts and part shapes, mild deformation (taper, bend, vertex noise) and a random rotation about
-the up axis. The base colour of an instance is drawn from its own random stream and carries no
-information about the class.
+look-alike families that differ by STRUCTURE, not by proportions (chair / armchair / office chair;
+stool on 4 legs / 3 legs / a pedestal; round table on legs / pedestal table / trestle table /
+desk; shelf with 2-3 boards / bookcase with 4-6; bench / park bench; bed / bunk bed; cup / mug /
+goblet / bowl with overlapping height ratios; vase / pitcher; lamp / desk lamp), and every class
+has strong intra-class variation: random proportions, part counts and part shapes, deformation
+(taper, bend, twist, vertex noise), anisotropic scale (0.75-1.33 per axis) and a tilt of up to
+6 degrees about two horizontal axes, so that extents alone do not separate the classes, and a
+random rotation about the up axis. The base colour of an instance is drawn from its own random
+stream and carries no information about the class. docs/DATASET_CARD.md lists the classes and the
+measured headroom (experiments/headroom.py).
 
 Conventions: right-handed, **+y is up** (the renderer's world frame; cameras are OpenCV), the
 object stands on y = 0 before normalisation. Every instance is normalised to the unit sphere
@@ -18,8 +23,8 @@ random camera sees (hidden-point removal, Katz et al., SIGGRAPH 2007, with a con
 with background (a floor patch and a fragment of a neighbouring object) inside a jittered crop
 box, sensor noise, rotation about up, anisotropic scale jitter, then unit-sphere normalisation.
 
-Everything is deterministic from `instance_seed`. Measured cost on a busy 2-core CPU: 0.2-0.8 ms per
-clean mesh, 15-35 ms per scan.
+Everything is deterministic from `instance_seed`. Measured cost on a busy 2-core CPU: about 1.5 ms per
+clean mesh, about 30 ms per scan.
 """
 from __future__ import annotations
 
@@ -219,9 +224,10 @@ def _rect_corners(w, d, inset):
 # --------------------------------------------------------------------------- furniture
 
 
-def _seat_base(b, rng, w, d, h, t):
-  """A seat of size w x d at height h with one of several supports; returns the seat top y."""
-  style = rng.choice(['legs4', 'rods4', 'splayed', 'pedestal', 'sled'], p=[.3, .25, .15, .15, .15])
+def _seat_base(b, rng, w, d, h, t, pedestal=False):
+  """A seat of size w x d at height h on legs / rods / sled runners, or on a star-foot pedestal."""
+  style = 'pedestal' if pedestal else rng.choice(['legs4', 'rods4', 'splayed', 'sled'],
+                                                 p=[.35, .3, .2, .15])
   if style == 'pedestal':
     b.rod((0, 0.08, 0), (0, h - t, 0), _u(rng, 0.025, 0.05), segments=10)
     n = int(rng.integers(4, 6))
@@ -272,11 +278,14 @@ def _chair_back(b, rng, w, d, y, t):
       b.add(_box([w, 0.05, t], [0, 0.3 * bh, 0]), rotation=tilt, offset=(0, y, z))
 
 
-def _chair(rng, arms=False):
+def _chair(rng, arms=False, pedestal=False):
+  """'chair', 'armchair' (arms=True) or 'office_chair' (pedestal=True, arms or not)."""
   b = _Builder()
   w, d = _u(rng, 0.4, 0.6), _u(rng, 0.38, 0.6)
   t = _u(rng, 0.03, 0.08)
-  y = _seat_base(b, rng, w, d, _u(rng, 0.38, 0.52), t)
+  y = _seat_base(b, rng, w, d, _u(rng, 0.38, 0.52), t, pedestal)
+  if pedestal:
+    arms = rng.random() < 0.5
   _chair_back(b, rng, w, d, y, t)
   if arms:
     ah = _u(rng, 0.16, 0.28)
@@ -294,13 +303,14 @@ def _chair(rng, arms=False):
   return b.build()
 
 
-def _stool(rng):
+def _stool(rng, legs=4):
+  """A stool on `legs` legs (4: 'stool', 3: 'tripod_stool') or on one pedestal (legs=0)."""
   b = _Builder()
   h = _u(rng, 0.45, 0.8)
   t = _u(rng, 0.03, 0.07)
   round_seat = rng.random() < 0.6
   size = _u(rng, 0.3, 0.45)
-  n = int(rng.integers(3, 5))
+  n = max(legs, 3)
   thick = _u(rng, 0.025, 0.05)
   splay = _u(rng, 0.0, 0.1)
   if round_seat:
@@ -310,9 +320,11 @@ def _stool(rng):
   else:
     b.box([size, t, size], [0, h - 0.5 * t, 0])
     corners = _rect_corners(size, size, thick)
-  if rng.random() < 0.2:   # single pedestal with a disk foot
+  if legs == 0:   # single pedestal with a disk foot, sometimes a foot ring on the post
     b.rod((0, 0, 0), (0, h - t, 0), _u(rng, 0.025, 0.05), segments=10)
-    b.add(_cylinder(0.35 * size, 0.3 * size, 0.03))
+    b.add(_cylinder(_u(rng, 0.3, 0.45) * size, 0.25 * size, _u(rng, 0.02, 0.05)))
+    if rng.random() < 0.5:
+      b.add(_torus(0.35 * size, 0.012, seg_major=16, seg_minor=6), offset=(0, _u(rng, 0.25, 0.4) * h, 0))
   else:
     _legs_at(b, rng, corners, h - t, thick, rng.choice(['box', 'rod']), splay)
     if rng.random() < 0.5:   # foot ring
@@ -322,7 +334,8 @@ def _stool(rng):
   return b.build()
 
 
-def _bench(rng):
+def _bench(rng, back=False):
+  """A backless bench, or with back=True a 'park_bench' (the same seat and supports + a back)."""
   b = _Builder()
   w, d = _u(rng, 1.0, 1.8), _u(rng, 0.3, 0.45)
   h, t = _u(rng, 0.38, 0.5), _u(rng, 0.03, 0.08)
@@ -347,10 +360,14 @@ def _bench(rng):
   for k in range(n_planks):
     pd = d / n_planks
     b.box([w, t, pd * 0.92], [0, h - 0.5 * t, -0.5 * d + (k + 0.5) * pd])
-  if rng.random() < 0.3:   # a low slatted back on some benches
-    b.box([w, 0.08, 0.03], [0, h + 0.3, -0.5 * d + 0.02])
-    for sx in (-1, 1):
-      b.box([0.03, 0.34, 0.03], [sx * (0.5 * w - 0.1), h + 0.17, -0.5 * d + 0.02])
+  if back:   # a slatted back: posts and 1-3 rails
+    bh = _u(rng, 0.2, 0.45)
+    n_posts = int(rng.integers(2, 4))
+    for k in range(n_posts):
+      x = (-0.5 + k / (n_posts - 1)) * (w - 0.2)
+      b.box([0.03, bh + 0.04, 0.03], [x, h + 0.5 * bh, -0.5 * d + 0.02])
+    for k in range(int(rng.integers(1, 4))):
+      b.box([w, _u(rng, 0.04, 0.09), 0.03], [0, h + bh * (1 - 0.3 * k), -0.5 * d + 0.02])
   return b.build()
 
 
@@ -400,17 +417,51 @@ def _round_table(rng):
   t = _u(rng, 0.03, 0.07)
   h = _u(rng, 0.45, 0.8)
   b.add(_cylinder(r, r, t, y0=h - t, segments=24))
-  if rng.random() < 0.5:
-    b.rod((0, 0, 0), (0, h - t, 0), _u(rng, 0.04, 0.09), segments=10)
-    if rng.random() < 0.5:
-      b.add(_cylinder(_u(rng, 0.2, 0.35), _u(rng, 0.1, 0.2), 0.04))
-    else:
-      n = int(rng.integers(3, 5))
-      for k in range(n):
-        a = 2 * np.pi * k / n
-        b.box([0.05, 0.04, 0.5 * r], [0.25 * r * math.cos(a), 0.02, 0.25 * r * math.sin(a)])
+  _table_legs(b, rng, 2 * r, 2 * r, h - t, True)
+  return b.build()
+
+
+def _pedestal_table(rng):
+  """A round or square top on one central pedestal with a disk or star foot."""
+  b = _Builder()
+  r = _u(rng, 0.35, 0.7)
+  t = _u(rng, 0.03, 0.07)
+  h = _u(rng, 0.45, 0.8)
+  if rng.random() < 0.6:
+    b.add(_cylinder(r, r, t, y0=h - t, segments=24))
   else:
-    _table_legs(b, rng, 2 * r, 2 * r, h - t, True)
+    b.box([2 * r, t, 2 * r * _u(rng, 0.7, 1.0)], [0, h - 0.5 * t, 0])
+  b.rod((0, 0, 0), (0, h - t, 0), _u(rng, 0.04, 0.09), segments=10)
+  if rng.random() < 0.5:
+    b.add(_cylinder(_u(rng, 0.2, 0.35), _u(rng, 0.1, 0.2), 0.04))
+  else:
+    n = int(rng.integers(3, 5))
+    for k in range(n):
+      a = 2 * np.pi * k / n
+      b.box([0.05, 0.04, 0.5 * r], [0.25 * r * math.cos(a), 0.02, 0.25 * r * math.sin(a)])
+  return b.build()
+
+
+def _trestle_table(rng):
+  """A rectangular top on two trestles (A-frames or slab ends) joined by a stretcher."""
+  b = _Builder()
+  w = _u(rng, 0.7, 1.6)
+  d = w / _u(rng, 1.0, 1.8)
+  t = _u(rng, 0.03, 0.08)
+  h = _u(rng, 0.45, 0.8)
+  b.box([w, t, d], [0, h - 0.5 * t, 0])
+  x = 0.5 * w - _u(rng, 0.08, 0.2)
+  slab = rng.random() < 0.4
+  for sx in (-1, 1):
+    if slab:
+      b.box([_u(rng, 0.04, 0.08), h - t, d * _u(rng, 0.5, 0.9)], [sx * x, 0.5 * (h - t), 0])
+    else:
+      foot = 0.5 * d * _u(rng, 0.6, 0.95)
+      b.rod((sx * x, 0, -foot), (sx * x, h - t, 0), 0.025, segments=6)
+      b.rod((sx * x, 0, foot), (sx * x, h - t, 0), 0.025, segments=6)
+      b.box([0.05, 0.04, 2 * foot], [sx * x, 0.02, 0])
+  yb = _u(rng, 0.15, 0.5) * h
+  b.rod((-x, yb, 0), (x, yb, 0), _u(rng, 0.015, 0.03), segments=6)
   return b.build()
 
 
@@ -448,11 +499,12 @@ def _two_level_table(rng):
   return b.build()
 
 
-def _shelf(rng):
+def _shelf(rng, boards=(2, 3)):
+  """A shelf unit with 2-3 boards ('shelf') or 4-6 ('bookcase'), same size range."""
   b = _Builder()
   w, d, h = _u(rng, 0.5, 1.2), _u(rng, 0.25, 0.45), _u(rng, 0.8, 2.0)
   t = _u(rng, 0.02, 0.04)
-  n = int(rng.integers(2, 7))
+  n = int(rng.choice(boards))
   frame = rng.random() < 0.3
   if frame:
     for x, z in _rect_corners(w, d, 0.02):
@@ -468,7 +520,8 @@ def _shelf(rng):
   return b.build()
 
 
-def _lamp(rng):
+def _lamp(rng, bent=False):
+  """A lamp on a straight post ('lamp') or on a post bent out to the side ('desk_lamp')."""
   b = _Builder()
   floor = rng.random() < 0.5
   h = _u(rng, 1.2, 1.8) if floor else _u(rng, 0.35, 0.6)
@@ -477,7 +530,7 @@ def _lamp(rng):
   else:
     b.box([_u(rng, 0.15, 0.3), 0.04, _u(rng, 0.15, 0.3)], [0, 0.02, 0])
   pr = _u(rng, 0.01, 0.025)
-  if rng.random() < 0.6:
+  if not bent:
     top = np.array([0.0, h, 0.0])
     b.rod((0, 0.03, 0), top, pr)
   else:   # bent arm: up, then out
@@ -495,6 +548,47 @@ def _lamp(rng):
     b.add((v, f), offset=top - np.array([0, 0.6 * sh, 0]))
   else:
     b.add(_ellipsoid(0.6 * sr, 0.6 * sr, 0.6 * sr, center=top + np.array([0, 0.5 * sr, 0]), rings=8))
+  return b.build()
+
+
+def _bunk_bed(rng):
+  """Two bed frames with mattresses stacked on four tall corner posts, often a ladder."""
+  b = _Builder()
+  w, d = _u(rng, 0.9, 1.4), _u(rng, 1.8, 2.2)
+  h = _u(rng, 1.4, 1.9)
+  for x, z in _rect_corners(w, d, 0.03):
+    b.box([0.06, h, 0.06], [x, 0.5 * h, z])
+  for y in (_u(rng, 0.15, 0.3), _u(rng, 0.55, 0.7) * h):
+    fh, mh = _u(rng, 0.08, 0.15), _u(rng, 0.1, 0.2)
+    b.box([w, fh, d], [0, y + 0.5 * fh, 0])
+    b.box([w * 0.96, mh, d * 0.96], [0, y + fh + 0.5 * mh, 0])
+  if rng.random() < 0.7:
+    x = 0.5 * w + 0.03
+    for sz in (-1, 1):
+      b.box([0.04, h * 0.9, 0.04], [x, 0.45 * h, 0.5 * d - 0.1 + sz * 0.18])
+    for k in range(int(rng.integers(3, 6))):
+      b.box([0.03, 0.03, 0.36], [x, 0.2 + k * 0.25, 0.5 * d - 0.1])
+  return b.build()
+
+
+def _desk(rng):
+  """A rectangular top on legs at one end and a drawer block at the other."""
+  b = _Builder()
+  w = _u(rng, 1.0, 1.6)
+  d = w / _u(rng, 1.5, 2.2)
+  t = _u(rng, 0.03, 0.06)
+  h = _u(rng, 0.65, 0.8)
+  b.box([w, t, d], [0, h - 0.5 * t, 0])
+  bw = _u(rng, 0.3, 0.45) * w
+  side = 1 if rng.random() < 0.5 else -1
+  b.box([bw, h - t, d * 0.95], [side * (0.5 * w - 0.5 * bw), 0.5 * (h - t), 0])
+  for k in range(int(rng.integers(2, 5))):   # drawer fronts
+    y = (k + 0.5) * (h - t) / 4
+    b.box([bw * 0.8, 0.03, 0.02], [side * (0.5 * w - 0.5 * bw), y, 0.5 * d * 0.95 + 0.01])
+  thick = _u(rng, 0.04, 0.07)
+  x = -side * (0.5 * w - thick)
+  for sz in (-1, 1):
+    b.leg(rng, 'box', (x, 0, sz * (0.5 * d - thick)), (x, h - t, sz * (0.5 * d - thick)), thick)
   return b.build()
 
 
@@ -563,7 +657,7 @@ def _vase(rng):
 def _cup(rng):
   r0 = _u(rng, 0.2, 0.35)
   r1 = r0 * _u(rng, 1.1, 1.6)
-  H = _u(rng, 0.5, 1.2) * r1 * 2
+  H = _u(rng, 0.4, 1.2) * r1 * 2
   k = _u(rng, 0.7, 1.5)
   t = np.linspace(0, 1, 6)
   r = r0 + (r1 - r0) * t ** k
@@ -572,7 +666,7 @@ def _cup(rng):
 
 def _bowl(rng):
   R = _u(rng, 0.5, 0.8)
-  H = _u(rng, 0.3, 0.55) * R
+  H = _u(rng, 0.4, 1.0) * R
   foot = rng.random() < 0.5
   t = np.linspace(0.1, 1, 7)
   p = _u(rng, 0.5, 0.9)
@@ -582,6 +676,21 @@ def _bowl(rng):
     r = np.concatenate([[0.35 * R, 0.33 * R], r])
     y = np.concatenate([[0.0, 0.05], y + 0.05])
   return _vessel(r, y, _u(rng, 0.02, 0.04), y[1] + 0.02 if foot else 0.03)
+
+
+def _goblet(rng):
+  """A cup-like bowl on a stem and a foot disk."""
+  b = _Builder()
+  stem = _u(rng, 0.2, 0.6)
+  r0, r1 = _u(rng, 0.08, 0.2), _u(rng, 0.25, 0.45)
+  H = _u(rng, 0.5, 1.2) * r1
+  t = np.linspace(0, 1, 6)
+  v, f = _vessel(r0 + (r1 - r0) * np.sin(0.5 * np.pi * t) ** _u(rng, 0.6, 1.5), H * t,
+                 _u(rng, 0.015, 0.03), 0.03)
+  b.add((v, f), offset=(0, stem, 0))
+  b.rod((0, 0.02, 0), (0, stem + 0.01, 0), _u(rng, 0.02, 0.05), segments=10)
+  b.add(_cylinder(_u(rng, 0.15, 0.3), _u(rng, 0.05, 0.1), 0.03))
+  return b.build()
 
 
 def _jar(rng):
@@ -598,6 +707,26 @@ def _jar(rng):
   b.add(_cylinder(lid_r, lid_r * 0.97, lh, y0=H + nh * 0.5))
   if rng.random() < 0.6:
     b.add(_ellipsoid(0.25 * lid_r, 0.1, 0.25 * lid_r, center=(0, H + nh * 0.5 + lh, 0), rings=6))
+  return b.build()
+
+
+def _pitcher(rng):
+  """A vase-like vessel (belly, waist, flared lip) with a handle from the waist to the belly."""
+  b = _Builder()
+  H = _u(rng, 0.8, 1.6)
+  belly = _u(rng, 0.3, 0.55)
+  waist = belly * _u(rng, 0.5, 0.8)
+  lip = waist * _u(rng, 1.1, 1.5)
+  yb, yw = _u(rng, 0.25, 0.5) * H, _u(rng, 0.65, 0.85) * H
+  b.add(_vessel([belly * 0.7, belly * 0.85, belly, belly * 0.9, waist, waist * 1.05, lip],
+                [0.0, yb * 0.5, yb, 0.5 * (yb + yw), yw, 0.5 * (yw + H), H],
+                _u(rng, 0.02, 0.04), 0.04))
+  y_hi, y_lo = 0.5 * (yw + H), yb
+  out = _u(rng, 0.15, 0.3)
+  r = _u(rng, 0.02, 0.04)
+  b.rod((waist * 0.95, y_hi, 0), (waist + out, y_hi, 0), r, segments=8)
+  b.rod((waist + out, y_hi, 0), (belly + 0.5 * out, y_lo, 0), r, segments=8)
+  b.rod((belly + 0.5 * out, y_lo, 0), (belly * 0.95, y_lo, 0), r, segments=8)
   return b.build()
 
 
@@ -771,7 +900,10 @@ def _sphere(rng):
 
 
 def _solid_ellipsoid(rng):
-  return _ellipsoid(_u(rng, 0.2, 1.0), _u(rng, 0.2, 1.0), _u(rng, 0.2, 1.0), rings=12)
+  # At least one axis 1.6x another: still an ellipsoid after make_shape's anisotropic jitter.
+  r = _u(rng, 0.3, 0.6)
+  axes = np.array([r, r * _u(rng, 0.6, 1.6), r * _u(rng, 1.6, 2.5)])
+  return _ellipsoid(*rng.permutation(axes), rings=12)
 
 
 def _solid_cylinder(rng):
@@ -850,6 +982,15 @@ _CLASSES = (
     ('mug', _mug),
     ('car', _car), ('plane', _plane), ('rocket', _rocket), ('mushroom', _mushroom),
     ('dumbbell', _dumbbell), ('tree', _tree),
+    # Fine-grained look-alikes of the classes above, differing by part structure only
+    # (appended, so the first 36 class indices keep their names).
+    ('tripod_stool', lambda rng: _stool(rng, legs=3)),
+    ('pedestal_stool', lambda rng: _stool(rng, legs=0)),
+    ('pedestal_table', _pedestal_table), ('trestle_table', _trestle_table),
+    ('bookcase', lambda rng: _shelf(rng, boards=(4, 5, 6))),
+    ('park_bench', lambda rng: _bench(rng, back=True)), ('goblet', _goblet),
+    ('office_chair', lambda rng: _chair(rng, pedestal=True)), ('bunk_bed', _bunk_bed),
+    ('desk', _desk), ('pitcher', _pitcher), ('desk_lamp', lambda rng: _lamp(rng, bent=True)),
 )
 
 CLASS_NAMES: list[str] = [name for name, _ in _CLASSES]
@@ -864,10 +1005,14 @@ def _deform(v, rng):
   h = max(float(hi[1] - lo[1]), 1e-6)
   s = (v[:, 1] - lo[1]) / h  # 0 at the bottom, 1 at the top
   center = 0.5 * (lo + hi)
-  taper = 1.0 + _u(rng, -0.15, 0.15) * (s - 0.5)
+  taper = 1.0 + _u(rng, -0.25, 0.25) * (s - 0.5)
   v = v.copy()
   v[:, 0] = center[0] + (v[:, 0] - center[0]) * taper
   v[:, 2] = center[2] + (v[:, 2] - center[2]) * taper
+  twist = _u(rng, -0.35, 0.35) * s   # radians about the vertical axis, growing with height
+  x, z = v[:, 0] - center[0], v[:, 2] - center[2]
+  v[:, 0] = center[0] + x * np.cos(twist) - z * np.sin(twist)
+  v[:, 2] = center[2] + x * np.sin(twist) + z * np.cos(twist)
   bend = _u(rng, -0.08, 0.08) * size
   v[:, 0] += bend * s ** 2
   v += rng.normal(0.0, 0.004 * size, v.shape)
@@ -884,7 +1029,11 @@ def make_shape(class_index: int, rng: np.random.Generator) -> Mesh:
   _check_class(class_index)
   v, f = _CLASSES[int(class_index)][1](rng)
   v = _deform(v, rng)
-  v = v @ _rotation('y', _u(rng, 0.0, 2.0 * np.pi)).T
+  # Anisotropic scale and a tilt of a few degrees: extents and moments alone do not separate the
+  # classes (the look-alikes differ by parts, not by proportions).
+  v = v * rng.uniform(0.75, 1.33, 3)
+  tilt = _rotation('x', math.radians(_u(rng, -6, 6))) @ _rotation('z', math.radians(_u(rng, -6, 6)))
+  v = v @ (_rotation('y', _u(rng, 0.0, 2.0 * np.pi)) @ tilt).T
   mesh = Mesh(v, f, source=f'synthetic/{CLASS_NAMES[int(class_index)]}')
   return normalize_mesh(mesh)[0]
 
@@ -905,6 +1054,19 @@ def make_object(class_index: int, instance_seed: int):
   """(Mesh, colour [3] float32 in [0,1]) of one instance; deterministic from instance_seed."""
   shape_rng, color_rng, _ = _streams(instance_seed)
   return make_shape(class_index, shape_rng), _random_color(color_rng)
+
+
+def shape_descriptor(points: np.ndarray) -> np.ndarray:
+  """A hand-made baseline descriptor [9]: extents, variances and mean |coordinate| after PCA.
+
+  The benchmark's headroom is measured against it (experiments/headroom.py): a benchmark that
+  box extents and second moments solve cannot tell encoders apart.
+  """
+  points = np.asarray(points, np.float64)
+  centred = points - points.mean(0)
+  _, vectors = np.linalg.eigh(np.cov(centred.T))
+  aligned = centred @ vectors[:, ::-1]
+  return np.concatenate([np.ptp(aligned, axis=0), aligned.var(0), np.abs(aligned).mean(0)])
 
 
 # --------------------------------------------------------------------------- scans
