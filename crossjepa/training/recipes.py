@@ -16,8 +16,11 @@
 - `seed` (the design card's reverse direction): a trainable ViT embeds one rendered view; a
   predictor reads its patch tokens (+ pose, histogram) and is queried at the group centres that are
   visible in that view; targets are the EMA point encoder's tokens of those groups (stop-gradient,
-  layer-normed), masked by visibility. A local in-modal loss (the point_jepa loss on the same batch,
-  weight train.seed_local_weight) trains the student point encoder, whose EMA gives the targets.
+  layer-normed when train.normalize_target), masked by visibility. A local in-modal loss (the
+  point_jepa loss on the same batch and the same EMA targets, weight train.seed_local_weight)
+  trains the student point encoder, whose EMA gives the targets. The ViT starts from
+  model.vit_init (a folder written by crossjepa.models.vit.save: a converted DINOv2 or an offline
+  teacher) or, when that is '', from random init.
 
 Every recipe exposes `init_params(config, rng, example_batch, models=None) -> params` and
 `loss_fn(params, ema_params, batch, rng, *, config, models) -> (loss, aux)`; `ema_params` is always
@@ -27,13 +30,20 @@ scores and distances, never by boolean indexing.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from crossjepa import ops
 
+# The EMA tracks the student point encoder only, in every recipe. In `seed` the ViT trains too, but
+# no loss reads an EMA of it (the targets are the EMA *point* encoder's tokens, the ViT is the
+# online context encoder, as I-JEPA's context encoder) and the exported artefact is the point
+# encoder; an EMA copy of the ViT would double its memory (86 M params at B/14) for nothing.
 EMA_KEYS = ('student',)
 
 
@@ -91,7 +101,7 @@ def build_models(config, example_batch) -> Models:
     from crossjepa.models import vit as vit_lib  # pylint: disable=g-import-not-at-top
     if 'image' not in example_batch.get('views', {}):
       raise ValueError('seed recipe needs batch views/image (train_iterator(need_images=True))')
-    view_encoder = vit_lib.vit(m.vit, **{**_overrides(m.get('vit_overrides')), 'dtype': dtype})
+    view_encoder = _view_encoder(config, dtype)
     cross = predictor_lib.predictor(m.predictor, **{
         **pred_over, 'out_dim': point.width, 'use_pose': bool(config.train.condition_pose),
         'use_hist': bool(config.train.condition_hist), 'query_dim': 3})
@@ -99,6 +109,38 @@ def build_models(config, example_batch) -> Models:
         **pred_over, 'out_dim': point.width, 'use_pose': False, 'use_hist': False, 'query_dim': 3})
     return Models(point=point, predictor=cross, local_predictor=local, vit=view_encoder)
   raise ValueError(f"config.recipe must be 'crossjepa', 'seed' or 'point_jepa', got {recipe!r}")
+
+
+def _view_encoder(config, dtype):
+  """seed's ViT: model.vit (+ vit_overrides), or the architecture saved in model.vit_init."""
+  from crossjepa.models import vit as vit_lib  # pylint: disable=g-import-not-at-top
+  m = config.model
+  init_dir = str(m.get('vit_init', '') or '')
+  if not init_dir:
+    return vit_lib.vit(m.vit, **{**_overrides(m.get('vit_overrides')), 'dtype': dtype})
+  if not os.path.exists(os.path.join(init_dir, 'vit_config.json')):
+    raise FileNotFoundError(
+        f'config.model.vit_init={init_dir!r}: no vit_config.json there (expected a folder written '
+        'by crossjepa.convert_teacher or --mode=teacher, i.e. crossjepa.models.vit.save)')
+  fields = dict(vit_lib.load_info(init_dir)['fields'])
+  # The checkpoint fixes the architecture; vit_overrides may still change fields that keep the
+  # param shapes (drop_path_rate, ...); one that does not fails the check_params below.
+  fields.update(_overrides(m.get('vit_overrides')))
+  fields['dtype'] = dtype
+  module = vit_lib.ViT(**fields)
+  # Read (and check) the params here, outside any trace; seed_init then takes the cached copy.
+  vit_lib.check_params(module, _load_vit_params(os.path.abspath(init_dir)),
+                       where=f'config.model.vit_init={init_dir!r} params')
+  return module
+
+
+@functools.lru_cache(maxsize=2)
+def _load_vit_params(init_dir: str):
+  """Host copy of a saved ViT's params (read once per process: init runs under eval_shape and jit)."""
+  from crossjepa.models import vit as vit_lib  # pylint: disable=g-import-not-at-top
+  with jax.ensure_compile_time_eval():   # may be first reached while init is being traced
+    _, params = vit_lib.load(init_dir)
+    return jax.tree.map(np.asarray, params)
 
 
 # ------------------------------------------------------------------ losses
@@ -281,10 +323,15 @@ def point_jepa_init(config, rng, example_batch, models: Optional[Models] = None)
   return {'student': student, 'predictor': predictor}
 
 
-def _target_tokens(models: Models, ema_params, batch):
+def _target_tokens(models: Models, ema_params, batch, config):
+  """The EMA point encoder's tokens of every group [B,G,D]: stop-gradient, layer-normed (no
+  affine, as I-JEPA / Point-JEPA) when train.normalize_target."""
   points, centers, groups = _point_inputs(batch)
   tokens = models.point.apply({'params': ema_params['student']}, points, centers, groups)['tokens']
-  return jax.lax.stop_gradient(layer_norm(tokens.astype(jnp.float32)))
+  tokens = tokens.astype(jnp.float32)
+  if config.train.normalize_target:
+    tokens = layer_norm(tokens)
+  return jax.lax.stop_gradient(tokens)
 
 
 def _in_modal_loss(student_params, predictor_params, predictor, models: Models, batch, targets,
@@ -312,7 +359,7 @@ def _in_modal_loss(student_params, predictor_params, predictor, models: Models, 
 
 
 def point_jepa_loss(params, ema_params, batch, rng, *, config, models: Models):
-  targets = _target_tokens(models, ema_params, batch)
+  targets = _target_tokens(models, ema_params, batch, config)
   return _in_modal_loss(params['student'], params['predictor'], models.predictor, models, batch,
                         targets, rng, config)
 
@@ -340,7 +387,14 @@ def seed_init(config, rng, example_batch, models: Optional[Models] = None):
   student = models.point.init(k_point, points, centers, groups)['params']
   tokens = models.point.apply({'params': student}, points, centers, groups)['tokens']
   view = jax.tree.map(lambda x: x[:, 0], batch['views'])
-  vit_params = models.vit.init(k_vit, view['image'].astype(jnp.float32))['params']
+  init_dir = str(config.model.get('vit_init', '') or '')
+  if not init_dir:
+    vit_params = models.vit.init(k_vit, view['image'].astype(jnp.float32))['params']
+  else:
+    # Trainable context encoder initialised from a converted / offline-trained ViT (the saved
+    # params become constants of the jitted init).
+    loaded = _load_vit_params(os.path.abspath(init_dir))   # checked against models.vit in build_models
+    vit_params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), loaded)
   patches = models.vit.apply({'params': vit_params}, view['image'].astype(jnp.float32))['patches']
   kwargs = {}
   if config.train.condition_pose:
@@ -357,7 +411,7 @@ def seed_loss(params, ema_params, batch, rng, *, config, models: Models):
   del points, groups
   b = centers.shape[0]
   k_view, k_vit, k_pred, k_local = jax.random.split(rng, 4)
-  targets = _target_tokens(models, ema_params, batch)                   # [B,G,D], EMA, normalised
+  targets = _target_tokens(models, ema_params, batch, config)           # [B,G,D], EMA
   view = _pick_view(k_view, batch['views'], b)
   patches = models.vit.apply({'params': params['vit']}, view['image'].astype(jnp.float32),
                              train=True, rngs={'dropout': k_vit})['patches']

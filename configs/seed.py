@@ -1,0 +1,35 @@
+"""The design card's formulation (the reverse direction): 2D context -> EMA 3D targets.
+
+    python -m crossjepa.main --config=configs/seed.py --workdir=/tmp/seed
+
+A trainable ViT (model.vit; optionally started from model.vit_init, a converted DINOv2 or a
+--mode=teacher folder) embeds one rendered view; a predictor reads its patch tokens plus the
+view's pose and colour histogram and is queried at the 3D centres of the point groups visible in
+that view (views/corr >= 0); the targets are the EMA point encoder's tokens of those groups
+(stop-gradient, layer-normed). A local Point-JEPA loss (weight train.seed_local_weight) against
+the same EMA targets trains the point encoder itself. Everything else (data, embedded synthetic
+benchmark, evaluation) is configs/default.py; see crossjepa/training/recipes.py and
+experiments/README.md for how it compares with crossjepa and point_jepa at equal steps.
+"""
+import importlib.util
+import os
+
+_spec = importlib.util.spec_from_file_location(
+    '_crossjepa_config_default', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default.py'))
+default = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(default)
+
+
+def get_config():
+  c = default.get_config()
+  c.recipe = 'seed'
+  # The ViT trains from scratch unless a converted / offline teacher is given, e.g.
+  #   --config.model.vit_init=/tmp/seed/teacher  (after --mode=teacher of configs/default.py).
+  c.model.vit_init = ''
+  c.data.keep_images = True            # the context encoder reads the rendered views
+  # The local loss's blocks: at G = 32, three blocks of <= round(0.2 * 32) = 6 groups leave a
+  # static context of 14 groups (44 %, inside Point-JEPA's 0.4-0.75); four would leave only 8.
+  c.train.point_jepa.num_targets = 3
+  c.train.seed_local_weight = 1.0
+  c.train.normalize_target = True
+  return c
