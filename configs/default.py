@@ -64,7 +64,9 @@ def get_config():
   m.predictor = 'tiny'            # Predictor variant: tiny | small | paper
   m.vit = 'tiny/14'               # ViT variant for the view encoder / offline teacher
   m.point_overrides = ml_collections.ConfigDict()   # dataclass-field overrides, e.g. {'depth': 4}
-  m.predictor_overrides = ml_collections.ConfigDict()
+  # One predictor block: a weak predictor leaves the prediction work to the encoder's tokens
+  # (measured on the default: 0.806 vs 0.764 probe with depth 2 at 300 vs 600 steps).
+  m.predictor_overrides = ml_collections.ConfigDict({'depth': 1})
   m.vit_overrides = ml_collections.ConfigDict()
   # Added for the seed recipe: '' = the trainable view encoder starts from random init; else a
   # folder written by crossjepa.models.vit.save (convert_teacher or --mode=teacher) to start from.
@@ -106,7 +108,7 @@ def get_config():
 
   # ---------------------------------------------------------------- pretraining
   c.train = tr = ml_collections.ConfigDict()
-  tr.steps = 600
+  tr.steps = 300
   tr.batch_size = 32
   tr.views_per_step = 2           # K views per object per step (one encoder pass shared)
   tr.target = 'groups'            # cls | groups (teacher patch feature at each visible group)
@@ -114,7 +116,7 @@ def get_config():
   tr.normalize_target = True      # layer-norm the targets (no affine); crossjepa's teacher targets and seed/point_jepa's EMA tokens
   tr.condition_pose = True
   tr.condition_hist = True
-  tr.lr = 1e-3
+  tr.lr = 5e-4
   tr.min_lr = 1e-5
   tr.warmup_steps = 50
   tr.weight_decay = 0.05
@@ -132,11 +134,12 @@ def get_config():
   tr.augment.translate = 0.1
   tr.augment.jitter = 0.005
   tr.augment.rotate_up = True     # rotation about the up axis, applied to points and poses together
-  tr.checkpoint_every = 200
+  tr.checkpoint_every = 100
   tr.keep_checkpoints = 2
   tr.log_every = 20
-  tr.probe_every = 200            # cheap linear probe on a held-out split (0 = off)
+  tr.probe_every = 100            # cheap linear probe on a held-out split (0 = off)
   tr.device_resident = False      # sample batches on the device from a device-resident training set
+  tr.device_resident_max_gb = 8.0   # refuse a device-resident training set larger than this
   tr.use_ema_for_eval = False
   tr.num_workers = 0              # grain worker processes
   tr.point_jepa = ml_collections.ConfigDict()
@@ -152,9 +155,9 @@ def get_config():
 
   # ---------------------------------------------------------------- evaluation
   c.eval = e = ml_collections.ConfigDict()
-  e.params = 'student'            # student | ema
+  e.params = 'ema'                # student | ema (the Polyak average of the student)
   e.pooling = 'max+mean'
-  e.svm_C = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+  e.svm_C = (0.001, 0.01, 0.1, 1.0, 10.0)
   e.cv_folds = 4
   e.fewshot_ways = (5, 10)
   e.fewshot_shots = (10,)
@@ -168,7 +171,9 @@ def get_config():
   e.encoder = ''
   # Added by evaluation: probe classifier, standardisation and the few-shot SVM's fixed C.
   e.svm_classifier = 'svc_linear'  # svc_linear (SVC(kernel='linear'), Point-JEPA/point2vec) | linear_svc
-  e.svm_standardize = False        # StandardScaler fitted on train only (inside CV folds) when True
+  # Standardised features: the SVM's C then means the same for encoders whose features differ
+  # in scale (pretrained features have ~1/3 of random init's std; raw, C <= 1 under-fits them).
+  e.svm_standardize = True        # StandardScaler fitted on train only (inside CV folds) when True
   e.fewshot_C = 0.01               # fixed C of the few-shot linear SVM (nothing selected per fold)
   e.finetune = ml_collections.ConfigDict()
   e.finetune.enabled = False

@@ -106,3 +106,67 @@ def test_non_finite_loss_names_the_step(tmp_path):
   with pytest.raises(FloatingPointError, match='non-finite loss at step 2'):
     loop.pretrain(c, tmp_path, data_iterator=it)
   assert ckpt_lib.make_manager(tmp_path).latest_step() == 1
+
+
+def test_device_resident_samples_on_device_and_resumes_bitwise(tmp_path):
+  """train.device_resident: batches sampled in the jitted step from all V views (V=3 > Kv=2),
+  augmentations keep every pose consistent with the moved points, resume is bitwise exact with
+  no iterator state, and the mode / size / recipe checks raise clear errors."""
+  from crossjepa.training import step as step_lib
+  c = loop_config(steps=4, checkpoint_every=2, device_resident=True)
+  c_all = loop_config(views_per_step=3)
+  examples = recipes.synthetic_examples(c_all, 12, teacher_dim=16, seed=3)
+  nested = jax.tree.map(lambda *xs: np.stack(xs), *examples)
+  nested['teacher'] = {k: v.astype(np.float16) for k, v in nested['teacher'].items()}  # as stored
+  flat = {'points': nested['points'], 'centers': nested['centers'], 'groups': nested['groups'],
+          'label': nested['label'], **{f'teacher/{k}': v for k, v in nested['teacher'].items()},
+          **{f'views/{k}': v for k, v in nested['views'].items()}}
+
+  # The sampler: distinct views, and camera coordinates of the centres are s x the originals
+  # (rotation + scale + translation move camera and object together), one s per object.
+  batch = jax.jit(lambda d, k: step_lib.device_resident_sample(
+      d, k, batch_size=8, views_per_step=2, augment=c.train.augment))(nested, jax.random.PRNGKey(5))
+  batch = jax.device_get(batch)
+  cls_all = nested['teacher']['cls'].astype(np.float32)                  # [M,V,D], unique rows
+  homog = lambda x: np.concatenate([x, np.ones(x.shape[:-1] + (1,))], -1)
+  objects = set()
+  for b in range(8):
+    match = [np.argwhere((cls_all == batch['teacher']['cls'][b, k]).all(-1))[0] for k in range(2)]
+    (i0, v0), (i1, v1) = match
+    assert i0 == i1 and v0 != v1
+    objects.add(int(i0))
+    np.testing.assert_array_equal(batch['groups'][b], nested['groups'][i0])
+    ratios = []
+    for k, (i, v) in enumerate(match):
+      cam_new = homog(batch['centers'][b]) @ batch['views']['world_to_cam'][b, k].T
+      cam_old = homog(nested['centers'][i]) @ nested['views']['world_to_cam'][i, v].T
+      ratios.append(cam_new[:, :3] / cam_old[:, :3])
+    ratios = np.stack(ratios)
+    np.testing.assert_allclose(ratios, ratios.flat[0], rtol=2e-4)
+    assert 0.8 <= ratios.flat[0] <= 1.2
+  assert len(objects) == 8                                                  # no repeats in a batch
+
+  full = loop.pretrain(c, tmp_path / 'full', device_dataset=flat)
+  assert full['finished'] and full['device_resident'] and np.isfinite(full['final_loss'])
+  r1 = loop.pretrain(c, tmp_path / 'stop', device_dataset=flat, max_steps_this_run=2)
+  assert r1['step'] == 2 and not r1['finished']
+  assert not (tmp_path / 'stop' / 'checkpoints' / '2' / 'data').exists()   # no iterator state
+  r2 = loop.pretrain(c, tmp_path / 'stop', device_dataset=flat)
+  assert r2['resumed'] and r2['start_step'] == 2 and r2['step'] == 4
+  for a, b in zip(jax.tree.leaves(_params(tmp_path / 'full')),
+                  jax.tree.leaves(_params(tmp_path / 'stop'))):
+    np.testing.assert_array_equal(a, b)
+  assert r2['final_loss'] == full['final_loss']
+
+  # Mixing modes, an oversized set, an image recipe: clear errors before any training.
+  c_grain = loop_config(steps=6)
+  with pytest.raises(ValueError, match='device-resident data path'):
+    loop.pretrain(c_grain, tmp_path / 'stop', data_iterator=fake_iterator(c_grain))
+  c_big = loop_config(device_resident=True)
+  c_big.train.device_resident_max_gb = 1e-6
+  with pytest.raises(ValueError, match='grain pipeline'):
+    loop.pretrain(c_big, tmp_path / 'big', device_dataset=flat)
+  c_seed = loop_config(device_resident=True)
+  c_seed.recipe = 'seed'
+  with pytest.raises(ValueError, match="recipe 'seed'"):
+    loop.pretrain(c_seed, tmp_path / 'seed', device_dataset=flat)

@@ -14,6 +14,24 @@
   logged step, read by the plots), a tqdm bar with steps/s and ETA; an optional cheap probe
   `probe_fn(params, ema_params, step) -> dict` every train.probe_every steps, logged as 'probe/*'.
 
+Device-resident mode (train.device_resident = True; GitHub issue "Pretraining" §6): when the
+prepared training set fits in accelerator memory (ShapeNet-55 with cached CLS targets does), the
+union of data.pretrain_splits is loaded once (only the record keys the recipe reads,
+`pipeline.train_keys`), with ALL V views per object, and put on the device REPLICATED on every
+device of the mesh. Each step samples its batch inside the one jitted step
+(`step.make_device_resident_train_step`): train.batch_size distinct objects and
+train.views_per_step distinct views per object, with keys that are a function of (config.seed,
+state.step) only, then the pipeline's augmentations in jnp (rotation about up applied to points,
+centres and world_to_cam together, scale + translation with the camera moving along, clipped
+jitter; same geometry as `pipeline.TrainTransform`, different random draws). No host input
+pipeline runs, and checkpoints hold no data-iterator item: resume is exact from the state alone.
+Objects are drawn independently every step (without replacement within a batch), not in epochs.
+Limits: a set larger than train.device_resident_max_gb (GiB, default 8) is refused (use the grain
+path); recipes that need images (seed) are refused. A checkpoint written in one mode is not resumed
+in the other (the data position would not carry over): that is a ValueError naming both modes.
+For tests, `pretrain(..., device_dataset=)` takes the set directly (flat record keys such as
+'views/corr' or the nested batch structure, [M, ...] / [M, V, ...] numpy arrays).
+
 Step numbers in logs, errors and checkpoints count completed updates: "step 3" is the state after
 three updates, and its loss is the loss of the third update.
 """
@@ -98,6 +116,73 @@ def _default_iterator(config, workdir, recipe):
                                  need_images=recipe.needs_images)
 
 
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+  """{'views/corr': x, ...} -> {'views': {'corr': x}, ...}; nested input passes through."""
+  out: dict[str, Any] = {}
+  for key, value in flat.items():
+    if isinstance(value, dict):
+      out.setdefault(key, {}).update(_nest(value))
+      continue
+    node = out
+    *parents, leaf = key.split('/')
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return out
+
+
+def _load_device_dataset(config, workdir, recipe) -> dict[str, Any]:
+  """The union of data.pretrain_splits as host arrays, all V views (only the keys the recipe reads)."""
+  from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
+  keys = pipeline.train_keys(config, need_images=recipe.needs_images)
+  parts = [pipeline.load_split(config, workdir, split, keys)
+           for split in config.data.pretrain_splits]
+  return {k: np.concatenate([p[k] for p in parts]) for k in keys}
+
+
+def _device_dataset(config, workdir, recipe, mesh, given) -> tuple[Any, dict[str, Any]]:
+  """(the replicated device-resident set, a host example batch with the training batch's shapes)."""
+  tr = config.train
+  if recipe.needs_images:
+    raise ValueError(f'train.device_resident=True does not support recipe {config.recipe!r}: it '
+                     'needs the rendered views (views/image); set train.device_resident=False to '
+                     'use the grain pipeline')
+  host = _nest(given if given is not None else _load_device_dataset(config, workdir, recipe))
+  for key in ('points', 'centers', 'groups', 'views', 'teacher'):
+    if key not in host:
+      raise ValueError(f'device-resident dataset lacks {key!r} (has {sorted(host)})')
+  host = jax.tree.map(np.asarray, host)
+  if 'label' in host:
+    host['label'] = host['label'].astype(np.int32)
+  nbytes = sum(x.nbytes for x in jax.tree.leaves(host))
+  limit_gb = float(tr.get('device_resident_max_gb', 8.0))
+  if nbytes > limit_gb * 2 ** 30:
+    raise ValueError(
+        f'train.device_resident: the training set ({", ".join(config.data.pretrain_splits)}) is '
+        f'{nbytes / 2 ** 30:.2f} GiB, over train.device_resident_max_gb={limit_gb}; set '
+        'train.device_resident=False to stream it with the grain pipeline (or raise the limit if '
+        'it fits in every device\'s memory next to the model)')
+  batch, views = int(tr.batch_size), int(tr.views_per_step)
+  num = host['points'].shape[0]
+  if num < batch:
+    raise ValueError(f'train.device_resident: {num} objects, fewer than train.batch_size={batch}')
+  example = {k: (v[:batch] if not isinstance(v, dict) else {kk: vv[:batch, :views]
+                                                             for kk, vv in v.items()})
+             for k, v in host.items()}
+  example = jax.tree.map(
+      lambda x: x.astype(np.float32 if np.issubdtype(x.dtype, np.floating) else np.int32), example)
+  rep = step_lib.replicated(mesh)
+  # Every process holds the whole set; make_array_from_callback builds the global replicated array.
+  dataset = jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, rep, lambda i: x[i]), host)
+  logging.info('pretrain: device-resident set of %d objects, %.1f MiB, replicated', num,
+               nbytes / 2 ** 20)
+  return dataset, example
+
+
+def _checkpoint_has_data(manager, step: int) -> bool:
+  return (epath.Path(manager.directory) / str(step) / 'data').exists()
+
+
 def _check_finite(step: int, metrics: dict[str, Any]) -> dict[str, float]:
   host = {k: float(v) for k, v in jax.device_get(metrics).items()}
   if not math.isfinite(host['loss']):
@@ -110,7 +195,8 @@ def _check_finite(step: int, metrics: dict[str, Any]) -> dict[str, float]:
 
 def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
              probe_fn: Optional[Callable[[Any, Any, int], dict]] = None,
-             max_steps_this_run: Optional[int] = None) -> dict[str, Any]:
+             max_steps_this_run: Optional[int] = None,
+             device_dataset: Optional[dict[str, Any]] = None) -> dict[str, Any]:
   """Pretrains (or resumes) `config.recipe`; returns a summary dict (see the module docstring).
 
   Args:
@@ -121,6 +207,8 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
     probe_fn: optional cheap evaluation, called every train.probe_every steps.
     max_steps_this_run: stop (with a checkpoint) after this many updates in this call, as a
       preemption would; a later call resumes.
+    device_dataset: train.device_resident only: the training set as numpy arrays (tests); default:
+      the records of data.pretrain_splits under WORKDIR/data.
   """
   t_start = time.time()
   workdir = epath.Path(workdir)
@@ -128,14 +216,22 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
   tr = config.train
   total = int(tr.steps)
   recipe = recipes_lib.get_recipe(config.recipe)
-  iterator = data_iterator if data_iterator is not None else _default_iterator(config, workdir, recipe)
-
-  # One batch for the shapes, then rewind, so the first trained batch is this same one.
-  first_state = iterator.get_state()
-  example = next(iterator)
-  iterator.set_state(first_state)
-
+  resident = bool(tr.get('device_resident', False))
   mesh = step_lib.make_mesh(config)
+  if resident:
+    if data_iterator is not None:
+      raise ValueError('pretrain: data_iterator is given but train.device_resident=True samples on '
+                       'the device (pass device_dataset=, or set train.device_resident=False)')
+    iterator = None
+    dataset, example = _device_dataset(config, workdir, recipe, mesh, device_dataset)
+  else:
+    iterator = (data_iterator if data_iterator is not None
+                else _default_iterator(config, workdir, recipe))
+    # One batch for the shapes, then rewind, so the first trained batch is this same one.
+    first_state = iterator.get_state()
+    example = next(iterator)
+    iterator.set_state(first_state)
+
   models = recipes_lib.build_models(config, example)
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(int(config.seed)))
   manager = ckpt_lib.make_manager(workdir, config)
@@ -143,15 +239,30 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
   if latest is not None:
     abstract = step_lib.abstract_train_state(config, init_rng, example, models=models)
     ckpt_lib.check_compatible(manager, latest, abstract)
+    if _checkpoint_has_data(manager, latest) == resident:
+      was, now = (('grain', 'device-resident') if resident else ('device-resident', 'grain'))
+      raise ValueError(
+          f'checkpoint {manager.directory}/{latest} was written by the {was} data path '
+          f'(train.device_resident={not resident}) but this run uses the {now} one; the data '
+          f'position does not carry over between them. Resume with train.device_resident='
+          f'{not resident}, or start a fresh --workdir.')
     shardings = step_lib.state_shardings(mesh, abstract)
     state = ckpt_lib.restore(manager, latest, abstract, shardings, iterator)
     logging.info('pretrain: resumed from %s/%d', manager.directory, latest)
   else:
     state, shardings = step_lib.create_train_state(config, mesh, init_rng, example, models=models)
   start = int(jax.device_get(state.step))
-  batch_shardings = step_lib.batch_shardings(mesh, jax.tree.map(
-      lambda x: np.zeros((x.shape[0] * jax.process_count(),) + x.shape[1:], x.dtype), example))
-  train_step = step_lib.make_train_step(config, mesh, shardings, batch_shardings, models=models)
+  if resident:
+    step_lib.batch_shardings(mesh, example)      # checks train.batch_size divides over the devices
+    resident_step = step_lib.make_device_resident_train_step(config, mesh, shardings, dataset,
+                                                             models=models)
+    train_step = lambda state, rng: resident_step(state, dataset, rng)
+  else:
+    batch_shardings = step_lib.batch_shardings(mesh, jax.tree.map(
+        lambda x: np.zeros((x.shape[0] * jax.process_count(),) + x.shape[1:], x.dtype), example))
+    data_step = step_lib.make_train_step(config, mesh, shardings, batch_shardings, models=models)
+    train_step = lambda state, rng: data_step(
+        state, step_lib.global_batch(next(iterator), batch_shardings), rng)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   if jax.process_index() == 0:
     logging.info('pretrain: recipe=%s params=%d groups=%s mesh=%s start=%d steps=%d',
@@ -199,8 +310,7 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
     with _StopFlag() as stop:
       t_loop = time.time()
       while step < end:
-        batch = step_lib.global_batch(next(iterator), batch_shardings)
-        state, metrics = train_step(state, batch, step_rng)
+        state, metrics = train_step(state, step_rng)
         step += 1
         settle()                      # the previous step's metrics; this one runs meanwhile
         pending = (step, metrics)
@@ -236,6 +346,7 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
       'steps_per_sec': (step - start) / loop_s if loop_s > 0 else 0.0,
       'wall_s': wall,
       'resumed': latest is not None,
+      'device_resident': resident,
       'preempted': preempted,
       'finished': step >= total,
       'num_params': num_params,

@@ -177,29 +177,131 @@ def global_batch(batch, shardings):
 
 
 # ------------------------------------------------------------------ device-resident mode
+#
+# train.device_resident: the prepared training set lives on the device as one pytree with the
+# training batch's structure but a leading object axis M and ALL V views per object
+# (points [M,N,3], centers [M,G,3], groups [M,G,K], label [M], views/* [M,V,...], teacher/* [M,V,...];
+# floats may be stored narrower, e.g. the records' float16 teacher features, and are cast after the
+# gather). Each step samples its batch inside the jitted step: `batch_size` distinct objects and
+# `views_per_step` distinct views per object, with keys that are a function of (run rng, state.step)
+# only, so a resumed run samples exactly what an uninterrupted one would, with no iterator state.
+# The augmentations are crossjepa.data.pipeline.TrainTransform's, in jnp and in the same order:
+# rotation about the up axis (points, centres, world_to_cam' = world_to_cam @ R^-1), uniform scale +
+# translation (world_to_cam' = [[R_c, s t_c - R_c t], [0, 1]]), clipped jitter on the points only.
+# Their random draws differ from the host pipeline's (jax.random, not numpy), the geometry is the same.
+
+_RESIDENT_SALT = 0x5EED
 
 
-def device_resident_train_step(state, dataset, rng, *, batch_size: int, batch_sharding_, recipe,
-                               config, models):
-  """train.device_resident: the training set lives on the device as arrays [M, ...] (one entry per
-  object, views already at train.views_per_step); each step samples `batch_size` objects with
-  jax.random (a function of the step, so resume stays exact) and takes them on the device, so no
-  host input pipeline runs at all. Useful when the data fits in device memory (ShapeNet-55 with
-  cached CLS targets does: about 1.3 GB at 1024 points and 12 views)."""
-  key = jax.random.fold_in(jax.random.fold_in(rng, 0x5EED), state.step)
-  num = jax.tree.leaves(dataset)[0].shape[0]
-  idx = jax.random.randint(key, (batch_size,), 0, num)
-  batch = jax.tree.map(lambda x: jnp.take(x, idx, axis=0), dataset)
+def _rotation_about_up(angle):
+  """[..., 3, 3] rotation about the world up axis (y); pipeline.rotation_about_up in jnp."""
+  c, s = jnp.cos(angle), jnp.sin(angle)
+  zero, one = jnp.zeros_like(angle), jnp.ones_like(angle)
+  rows = [jnp.stack([c, zero, s], -1), jnp.stack([zero, one, zero], -1),
+          jnp.stack([-s, zero, c], -1)]
+  return jnp.stack(rows, -2)
+
+
+def device_resident_sample(dataset, key, *, batch_size: int, views_per_step: int,
+                           augment) -> dict:
+  """One training batch (ARCHITECTURE.md "Training batch") sampled from a device-resident set.
+
+  Args:
+    dataset: the nested dict described above ([M, ...] per object, [M, V, ...] per view).
+    key: PRNG key of this step (the caller folds in the step).
+    batch_size: B objects, drawn without replacement.
+    views_per_step: Kv views per object, distinct (a per-row permutation: argsort of uniform noise).
+    augment: config.train.augment (scale, translate, jitter, rotate_up).
+  """
+  k_obj, k_view, k_rot, k_scale, k_shift, k_jit = jax.random.split(key, 6)
+  num = dataset['points'].shape[0]
+  num_views = dataset['views']['corr'].shape[1]
+  idx = jax.random.choice(k_obj, num, (batch_size,), replace=False)                  # [B]
+  pick = jnp.argsort(jax.random.uniform(k_view, (batch_size, num_views)), axis=1)
+  pick = pick[:, :views_per_step]                                                     # [B,Kv]
+
+  def per_object(x):
+    return jnp.take(x, idx, axis=0)
+
+  def per_view(x):
+    return x[idx[:, None], pick]                                                      # [B,Kv,...]
+
+  def as32(x):
+    return x.astype(jnp.float32 if jnp.issubdtype(x.dtype, jnp.floating) else jnp.int32)
+
+  views = {k: as32(per_view(v)) for k, v in dataset['views'].items()}
+  teacher = {k: as32(per_view(v)) for k, v in dataset['teacher'].items()}
+  points = as32(per_object(dataset['points']))
+  centers = as32(per_object(dataset['centers']))
+  w2c = views['world_to_cam']
+  if bool(augment.rotate_up):
+    rot = _rotation_about_up(jax.random.uniform(k_rot, (batch_size,), maxval=2 * jnp.pi))
+    points = jnp.einsum('bnj,bij->bni', points, rot)                                 # R x
+    centers = jnp.einsum('bnj,bij->bni', centers, rot)
+    rot4 = jnp.zeros((batch_size, 4, 4), jnp.float32).at[:, 3, 3].set(1.0)
+    rot4 = rot4.at[:, :3, :3].set(jnp.swapaxes(rot, -1, -2))                          # R^-1 = R^T
+    w2c = jnp.einsum('bkij,bjl->bkil', w2c, rot4)
+  lo, hi = (float(x) for x in augment.scale)
+  translate = float(augment.translate)
+  if lo != hi or lo != 1.0 or translate:
+    scale = (jax.random.uniform(k_scale, (batch_size,), minval=lo, maxval=hi) if lo != hi
+             else jnp.full((batch_size,), lo, jnp.float32))
+    shift = (jax.random.uniform(k_shift, (batch_size, 3), minval=-translate, maxval=translate)
+             if translate else jnp.zeros((batch_size, 3), jnp.float32))
+    rot_c, t_c = w2c[..., :3, :3], w2c[..., :3, 3]
+    t_new = scale[:, None, None] * t_c - jnp.einsum('bkij,bj->bki', rot_c, shift)
+    w2c = w2c.at[..., :3, 3].set(t_new)
+    points = points * scale[:, None, None] + shift[:, None]
+    centers = centers * scale[:, None, None] + shift[:, None]
+  jitter = float(augment.jitter)
+  if jitter:
+    from crossjepa.data.pipeline import JITTER_CLIP  # pylint: disable=g-import-not-at-top
+    noise = jitter * jax.random.normal(k_jit, points.shape)
+    points = points + jnp.clip(noise, -JITTER_CLIP * jitter, JITTER_CLIP * jitter)
+  views['world_to_cam'] = w2c
+  batch = {'points': points, 'centers': centers, 'groups': as32(per_object(dataset['groups'])),
+           'views': views, 'teacher': teacher}
+  if 'label' in dataset:
+    batch['label'] = as32(per_object(dataset['label']))
+  return batch
+
+
+def device_resident_key(rng, step):
+  """The sampling key of a step: a function of the run rng (config.seed) and the step only."""
+  return jax.random.fold_in(jax.random.fold_in(rng, _RESIDENT_SALT), step)
+
+
+def device_resident_train_step(state, dataset, rng, *, batch_size: int, views_per_step: int,
+                               batch_sharding_, recipe, config, models):
+  """train_step on a batch sampled on the device (see the section comment above)."""
+  batch = device_resident_sample(dataset, device_resident_key(rng, state.step),
+                                 batch_size=batch_size, views_per_step=views_per_step,
+                                 augment=config.train.augment)
   batch = jax.lax.with_sharding_constraint(batch, jax.tree.map(lambda _: batch_sharding_, batch))
   return train_step(state, batch, rng, recipe=recipe, config=config, models=models)
 
 
 def make_device_resident_train_step(config, mesh: Mesh, state_shardings_, dataset, *,
                                     models: recipes_lib.Models):
-  """jit of device_resident_train_step; `dataset` (a pytree of [M, ...] arrays) is replicated."""
+  """jit of device_resident_train_step; `dataset` (the pytree above) is replicated on the mesh.
+
+  Called as fn(state, dataset, rng) -> (state, metrics), like make_train_step's result.
+  """
   recipe = recipes_lib.get_recipe(config.recipe)
+  if recipe.needs_images:
+    raise ValueError(f'train.device_resident does not support recipe {config.recipe!r} (it needs '
+                     'the rendered views/image); set train.device_resident=False (grain pipeline)')
+  num = dataset['points'].shape[0]
+  num_views = dataset['views']['corr'].shape[1]
+  batch_size, views = int(config.train.batch_size), int(config.train.views_per_step)
+  if num < batch_size:
+    raise ValueError(f'train.device_resident: {num} objects, fewer than train.batch_size='
+                     f'{batch_size}')
+  if not 1 <= views <= num_views:
+    raise ValueError(f'train.views_per_step={views} must be in [1, {num_views}] (the views per '
+                     'object of the device-resident set)')
   rep = replicated(mesh)
-  fn = functools.partial(device_resident_train_step, batch_size=int(config.train.batch_size),
+  fn = functools.partial(device_resident_train_step, batch_size=batch_size, views_per_step=views,
                          batch_sharding_=batch_sharding(mesh), recipe=recipe, config=config,
                          models=models)
   return jax.jit(fn, in_shardings=(state_shardings_, jax.tree.map(lambda _: rep, dataset), rep),
