@@ -140,7 +140,6 @@ def get_config():
   tr.probe_every = 100            # cheap linear probe on a held-out split (0 = off)
   tr.device_resident = False      # sample batches on the device from a device-resident training set
   tr.device_resident_max_gb = 8.0   # refuse a device-resident training set larger than this
-  tr.use_ema_for_eval = False
   tr.num_workers = 0              # grain worker processes
   tr.point_jepa = ml_collections.ConfigDict()
   tr.point_jepa.num_targets = 4

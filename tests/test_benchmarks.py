@@ -208,7 +208,8 @@ def test_checkpoint_with_other_config_is_a_clear_error(tmp_path, export_dir, mon
   params = jax.eval_shape(module.init, jax.random.PRNGKey(0),
                           jax.ShapeDtypeStruct((1, N, 3), np.float32))['params']
   params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), params)
-  monkeypatch.setattr(checkpoint, 'restore_params', lambda wd, cfg: ({'student': params}, None, 3))
+  monkeypatch.setattr(checkpoint, 'restore_params',
+                      lambda wd, cfg: ({'student': params}, {'student': params}, 3))
   config.model.point_overrides.depth = 1
   with pytest.raises(run.UserError, match=r'another config[\s\S]*unexpected'):
     run.run(config, str(tmp_path / 'eval'), 'evaluate')

@@ -33,7 +33,7 @@ def exported(tmp_path_factory):
   assert (module.num_groups, module.group_size, module.depth) == (8, 8, 1)
   params = jax.jit(module.init)(jax.random.PRNGKey(3), np.zeros((1, 64, 3), np.float32))['params']
   workdir = str(tmp_path_factory.mktemp('run'))
-  fake = ({'student': params, 'predictor': {'w': np.zeros(3)}}, None, 7)
+  fake = ({'student': params, 'predictor': {'w': np.zeros(3)}}, {'student': params}, 7)
   mp = pytest.MonkeyPatch()
   mp.setattr(checkpoint, 'restore_params', lambda wd, cfg: fake)
   try:
@@ -53,7 +53,7 @@ def test_export_layout(exported):
     info = json.load(f)
   assert info['format'] == export_lib.FORMAT and info['variant'] == 'tiny'
   assert (info['num_points'], info['num_groups'], info['group_size']) == (64, 8, 8)
-  assert info['params_source'] == 'student' and info['pooling'] == 'max+mean'
+  assert info['params_source'] == config.eval.params and info['pooling'] == 'max+mean'
   assert info['feature_dim'] == 2 * module.width and info['step'] == 7
   assert info['fields']['depth'] == 1 and info['fields']['dtype'] == {'__dtype__': 'float32'}
   assert info['config_digest'] == 'sha256:' + export_lib.config_digest(config)

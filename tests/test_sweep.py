@@ -42,7 +42,7 @@ def test_overrides_and_errors(tmp_path):
   c = default_config.get_config()
   c.lock()
   o = sweep.apply_overrides(c, {'train.steps': 5, 'eval.svm_C': [0.5]})
-  assert o.train.steps == 5 and o.eval.svm_C == (0.5,) and c.train.steps == 600
+  assert o.train.steps == 5 and o.eval.svm_C == (0.5,) and c.train.steps == 300
   with pytest.raises(sweep.SweepError, match="'train.stpes'.*no key 'stpes' under train"):
     sweep.apply_overrides(c, {'train.stpes': 5})
   with pytest.raises(sweep.SweepError, match="no key 'nope' under <root>"):
@@ -104,7 +104,7 @@ def test_run_and_collect_with_fake_run(tmp_path):
 
   workdir = str(tmp_path / 'sw')
   table = sweep.run_sweep(default_config.get_config(), path, workdir, run_fn=fake_run)
-  assert seen[0] == (100, 'cls', (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0), 'all')
+  assert seen[0] == (100, 'cls', (0.001, 0.01, 0.1, 1.0, 10.0), 'all')
   assert seen[2][2] == (0.1, 1.0)
   assert [r['status'] for r in table['runs']] == ['ok', 'ok', 'failed']
   assert 'RuntimeError: boom' in table['runs'][2]['error']

@@ -126,8 +126,8 @@ def select_encoder_params(params, ema_params, which: str):
     raise ValueError(f"config.eval.params = {which!r}; expected 'student' or 'ema'")
   tree = params if which == 'student' else ema_params
   if tree is None:
-    raise ValueError("config.eval.params = 'ema' but the checkpoint has no EMA params (the "
-                     "crossjepa recipe keeps none unless train.use_ema_for_eval); use 'student'")
+    raise ValueError("config.eval.params = 'ema' but the checkpoint has no EMA params; "
+                     "use --config.eval.params=student")
   if isinstance(tree, dict) and 'student' in tree:
     return tree['student']
   if isinstance(tree, dict) and 'point' in tree:
