@@ -327,11 +327,12 @@ def _contiguous(tree):
 
 
 def _to_numpy(tensors: dict[str, Any]) -> dict[str, np.ndarray]:
-  import torch  # pylint: disable=g-import-not-at-top
   out = {}
   for k, v in tensors.items():
-    if isinstance(v, torch.Tensor):
-      v = v.detach().to(torch.float32).cpu().numpy()  # bf16 / f16 have no exact numpy route
+    if not isinstance(v, np.ndarray):     # a torch tensor: torch is installed then
+      import torch  # pylint: disable=g-import-not-at-top
+      if isinstance(v, torch.Tensor):
+        v = v.detach().to(torch.float32).cpu().numpy()  # bf16 / f16 have no exact numpy route
     out[k] = np.asarray(v)
   return out
 
@@ -357,8 +358,17 @@ def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f'checkpoint file not found: {path}')
   if path.endswith('.safetensors'):
-    from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
-    return _to_numpy(load_file(path)), hf_config
+    # The numpy reader needs no torch (a core install has none); bfloat16 files need torch.
+    try:
+      from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+      return _to_numpy(load_file(path)), hf_config
+    except (TypeError, ValueError) as numpy_error:
+      try:
+        from safetensors.torch import load_file as load_torch  # pylint: disable=g-import-not-at-top
+      except ImportError:
+        raise ValueError(f'{path}: cannot read with numpy ({numpy_error}); install torch '
+                         "(pip install -e '.[test]') to read bfloat16 weights") from None
+      return _to_numpy(load_torch(path)), hf_config
   if path.endswith(('.bin', '.pth', '.pt')):
     import torch  # pylint: disable=g-import-not-at-top
     obj = torch.load(path, map_location='cpu', weights_only=True)  # no arbitrary unpickling

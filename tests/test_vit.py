@@ -347,3 +347,22 @@ def test_bfloat16_compute_and_normalize_images():
   assert np.abs(out16['patches'] - out32['patches']).max() < 0.1
   with pytest.raises(ValueError, match='multiple of the patch size'):
     _apply(module, params, images[:, :27])
+
+
+def test_safetensors_read_without_torch(tmp_path):
+  """A core install (no torch) reads .safetensors teachers: run with torch made unimportable."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = (
+      'import sys, numpy as np; sys.modules["torch"] = None\n'
+      'from safetensors.numpy import save_file\n'
+      'from crossjepa import convert_teacher\n'
+      f'p = {str(tmp_path / "m.safetensors")!r}\n'
+      'save_file({"w": np.arange(6, dtype=np.float32).reshape(2, 3)}, p)\n'
+      'sd, _ = convert_teacher.read_state_dict(p)\n'
+      'assert sd["w"].dtype == np.float32 and float(sd["w"].sum()) == 15.0\n'
+      'print("ok")\n')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=root,
+                       timeout=120)
+  assert out.returncode == 0 and out.stdout.strip() == 'ok', out.stderr[-2000:]
