@@ -36,13 +36,9 @@ Protocol (recorded next to every number in results.json):
   * random-init floor: the same architecture at initialisation, mean +- std over eval.seeds.
   * the published split sizes are asserted (data.strict_counts).
 """
-import importlib.util
-import os
+from crossjepa import config_util
 
-_spec = importlib.util.spec_from_file_location(
-    '_crossjepa_config_default', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default.py'))
-default = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(default)
+default = config_util.sibling_config(__file__, 'default')
 
 VARIANTS = ('ply_hdf5_2048', 'normal_resampled')
 

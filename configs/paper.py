@@ -8,13 +8,9 @@ Needs the ShapeNet-55 point clouds (DATASETS.md) and a converted DINOv2 ViT-B/14
 ModelNet40 94.2 % and ScanObjectNN 88.3 %, 14.1 M trainable parameters (8.5 M in the point
 encoder) and about 6 h on one GPU. Settings the paper does not state are marked "# our choice".
 """
-import importlib.util
-import os
+from crossjepa import config_util
 
-_spec = importlib.util.spec_from_file_location(
-    '_crossjepa_config_default', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default.py'))
-default = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(default)
+default = config_util.sibling_config(__file__, 'default')
 
 SHAPENET55_TRAIN = 41_952      # objects in ShapeNet-55 train.txt (DATASETS.md)
 

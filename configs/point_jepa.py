@@ -9,13 +9,9 @@ masking). Same data, train step, state and loop as configs/default.py's crossjep
 two compare at equal compute (experiments/compare_recipes.py). No image teacher is used by the
 loss; the records still carry the default teacher's cache, so the data can be shared.
 """
-import importlib.util
-import os
+from crossjepa import config_util
 
-_spec = importlib.util.spec_from_file_location(
-    '_crossjepa_config_default', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default.py'))
-default = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(default)
+default = config_util.sibling_config(__file__, 'default')
 
 
 def get_config():

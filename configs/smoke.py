@@ -2,13 +2,9 @@
 
     python -m crossjepa.main --config=configs/smoke.py --workdir=/tmp/smoke
 """
-import importlib.util
-import os
+from crossjepa import config_util
 
-_spec = importlib.util.spec_from_file_location(
-    '_crossjepa_config_default', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'default.py'))
-default = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(default)
+default = config_util.sibling_config(__file__, 'default')
 
 
 def get_config():

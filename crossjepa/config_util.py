@@ -59,3 +59,24 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 def to_json(config: ml_collections.ConfigDict) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def load_config_module(path: str):
+  """Loads a config file (configs/*.py) as a module: configs are files, not a package, so that
+  `--config=configs/x.py` works from any working directory."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'config file not found: {path}')
+  name = '_crossjepa_config_' + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def sibling_config(config_file: str, name: str):
+  """The config module `name` beside `config_file` (e.g. the default that an experiment overrides)."""
+  import os  # pylint: disable=g-import-not-at-top
+  return load_config_module(os.path.join(os.path.dirname(os.path.abspath(config_file)), f'{name}.py'))
