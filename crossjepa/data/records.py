@@ -112,11 +112,10 @@ def _rasteriser_settings() -> dict[str, Any]:
   return _jsonable(dict(render.RENDER_SETTINGS))
 
 
-def metadata(config, teacher_info: Mapping[str, Any], class_names: Sequence[str],
-             split_sizes: Mapping[str, int] | None = None) -> dict[str, Any]:
-  """The DatasetInfo.metadata of a prepared dataset (plain JSON values)."""
-  d = config.data
-  meta = {
+def geometry(data_config) -> dict[str, Any]:
+  """The record shapes a config implies: written into the metadata and checked against it."""
+  d = data_config
+  return {
       'num_points': int(d.num_points),
       'num_groups': int(d.num_groups),
       'group_size': int(d.group_size),
@@ -124,6 +123,15 @@ def metadata(config, teacher_info: Mapping[str, Any], class_names: Sequence[str]
       'image_size': [int(d.image_size), int(d.image_size)],
       'patch_size': int(d.patch_size),
       'hist_bins': int(d.hist_bins),
+  }
+
+
+def metadata(config, teacher_info: Mapping[str, Any], class_names: Sequence[str],
+             split_sizes: Mapping[str, int] | None = None) -> dict[str, Any]:
+  """The DatasetInfo.metadata of a prepared dataset (plain JSON values)."""
+  d = config.data
+  meta = {
+      **geometry(d),
       'keep_images': bool(d.keep_images),
       'eval_only': is_eval_only(d),
       'teacher': _jsonable(dict(teacher_info)),
@@ -242,13 +250,7 @@ def check_metadata(meta: Mapping[str, Any], config, *, teacher_info: Mapping[str
   """
   d = config.data
   want = {
-      'num_points': int(d.num_points),
-      'num_groups': int(d.num_groups),
-      'group_size': int(d.group_size),
-      'num_views': int(d.num_views),
-      'image_size': [int(d.image_size), int(d.image_size)],
-      'patch_size': int(d.patch_size),
-      'hist_bins': int(d.hist_bins),
+      **geometry(d),
       'renderer': renderer_settings(d),
       'source.source': str(d.source),
       'source.variant': str(d.variant),
