@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossjepa import fileio
+
 FORMAT = 'crossjepa.point_encoder/1'
 INFO_FILE = 'encoder.json'
 PARAMS_DIR = 'params'
@@ -157,13 +159,7 @@ def write_export(out_dir: str, module, encoder_params, info: dict) -> str:
     }
     with open(os.path.join(tmp, INFO_FILE), 'w') as f:
       json.dump(info, f, indent=2, sort_keys=True)
-    old = None
-    if os.path.exists(out_dir):
-      old = tempfile.mkdtemp(prefix='.export-old-', dir=parent)
-      os.rename(out_dir, os.path.join(old, 'export'))
-    os.rename(tmp, out_dir)
-    if old:
-      shutil.rmtree(old, ignore_errors=True)
+    fileio.swap_in(tmp, out_dir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossjepa import fileio
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -423,13 +425,7 @@ def save(directory: str, module: ViT, params, extra: dict[str, Any] | None = Non
       checkpointer.save(os.path.join(tmp, PARAMS_DIR), params)
     with open(os.path.join(tmp, CONFIG_FILE), 'w') as f:
       json.dump(info, f, indent=2, sort_keys=True)
-    old = None
-    if os.path.exists(directory):
-      old = tempfile.mkdtemp(prefix=os.path.basename(directory) + '.old-', dir=parent)
-      os.rename(directory, os.path.join(old, 'ckpt'))
-    os.rename(tmp, directory)
-    if old:
-      shutil.rmtree(old, ignore_errors=True)
+    fileio.swap_in(tmp, directory)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
