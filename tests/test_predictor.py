@@ -8,30 +8,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from crossjepa.models import point
 from crossjepa.models import predictor as pred
+from tests.test_point import count, fast_init  # one NumPy-filled init for both model tests
 
 B, T, DC, HB, OUT = 8, 12, 16, 24, 32
-
-
-def count(tree) -> int:
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
-
-
-def fast_init(module, *args, seed=0, **kwargs):
-  """Parameters with init's shapes, filled from NumPy (scale 1 +- 0.1, biases 0.1 N(0,1), kernels
-  N(0, 1/fan_in)): avoids compiling the random initialisers, which dominates test time on CPU."""
-  rng = np.random.default_rng(seed)
-  abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), *args, **kwargs))
-
-  def fill(path, leaf):
-    name = jax.tree_util.keystr(path)
-    if name.endswith("'scale']"):
-      value = 1 + 0.1 * rng.normal(size=leaf.shape)
-    elif name.endswith("'bias']") or len(leaf.shape) < 2:
-      value = 0.1 * rng.normal(size=leaf.shape)
-    else:
-      value = rng.normal(size=leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))
-    return jnp.asarray(value, leaf.dtype)
-  return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
 def predictor_formula(width, depth, context_dim, out_dim, hist_dim, use_pose=True, use_hist=True,
