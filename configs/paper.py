@@ -42,6 +42,7 @@ def get_config():
 
   c.teacher.checkpoint = ''        # set --config.teacher.checkpoint (converted DINOv2 ViT-B/14)
   c.teacher.random_init = False
+  c.teacher.feature_stage = ''     # a ViT teacher: its patch grid (stride 14)
 
   tr = c.train
   tr.batch_size = 128              # our choice

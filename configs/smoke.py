@@ -25,6 +25,7 @@ def get_config():
   c.model.predictor = 'tiny'
   c.model.vit = 'tiny/14'
   c.teacher.random_init = True
+  c.teacher.feature_stage = ''     # the random ViT teacher has one map (its patch grid)
   c.teacher.train.steps = 4
   c.teacher.train.batch_size = 4
   tr = c.train

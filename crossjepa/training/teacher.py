@@ -604,10 +604,9 @@ def teacher_probe(config, workdir: str, teacher_dir: str, train_split: str = 'tr
   """
   from crossjepa.data import teacher_cache  # pylint: disable=g-import-not-at-top
   from crossjepa.evaluation import linear_probe  # pylint: disable=g-import-not-at-top
-  module, params = vit_lib.load(teacher_dir)
-  info = vit_lib.load_info(teacher_dir)
-  name = str(info.get('name') or os.path.basename(os.path.normpath(teacher_dir)))
-  teacher = teacher_cache.Teacher(config, module=module, params=params, name=name)
+  from crossjepa.models import teacher as protocol  # pylint: disable=g-import-not-at-top
+  teacher = teacher_cache.Teacher(config, teacher=protocol.load_teacher(teacher_dir))
+  name = teacher.name
   features, labels = {}, {}
   for split in (train_split, test_split):
     views = render_split(config, workdir, split)
@@ -624,6 +623,7 @@ def teacher_probe(config, workdir: str, teacher_dir: str, train_split: str = 'tr
       standardize=bool(e.get('svm_standardize', False)))
   result.pop('predictions')
   result['protocol'].update(
-      features=f'teacher CLS (float16, as cached) averaged over the {v} rendered views per object',
+      features=f'teacher global embedding (float16, as cached) averaged over the {v} rendered '
+               'views per object',
       teacher=name, teacher_dir=teacher_dir, train_split=train_split, test_split=test_split)
   return result
