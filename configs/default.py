@@ -24,9 +24,9 @@ def get_config():
   d.num_points = 512              # N
   d.num_groups = 32               # G (FPS centres)
   d.group_size = 16               # K (kNN neighbours)
-  d.num_views = 6                 # V rendered views per object
-  d.image_size = 84               # H = W, a multiple of patch_size
-  d.patch_size = 14
+  d.num_views = 4                 # V rendered views per object
+  d.image_size = 160              # H = W px, a multiple of the teacher's stride (Lite0 stage5: 16 -> 10 x 10 cells)
+  d.patch_size = 16               # the seed recipe's view-encoder patch (the teacher cache uses the teacher's stride)
   d.hist_bins = 8                 # per RGB channel -> hist dim = 3 * hist_bins
   d.colored = True                # views rendered with the object's base colour (else grey)
   d.keep_images = True            # keep views/image in the records
@@ -121,6 +121,7 @@ def get_config():
   tr.target = 'groups'            # cls | groups (teacher patch feature at each visible group)
   tr.loss = 'smooth_l1'           # mse | smooth_l1 | cosine
   tr.normalize_target = True      # layer-norm the targets (no affine); crossjepa's teacher targets and seed/point_jepa's EMA tokens
+  tr.standardize_target = False   # crossjepa: per-dimension (x - mean) / std of the teacher targets over the pretraining records
   tr.condition_pose = True
   tr.condition_hist = True
   tr.lr = 5e-4

@@ -23,6 +23,9 @@ def get_config():
   #   --config.model.vit_init=/tmp/seed/teacher  (after --mode=teacher of configs/default.py).
   c.model.vit_init = ''
   c.data.keep_images = True            # the context encoder reads the rendered views
+  # A size both grids divide: the ViT's 14 px patches (8 x 8) and the Lite0 teacher's 16 px cells.
+  c.data.image_size = 112
+  c.data.patch_size = 14
   # The local loss's blocks: at G = 32, three blocks of <= round(0.2 * 32) = 6 groups leave a
   # static context of 14 groups (44 %, inside Point-JEPA's 0.4-0.75); four would leave only 8.
   c.train.point_jepa.num_targets = 3

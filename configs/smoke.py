@@ -15,6 +15,7 @@ def get_config():
   d.group_size = 8
   d.num_views = 2
   d.image_size = 28
+  d.patch_size = 14
   d.shards = 2
   d.synthetic.train_per_class = 2
   d.synthetic.test_per_class = 2

@@ -175,7 +175,8 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
              'pretraining': f'{int(config.train.steps)} steps x batch {int(config.train.batch_size)}, '
                             f'seeds {seeds}; mean ± std over pretraining seeds',
              'random_init': f'seeds {list(config.eval.seeds)}',
-             'teacher_2d': 'the 2D teacher\'s CLS averaged over the views, same probe',
+             'teacher_2d': 'the 2D teacher\'s global embedding (as cached) averaged over the views, '
+                           'same probe',
          }}
   text = format_table(out)
   _write(os.path.join(workdir, 'benchmark.json'), json.dumps(out, indent=2, default=str))
@@ -218,6 +219,11 @@ def format_table(out: dict[str, Any]) -> str:
   if 'teacher_2d' in names:
     order.append('teacher_2d')
   lines = [head, sep]
+  labels = {}
+  for kind in kinds:
+    teacher = out['table'][kind].get('teacher_2d', {}).get('protocol', {}).get('teacher', {})
+    if teacher.get('name'):
+      labels['teacher_2d'] = f"2D teacher's own probe ({teacher['name']})"
   for name in order:
     cells = []
     for kind in kinds:
@@ -226,7 +232,7 @@ def format_table(out: dict[str, Any]) -> str:
       fs = row.get(fs_key, {})
       cells.append(_fmt(lp['mean'], lp.get('std')) if 'mean' in lp else '-')
       cells.append(_fmt(fs['mean'], fs.get('std')) if 'mean' in fs else '-')
-    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+    lines.append(f'| {labels.get(name, name)} | ' + ' | '.join(cells) + ' |')
   lines.append('')
   for key, value in out['protocol'].items():
     lines.append(f'- {key}: {value}')

@@ -6,7 +6,7 @@ import ml_collections
 RECIPES = ('crossjepa', 'seed', 'point_jepa')
 SOURCES = ('synthetic', 'mesh_folder', 'modelnet40', 'scanobjectnn', 'shapenet55')
 FILE_FORMATS = ('array_record', 'tfrecord')
-TARGETS = ('cls', 'groups')
+TARGETS = ('cls', 'groups', 'object')
 LOSSES = ('mse', 'smooth_l1', 'cosine')
 # What --mode=teacher makes in WORKDIR/teacher when teacher.checkpoint is empty.
 TEACHER_KINDS = ('efficientnet_lite', 'offline_vit')

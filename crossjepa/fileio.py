@@ -1,4 +1,4 @@
-"""Atomic folder writes: build a folder under a temporary name, then swap it into place."""
+"""Atomic writes: build a file or folder under a temporary name, then rename it into place."""
 import os
 import shutil
 import tempfile
@@ -19,3 +19,30 @@ def swap_in(tmp: str, directory: str) -> None:
   os.rename(tmp, directory)
   if old:
     shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes `path` via a temporary sibling renamed into place (never half-written)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f'{path}.tmp-{os.getpid()}'
+  try:
+    with open(tmp, 'w') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def atomic_save_npz(path: str, arrays) -> None:
+  """np.savez of `arrays` (a dict) via a temporary sibling renamed into place."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f'{path}.tmp-{os.getpid()}.npz'
+  try:
+    with open(tmp, 'wb') as f:
+      np.savez(f, **arrays)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)

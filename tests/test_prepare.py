@@ -152,3 +152,22 @@ def test_worker_processes_give_the_same_examples(teacher):
     np.testing.assert_array_equal(x['points'], y['points'])
     np.testing.assert_array_equal(x['views']['image'], y['views']['image'])
     np.testing.assert_array_equal(x['teacher']['groups'], y['teacher']['groups'])
+
+
+def test_teacher_stats_brute_force(prepared):
+  config, workdir, _ = prepared
+  stats = pipeline.teacher_stats(config, workdir)
+  splits = list(config.data.pretrain_splits)
+  arrays = [pipeline.load_split(config, workdir, s, ('teacher/cls', 'teacher/groups', 'views/corr'))
+            for s in splits]
+  cls = np.concatenate([a['teacher/cls'].reshape(-1, a['teacher/cls'].shape[-1]) for a in arrays])
+  visible = np.concatenate([a['views/corr'].reshape(-1) >= 0 for a in arrays])
+  groups = np.concatenate([a['teacher/groups'].reshape(-1, a['teacher/groups'].shape[-1])
+                           for a in arrays])[visible]
+  for key, x in (('cls', cls), ('groups', groups)):
+    x = x.astype(np.float64)
+    np.testing.assert_allclose(stats[key]['mean'], x.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats[key]['std'], np.maximum(x.std(0), pipeline.STATS_EPS),
+                               rtol=1e-4, atol=1e-6)
+  again = pipeline.teacher_stats(config, workdir)          # read back from the cached file
+  np.testing.assert_array_equal(again['cls']['mean'], stats['cls']['mean'])

@@ -21,10 +21,12 @@ keep it consistent with the transformed points:
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Iterator, Mapping, Sequence
 
 import grain
 import jax
+
 import numpy as np
 
 from crossjepa.data import records
@@ -70,10 +72,71 @@ def scale_translate_example(points, centers, world_to_cam, scale, shift):
   return points * scale + shift, centers * scale + shift, new
 
 
-class TrainTransform:
-  """Per object: view subsampling, augmentation, dtypes (a grain RandomMap; picklable)."""
+# ------------------------------------------------------------------------------------------ targets
+STATS_EPS = 1e-3   # floor of a target dimension's std (dims that barely vary are not blown up)
 
-  def __init__(self, config, *, need_images: bool):
+
+def teacher_stats(config, workdir, splits: Sequence[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+  """Per-dimension mean and std of the cached teacher targets over the pretraining splits:
+  {'cls': {'mean', 'std'} over objects x views; 'groups': {...} over the visible entries only}.
+
+  Computed once from the records and kept beside them (`teacher_stats-<splits>.npz`, written
+  atomically); records never change once prepared, so the file stays valid with them.
+  """
+  splits = list(splits if splits is not None else config.data.pretrain_splits)
+  directory = records.dataset_dir(config, workdir)
+  path = os.path.join(directory, f'teacher_stats-{"+".join(splits)}.npz')
+  if os.path.exists(path):
+    with np.load(path) as f:
+      return {k: {'mean': f[f'{k}/mean'], 'std': f[f'{k}/std']}
+              for k in ('cls', 'groups') if f'{k}/mean' in f}
+  builder = records.open_dataset(config, workdir)
+  records.check_full_records(builder)
+  keys = ['teacher/cls', 'teacher/groups', 'views/corr']
+  sums: dict[str, list] = {}
+  for split in splits:
+    source = records.RecordSource(builder, split, keys)
+    for start in range(0, len(source), 256):
+      for item in source.__getitems__(range(start, min(len(source), start + 256))):
+        t = item['teacher']
+        cls = np.asarray(t['cls'], np.float64).reshape(-1, t['cls'].shape[-1])
+        visible = np.asarray(item['views']['corr']).reshape(-1) >= 0
+        groups = np.asarray(t['groups'], np.float64).reshape(-1, t['groups'].shape[-1])[visible]
+        for key, x in (('cls', cls), ('groups', groups)):
+          acc = sums.setdefault(key, [0, 0.0, 0.0])
+          acc[0] += len(x)
+          acc[1] = acc[1] + x.sum(0)
+          acc[2] = acc[2] + np.square(x).sum(0)
+  out = {}
+  for key, (n, s1, s2) in sums.items():
+    if n == 0:
+      raise ValueError(f'teacher_stats: no {key} target entries in splits {splits} of {directory}')
+    mean = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - np.square(mean), 0.0))
+    out[key] = {'mean': mean.astype(np.float32), 'std': np.maximum(std, STATS_EPS).astype(np.float32)}
+  from crossjepa import fileio  # pylint: disable=g-import-not-at-top
+  flat = {f'{k}/{s}': v[s] for k, v in out.items() for s in ('mean', 'std')}
+  fileio.atomic_save_npz(path, flat)
+  return out
+
+
+def standardize_targets(teacher: Mapping[str, np.ndarray], corr: np.ndarray,
+                        stats: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  """(x - mean) / std per dimension; groups entries that are not visible (corr < 0) stay zero."""
+  out = dict(teacher)
+  if 'cls' in out and 'cls' in stats:
+    out['cls'] = ((out['cls'] - stats['cls']['mean']) / stats['cls']['std']).astype(np.float32)
+  if 'groups' in out and 'groups' in stats:
+    z = (out['groups'] - stats['groups']['mean']) / stats['groups']['std']
+    out['groups'] = np.where((np.asarray(corr) >= 0)[..., None], z, 0.0).astype(np.float32)
+  return out
+
+
+class TrainTransform:
+  """Per object: view subsampling, augmentation, target standardisation, dtypes (a grain
+  RandomMap; picklable)."""
+
+  def __init__(self, config, *, need_images: bool, target_stats=None):
     a = config.train.augment
     self.views_per_step = int(config.train.views_per_step)
     self.num_views = int(config.data.num_views)
@@ -85,11 +148,14 @@ class TrainTransform:
     self.jitter = float(a.jitter)
     self.rotate_up = bool(a.rotate_up)
     self.need_images = need_images
+    self.target_stats = target_stats
 
   def __call__(self, ex: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     pick = rng.choice(self.num_views, self.views_per_step, replace=False)
     views = {k: np.asarray(v)[pick] for k, v in ex['views'].items()}
     teacher = {k: np.asarray(v)[pick].astype(np.float32) for k, v in ex['teacher'].items()}
+    if self.target_stats is not None:
+      teacher = standardize_targets(teacher, views['corr'], self.target_stats)
     points = np.asarray(ex['points'], np.float64)
     centers = np.asarray(ex['centers'], np.float64)
     w2c = np.asarray(views['world_to_cam'], np.float64)
@@ -141,7 +207,10 @@ def train_dataset(config, workdir, splits: Sequence[str] | None = None, *, need_
                      f'({batch}); lower train.batch_size or prepare more objects')
   seed = int(config.seed)
   ds = ds.shuffle(seed=seed).repeat()   # reshuffled every epoch (seed combined with the epoch)
-  ds = ds.random_map(TrainTransform(config, need_images=need_images), seed=seed + 1)
+  stats = (teacher_stats(config, workdir, splits)
+           if config.recipe == 'crossjepa' and config.train.standardize_target else None)
+  ds = ds.random_map(TrainTransform(config, need_images=need_images, target_stats=stats),
+                     seed=seed + 1)
   return ds.batch(batch, drop_remainder=True)
 
 

@@ -137,7 +137,13 @@ def _load_device_dataset(config, workdir, recipe) -> dict[str, Any]:
   keys = pipeline.train_keys(config, need_images=recipe.needs_images)
   parts = [pipeline.load_split(config, workdir, split, keys)
            for split in config.data.pretrain_splits]
-  return {k: np.concatenate([p[k] for p in parts]) for k in keys}
+  data = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+  if config.recipe == 'crossjepa' and config.train.standardize_target:
+    teacher = {k.split('/', 1)[1]: data[k].astype(np.float32) for k in keys if k.startswith('teacher/')}
+    stats = pipeline.teacher_stats(config, workdir)
+    for k, v in pipeline.standardize_targets(teacher, data['views/corr'], stats).items():
+      data[f'teacher/{k}'] = v
+  return data
 
 
 def _device_dataset(config, workdir, recipe, mesh, given) -> tuple[Any, dict[str, Any]]:

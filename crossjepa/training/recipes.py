@@ -34,6 +34,7 @@ import functools
 import os
 from typing import Any, Callable, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,6 +58,18 @@ class Models:
   predictor: Any
   local_predictor: Any = None   # seed: the in-modal predictor of the local loss
   vit: Any = None               # seed: the view (context) encoder
+
+
+class ObjectHead(nn.Module):
+  """train.target='object': a linear map from the encoder's pooled tokens, concat(max, mean) (the
+  probe's features), to the teacher's global embedding averaged over the object's views."""
+  out_dim: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    pooled = jnp.concatenate([tokens.max(axis=1), tokens.mean(axis=1)], axis=-1)
+    return nn.Dense(self.out_dim, dtype=self.dtype, name='out_proj')(pooled).astype(jnp.float32)
 
 
 def _overrides(cfg_dict) -> dict:
@@ -83,12 +96,14 @@ def build_models(config, example_batch) -> Models:
   recipe = config.recipe
   if recipe == 'crossjepa':
     target = config.train.target
-    if target not in ('cls', 'groups'):
-      raise ValueError(f"config.train.target must be 'cls' or 'groups', got {target!r}")
-    key = 'cls' if target == 'cls' else 'groups'
+    if target not in ('cls', 'groups', 'object'):
+      raise ValueError(f"config.train.target must be 'cls', 'groups' or 'object', got {target!r}")
+    key = 'groups' if target == 'groups' else 'cls'
     if 'teacher' not in example_batch or key not in example_batch['teacher']:
       raise ValueError(f'crossjepa recipe with train.target={target!r} needs batch teacher/{key}')
     out_dim = int(example_batch['teacher'][key].shape[-1])
+    if target == 'object':
+      return Models(point=point, predictor=ObjectHead(out_dim=out_dim, dtype=dtype))
     pred = predictor_lib.predictor(m.predictor, **{
         **pred_over, 'out_dim': out_dim, 'use_pose': bool(config.train.condition_pose),
         'use_hist': bool(config.train.condition_hist), 'query_dim': 3})
@@ -209,6 +224,8 @@ def crossjepa_init(config, rng, example_batch, models: Optional[Models] = None):
   student = models.point.init(k_point, points, centers, groups)['params']
   tokens = models.point.apply({'params': student}, points, centers, groups)['tokens']
   views = batch['views']
+  if config.train.target == 'object':
+    return {'student': student, 'predictor': models.predictor.init(k_pred, tokens)['params']}
   kwargs = _conditioning(config, views, 0)
   if config.train.target == 'groups':
     kwargs['query_pos'] = centers
@@ -238,7 +255,11 @@ def crossjepa_loss(params, ema_params, batch, rng, *, config, models: Models):
   context = jnp.repeat(tokens, num_views, axis=0)                       # [B*K,G,D]
   kwargs = _conditioning(config, views, None)
   rngs = {'dropout': jax.random.fold_in(rng, 1)}
-  if config.train.target == 'cls':
+  if config.train.target == 'object':
+    target = batch['teacher']['cls'].astype(jnp.float32).mean(axis=1)   # [B,Dt]
+    pred = models.predictor.apply({'params': params['predictor']}, tokens)
+    weights = jnp.ones(target.shape[:-1], jnp.float32)
+  elif config.train.target == 'cls':
     target = batch['teacher']['cls'].astype(jnp.float32)                # [B,K,Dt]
     pred = models.predictor.apply({'params': params['predictor']}, context, num_queries=1,
                                   train=True, rngs=rngs, **kwargs)
@@ -251,7 +272,14 @@ def crossjepa_loss(params, ema_params, batch, rng, *, config, models: Models):
                                   train=True, rngs=rngs, **kwargs)
     pred = pred.reshape(target.shape)
     weights = (views['corr'] >= 0).astype(jnp.float32)                  # [B,K,G]
-  if config.train.normalize_target:
+  import os
+  if os.environ.get('CJ_BATCHSTD'):
+    flatw = weights.reshape(-1)[:, None]
+    flat = target.reshape(-1, target.shape[-1])
+    mu = jnp.sum(flat * flatw, 0) / jnp.maximum(flatw.sum(), 1)
+    sd = jnp.sqrt(jnp.sum(jnp.square(flat - mu) * flatw, 0) / jnp.maximum(flatw.sum(), 1) + 1e-4)
+    target = (target - mu) / sd
+  elif config.train.normalize_target:
     target = layer_norm(target)
   target = jax.lax.stop_gradient(target)
   per_entry = elementwise_loss(pred, target, config.train.loss)

