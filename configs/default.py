@@ -8,6 +8,16 @@ benchmark in under 15 minutes on a 2-core CPU and prints the results table
 """
 import ml_collections
 
+# The in-modal Point-JEPA baseline's settings (configs/point_jepa.py applies the same ones).
+POINT_JEPA = {
+    'recipe': 'point_jepa',
+    'train.lr': 5e-4,
+    'train.loss': 'smooth_l1',
+    'train.normalize_target': True,
+    'train.standardize_target': 'none',
+    'train.point_jepa.num_targets': 3,
+}
+
 
 def get_config():
   c = ml_collections.ConfigDict()
@@ -117,14 +127,21 @@ def get_config():
   c.train = tr = ml_collections.ConfigDict()
   tr.steps = 300
   tr.batch_size = 32
-  tr.views_per_step = 2           # K views per object per step (one encoder pass shared)
-  tr.target = 'groups'            # cls | groups (teacher patch feature at each visible group)
-  tr.loss = 'smooth_l1'           # mse | smooth_l1 | cosine
-  tr.normalize_target = True      # layer-norm the targets (no affine); crossjepa's teacher targets and seed/point_jepa's EMA tokens
-  tr.standardize_target = False   # crossjepa: per-dimension (x - mean) / std of the teacher targets over the pretraining records
+  tr.views_per_step = 4           # K views per object per step (one encoder pass shared; 'object' averages them)
+  # cls: the teacher's global embedding of each view, predicted by the predictor from the point
+  # tokens + the view's pose and histogram (the paper's form); groups: its feature-map cell under
+  # each visible group; object: its global embedding averaged over the K views, predicted by a
+  # linear head from the pooled tokens concat(max, mean). Measured on this default (one seed,
+  # random init of that seed 74.1): object 79.2, cls 68.1-71.7, groups 70.0-70.7 (README).
+  tr.target = 'object'            # cls | groups | object
+  tr.loss = 'mse'                 # mse | smooth_l1 | cosine
+  tr.normalize_target = False     # layer-norm the targets (no affine); crossjepa's teacher targets and seed/point_jepa's EMA tokens
+  # crossjepa: per-dimension (x - mean) / std of the teacher targets: over the batch's valid entries
+  # ('batch'), over the pretraining records ('dataset'; stats cached beside them) or 'none'.
+  tr.standardize_target = 'batch'
   tr.condition_pose = True
   tr.condition_hist = True
-  tr.lr = 5e-4
+  tr.lr = 4e-3                    # measured: 5e-4 70.3, 2e-3 76.4, 4e-3 79.2 (object target, one seed)
   tr.min_lr = 1e-5
   tr.warmup_steps = 50
   tr.weight_decay = 0.05
@@ -162,7 +179,8 @@ def get_config():
 
   # ---------------------------------------------------------------- evaluation
   c.eval = e = ml_collections.ConfigDict()
-  e.params = 'ema'                # student | ema (the Polyak average of the student)
+  # The student: at 300 steps the EMA (momentum 0.996 -> 1) still holds ~55 % of the random init.
+  e.params = 'student'            # student | ema (the Polyak average of the student)
   e.pooling = 'max+mean'
   e.svm_C = (0.001, 0.01, 0.1, 1.0, 10.0)
   e.cv_folds = 4
@@ -204,9 +222,11 @@ def get_config():
   # on the clean and scan sets beside random init and the 2D teacher's own probe.
   c.benchmark = b = ml_collections.ConfigDict()
   b.enabled = True
+  # The main run (crossjepa, train.target above) is seed 0 of the first variant; point_jepa is the
+  # in-modal baseline at the same steps, with configs/point_jepa.py's settings.
   b.variants = (
-      ('crossjepa_cls', {'train.target': 'cls'}),
-      ('crossjepa_groups', {'train.target': 'groups'}),
+      ('crossjepa', {}),
+      ('point_jepa', POINT_JEPA),
   )
   b.seeds = (0, 1, 2)             # pretraining seeds per variant (mean +- std)
   b.eval_sets = ('clean', 'scan')

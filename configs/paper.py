@@ -52,6 +52,7 @@ def get_config():
   tr.target = 'cls'                # cached CLS targets
   tr.loss = 'smooth_l1'            # our choice
   tr.normalize_target = True       # our choice
+  tr.standardize_target = 'none'   # layer-normed per-view CLS targets, as I-JEPA-style JEPAs
   tr.condition_pose = True
   tr.condition_hist = True
   tr.lr = 5e-4                     # our choice (AdamW, cosine)

@@ -25,5 +25,8 @@ def get_config():
   pj.context_size = (0.4, 0.75)
   c.train.loss = 'smooth_l1'
   c.train.normalize_target = True
+  c.train.lr = 5e-4                    # Point-JEPA's setting here (the crossjepa default uses 4e-3)
+  c.train.standardize_target = 'none'
   c.train.ema_momentum = (0.996, 1.0)
+  c.benchmark.variants = (('point_jepa', {}),)
   return c

@@ -31,4 +31,6 @@ def get_config():
   c.train.point_jepa.num_targets = 3
   c.train.seed_local_weight = 1.0
   c.train.normalize_target = True
+  c.train.lr = 5e-4                    # the setting the seed recipe was measured with
+  c.train.standardize_target = 'none'
   return c

@@ -42,6 +42,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _choice(config, 'train.target', TARGETS)
   _choice(config, 'train.loss', LOSSES)
   _choice(config, 'train.dtype', ('float32', 'bfloat16'))
+  _choice(config, 'train.standardize_target', ('none', 'batch', 'dataset'))
+  if not config.train.lr > 0:
+    raise ConfigError(f'config.train.lr = {config.train.lr!r}; expected a positive number')
   _choice(config, 'eval.params', ('student', 'ema'))
   for key in ('data.num_points', 'data.num_groups', 'data.group_size', 'data.num_views',
               'data.image_size', 'data.patch_size', 'data.hist_bins', 'train.steps',

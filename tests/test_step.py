@@ -46,7 +46,7 @@ def run_steps(config, batch, num_steps, devices=None, batches=None):
   return state, history, fn
 
 
-@pytest.mark.parametrize('target', ['cls', 'groups'])
+@pytest.mark.parametrize('target', ['cls', 'groups', 'object'])
 def test_loss_falls_on_fixed_batch(target):
   c = smoke_config(target=target, steps=20, warmup_steps=2, lr=3e-3)
   batch = fake_batch(c, 8)
@@ -79,6 +79,37 @@ def test_groups_target_ignores_occluded_entries():
   # a visible entry does change it
   perturbed['teacher']['groups'] = np.where(occluded, batch['teacher']['groups'], noise).astype(np.float32)
   assert float(loss(params, perturbed)) != l0
+
+
+def test_batch_standardize_against_numpy():
+  rng = np.random.RandomState(0)
+  target = rng.normal(3.0, 5.0, size=(4, 2, 6)).astype(np.float32)
+  weights = (rng.uniform(size=(4, 2)) < 0.6).astype(np.float32)
+  weights[0, 0] = 1.0
+  got = np.asarray(recipes.batch_standardize(jnp.asarray(target), jnp.asarray(weights)))
+  rows = target.reshape(-1, 6)[weights.reshape(-1) > 0].astype(np.float64)
+  want = (target - rows.mean(0)) / np.sqrt(rows.var(0) + 1e-4)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  valid = got.reshape(-1, 6)[weights.reshape(-1) > 0]
+  np.testing.assert_allclose(valid.mean(0), 0.0, atol=1e-5)
+  np.testing.assert_allclose(valid.std(0), 1.0, atol=1e-3)
+
+
+def test_object_target_is_the_view_mean_through_a_linear_head():
+  c = smoke_config(target='object', standardize_target='none')
+  batch = fake_batch(c, 4)
+  models = recipes.build_models(c, batch)
+  params = jax.jit(lambda r: recipes.init_params(c, r, batch, models))(jax.random.PRNGKey(0))
+  assert set(params['predictor']) == {'out_proj'}      # one Dense on concat(max, mean)
+  loss = jax.jit(lambda p, b: recipes.crossjepa_loss(p, None, b, jax.random.PRNGKey(2), config=c,
+                                                    models=models)[0])
+  # Swapping the views' targets among themselves keeps their mean, so the loss.
+  swapped = jax.tree.map(lambda x: x, batch)
+  swapped['teacher']['cls'] = batch['teacher']['cls'][:, ::-1]
+  assert float(loss(params, batch)) == pytest.approx(float(loss(params, swapped)), rel=1e-6)
+  shifted = jax.tree.map(lambda x: x, batch)
+  shifted['teacher']['cls'] = batch['teacher']['cls'] + 1.0
+  assert float(loss(params, shifted)) != pytest.approx(float(loss(params, batch)), rel=1e-3)
 
 
 def test_masked_mean_and_losses_against_numpy():

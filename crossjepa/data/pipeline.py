@@ -208,7 +208,7 @@ def train_dataset(config, workdir, splits: Sequence[str] | None = None, *, need_
   seed = int(config.seed)
   ds = ds.shuffle(seed=seed).repeat()   # reshuffled every epoch (seed combined with the epoch)
   stats = (teacher_stats(config, workdir, splits)
-           if config.recipe == 'crossjepa' and config.train.standardize_target else None)
+           if config.recipe == 'crossjepa' and config.train.standardize_target == 'dataset' else None)
   ds = ds.random_map(TrainTransform(config, need_images=need_images, target_stats=stats),
                      seed=seed + 1)
   return ds.batch(batch, drop_remainder=True)

@@ -138,7 +138,7 @@ def _load_device_dataset(config, workdir, recipe) -> dict[str, Any]:
   parts = [pipeline.load_split(config, workdir, split, keys)
            for split in config.data.pretrain_splits]
   data = {k: np.concatenate([p[k] for p in parts]) for k in keys}
-  if config.recipe == 'crossjepa' and config.train.standardize_target:
+  if config.recipe == 'crossjepa' and config.train.standardize_target == 'dataset':
     teacher = {k.split('/', 1)[1]: data[k].astype(np.float32) for k in keys if k.startswith('teacher/')}
     stats = pipeline.teacher_stats(config, workdir)
     for k, v in pipeline.standardize_targets(teacher, data['views/corr'], stats).items():

@@ -168,6 +168,19 @@ def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
   return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
+def batch_standardize(target: jax.Array, weights: jax.Array, eps: float = 1e-4) -> jax.Array:
+  """(x - mean) / std per target dimension over the batch's valid entries (weights > 0), the
+  statistics taken over the whole global batch (jit reduces across the sharded batch axis).
+  A target-side batch norm: every dimension of the teacher's embedding weighs the same in the loss,
+  whatever its scale (train.standardize_target='batch')."""
+  w = weights.reshape(-1, 1)
+  flat = target.reshape(-1, target.shape[-1])
+  count = jnp.maximum(jnp.sum(w), 1.0)
+  mean = jnp.sum(flat * w, axis=0) / count
+  var = jnp.sum(jnp.square(flat - mean) * w, axis=0) / count
+  return (target - mean) * jax.lax.rsqrt(var + eps)
+
+
 def elementwise_loss(pred: jax.Array, target: jax.Array, kind: str) -> jax.Array:
   """Per-entry loss [...]: mean over the feature axis (mse, smooth_l1 with beta 1) or 1 - cos."""
   pred = pred.astype(jnp.float32)
@@ -272,14 +285,9 @@ def crossjepa_loss(params, ema_params, batch, rng, *, config, models: Models):
                                   train=True, rngs=rngs, **kwargs)
     pred = pred.reshape(target.shape)
     weights = (views['corr'] >= 0).astype(jnp.float32)                  # [B,K,G]
-  import os
-  if os.environ.get('CJ_BATCHSTD'):
-    flatw = weights.reshape(-1)[:, None]
-    flat = target.reshape(-1, target.shape[-1])
-    mu = jnp.sum(flat * flatw, 0) / jnp.maximum(flatw.sum(), 1)
-    sd = jnp.sqrt(jnp.sum(jnp.square(flat - mu) * flatw, 0) / jnp.maximum(flatw.sum(), 1) + 1e-4)
-    target = (target - mu) / sd
-  elif config.train.normalize_target:
+  if config.train.standardize_target == 'batch':
+    target = batch_standardize(target, weights)
+  if config.train.normalize_target:
     target = layer_norm(target)
   target = jax.lax.stop_gradient(target)
   per_entry = elementwise_loss(pred, target, config.train.loss)

@@ -49,6 +49,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from crossjepa import fileio
 from crossjepa.models import predictor as predictor_lib
 from crossjepa.models import vit as vit_lib
 from crossjepa.training import state as state_lib
@@ -131,15 +132,7 @@ def render_split(config, workdir: str, split: str, *, data_config=None) -> dict[
   out = {'images': np.stack([r[2] for r in rendered]).astype(np.uint8),
          'labels': np.asarray([r[1] for r in rendered], np.int64),
          'ids': np.asarray([r[0] for r in rendered])}
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f'{path}.tmp-{os.getpid()}'
-  try:
-    with open(tmp, 'wb') as f:
-      np.savez(f, **out)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  fileio.atomic_save_npz(path, out)
   logging.info('teacher views: rendered %d objects x %d views of split %r in %.1f s -> %s',
                len(out['ids']), num_views, split, time.time() - start, path)
   return out
