@@ -32,6 +32,7 @@ def get_config():
   tr = c.train
   tr.steps = 6
   tr.batch_size = 8
+  tr.views_per_step = 2
   tr.warmup_steps = 2
   tr.checkpoint_every = 3
   tr.log_every = 2

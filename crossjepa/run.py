@@ -152,6 +152,12 @@ def results_table(workdir: str) -> str:
   lines.append(f"probe: {probe['classifier']}, C grid {probe['C_grid']} by {probe['cv']}; "
                f"features {pre['features']['pooling']} ({pre['features']['dim']}-d); "
                f"train {pre['features']['num_train']} / test {pre['features']['num_test']} objects")
+  teacher = r.get('teacher') or {}
+  if teacher.get('name'):
+    lines.append(f"teacher: {teacher['name']} ({teacher.get('architecture', '?')}; global "
+                 f"{teacher.get('width')}-d, feature map {teacher.get('feature_stage')} stride "
+                 f"{teacher.get('stride')}, {teacher.get('feature_width')}-d); target "
+                 f"{(r.get('target') or {}).get('train.target')}")
   return '\n'.join(lines) + '\n'
 
 

@@ -259,6 +259,13 @@ def evaluate_run(config, workdir: str) -> dict:
                'num_train': int(arrays['train_y'].shape[0]),
                'num_test': int(arrays['test_y'].shape[0])},
   }
+  if not config.data.get('eval_only', False):
+    # The 2D teacher whose cache the pretraining read, as the records' metadata names it.
+    from crossjepa.data import records  # pylint: disable=g-import-not-at-top
+    meta = dict(records.open_dataset(config, workdir).info.metadata or {})
+    results['teacher'] = dict(meta.get('teacher') or {})
+    results['target'] = {'train.target': str(config.train.target),
+                         'standardize_target': str(config.train.standardize_target)}
   if config.eval.finetune.enabled:
     train = pipeline.load_split(config, workdir, train_split)
     test = pipeline.load_split(config, workdir, test_split)
