@@ -101,7 +101,7 @@ def test_non_finite_loss_names_the_step(tmp_path):
   examples = recipes.synthetic_examples(c, 16, teacher_dim=16)
   # objects 8.. carry a NaN teacher target: the first batch is finite, the second is not
   for e in examples[8:]:
-    e['teacher']['groups'] = np.full_like(e['teacher']['groups'], np.nan)
+    e['teacher'] = {k: np.full_like(v, np.nan) for k, v in e['teacher'].items()}
   it = iter(grain.MapDataset.source(examples).batch(8).repeat().to_iter_dataset())
   with pytest.raises(FloatingPointError, match='non-finite loss at step 2'):
     loop.pretrain(c, tmp_path, data_iterator=it)

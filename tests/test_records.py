@@ -41,12 +41,14 @@ def tiny_config(**data_overrides):
   d.eval_test_split = 'test'
   for k, v in data_overrides.items():
     d[k] = v
+  c.recipe = 'crossjepa'
   c.model = ml_collections.ConfigDict(dict(vit='tiny/14', vit_overrides={}))
   c.teacher = ml_collections.ConfigDict(dict(checkpoint='', random_init=True))
   c.train = t = ml_collections.ConfigDict()
   t.batch_size = 4
   t.views_per_step = 1
   t.target = 'groups'
+  t.standardize_target = 'none'
   t.num_workers = 0
   t.augment = ml_collections.ConfigDict(dict(scale=(0.8, 1.2), translate=0.1, jitter=0.005,
                                              rotate_up=True))
