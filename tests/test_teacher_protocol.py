@@ -166,3 +166,29 @@ def test_standardize_targets_brute_force():
     for g in range(3):
       want = np.zeros(4) if corr[v, g] < 0 else (teacher['groups'][v, g] - np.arange(4)) / 4.0
       np.testing.assert_allclose(out['groups'][v, g], want, rtol=1e-6, atol=1e-7)
+
+
+def test_teacher_stage_converts_the_wheel_once(tmp_path):
+  from crossjepa import config_util
+  from crossjepa import run as run_lib
+  config = config_util.load_config_module(os.path.join(ROOT, 'configs', 'default.py')).get_config()
+  workdir = str(tmp_path)
+  first = run_lib.stage_teacher(config, workdir)
+  assert not first['reused'] and first['name'] == 'efficientnet_lite0_imagenet'
+  assert first['weights'].endswith('efficientnet-lite0-57934424.pth')
+  spec = teacher_lib.load_spec(first['teacher'])
+  assert spec.feature_stage == config.teacher.feature_stage == 'stage5'
+  again = run_lib.stage_teacher(config, workdir)
+  assert again['reused'] and again['teacher'] == first['teacher']
+  # later stages read it: resolve_teacher points teacher.checkpoint there
+  resolved = run_lib.resolve_teacher(config, workdir)
+  assert resolved.teacher.checkpoint == first['teacher']
+  assert teacher_cache.expected_teacher_info(resolved)['checksum'] == spec.param_checksum
+  other = config_util.load_config_module(os.path.join(ROOT, 'configs', 'default.py')).get_config()
+  other.teacher.variant = 'lite1'
+  with pytest.raises(ValueError, match="not the efficientnet lite1"):
+    run_lib.stage_teacher(other, workdir)
+  vit_kind = config_util.load_config_module(os.path.join(ROOT, 'configs', 'default.py')).get_config()
+  vit_kind.teacher.kind = 'offline_vit'
+  with pytest.raises(config_util.ConfigError, match='multiple of 14'):
+    config_util.check_config(vit_kind)
