@@ -29,7 +29,6 @@ ViT of --mode=teacher) is read through the same protocol, its spec derived from 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import shutil
@@ -119,27 +118,29 @@ class Architecture:
   variables: Callable[[Any], Any]                         # stored tree -> apply() variables
 
 
-def _vit_build(fields):
-  from crossjepa.models import vit  # pylint: disable=g-import-not-at-top
+def _fields(fields) -> dict[str, Any]:
+  """Stored module fields -> constructor kwargs (dtype is stored by name)."""
   fields = dict(fields)
   if isinstance(fields.get('dtype'), str):
     fields['dtype'] = getattr(jnp, fields['dtype'])
-  return vit.ViT(**fields)
+  return fields
+
+
+def _vit_build(fields):
+  from crossjepa.models import vit  # pylint: disable=g-import-not-at-top
+  return vit.ViT(**_fields(fields))
 
 
 def _vit_outputs(module, variables, x):
   out = module.apply(variables, x)
-  b, p, d = out['patches'].shape
+  b, _, d = out['patches'].shape
   h, w = x.shape[1] // module.patch_size, x.shape[2] // module.patch_size
   return {'global': out['cls'], 'feature_map': out['patches'].reshape(b, h, w, d)}
 
 
 def _efficientnet_build(fields):
   from crossjepa.models import efficientnet_lite  # pylint: disable=g-import-not-at-top
-  fields = dict(fields)
-  if isinstance(fields.get('dtype'), str):
-    fields['dtype'] = getattr(jnp, fields['dtype'])
-  return efficientnet_lite.EfficientNetLite(**fields)
+  return efficientnet_lite.EfficientNetLite(**_fields(fields))
 
 
 def _efficientnet_outputs(module, variables, x):
@@ -330,11 +331,6 @@ def save_teacher(directory: str, spec: TeacherSpec, variables) -> TeacherSpec:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return spec
-
-
-@functools.lru_cache(maxsize=4)
-def _cached(directory: str, feature_stage: str) -> Teacher:
-  return load_teacher(directory, feature_stage=feature_stage)
 
 
 def from_module(module, variables, *, name: str, architecture: str = 'vit',
