@@ -23,6 +23,8 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from crossjepa import fileio
+
 
 def _copy(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(config.to_dict())
@@ -179,8 +181,8 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
                            'same probe',
          }}
   text = format_table(out)
-  _write(os.path.join(workdir, 'benchmark.json'), json.dumps(out, indent=2, default=str))
-  _write(os.path.join(workdir, 'benchmark.md'), text)
+  fileio.atomic_write_text(os.path.join(workdir, 'benchmark.json'), json.dumps(out, indent=2, default=str))
+  fileio.atomic_write_text(os.path.join(workdir, 'benchmark.md'), text)
   return out
 
 
@@ -237,10 +239,3 @@ def format_table(out: dict[str, Any]) -> str:
   for key, value in out['protocol'].items():
     lines.append(f'- {key}: {value}')
   return '\n'.join(lines) + '\n'
-
-
-def _write(path: str, text: str) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)

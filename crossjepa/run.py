@@ -21,20 +21,13 @@ from absl import logging
 import ml_collections
 
 from crossjepa import config_util
+from crossjepa import fileio
 
 MODES = ['all', 'teacher', 'prepare', 'pretrain', 'evaluate', 'benchmark', 'export']
 
 
 class UserError(Exception):
   """An error caused by the user's input (config, files): printed without a traceback."""
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def teacher_dir(workdir: str) -> str:
@@ -175,7 +168,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'all') -> d
   except config_util.ConfigError as e:
     raise UserError(str(e)) from None
   os.makedirs(workdir, exist_ok=True)
-  _atomic_write_text(os.path.join(workdir, 'config.json'), config_util.to_json(config))
+  fileio.atomic_write_text(os.path.join(workdir, 'config.json'), config_util.to_json(config))
   stages = ['teacher', 'prepare', 'pretrain', 'evaluate', 'export'] if mode == 'all' else [mode]
   if mode == 'all' and benchmark_enabled(config):
     stages.insert(stages.index('export'), 'benchmark')
@@ -204,6 +197,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'all') -> d
       raise UserError(f'stage {stage}: {e}') from e
     report[stage] = {'seconds': round(time.time() - start, 2), **(out or {})}
     logging.info('stage %s done in %.1f s', stage, report[stage]['seconds'])
-  _atomic_write_text(os.path.join(workdir, f'stages_{mode}.json'),
+  fileio.atomic_write_text(os.path.join(workdir, f'stages_{mode}.json'),
                      json.dumps(report, indent=2, default=str))
   return report

@@ -26,7 +26,6 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import grain
 import jax
-
 import numpy as np
 
 from crossjepa.data import records

@@ -76,14 +76,11 @@ class Teacher:
     self.spec = spec = teacher.spec
     self.name = spec.name
     self.module = teacher.module
-    self.trained_image_size = spec.input_size
-    self.stride = int(spec.stride)
-    self.patch_size = self.stride                 # cells of the teacher's grid, in pixels
+    self.stride = int(spec.stride)                # pixels per cell of the teacher's grid
     self.grid = spec.grid(self.image_size)        # raises when image_size is not a multiple
     self.num_patches = self.grid[0] * self.grid[1]
     self.width = int(spec.global_width)
     self.feature_width = int(spec.feature_width)
-    self.checksum = spec.param_checksum
 
     devices = jax.local_devices()
     self.mesh = Mesh(np.array(devices), ('data',))

@@ -345,8 +345,8 @@ def vit(variant: str, **overrides) -> ViT:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def module_config(module: ViT) -> dict[str, Any]:
-  """The module's dataclass fields as JSON-able values (dtype by name)."""
+def module_config(module: nn.Module) -> dict[str, Any]:
+  """The module's dataclass fields as JSON-able values (dtype by name); any linen module."""
   out = {}
   for f in dataclasses.fields(module):
     if f.name in ('parent', 'name'):
