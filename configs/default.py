@@ -53,6 +53,7 @@ def get_config(arg: str = ''):
   # Added for benchmark evaluation (configs/modelnet40.py, configs/scanobjectnn.py):
   d.eval_only = False             # prepare only id/label/points/centers/groups (no renders, no teacher) of the eval splits
   d.num_classes = 0               # expected number of classes of the source (0 = whatever it has); else a mismatch is an error
+  d.strict_counts = False         # real sources: the published split sizes / file lists must match exactly
   # cameras
   d.camera = ml_collections.ConfigDict()
   d.camera.mode = 'random'        # ring | random

@@ -119,3 +119,20 @@ def test_export_rejects_mismatched_params(tmp_path):
   with pytest.raises(ValueError, match="no EMA params"):
     export_lib.select_encoder_params({'student': params}, None, 'ema')
   assert export_lib.select_encoder_params({'student': 1}, {'student': 2}, 'ema') == 2
+
+
+def test_load_encoder_refuses_non_finite_points(exported):
+  _, _, _, _, path = exported
+  encoder = export_lib.load_encoder(path)
+  rng = np.random.default_rng(0)
+  points = rng.normal(size=(4, 64, 3)).astype(np.float32)
+  assert np.isfinite(encoder(points)).all()
+  for bad_value in (np.nan, np.inf):
+    bad = points.copy()
+    bad[2, 5, 1] = bad_value
+    with pytest.raises(ValueError, match=r'batch rows \[2\] \(1 of them\) are not finite'):
+      encoder(bad)
+  huge = points.copy()
+  huge[1] *= 1e30   # finite, but overflows float32 inside the encoder
+  with pytest.raises(ValueError, match=r'features of batch rows \[1\].*unit sphere'):
+    encoder(huge)

@@ -310,10 +310,20 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
   mismatch is an error: use a fresh workdir). `teacher`, `shapes_fn(split)`, `class_names` and
   `splits` replace the config's (tests, custom sources).
   """
+  from crossjepa.data import fingerprint as fingerprint_lib  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
   from crossjepa.data import teacher_cache  # pylint: disable=g-import-not-at-top
   d = config.data
   eval_only = records.is_eval_only(d)
   path = records.dataset_dir(config, workdir)
+  for stale in records.remove_stale_incomplete(config, workdir):
+    logging.warning('prepare: removed %s, left by an interrupted prepare', stale)
+  if class_names is None:
+    class_names = sources.class_names(d)
+  # A custom source (shapes_fn) is fingerprinted by its class names and the config only.
+  fingerprint = fingerprint_lib.source_fingerprint(d, class_names)
+  if shapes_fn is not None:
+    fingerprint.pop('files', None)
   if os.path.exists(os.path.join(path, 'dataset_info.json')):
     builder = records.open_dataset(config, workdir, check=False)
     try:
@@ -333,19 +343,26 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
     if missing:
       raise ValueError(f'the records in {path} lack the splits {missing} (they have {sorted(sizes)}): '
                        'use a fresh --workdir to prepare them.')
+    changed = fingerprint_lib.differences(
+        dict(builder.info.metadata or {}).get('fingerprint'), fingerprint)
+    if shapes_fn is None and not changed:
+      now = {s: sources.count(d, s) for s in sizes}
+      changed = [f'split {s}: records hold {sizes[s]} objects, the source now has {now[s]}'
+                 for s in sizes if now[s] != sizes[s]]
+    if changed:
+      raise ValueError(
+          f'the records in {path} were prepared from other data than data.source / data.root now '
+          'give:\n  ' + '\n  '.join(changed) + '\nThey are not reused: prepare into a fresh '
+          '--workdir (or delete that folder) to build records of the current data.')
     logging.info('prepare: reusing %s %s', path, sizes)
     return {'data_dir': path, 'skipped': True, 'splits': sizes}
 
   if splits is None:
     splits = splits_to_prepare(config)
-  if class_names is None:
-    from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
-    class_names = sources.class_names(d)
   check_num_classes(d, class_names)
   if teacher is None and not eval_only:
     teacher = teacher_cache.Teacher(config)
   if shapes_fn is None:
-    from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
     shapes_fn = functools.partial(sources.iter_shapes, d)
 
   shown: list[dict[str, Any]] = []
@@ -364,7 +381,8 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
 
   teacher_info = {'name': None, 'width': 0} if eval_only else teacher.teacher_info()
   builder = records.make_builder(config, workdir, teacher_info=teacher_info,
-                                 class_names=class_names, splits=splits, example_fn=example_fn)
+                                 class_names=class_names, splits=splits, example_fn=example_fn,
+                                 fingerprint=fingerprint)
   records.write(builder, d.shards)
   seconds = time.time() - start
   total = sum(counts.values())

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -129,7 +130,8 @@ def geometry(data_config) -> dict[str, Any]:
 
 
 def metadata(config, teacher_info: Mapping[str, Any], class_names: Sequence[str],
-             split_sizes: Mapping[str, int] | None = None) -> dict[str, Any]:
+             split_sizes: Mapping[str, int] | None = None,
+             fingerprint: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """The DatasetInfo.metadata of a prepared dataset (plain JSON values)."""
   d = config.data
   meta = {
@@ -148,6 +150,8 @@ def metadata(config, teacher_info: Mapping[str, Any], class_names: Sequence[str]
   }
   if split_sizes is not None:
     meta['split_sizes'] = {k: int(v) for k, v in split_sizes.items()}
+  if fingerprint is not None:
+    meta['fingerprint'] = _jsonable(dict(fingerprint))   # data/fingerprint.py
   return meta
 
 
@@ -229,13 +233,28 @@ def file_format(config) -> str:
 
 def make_builder(config, workdir, *, teacher_info: Mapping[str, Any], class_names: Sequence[str],
                  splits: Sequence[str], example_fn: ExampleFn | None,
-                 split_sizes: Mapping[str, int] | None = None) -> tfds.core.GeneratorBasedBuilder:
+                 split_sizes: Mapping[str, int] | None = None,
+                 fingerprint: Mapping[str, Any] | None = None) -> tfds.core.GeneratorBasedBuilder:
   """The builder that writes `splits` of `config.data.name` under WORKDIR/data."""
   cls = builder_class(str(config.data.name))
   return cls(config_obj=config, teacher_width=int(teacher_info.get('width', 0)),
              feature_width=int(teacher_info.get('feature_width', 0) or 0),
-             meta=metadata(config, teacher_info, class_names, split_sizes), splits=splits,
+             meta=metadata(config, teacher_info, class_names, split_sizes, fingerprint),
+             splits=splits,
              example_fn=example_fn, data_dir=data_dir(workdir), file_format=file_format(config))
+
+
+def remove_stale_incomplete(config, workdir) -> list[str]:
+  """Removes the `incomplete.*` folders that an interrupted prepare (SIGKILL, power loss) left
+  beside the dataset folder; returns their paths. One prepare per workdir runs at a time."""
+  parent = os.path.dirname(dataset_dir(config, workdir))
+  if not os.path.isdir(parent):
+    return []
+  stale = [os.path.join(parent, n) for n in sorted(os.listdir(parent))
+           if n.startswith('incomplete.') and os.path.isdir(os.path.join(parent, n))]
+  for path in stale:
+    shutil.rmtree(path, ignore_errors=True)
+  return stale
 
 
 def write(builder: tfds.core.GeneratorBasedBuilder, num_shards: int | None) -> None:

@@ -247,11 +247,34 @@ class LoadedEncoder:
     self._embed = jax.jit(embed)
 
   def __call__(self, points) -> np.ndarray:
-    points = jnp.asarray(points, jnp.float32)
+    """Features [B, F] of points [B, N, 3] (normalised to the unit sphere, as prepare does).
+
+    Raises ValueError naming the batch rows whose points are not finite, or whose features are
+    not (coordinates so large that the encoder overflows float32).
+    """
+    points = np.asarray(points, np.float32)
     if points.ndim != 3 or points.shape[-1] != 3 or points.shape[1] != self.num_points:
       raise ValueError(f'exported encoder: points must be [B, {self.num_points}, 3] (the '
                        f'num_points it was trained with), got {tuple(points.shape)}')
-    return np.asarray(self._embed(self.params, points))
+    bad = np.flatnonzero(~np.isfinite(points).all(axis=(1, 2)))
+    if bad.size:
+      raise ValueError(f'exported encoder: points of batch rows {_rows(bad)} are not finite '
+                       '(NaN or Inf coordinates); expected finite points normalised to the unit '
+                       'sphere')
+    out = np.asarray(self._embed(self.params, jnp.asarray(points)))
+    bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+    if bad.size:
+      scale = float(np.abs(points[bad]).max())
+      raise ValueError(f'exported encoder: the features of batch rows {_rows(bad)} are not finite: '
+                       f'their coordinates reach |x| = {scale:.3g} and overflow the encoder; '
+                       'expected points normalised to the unit sphere '
+                       '(crossjepa.data.meshes.normalize_unit_sphere)')
+    return out
+
+
+def _rows(rows: np.ndarray, limit: int = 10) -> str:
+  shown = ', '.join(str(int(r)) for r in rows[:limit])
+  return f'[{shown}{", ..." if rows.size > limit else ""}] ({rows.size} of them)'
 
 
 def load_encoder(export_dir: str) -> LoadedEncoder:

@@ -1,0 +1,412 @@
+"""The declared schema of the config: the type and range (or choices) of every key.
+
+`check(config)` is run once at start-up by every entry point (crossjepa.main, crossjepa.sweep,
+the experiments that take a config): a key that is missing, undeclared, of the wrong type or out of
+range is a `SchemaError` naming the key, what it holds and what is expected. Code reads declared
+keys directly (`config.train.lr`), never `config.get(key, default)`: the default lives in
+configs/default.py and nowhere else.
+
+A key's validator is one of the small classes below; a value is checked with `validator(value)`,
+which returns an error text or None. Cross-field rules (num_groups <= num_points, ...) live in
+`crossjepa.config_util.check_config`, which calls `check` first.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Any, Sequence
+
+import ml_collections
+
+
+class SchemaError(ValueError):
+  """A config key is missing, undeclared, mistyped or out of range; the message names it."""
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+  return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+@dataclasses.dataclass(frozen=True)
+class Int:
+  lo: int | None = None
+  hi: int | None = None
+  also: tuple = ()   # extra allowed values outside [lo, hi] (e.g. -1 = "all")
+
+  def __call__(self, v):
+    if not _is_int(v):
+      return f'expected an integer{self._range()}'
+    if v in self.also:
+      return None
+    if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
+      return f'expected an integer{self._range()}'
+    return None
+
+  def _range(self):
+    parts = []
+    if self.lo is not None and self.hi is not None:
+      parts.append(f' in [{self.lo}, {self.hi}]')
+    elif self.lo is not None:
+      parts.append(f' >= {self.lo}')
+    elif self.hi is not None:
+      parts.append(f' <= {self.hi}')
+    if self.also:
+      parts.append(' or ' + ' or '.join(map(str, self.also)))
+    return ''.join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Float:
+  lo: float | None = None
+  hi: float | None = None
+  lo_open: bool = False   # lo itself excluded
+  hi_open: bool = False
+
+  def __call__(self, v):
+    if not _is_number(v):
+      return f'expected a finite number{self._range()}'
+    bad_lo = self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo)
+    bad_hi = self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi)
+    if bad_lo or bad_hi:
+      return f'expected a number{self._range()}'
+    return None
+
+  def _range(self):
+    if self.lo is None and self.hi is None:
+      return ''
+    lo = '-inf' if self.lo is None else f'{self.lo:g}'
+    hi = 'inf' if self.hi is None else f'{self.hi:g}'
+    return f' in {"(" if self.lo_open or self.lo is None else "["}{lo}, {hi}{")" if self.hi_open or self.hi is None else "]"}'
+
+
+POSITIVE = Float(0.0, lo_open=True)
+NON_NEGATIVE = Float(0.0)
+BETA = Float(0.0, 1.0, hi_open=True)
+
+
+class Bool:
+
+  def __call__(self, v):
+    return None if isinstance(v, bool) else 'expected True or False'
+
+
+@dataclasses.dataclass(frozen=True)
+class Str:
+  pattern: str | None = None   # full match, when given
+  empty: bool = True
+  what: str = ''
+
+  def __call__(self, v):
+    if not isinstance(v, str):
+      return 'expected a string' + (f' ({self.what})' if self.what else '')
+    if not v and not self.empty:
+      return 'expected a non-empty string' + (f' ({self.what})' if self.what else '')
+    if v and self.pattern and not re.fullmatch(self.pattern, v):
+      return f'expected a string matching {self.pattern}' + (f' ({self.what})' if self.what else '')
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  choices: tuple
+
+  def __call__(self, v):
+    return None if v in self.choices else f'expected one of {list(self.choices)}'
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq:
+  """A tuple (or list) of values that each pass `item`; `length` fixed or `min_len` at least."""
+  item: Any
+  length: int | None = None
+  min_len: int = 0
+  ordered: bool = False   # a (lo, hi) pair with lo <= hi
+
+  def __call__(self, v):
+    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence):
+      return f'expected a tuple{self._shape()}'
+    if (self.length is not None and len(v) != self.length) or len(v) < self.min_len:
+      return f'expected a tuple{self._shape()}, got {len(v)} values'
+    for x in v:
+      err = self.item(x)
+      if err:
+        return f'item {x!r}: {err}'
+    if self.ordered and len(v) == 2 and v[0] > v[1]:
+      return 'expected (low, high) with low <= high'
+    return None
+
+  def _shape(self):
+    if self.length is not None:
+      return f' of {self.length} values'
+    return f' of at least {self.min_len} value(s)' if self.min_len else ''
+
+
+class Dict:
+  """A free-form mapping (dataclass-field overrides): its keys are checked by the code that uses
+  it, against the dataclass it overrides."""
+
+  def __call__(self, v):
+    if isinstance(v, (dict, ml_collections.ConfigDict)):
+      return None
+    return 'expected a mapping (e.g. {\'depth\': 4})'
+
+
+class ParamRules:
+  """Ordered (regex, {'freeze': bool, 'weight_decay': bool, 'lr_mult': float}) pairs."""
+
+  FIELDS = {'freeze': Bool(), 'weight_decay': Bool(), 'lr_mult': NON_NEGATIVE}
+
+  def __call__(self, v):
+    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence):
+      return 'expected a tuple of (regex, {field: value}) pairs'
+    for rule in v:
+      if (isinstance(rule, (str, bytes)) or not isinstance(rule, Sequence) or len(rule) != 2
+          or not isinstance(rule[0], str) or not isinstance(rule[1], (dict, ml_collections.ConfigDict))):
+        return f'rule {rule!r}: expected a (regex, {{field: value}}) pair'
+      try:
+        re.compile(rule[0])
+      except re.error as e:
+        return f'rule {rule[0]!r}: not a regular expression ({e})'
+      for field, value in dict(rule[1]).items():
+        if field not in self.FIELDS:
+          return f'rule {rule[0]!r}: unknown field {field!r}; expected {list(self.FIELDS)}'
+        err = self.FIELDS[field](value)
+        if err:
+          return f'rule {rule[0]!r}, {field}: {err}'
+    return None
+
+
+class Variants:
+  """benchmark.variants: (name, {dotted key: value}) pairs; the keys must be declared."""
+
+  def __call__(self, v):
+    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or not v:
+      return 'expected a non-empty tuple of (name, {config key: value}) pairs'
+    for item in v:
+      if (isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2
+          or not isinstance(item[0], str) or not isinstance(item[1], (dict, ml_collections.ConfigDict))):
+        return f'{item!r}: expected a (name, {{config key: value}}) pair'
+      for key, value in dict(item[1]).items():
+        if key not in SCHEMA:
+          return f'variant {item[0]!r}: {key!r} is not a config key'
+        err = SCHEMA[key](value)
+        if err:
+          return f'variant {item[0]!r}, {key} = {value!r}: {err}'
+    return None
+
+
+# --------------------------------------------------------------------------------- the schema
+# Choices that belong to other modules are imported lazily in `_choices()` so that this module
+# stays import-light; the string lists here are the config-level vocabulary.
+RECIPES = ('crossjepa', 'seed', 'point_jepa')
+SOURCES = ('synthetic', 'mesh_folder', 'modelnet40', 'scanobjectnn', 'shapenet55')
+TARGETS = ('cls', 'groups', 'object')
+LOSSES = ('mse', 'smooth_l1', 'cosine')
+TEACHER_KINDS = ('efficientnet_lite', 'offline_vit')
+EFFICIENTNET_VARIANTS = ('lite0', 'lite1', 'lite2', 'lite3', 'lite4')
+EFFICIENTNET_STAGES = ('stage1', 'stage2', 'stage3', 'stage4', 'stage5', 'stage6', 'stage7', 'head')
+POINT_VARIANTS = ('tiny', 'small', 'S', 'paper')
+PREDICTOR_VARIANTS = ('tiny', 'small', 'paper')
+VIT_VARIANTS = ('tiny/14', 'S/14', 'B/14', 'L/14', 'g/14')
+POOLINGS = ('max+mean', 'max', 'mean', 'cls')
+SPLIT = Str(r'[A-Za-z0-9_\-]+', empty=False, what='a split name')
+FRACTION = Float(0.0, 1.0, lo_open=True)
+MOMENTUM = Seq(Float(0.0, 1.0), length=2, ordered=True)
+
+SCHEMA: dict[str, Any] = {
+    'seed': Int(0),
+    'recipe': Choice(RECIPES),
+    # data
+    'data.source': Choice(SOURCES),
+    'data.root': Str(),
+    'data.variant': Str(),
+    'data.file_format': Choice(('array_record', 'tfrecord')),
+    'data.name': Str(r'[a-z][a-z0-9_]*', empty=False, what='a TFDS dataset name'),
+    'data.num_points': Int(1),
+    'data.num_groups': Int(1),
+    'data.group_size': Int(1),
+    'data.num_views': Int(1),
+    'data.image_size': Int(8, 4096),
+    'data.patch_size': Int(1),
+    'data.hist_bins': Int(1, 256),
+    'data.colored': Bool(),
+    'data.keep_images': Bool(),
+    'data.depth_tolerance': POSITIVE,
+    'data.shards': Int(1),
+    'data.num_workers': Int(0),
+    'data.teacher_chunk': Int(1),
+    'data.eval_only': Bool(),
+    'data.num_classes': Int(0),
+    'data.strict_counts': Bool(),
+    'data.camera.mode': Choice(('ring', 'random')),
+    'data.camera.distance': POSITIVE,
+    'data.camera.elevation_range': Seq(Float(-90.0, 90.0), length=2, ordered=True),
+    'data.camera.fov': Float(0.0, 180.0, lo_open=True, hi_open=True),
+    'data.synthetic.kind': Choice(('clean', 'scan')),
+    'data.synthetic.train_per_class': Int(1),
+    'data.synthetic.test_per_class': Int(1),
+    'data.synthetic.pretrain_per_class': Int(0),
+    'data.synthetic.teacher_per_class': Int(0),
+    'data.synthetic.num_classes': Int(0),
+    'data.synthetic.seed': Int(0),
+    'data.synthetic.scan_points': Int(1),
+    'data.pretrain_splits': Seq(SPLIT, min_len=1),
+    'data.eval_train_split': SPLIT,
+    'data.eval_test_split': SPLIT,
+    # models
+    'model.point': Choice(POINT_VARIANTS),
+    'model.predictor': Choice(PREDICTOR_VARIANTS),
+    'model.vit': Choice(VIT_VARIANTS),
+    'model.point_overrides': Dict(),
+    'model.predictor_overrides': Dict(),
+    'model.vit_overrides': Dict(),
+    'model.vit_init': Str(),
+    # teacher
+    'teacher.checkpoint': Str(),
+    'teacher.kind': Choice(TEACHER_KINDS),
+    'teacher.variant': Choice(EFFICIENTNET_VARIANTS),
+    'teacher.weights': Str(),
+    'teacher.feature_stage': Choice(('',) + EFFICIENTNET_STAGES),
+    'teacher.random_init': Bool(),
+    'teacher.train.kind': Choice(('supervised', 'ijepa')),
+    'teacher.train.steps': Int(1),
+    'teacher.train.batch_size': Int(1),
+    'teacher.train.lr': POSITIVE,
+    'teacher.train.source': Choice(('',) + SOURCES),
+    'teacher.train.split': SPLIT,
+    'teacher.train.min_lr': NON_NEGATIVE,
+    'teacher.train.warmup_steps': Int(0),
+    'teacher.train.weight_decay': NON_NEGATIVE,
+    'teacher.train.b1': BETA,
+    'teacher.train.b2': BETA,
+    'teacher.train.grad_clip': NON_NEGATIVE,
+    'teacher.train.label_smoothing': Float(0.0, 1.0, hi_open=True),
+    'teacher.train.pool': Choice(('cls', 'cls+gap')),
+    'teacher.train.augment_flip': Bool(),
+    'teacher.train.augment_shift': Int(0),
+    'teacher.train.log_every': Int(1),
+    'teacher.train.ijepa.predictor': Choice(PREDICTOR_VARIANTS),
+    'teacher.train.ijepa.predictor_overrides': Dict(),
+    'teacher.train.ijepa.num_targets': Int(1),
+    'teacher.train.ijepa.target_scale': FRACTION,
+    'teacher.train.ijepa.target_aspect': POSITIVE,
+    'teacher.train.ijepa.context_scale': FRACTION,
+    'teacher.train.ijepa.loss': Choice(('smooth_l1', 'mse')),
+    'teacher.train.ijepa.ema_momentum': MOMENTUM,
+    # pretraining
+    'train.steps': Int(1),
+    'train.batch_size': Int(1),
+    'train.views_per_step': Int(1),
+    'train.target': Choice(TARGETS),
+    'train.loss': Choice(LOSSES),
+    'train.normalize_target': Bool(),
+    'train.standardize_target': Choice(('none', 'batch', 'dataset')),
+    'train.condition_pose': Bool(),
+    'train.condition_hist': Bool(),
+    'train.lr': POSITIVE,
+    'train.min_lr': NON_NEGATIVE,
+    'train.warmup_steps': Int(0),
+    'train.weight_decay': NON_NEGATIVE,
+    'train.b1': BETA,
+    'train.b2': BETA,
+    'train.grad_clip': NON_NEGATIVE,
+    'train.ema_momentum': MOMENTUM,
+    'train.dtype': Choice(('float32', 'bfloat16')),
+    'train.param_rules': ParamRules(),
+    'train.augment.scale': Seq(POSITIVE, length=2, ordered=True),
+    'train.augment.translate': NON_NEGATIVE,
+    'train.augment.jitter': NON_NEGATIVE,
+    'train.augment.rotate_up': Bool(),
+    'train.checkpoint_every': Int(1),
+    # 0 would keep no checkpoint: the trained model would be lost (and export would fail).
+    'train.keep_checkpoints': Int(1),
+    'train.log_every': Int(1),
+    'train.probe_every': Int(0),
+    'train.device_resident': Bool(),
+    'train.device_resident_max_gb': POSITIVE,
+    'train.num_workers': Int(0),
+    'train.point_jepa.num_targets': Int(1),
+    'train.point_jepa.target_size': Seq(FRACTION, length=2, ordered=True),
+    'train.point_jepa.context_size': Seq(FRACTION, length=2, ordered=True),
+    'train.seed_local_weight': NON_NEGATIVE,
+    # device mesh
+    'mesh.data': Int(1, also=(-1,)),
+    'mesh.fsdp': Int(1),
+    # evaluation
+    'eval.params': Choice(('student', 'ema')),
+    'eval.pooling': Choice(POOLINGS),
+    'eval.svm_C': Seq(POSITIVE, min_len=1),
+    'eval.cv_folds': Int(2),
+    'eval.fewshot_ways': Seq(Int(2), min_len=1),
+    'eval.fewshot_shots': Seq(Int(1), min_len=1),
+    'eval.fewshot_queries': Int(1),
+    'eval.fewshot_folds': Int(1),
+    'eval.seeds': Seq(Int(0), min_len=1),
+    'eval.batch_size': Int(1),
+    'eval.encoder': Str(),
+    'eval.svm_classifier': Choice(('svc_linear', 'linear_svc')),
+    'eval.svm_standardize': Bool(),
+    'eval.fewshot_C': POSITIVE,
+    'eval.finetune.enabled': Bool(),
+    'eval.finetune.steps': Int(1),
+    'eval.finetune.lr': POSITIVE,
+    'eval.finetune.votes': Int(1),
+    'eval.finetune.batch_size': Int(1),
+    'eval.finetune.min_lr': NON_NEGATIVE,
+    'eval.finetune.warmup_steps': Int(0),
+    'eval.finetune.weight_decay': NON_NEGATIVE,
+    'eval.finetune.b1': BETA,
+    'eval.finetune.b2': BETA,
+    'eval.finetune.grad_clip': NON_NEGATIVE,
+    'eval.finetune.head_hidden': Int(1),
+    'eval.finetune.head_dropout': Float(0.0, 1.0, hi_open=True),
+    'eval.finetune.scale': Seq(POSITIVE, length=2, ordered=True),
+    'eval.finetune.translate': NON_NEGATIVE,
+    # benchmark table
+    'benchmark.enabled': Bool(),
+    'benchmark.variants': Variants(),
+    'benchmark.seeds': Seq(Int(0), min_len=1),
+    'benchmark.eval_sets': Seq(Choice(('clean', 'scan')), min_len=1),
+    'benchmark.teacher_probe': Bool(),
+}
+
+# Keys whose value is a free-form mapping: not descended into when the config is flattened.
+_LEAF_MAPPINGS = tuple(k for k, v in SCHEMA.items() if isinstance(v, Dict))
+
+
+def flatten(config: ml_collections.ConfigDict, prefix: str = '') -> dict[str, Any]:
+  """{dotted key: value} of every leaf (free-form mappings stay one leaf)."""
+  out = {}
+  for key, value in config.items():
+    name = prefix + key
+    if isinstance(value, (ml_collections.ConfigDict, dict)) and name not in _LEAF_MAPPINGS:
+      out.update(flatten(value, name + '.'))
+    else:
+      out[name] = value
+  return out
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises SchemaError listing every key that is undeclared, missing or invalid."""
+  flat = flatten(config)
+  problems = []
+  for key, value in flat.items():
+    if key not in SCHEMA:
+      close = [k for k in SCHEMA if k.rsplit('.', 1)[-1] == key.rsplit('.', 1)[-1]]
+      hint = f' (did you mean config.{close[0]}?)' if close else ''
+      problems.append(f'config.{key} is not a known key{hint}')
+      continue
+    err = SCHEMA[key](value)
+    if err:
+      problems.append(f'config.{key} = {value!r}: {err}')
+  for key in SCHEMA:
+    if key not in flat:
+      problems.append(f'config.{key} is missing (configs/default.py declares it)')
+  if problems:
+    raise SchemaError('; '.join(problems) if len(problems) == 1 else
+                      f'{len(problems)} config problems:\n  ' + '\n  '.join(problems))
