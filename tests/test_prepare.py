@@ -171,3 +171,58 @@ def test_teacher_stats_brute_force(prepared):
                                rtol=1e-4, atol=1e-6)
   again = pipeline.teacher_stats(config, workdir)          # read back from the cached file
   np.testing.assert_array_equal(again['cls']['mean'], stats['cls']['mean'])
+
+
+def test_records_of_other_synthetic_data_are_not_reused(prepared, teacher):
+  config, workdir, _ = prepared
+  other = prepare_config()
+  other.data.synthetic.train_per_class = 3
+  with pytest.raises(ValueError, match=r"(?s)prepared from other data.*synthetic: records were "
+                                       r"built from .*'train_per_class': 2.*'train_per_class': 3"):
+    prepare.prepare(other, workdir, teacher=teacher)
+
+
+_TETRA = 'OFF\n4 4 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n3 0 1 2\n3 0 1 3\n3 0 2 3\n3 1 2 3\n'
+
+
+def _mesh_tree(root, classes, per_split=1):
+  for c, name in enumerate(classes):
+    for split in ('train', 'test'):
+      os.makedirs(os.path.join(root, name, split), exist_ok=True)
+      for i in range(per_split):
+        with open(os.path.join(root, name, split, f'{name}_{i}.off'), 'w') as f:
+          f.write(_TETRA.replace('0 0 1\n', f'0 0 {1 + c + 0.1 * i}\n'))
+
+
+def test_mesh_folder_records_follow_the_files(tmp_path):
+  """Another root, a class folder added, a file edited: each is named, nothing is reused; a
+  stale incomplete.* folder of an interrupted prepare is removed by the next one."""
+  root = str(tmp_path / 'meshes')
+  _mesh_tree(root, ['chair', 'table'])
+  config = prepare_config(source='mesh_folder', root=root, eval_only=True)
+  workdir = str(tmp_path / 'w')
+  stale = os.path.join(records.data_dir(workdir), config.data.name, 'incomplete.AB12CD_1.0.0')
+  os.makedirs(stale)
+  first = prepare.prepare(config, workdir)
+  assert not first['skipped'] and first['splits'] == {'train': 2, 'test': 2}
+  assert not os.path.exists(stale)
+  assert prepare.prepare(config, workdir)['skipped']
+
+  copy = str(tmp_path / 'copy')
+  _mesh_tree(copy, ['chair', 'table'])
+  moved = prepare_config(source='mesh_folder', root=copy, eval_only=True)
+  with pytest.raises(ValueError, match=r'(?s)root: records were built from .*meshes.*copy'):
+    prepare.prepare(moved, workdir)
+
+  _mesh_tree(root, ['lamp'])
+  with pytest.raises(ValueError, match=r"(?s)class_names: added \['lamp'\].*not reused"):
+    prepare.prepare(config, workdir)
+  import shutil
+  shutil.rmtree(os.path.join(root, 'lamp'))
+  assert prepare.prepare(config, workdir)['skipped']   # back to the data it was built from
+
+  path = os.path.join(root, 'chair', 'train', 'chair_0.off')
+  st = os.stat(path)
+  os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+  with pytest.raises(ValueError, match=r'files under data.root: the same 4 files .* modified'):
+    prepare.prepare(config, workdir)

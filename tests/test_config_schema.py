@@ -1,0 +1,122 @@
+"""The declared config schema: every shipped config passes, every bad value is named."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from crossjepa import config_schema
+from crossjepa import config_util
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = [('default', None), ('default', 'point_jepa'), ('paper', None), ('point_jepa', None),
+           ('seed', None), ('smoke', None), ('modelnet40', None), ('modelnet40', 'normal_resampled'),
+           ('scanobjectnn', None), ('scanobjectnn', 'OBJ_BG')]
+
+
+def _config(name='default', arg=None):
+  module = config_util.load_config_module(os.path.join(REPO, 'configs', f'{name}.py'))
+  c = module.get_config() if arg is None else module.get_config(arg)
+  if c.data.source != 'synthetic' and not c.data.root:
+    c.data.root = '/data/somewhere'
+  return c
+
+
+@pytest.mark.parametrize('name,arg', CONFIGS)
+def test_shipped_configs_pass(name, arg):
+  c = _config(name, arg)
+  config_util.check_config(c)
+  flat = config_schema.flatten(c)
+  assert set(flat) == set(config_schema.SCHEMA)   # every key declared, every declared key set
+
+
+def test_schema_choices_follow_the_code():
+  from crossjepa.evaluation import features
+  from crossjepa.models import efficientnet_lite
+  from crossjepa.models import point
+  from crossjepa.models import predictor
+  from crossjepa.models import vit
+  from crossjepa.data import sources
+  assert config_schema.POINT_VARIANTS == tuple(point.VARIANTS)
+  assert config_schema.PREDICTOR_VARIANTS == tuple(predictor.VARIANTS)
+  assert config_schema.VIT_VARIANTS == tuple(vit.VARIANTS)
+  assert config_schema.EFFICIENTNET_VARIANTS == tuple(efficientnet_lite.VARIANTS)
+  assert config_schema.EFFICIENTNET_STAGES == tuple(efficientnet_lite.STAGES)
+  assert config_schema.POOLINGS == tuple(features.POOLINGS)
+  assert config_schema.SOURCES == tuple(sources.SOURCES)
+
+
+BAD = [
+    ('train.lr', -1.0, r'config.train.lr = -1.0: expected a number in \(0, inf\)'),
+    ('train.lr', float('nan'), r'config.train.lr = nan: expected a finite number'),
+    ('train.keep_checkpoints', 0, r'config.train.keep_checkpoints = 0: expected an integer >= 1'),
+    ('train.steps', 2.5, r'config.train.steps = 2.5: expected an integer >= 1'),
+    ('train.batch_size', True, r'config.train.batch_size = True: expected an integer'),
+    ('train.b2', 1.0, r'config.train.b2 = 1.0: expected a number in \[0, 1\)'),
+    ('train.ema_momentum', (1.0, 0.9), r'low <= high'),
+    ('train.augment.scale', (0.8,), r'expected a tuple of 2 values, got 1'),
+    ('train.target', 'pixels', r"config.train.target = 'pixels': expected one of \['cls'"),
+    ('eval.svm_standardize', 'yes', r'config.eval.svm_standardize = .yes.: expected True or False'),
+    ('eval.svm_C', (), r'at least 1 value'),
+    ('eval.cv_folds', 1, r'expected an integer >= 2'),
+    ('data.image_size', 0, r'config.data.image_size = 0: expected an integer in \[8, 4096\]'),
+    ('data.name', 'My Data', r'a TFDS dataset name'),
+    ('data.camera.fov', 180.0, r'config.data.camera.fov'),
+    ('mesh.data', 0, r'expected an integer >= 1 or -1'),
+    ('model.point', 'huge', r"config.model.point = 'huge': expected one of"),
+    ('train.param_rules', (('(', {}),), r'not a regular expression'),
+    ('train.param_rules', (('.*', {'lr': 2.0}),), r"unknown field 'lr'"),
+    ('benchmark.variants', (('x', {'train.nope': 1}),), r"'train.nope' is not a config key"),
+    ('benchmark.variants', (('x', {'train.lr': 0.0}),), r'variant .x., train.lr = 0.0'),
+]
+
+
+@pytest.mark.parametrize('key,value,message', BAD)
+def test_bad_values_are_named(key, value, message):
+  c = _config()
+  node = c
+  *parents, leaf = key.split('.')
+  for p in parents:
+    node = node[p]
+  del node[leaf]   # a config file may hold any type: ConfigDict type-checks only overrides
+  node[leaf] = value
+  with pytest.raises(config_util.ConfigError, match=message):
+    config_util.check_config(c)
+
+
+def test_unknown_and_missing_keys():
+  c = _config()
+  c.train.lr_typo = 0.1
+  with pytest.raises(config_util.ConfigError, match=r'config.train.lr_typo is not a known key'):
+    config_util.check_config(c)
+  c = _config()
+  del c.eval['svm_standardize']
+  with pytest.raises(config_util.ConfigError, match=r'config.eval.svm_standardize is missing'):
+    config_util.check_config(c)
+
+
+def test_cross_field_rules():
+  c = _config()
+  c.train.min_lr = 1.0
+  with pytest.raises(config_util.ConfigError, match='min_lr = 1.0 exceeds config.train.lr'):
+    config_util.check_config(c)
+  c = _config()
+  c.data.root = '/tmp/meshes'
+  with pytest.raises(config_util.ConfigError, match='synthetic source reads no files'):
+    config_util.check_config(c)
+
+
+def test_main_exits_2_on_a_bad_value_before_touching_the_workdir(tmp_path):
+  """`--config.train.lr=-1.0` and `keep_checkpoints=0` stop at start-up: exit 2, one line, the
+  workdir untouched (no config.json written for a rejected config)."""
+  workdir = tmp_path / 'w'
+  for override in ('--config.train.lr=-1.0', '--config.train.keep_checkpoints=0'):
+    proc = subprocess.run(
+        [sys.executable, '-m', 'crossjepa.main', f'--config={REPO}/configs/smoke.py',
+         f'--workdir={workdir}', override], capture_output=True, text=True, cwd=REPO,
+        env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr
+    key = override.split('=')[0][len('--config.'):]
+    assert f'config.{key} = ' in proc.stderr
+    assert not workdir.exists()
