@@ -70,6 +70,12 @@ def get_config(arg: str = ''):
   d.synthetic.num_classes = 0     # 0 = all classes
   d.synthetic.seed = 0            # base of the per-instance seeds (split, class, index); splits stay disjoint
   d.synthetic.scan_points = 2048  # points per object when kind = 'scan' (ScanObjectNN's 2048)
+  # mesh_folder source: the train / test split of a tree without train/ and test/ folders (a tree
+  # with them uses its folders). Its `pretrain` split holds every object that the other
+  # data.pretrain_splits do not, so pretraining sees each object once (crossjepa/data/sources.py).
+  d.mesh_folder = ml_collections.ConfigDict()
+  d.mesh_folder.test_fraction = 0.2   # per class: round(0.2 n) objects to test (>= 1 when n >= 2; >= 1 stays in train)
+  d.mesh_folder.split_seed = 0        # seeds each class's draw (with the class name): reproducible
   # splits used by each stage
   d.pretrain_splits = ('pretrain', 'train')
   d.eval_train_split = 'train'

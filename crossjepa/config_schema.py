@@ -255,6 +255,8 @@ SCHEMA: dict[str, Any] = {
     'data.synthetic.num_classes': Int(0),
     'data.synthetic.seed': Int(0),
     'data.synthetic.scan_points': Int(1),
+    'data.mesh_folder.test_fraction': Float(0.0, 1.0, lo_open=True, hi_open=True),
+    'data.mesh_folder.split_seed': Int(0),
     'data.pretrain_splits': Seq(SPLIT, min_len=1),
     'data.eval_train_split': SPLIT,
     'data.eval_test_split': SPLIT,

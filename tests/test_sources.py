@@ -97,15 +97,28 @@ _OFF = 'OFF4 2 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n3 0 1 2\n4 0 1 3 2\n'
 _OBJ = 'mtllib gone.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1/1/1 2/1/1 3/1/1\n'
 
 
-def test_mesh_folder_modelnet_layout(tmp_path):
-  for rel, text in [('table/train/table_0001.off', _OFF), ('chair/train/chair_0001.off', _OFF),
-                    ('chair/test/chair_0002.obj', _OBJ), ('chair/train/notes.txt', 'x')]:
-    path = tmp_path / rel
+def _mesh_folder_config(root, **kw):
+  """The default data config pointed at a mesh folder (default split keys and mesh_folder block)."""
+  data = _default_data_config()
+  data.source = 'mesh_folder'
+  data.root = str(root)
+  data.update(kw)
+  return data
+
+
+def _write_tree(root, files):
+  for rel, text in files:
+    path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-  data = _config(source='mesh_folder', root=str(tmp_path))
+
+
+def test_mesh_folder_modelnet_layout(tmp_path):
+  _write_tree(tmp_path, [('table/train/table_0001.off', _OFF), ('chair/train/chair_0001.off', _OFF),
+                         ('chair/test/chair_0002.obj', _OBJ), ('chair/train/notes.txt', 'x')])
+  data = _mesh_folder_config(tmp_path)
   assert sources.class_names(data) == ['chair', 'table']
-  assert sources.available_splits(data) == ['train', 'test']
+  assert sources.available_splits(data) == ['train', 'test', 'pretrain']
   train = list(sources.iter_shapes(data, 'train'))
   assert [(s.id, s.label) for s in train] == [('chair/train/chair_0001', 0),
                                               ('table/train/table_0001', 1)]
@@ -114,20 +127,100 @@ def test_mesh_folder_modelnet_layout(tmp_path):
   assert [(s.id, s.label, s.mesh.num_faces) for s in test] == [('chair/test/chair_0002', 0, 1)]
   assert sources.count(data, 'train') == 2 and sources.count(data, 'test') == 1
   np.testing.assert_allclose(train[0].color, sources.GREY)
+  # The folders decide, whatever data.mesh_folder says; pretraining (pretrain + train) is the
+  # whole tree once: `pretrain` adds the test folder's objects.
+  data.mesh_folder.split_seed = 5
+  assert [s.id for s in sources.iter_shapes(data, 'train')] == [s.id for s in train]
+  pretrain = list(sources.iter_shapes(data, 'pretrain'))
+  assert [(s.id, s.split) for s in pretrain] == [('chair/test/chair_0002', 'pretrain')]
+  data.pretrain_splits = ('pretrain',)
+  assert sources.count(data, 'pretrain') == 3
+
+
+def _class_tree(root, sizes):
+  """root/<class>/<class>_NNNN.off, no split folders."""
+  files = [(f'{cls}/{cls}_{i:04d}.off', _OFF) for cls, n in sizes.items() for i in range(n)]
+  _write_tree(root, files)
+  return sorted(rel.rsplit('.', 1)[0] for rel, _ in files)
+
+
+def _split_ids(data):
+  return {s: [shape.id for shape in sources.iter_shapes(data, s)]
+          for s in sources.available_splits(data)}
+
+
+def test_mesh_folder_without_split_folders_stratified(tmp_path):
+  sizes = {'bench': 10, 'chair': 5, 'lamp': 2, 'vase': 1}
+  everything = _class_tree(tmp_path, sizes)
+  data = _mesh_folder_config(tmp_path)     # the default split keys and data.mesh_folder
+  assert data.pretrain_splits == ('pretrain', 'train') and data.mesh_folder.test_fraction == 0.2
+  assert sources.available_splits(data) == ['train', 'test', 'pretrain']
+  ids = _split_ids(data)
+  train, test = set(ids['train']), set(ids['test'])
+  # Disjoint, together the whole tree; round(0.2 n) per class, >= 1 in test when n >= 2, >= 1 in
+  # train always: bench 10 -> 2, chair 5 -> 1, lamp 2 -> 1, vase 1 -> 0.
+  assert not train & test and sorted(train | test) == everything
+  per_class = {cls: sum(i.startswith(cls + '/') for i in test) for cls in sizes}
+  assert per_class == {'bench': 2, 'chair': 1, 'lamp': 1, 'vase': 0}
+  assert [sources.mesh_folder_test_count(n, 0.2) for n in (0, 1, 2, 3, 5, 10, 12)] == [0, 0, 1, 1, 1, 2, 2]
+  assert sources.count(data, 'test') == 4 and sources.count(data, 'train') == 14
+  # Labels: the sorted class folders.
+  labels = {s.id: s.label for s in sources.iter_shapes(data, 'test')}
+  assert all(labels[i] == sorted(sizes).index(i.split('/')[0]) for i in labels)
+  # The default pretraining splits hold every object exactly once: pretrain adds the test part.
+  pretraining = ids['pretrain'] + ids['train']
+  assert sorted(pretraining) == everything
+  assert sorted(ids['pretrain']) == sorted(test)
+  # With pretrain alone, pretrain is every object.
+  data.pretrain_splits = ('pretrain',)
+  assert sorted(_split_ids(data)['pretrain']) == everything
+  assert sources.count(data, 'pretrain') == len(everything)
+  # Reproducible under the seed, different under another one.
+  again = _split_ids(_mesh_folder_config(tmp_path))
+  assert again['test'] == ids['test'] and again['train'] == ids['train']
+  other = _split_ids(_mesh_folder_config(tmp_path, mesh_folder={'test_fraction': 0.2, 'split_seed': 1}))
+  assert other['test'] != ids['test']
+  assert {c: sum(i.startswith(c + '/') for i in other['test']) for c in sizes} == per_class
+  # A larger fraction, and out-of-range settings.
+  half = _split_ids(_mesh_folder_config(tmp_path, mesh_folder={'test_fraction': 0.5, 'split_seed': 0}))
+  assert len(half['test']) == 5 + 3 + 1 + 0        # round-half-up: chair 2.5 -> 3
+  with pytest.raises(ValueError, match='test_fraction must lie in'):
+    sources.available_splits(_mesh_folder_config(tmp_path, mesh_folder={'test_fraction': 1.0,
+                                                                         'split_seed': 0}))
+
+
+def test_mesh_folder_splits_stable_when_a_class_is_added(tmp_path):
+  _class_tree(tmp_path, {'bench': 10, 'chair': 6})
+  before = _split_ids(_mesh_folder_config(tmp_path))['test']
+  _class_tree(tmp_path, {'apple': 7})
+  after = _split_ids(_mesh_folder_config(tmp_path))['test']
+  assert [i for i in after if not i.startswith('apple/')] == before
 
 
 def test_mesh_folder_unlabelled_and_errors(tmp_path):
   (tmp_path / 'a.off').write_text(_OFF)
   (tmp_path / 'b.obj').write_text(_OBJ)
-  data = _config(source='mesh_folder', root=str(tmp_path))
+  (tmp_path / '.DS_Store').write_bytes(b'\0')
+  data = _mesh_folder_config(tmp_path, pretrain_splits=('pretrain',))
   assert sources.class_names(data) == []
-  assert sources.available_splits(data) == ['train']
+  # Unlabelled files are never split off into test: they are train (and pretraining) objects.
+  assert sources.available_splits(data) == ['train', 'pretrain']
   assert [(s.id, s.label) for s in sources.iter_shapes(data, 'train')] == [('a', -1), ('b', -1)]
+  assert [(s.id, s.label) for s in sources.iter_shapes(data, 'pretrain')] == [('a', -1), ('b', -1)]
+  # With the default splits pretrain would hold nothing (train already has everything): an error
+  # that says what to set, not an empty split.
+  with pytest.raises(ValueError, match=r"holds no objects.*\('pretrain',\)"):
+    sources.iter_shapes(_mesh_folder_config(tmp_path), 'pretrain')
+  (tmp_path / 'a.ply').write_text(_OFF)
+  with pytest.raises(ValueError, match=r'a\.off and a\.ply give the same object id'):
+    sources.class_names(data)
+  os.remove(tmp_path / 'a.ply')
   (tmp_path / 'c.ply').write_text('ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n0\n')
   with pytest.raises(ValueError, match=r'c\.ply'):
     list(sources.iter_shapes(data, 'train'))
   (tmp_path / 'empty').mkdir()
-  with pytest.raises(FileNotFoundError, match='no mesh files'):
+  (tmp_path / 'empty' / 'scan.fbx').write_bytes(b'x')
+  with pytest.raises(FileNotFoundError, match=r'no mesh files.*not read: scan\.fbx'):
     sources.class_names(_config(source='mesh_folder', root=str(tmp_path / 'empty')))
   with pytest.raises(FileNotFoundError, match='is not a folder'):
     sources.class_names(_config(source='mesh_folder', root=str(tmp_path / 'nowhere')))

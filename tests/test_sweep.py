@@ -123,3 +123,81 @@ def test_run_and_collect_with_fake_run(tmp_path):
   table = sweep.run_sweep(default_config.get_config(), path, workdir, run_fn=fake_run)
   assert len(seen) == 1 and seen[0][2] == (0.1, 1.0)
   assert [r['status'] for r in table['runs']] == ['ok', 'ok', 'ok']
+
+
+def test_failed_runs_keep_exit_status_and_one_line_error(tmp_path):
+  from crossjepa import run as run_lib  # pylint: disable=g-import-not-at-top
+  path = write_config(tmp_path, RUNS)
+
+  def fake_run(config, workdir, mode):
+    del mode
+    if config.train.target == 'cls':
+      raise run_lib.UserError('stage prepare: /data/x: no such file\n(expected a folder)')
+    if config.train.target == 'groups':
+      raise RuntimeError('boom')
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump({'probe': {'pretrained': {'accuracy': 0.5}}}, f)
+
+  workdir = str(tmp_path / 'sw')
+  table = sweep.run_sweep(default_config.get_config(), path, workdir, run_fn=fake_run)
+  failed = {r['name']: r for r in table['runs'] if r['status'] == 'failed'}
+  user, crash = failed['00_steps=100_target=cls'], failed['01_steps=100_target=groups']
+  assert (user['exit_status'], user['error']) == (
+      2, 'stage prepare: /data/x: no such file; (expected a folder)')
+  assert crash['exit_status'] == 1 and crash['error'] == 'RuntimeError: boom'
+  assert 'Traceback' in crash['traceback']            # kept in sweep.json for the crash
+  summary = sweep.failure_summary(workdir, table['runs'])
+  assert summary == (f'{workdir}/sweep.md: 2 of 3 runs failed: 00_steps=100_target=cls (exit '
+                     'status 2: stage prepare: /data/x: no such file; (expected a folder)); '
+                     '01_steps=100_target=groups (exit status 1: RuntimeError: boom)')
+  with open(os.path.join(workdir, 'sweep.md')) as f:
+    assert '| failed (exit 2) |' in f.read()
+  assert sweep.failure_summary(workdir, table['runs'][2:]) is None
+
+
+def test_sweep_file_errors_name_the_file_and_line(tmp_path):
+  broken = tmp_path / 'broken.py'
+  broken.write_text('def get_config():\n  return 1\n\ndef sweep():\n  return [{}] + undefined\n')
+  with pytest.raises(sweep.SweepError, match=rf"^{broken}:5: sweep\(\) raised NameError: name "
+                                             "'undefined' is not defined$"):
+    sweep.load_sweep(str(broken))
+  bad = write_config(tmp_path, [{'train.steps': 'many'}], 'bad_type.py')
+  with pytest.raises(sweep.SweepError, match=rf"^{bad}: sweep\(\)\[0\]: sweep override "
+                                             "'train.steps' = 'many'"):
+    sweep.run_sweep(default_config.get_config(), bad, str(tmp_path / 'out'), dry_run=True)
+
+
+@pytest.mark.parametrize('case', ['missing_file', 'syntax_error', 'unknown_override', 'run_fails'])
+def test_cli_errors_are_one_line_and_exit_2(case, tmp_path):
+  workdir = tmp_path / 'w'
+  extra = []
+  if case == 'missing_file':
+    path, wanted = str(tmp_path / 'nope.py'), ['nope.py: no such config file']
+  elif case == 'syntax_error':
+    path = str(tmp_path / 'syntax.py')
+    with open(path, 'w') as f:
+      f.write('def get_config(:\n  pass\n')
+    wanted = [f'{path}:1: invalid syntax']
+  elif case == 'unknown_override':
+    path, extra = write_config(tmp_path, RUNS), ['--config.train.stpes=5', '--dry_run']
+    wanted = [path, "--config.train.stpes: the config has no key 'stpes'", 'steps']
+  else:   # the child run's config check fails (a user error: crossjepa.main would exit 2)
+    path = write_config(tmp_path, [{'train.min_lr': 1.0}])
+    wanted = [f'{workdir}/sweep.md: 1 of 1 runs failed: 00_min_lr=1.0 (exit status 2: ',
+              'config.train.min_lr = 1.0 exceeds config.train.lr']
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-m', 'crossjepa.sweep', f'--config={path}',
+                         f'--workdir={workdir}', *extra], env=env, cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  lines = proc.stderr.strip().splitlines()
+  errors = [l for l in lines if l.startswith('crossjepa.sweep: error: ')]
+  # Only a run's own logging may precede the error line, which is the last one.
+  assert errors == [lines[-1]] and (case == 'run_fails' or len(lines) == 1), proc.stderr[-3000:]
+  for text in wanted:
+    assert text in lines[-1], (text, lines[-1])
+  assert 'Traceback' not in proc.stderr
+  if case == 'run_fails':
+    with open(workdir / 'sweep.json') as f:
+      assert json.load(f)['runs'][0]['exit_status'] == 2

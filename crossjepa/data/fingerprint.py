@@ -56,8 +56,9 @@ def source_fingerprint(data_config, class_names: Sequence[str] | None) -> dict[s
     root = os.path.abspath(str(d.root))
     fp['root'] = root
     fp['files'] = file_listing(root) if os.path.isdir(root) else None
-  if d.source == 'mesh_folder' and 'mesh_folder' in d:
-    fp['mesh_folder'] = _plain(d.mesh_folder)
+  if d.source == 'mesh_folder':
+    # Its 'pretrain' split is the objects the other pretraining splits do not hold (sources.py).
+    fp['mesh_folder'] = {**_plain(d.mesh_folder), 'pretrain_splits': _plain(d.pretrain_splits)}
   fp['class_names'] = None if class_names is None else [str(c) for c in class_names]
   return fp
 

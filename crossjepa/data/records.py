@@ -48,8 +48,8 @@ ExampleFn = Callable[[str], Iterator[tuple[str, dict[str, Any]]]]
 
 # ------------------------------------------------------------------------------------------ schema
 def is_eval_only(data_config) -> bool:
-  """data.eval_only: records with id/label/points/centers/groups only (read with a default)."""
-  return bool(data_config.get('eval_only', False)) if hasattr(data_config, 'get') else False
+  """data.eval_only: records with id/label/points/centers/groups only."""
+  return bool(data_config.eval_only)
 
 
 def features(data_config, teacher_width: int, feature_width: int | None = None

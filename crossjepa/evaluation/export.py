@@ -74,8 +74,8 @@ def point_encoder_from_config(config):
   """
   from crossjepa.models import point as point_lib  # pylint: disable=g-import-not-at-top
   m = config.model
-  overrides = m.get('point_overrides')
-  overrides = dict(overrides.to_dict() if hasattr(overrides, 'to_dict') else (overrides or {}))
+  overrides = m.point_overrides
+  overrides = dict(overrides.to_dict() if hasattr(overrides, 'to_dict') else overrides)
   overrides.update(num_groups=int(config.data.num_groups), group_size=int(config.data.group_size),
                    dtype='float32')
   return point_lib.point_encoder(m.point, **overrides)
@@ -189,7 +189,7 @@ def export(config, workdir: str) -> str:
       'group_size': int(config.data.group_size),
       'feature_dim': int(feat.shape[-1]),
       'step': int(step),
-      'recipe': str(config.get('recipe', '')),
+      'recipe': str(config.recipe),
       'crossjepa_version': __version__,
       'config_digest': 'sha256:' + config_digest(config),
       'created': time.strftime('%Y-%m-%dT%H:%M:%S%z'),

@@ -66,6 +66,16 @@ def _fit(x, y, C, *, classifier, standardize, seed):
   return clf
 
 
+def probe_kwargs(eval_config, seed: int) -> dict:
+  """The linear-probe settings of `config.eval` as `linear_probe` keyword arguments: the one place
+  that reads them, so every probe (evaluate, the training-time probe, benchmark, the teacher's)
+  uses the same protocol."""
+  e = eval_config
+  return {'C_grid': tuple(float(c) for c in e.svm_C), 'cv_folds': int(e.cv_folds),
+          'seed': int(seed), 'classifier': str(e.svm_classifier),
+          'standardize': bool(e.svm_standardize)}
+
+
 def linear_probe(train_x, train_y, test_x, test_y, *, C_grid: Sequence[float], cv_folds: int,
                  seed: int, classifier: str = 'svc_linear', standardize: bool = False) -> dict:
   """Fits the probe; returns accuracy, best_C, cv_scores, predictions and the protocol.

@@ -22,17 +22,15 @@ Batches = Iterable[tuple[dict[str, Any], Any]]
 def probe_features(config, train_x, train_y, test_x, test_y, *, seed: int) -> dict:
   """Linear probe + every few-shot setting of config.eval on given features."""
   e = config.eval
-  probe = probe_lib.linear_probe(
-      train_x, train_y, test_x, test_y, C_grid=tuple(e.svm_C), cv_folds=int(e.cv_folds), seed=seed,
-      classifier=str(e.get('svm_classifier', 'svc_linear')),
-      standardize=bool(e.get('svm_standardize', False)))
+  probe = probe_lib.linear_probe(train_x, train_y, test_x, test_y,
+                                 **probe_lib.probe_kwargs(e, seed))
   fewshot = {}
   for ways in e.fewshot_ways:
     for shots in e.fewshot_shots:
       fewshot[f'{int(ways)}way_{int(shots)}shot'] = fewshot_lib.fewshot(
           train_x, train_y, test_x, test_y, ways=int(ways), shots=int(shots),
           queries=int(e.fewshot_queries), folds=int(e.fewshot_folds), seed=seed,
-          C=float(e.get('fewshot_C', 0.01)), standardize=bool(e.get('svm_standardize', False)))
+          C=float(e.fewshot_C), standardize=bool(e.svm_standardize))
   return {'linear_probe': probe, 'fewshot': fewshot}
 
 
@@ -148,10 +146,7 @@ def make_probe_fn(config, workdir: str) -> Callable[[Any, Any, int], dict]:
       holder['embed'] = features_lib.make_embed_fn(module, enc, pooling=str(e.pooling))
     embed = holder['embed'].with_params(enc)
     r = probe_lib.linear_probe(feats(embed, train), train['label'], feats(embed, test),
-                               test['label'], C_grid=tuple(e.svm_C), cv_folds=int(e.cv_folds),
-                               seed=int(config.seed),
-                               classifier=str(e.get('svm_classifier', 'svc_linear')),
-                               standardize=bool(e.get('svm_standardize', False)))
+                               test['label'], **probe_lib.probe_kwargs(e, int(config.seed)))
     return {'accuracy': r['accuracy'], 'best_C': r['best_C']}
 
   return probe_fn
@@ -193,7 +188,7 @@ def _encoder_under_test(config, workdir: str):
   import os  # pylint: disable=g-import-not-at-top
   from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
   from crossjepa.training import checkpoint  # pylint: disable=g-import-not-at-top
-  export_dir = str(config.eval.get('encoder', '') or '')
+  export_dir = str(config.eval.encoder)
   if export_dir:
     module, enc, info = load_exported_encoder(config, export_dir)
     keys = ('variant', 'params_source', 'pooling', 'step', 'recipe', 'feature_dim', 'param_count',
@@ -259,7 +254,7 @@ def evaluate_run(config, workdir: str) -> dict:
                'num_train': int(arrays['train_y'].shape[0]),
                'num_test': int(arrays['test_y'].shape[0])},
   }
-  if not config.data.get('eval_only', False):
+  if not config.data.eval_only:
     # The 2D teacher whose cache the pretraining read, as the records' metadata names it.
     from crossjepa.data import records  # pylint: disable=g-import-not-at-top
     meta = dict(records.open_dataset(config, workdir).info.metadata or {})

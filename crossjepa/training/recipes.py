@@ -79,7 +79,7 @@ def _overrides(cfg_dict) -> dict:
 
 
 def compute_dtype(config):
-  name = str(config.train.get('dtype', 'float32'))
+  name = str(config.train.dtype)
   if name not in ('float32', 'bfloat16'):
     raise ValueError(f"config.train.dtype must be 'float32' or 'bfloat16', got {name!r}")
   return jnp.dtype(name)
@@ -91,8 +91,8 @@ def build_models(config, example_batch) -> Models:
   from crossjepa.models import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
   dtype = compute_dtype(config)
   m = config.model
-  point = point_lib.point_encoder(m.point, **{**_overrides(m.get('point_overrides')), 'dtype': dtype})
-  pred_over = {**_overrides(m.get('predictor_overrides')), 'dtype': dtype}
+  point = point_lib.point_encoder(m.point, **{**_overrides(m.point_overrides), 'dtype': dtype})
+  pred_over = {**_overrides(m.predictor_overrides), 'dtype': dtype}
   recipe = config.recipe
   if recipe == 'crossjepa':
     target = config.train.target
@@ -423,7 +423,7 @@ def seed_init(config, rng, example_batch, models: Optional[Models] = None):
   student = models.point.init(k_point, points, centers, groups)['params']
   tokens = models.point.apply({'params': student}, points, centers, groups)['tokens']
   view = jax.tree.map(lambda x: x[:, 0], batch['views'])
-  init_dir = str(config.model.get('vit_init', '') or '')
+  init_dir = str(config.model.vit_init)
   if not init_dir:
     vit_params = models.vit.init(k_vit, view['image'].astype(jnp.float32))['params']
   else:

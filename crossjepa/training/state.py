@@ -153,7 +153,7 @@ def make_optimizer(train_config, params: Any) -> optax.GradientTransformation:
   `params` (arrays or ShapeDtypeStructs) fixes the groups: one optax chain per distinct
   (freeze, weight_decay, lr_mult) combination, combined with `optax.multi_transform`.
   """
-  rules = train_config.get('param_rules', ())
+  rules = train_config.param_rules
   labels = param_labels(params, rules)
   lr = learning_rate_schedule(train_config)
   groups = {}
@@ -170,7 +170,7 @@ def make_optimizer(train_config, params: Any) -> optax.GradientTransformation:
     groups[label] = optax.chain(*parts)
   frozen_mask = jax.tree.map(lambda l: l == 'frozen', labels)
   chain = [optax.masked(optax.set_to_zero(), frozen_mask)]
-  if train_config.get('grad_clip', 0) and float(train_config.grad_clip) > 0:
+  if float(train_config.grad_clip) > 0:
     chain.append(optax.clip_by_global_norm(float(train_config.grad_clip)))
   chain.append(optax.multi_transform(groups, labels))
   return optax.chain(*chain)

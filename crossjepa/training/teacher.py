@@ -80,7 +80,7 @@ def _to_dict(cfg) -> dict:
 def teacher_data_config(config) -> ml_collections.ConfigDict:
   """config.data with the teacher's source (`teacher.train.source`, '' = data.source)."""
   data = ml_collections.ConfigDict(config.data.to_dict())
-  source = config.teacher.train.get('source', '') or config.data.source
+  source = config.teacher.train.source or config.data.source
   data.source = source
   return data
 
@@ -120,7 +120,7 @@ def render_split(config, workdir: str, split: str, *, data_config=None) -> dict[
   start = time.time()
   shapes = sources.iter_shapes(data_config, split)
   tasks = ((s, data_config, prepare.object_seed(config.seed, s.id)) for s in shapes)
-  workers = int(data_config.get('num_workers', 0) or 0)
+  workers = int(data_config.num_workers)
   if workers > 0:
     with multiprocessing.get_context('spawn').Pool(workers) as pool:
       rendered = list(pool.imap(_render_task, tasks, chunksize=8))
@@ -160,7 +160,7 @@ def optim_config(config) -> ml_collections.ConfigDict:
       'warmup_steps': int(min(t.warmup_steps, t.steps)), 'weight_decay': float(t.weight_decay),
       'b1': float(t.b1), 'b2': float(t.b2), 'grad_clip': float(t.grad_clip),
       'ema_momentum': tuple(t.ijepa.ema_momentum),
-      'param_rules': tuple(config.train.get('param_rules', ())),
+      'param_rules': tuple(config.train.param_rules),
   })
 
 
@@ -224,7 +224,7 @@ def build_models(config, num_classes: int) -> TeacherModels:
   context_block = int(np.clip(round(math.sqrt(float(ij.context_scale)) * grid), 1, grid))
   width = module.width
   pred = predictor_lib.predictor(str(ij.predictor), out_dim=width, query_dim=2, use_pose=False,
-                                 use_hist=False, **_to_dict(ij.get('predictor_overrides')))
+                                 use_hist=False, **_to_dict(ij.predictor_overrides))
   return TeacherModels('ijepa', module, predictor=pred, grid=grid, target_block=block,
                        num_targets=num_targets, context_block=context_block,
                        num_context=num_context)
@@ -462,7 +462,7 @@ def fit(config, images: np.ndarray, labels: np.ndarray, num_classes: int, *,
   step_fn = jax.jit(functools.partial(train_step, models=models, tcfg=t, ocfg=ocfg),
                     in_shardings=(state_sh, batch_sh, rep), out_shardings=(state_sh, rep),
                     donate_argnums=0)
-  log_every = max(int(t.get('log_every', 50)), 1)
+  log_every = int(t.log_every)
   procs, proc = jax.process_count(), jax.process_index()
   history = []
   for step in range(steps):
@@ -511,7 +511,7 @@ def train_fingerprint(config) -> str:
   return _fingerprint({'teacher.train': _to_dict(config.teacher.train), 'vit': config.model.vit,
                        'vit_overrides': _to_dict(config.model.vit_overrides), 'data': data,
                        'seed': int(config.seed),
-                       'param_rules': _to_dict({'r': config.train.get('param_rules', ())})})
+                       'param_rules': _to_dict({'r': config.train.param_rules})})
 
 
 def train_teacher(config, workdir: str) -> dict[str, Any]:
@@ -611,9 +611,7 @@ def teacher_probe(config, workdir: str, teacher_dir: str, train_split: str = 'tr
   e = config.eval
   result = linear_probe.linear_probe(
       features[train_split], labels[train_split], features[test_split], labels[test_split],
-      C_grid=tuple(e.svm_C), cv_folds=int(e.cv_folds), seed=int(config.seed),
-      classifier=str(e.get('svm_classifier', 'svc_linear')),
-      standardize=bool(e.get('svm_standardize', False)))
+      **linear_probe.probe_kwargs(e, int(config.seed)))
   result.pop('predictions')
   result['protocol'].update(
       features=f'teacher global embedding (float16, as cached) averaged over the {v} rendered '

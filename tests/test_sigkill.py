@@ -1,0 +1,103 @@
+"""SIGKILL (no handler runs, nothing is flushed) mid-prepare and mid-pretrain, then a rerun of the
+same command: it completes, and its records / parameters equal an uninterrupted run's bit for bit."""
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from crossjepa.training import loop
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OVERRIDES = ['--config.data.synthetic.pretrain_per_class=40',   # a prepare long enough to kill
+             '--config.train.steps=200', '--config.train.checkpoint_every=10',
+             '--config.train.log_every=50']
+
+
+def _command(workdir, mode):
+  return [sys.executable, '-m', 'crossjepa.main', f'--config={REPO}/configs/smoke.py',
+          f'--workdir={workdir}', f'--mode={mode}', *OVERRIDES]
+
+
+def _env():
+  return {**os.environ, 'JAX_PLATFORMS': 'cpu',
+          'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+
+
+def _run(workdir, mode):
+  proc = subprocess.run(_command(workdir, mode), capture_output=True, text=True, cwd=REPO,
+                        env=_env(), timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _kill_when(workdir, mode, ready, timeout=300.0):
+  """Starts `mode`, SIGKILLs it as soon as `ready()` holds; returns how long it ran."""
+  proc = subprocess.Popen(_command(workdir, mode), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, cwd=REPO, env=_env())
+  start = time.time()
+  try:
+    while not ready():
+      assert proc.poll() is None, f'{mode} ended (rc {proc.returncode}) before it could be killed'
+      assert time.time() - start < timeout
+      time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+  finally:
+    proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  return time.time() - start
+
+
+def _dataset_dir(workdir):
+  return os.path.join(workdir, 'data', 'crossjepa_objects', '1.0.0')
+
+
+def _records(workdir):
+  import tensorflow_datasets as tfds
+  from crossjepa.data import records
+  builder = tfds.builder_from_directory(_dataset_dir(workdir))
+  out = {}
+  for split in records.split_names(builder):
+    source = records.RecordSource(builder, split)
+    out[split] = [source[i] for i in range(len(source))]
+  return out
+
+
+def _checkpoints(workdir):
+  return sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, 'checkpoints', '*'))
+                if os.path.basename(p).isdigit())
+
+
+def test_sigkill_mid_prepare_and_mid_pretrain_then_rerun_is_bitwise(tmp_path):
+  ref, killed = str(tmp_path / 'ref'), str(tmp_path / 'killed')
+  _run(ref, 'teacher')
+  _run(killed, 'teacher')
+
+  # prepare: killed while TFDS writes its incomplete.* folder; the rerun removes it and rebuilds.
+  parent = os.path.dirname(_dataset_dir(killed))
+  _kill_when(killed, 'prepare', lambda: glob.glob(os.path.join(parent, 'incomplete.*')))
+  assert not os.path.exists(os.path.join(_dataset_dir(killed), 'dataset_info.json'))
+  _run(killed, 'prepare')
+  _run(ref, 'prepare')
+  assert not glob.glob(os.path.join(parent, 'incomplete.*'))
+  a, b = _records(ref), _records(killed)
+  assert sorted(a) == sorted(b) and sum(len(v) for v in a.values()) == 4 * (40 + 2 + 2)
+  for split in a:
+    for x, y in zip(a[split], b[split]):
+      (kx, vx), (ky, vy) = (jax.tree_util.tree_flatten_with_path(t) for t in (x, y))
+      assert [k for k, _ in kx] == [k for k, _ in ky] and vx == vy
+      for u, v in zip(jax.tree.leaves(x), jax.tree.leaves(y)):
+        np.testing.assert_array_equal(u, v)
+
+  # pretrain: killed once a checkpoint is on disk, before the end; the rerun resumes from it.
+  _kill_when(killed, 'pretrain', lambda: _checkpoints(killed))
+  assert 0 < max(_checkpoints(killed)) < 200
+  _run(killed, 'pretrain')
+  _run(ref, 'pretrain')
+  (p_ref, e_ref, s_ref), (p_k, e_k, s_k) = loop.restore_params(ref), loop.restore_params(killed)
+  assert s_ref == s_k == 200
+  for x, y in zip(jax.tree.leaves((p_ref, e_ref)), jax.tree.leaves((p_k, e_k))):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
