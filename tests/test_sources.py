@@ -25,7 +25,7 @@ def _default_data_config():
 
 
 def _config(**kw):
-  c = ml_collections.ConfigDict({'source': '', 'root': '', 'variant': ''})
+  c = _default_data_config()
   c.update(kw)
   return c
 
@@ -268,6 +268,15 @@ def test_modelnet40_normal_resampled_errors(tmp_path):
   os.remove(tmp_path / 'cup' / 'cup_0002.txt')
   with pytest.raises(FileNotFoundError, match=r'cup_0002\.txt'):
     list(sources.iter_shapes(data, 'test'))
+  _write_normal_resampled(tmp_path, {'train': ['cup_0001'], 'test': ['cup_0002']})
+  path = tmp_path / 'cup' / 'cup_0001.txt'
+  lines = path.read_text().splitlines()
+  lines[3] = 'nan,0,0,0,0,1'
+  lines[7] = '0,inf,0,0,0,1'
+  path.write_text('\n'.join(lines) + '\n')
+  with pytest.raises(ValueError, match=r'cup_0001\.txt: Shape modelnet40/cup_0001: 2 of its '
+                                       r'\d+ points are not finite \(NaN or Inf\), at rows \[3, 7\]'):
+    list(sources.iter_shapes(data, 'train'))
   (tmp_path / 'modelnet40_shape_names.txt').write_text('airplane\n')
   with pytest.raises(ValueError, match='expected 40 class names'):
     sources.class_names(data)

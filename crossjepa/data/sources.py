@@ -43,8 +43,8 @@ Sources (`data.source`), layouts per shared/DATASETS.md:
 
 Real datasets carry no colour: their `color` is a neutral grey (GREY). The dataset shapes are
 asserted (40 / 15 class names, 2048 points, 6 columns, 8192 points); the published split counts
-only when `data.strict_counts` is True (read with getattr, default False, so that tests can use
-tiny files).
+only when `data.strict_counts` is True (False in configs/default.py, so that tests can use tiny
+files; the benchmark configs set it).
 """
 from __future__ import annotations
 
@@ -81,8 +81,13 @@ class Shape:
       raise ValueError(f'Shape {self.id}: exactly one of mesh / points must be set')
     if self.points is not None:
       p = np.asarray(self.points, np.float32)
-      if p.ndim != 2 or p.shape[1] != 3 or not np.all(np.isfinite(p)):
-        raise ValueError(f'Shape {self.id}: points must be finite [M,3], got shape {p.shape}')
+      if p.ndim != 2 or p.shape[1] != 3:
+        raise ValueError(f'Shape {self.id}: points must be [M,3], got shape {p.shape}')
+      bad = np.flatnonzero(~np.isfinite(p).all(axis=1))
+      if bad.size:
+        rows = ', '.join(str(int(r)) for r in bad[:10]) + (', ...' if bad.size > 10 else '')
+        raise ValueError(f'Shape {self.id}: {bad.size} of its {len(p)} points are not finite '
+                         f'(NaN or Inf), at rows [{rows}]; expected finite x, y, z')
       self.points = p
     c = np.asarray(self.color, np.float32).reshape(-1)
     if c.shape != (3,) or np.any(c < 0) or np.any(c > 1):
@@ -90,19 +95,15 @@ class Shape:
     self.color = c
 
 
-def _get(config, name, default):
-  return getattr(config, name, default) if config is not None else default
-
-
 def _source(data_config) -> str:
-  source = _get(data_config, 'source', '')
+  source = data_config.source
   if source not in SOURCES:
     raise ValueError(f'data.source must be one of {SOURCES}, got {source!r}')
   return source
 
 
 def _root(data_config) -> str:
-  root = _get(data_config, 'root', '')
+  root = data_config.root
   if not root:
     raise ValueError(f'data.root must name the folder of the {data_config.source!r} files')
   if not os.path.isdir(root):
@@ -111,7 +112,7 @@ def _root(data_config) -> str:
 
 
 def _strict(data_config) -> bool:
-  return bool(_get(data_config, 'strict_counts', False))
+  return bool(data_config.strict_counts)
 
 
 def _check_split(data_config, split):
@@ -134,7 +135,7 @@ SYNTHETIC_SPLITS = ('train', 'test', 'pretrain', 'teacher')
 
 
 def _synthetic_classes(data_config) -> list[str]:
-  n = int(_get(data_config.synthetic, 'num_classes', 0))
+  n = int(data_config.synthetic.num_classes)
   if n < 0 or n > synthetic.NUM_CLASSES:
     raise ValueError(f'data.synthetic.num_classes must lie in [0, {synthetic.NUM_CLASSES}], got {n}')
   return synthetic.CLASS_NAMES[:n or synthetic.NUM_CLASSES]
@@ -157,13 +158,13 @@ def instance_seed(base_seed: int, split: str, class_index: int, index: int) -> i
 
 
 def _iter_synthetic(data_config, split) -> Iterator[Shape]:
-  kind = _get(data_config.synthetic, 'kind', 'clean')
+  kind = data_config.synthetic.kind
   if kind not in ('clean', 'scan'):
     raise ValueError(f"data.synthetic.kind must be 'clean' or 'scan', got {kind!r}")
-  base_seed = int(_get(data_config.synthetic, 'seed', 0))
+  base_seed = int(data_config.synthetic.seed)
   per_class = _synthetic_per_class(data_config, split)
   names = _synthetic_classes(data_config)
-  num_points = int(_get(data_config.synthetic, 'scan_points', 2048))
+  num_points = int(data_config.synthetic.scan_points)
   # Class-interleaved order, so that any prefix of the stream is class-balanced.
   for index in range(per_class):
     for label, name in enumerate(names):
@@ -330,7 +331,7 @@ MODELNET40_COUNTS = {'normal_resampled': {'train': 9843, 'test': 2468},
 
 
 def _modelnet_variant(data_config) -> str:
-  variant = _get(data_config, 'variant', '') or 'ply_hdf5_2048'
+  variant = data_config.variant or 'ply_hdf5_2048'
   if variant not in MODELNET40_COUNTS:
     raise ValueError(f'data.variant for modelnet40 must be one of {list(MODELNET40_COUNTS)}, '
                      f'got {variant!r}')
@@ -390,6 +391,14 @@ def _h5_dataset(h5file, key, path, expected):
   return h5file[key]
 
 
+def _point_shape(where: str, sid: str, label: int, split: str, points) -> Shape:
+  """A point-cloud Shape; an invalid cloud (NaN / Inf rows, wrong shape) names `where`."""
+  try:
+    return Shape(sid, label, split, None, points, GREY)
+  except ValueError as e:
+    raise ValueError(f'{where}: {e}') from None
+
+
 def _iter_h5_points(path, points_per_shape, label_range, split, id_prefix, ids=None,
                     chunk=256):
   """Reads `data` (n, P, 3) and `label` (n,) or (n,1) from one h5 file, a chunk at a time."""
@@ -414,7 +423,7 @@ def _iter_h5_points(path, points_per_shape, label_range, split, id_prefix, ids=N
         if not 0 <= lab < label_range:
           raise ValueError(f'{path}: row {start + k}: label {lab} outside [0, {label_range})')
         sid = ids[start + k] if ids is not None else f'{id_prefix}_{start + k:05d}'
-        yield Shape(sid, lab, split, None, points[k], GREY)
+        yield _point_shape(f'{path}: row {start + k}', sid, lab, split, points[k])
 
 
 def _h5_rows(path, key='data'):
@@ -444,7 +453,7 @@ def _iter_modelnet40(data_config, split) -> Iterator[Shape]:
         raise ValueError(f'{path}: cannot parse as comma-separated floats: {e}') from None
       if table.shape[1] != 6:
         raise ValueError(f'{path}: expected 6 columns (x,y,z,nx,ny,nz), found {table.shape[1]}')
-      yield Shape(f'modelnet40/{sid}', names.index(cls), split, None, table[:, :3], GREY)
+      yield _point_shape(path, f'modelnet40/{sid}', names.index(cls), split, table[:, :3])
   else:
     total = 0
     for k, path in enumerate(_h5_split_files(data_config, split, 'ply_data_')):
@@ -493,7 +502,7 @@ SCANOBJECTNN_COUNTS = {'PB_T50_RS': {'train': 11416, 'test': 2882},
 
 
 def _scanobjectnn_file(data_config, split) -> str:
-  variant = _get(data_config, 'variant', '') or 'PB_T50_RS'
+  variant = data_config.variant or 'PB_T50_RS'
   if variant not in SCANOBJECTNN_VARIANTS:
     raise ValueError(f'data.variant for scanobjectnn must be one of {list(SCANOBJECTNN_VARIANTS)}, '
                      f'got {variant!r}')
@@ -511,7 +520,7 @@ def _scanobjectnn_file(data_config, split) -> str:
 
 def _iter_scanobjectnn(data_config, split) -> Iterator[Shape]:
   path = _scanobjectnn_file(data_config, split)
-  variant = _get(data_config, 'variant', '') or 'PB_T50_RS'
+  variant = data_config.variant or 'PB_T50_RS'
   n = _h5_rows(path)
   expected = SCANOBJECTNN_COUNTS.get(variant, {}).get(split)
   if _strict(data_config) and expected is not None and n != expected:
