@@ -23,6 +23,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from crossjepa import console
 from crossjepa import fileio
 
 
@@ -123,50 +124,67 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
       prepare_lib.prepare(c, workdir)
 
   # 2. pretraining runs
+  # One bar over the runs on the terminal; each run's step bar is transient (crossjepa.console).
   runs: dict[str, list[tuple[int, Any, str]]] = {}
-  for name, overrides in b.variants:
-    runs[name] = []
-    for seed in seeds:
-      rc = variant_config(config, dict(overrides), seed)
-      path = run_dir(config, workdir, name, seed, rc)
-      logging.info('benchmark: pretraining %s seed %d in %s', name, seed, path)
-      loop.pretrain(rc, path)
-      runs[name].append((seed, rc, path))
+  with console.progress(total=len(b.variants) * len(seeds), desc='benchmark pretrain',
+                        unit='run') as bar:
+    for name, overrides in b.variants:
+      runs[name] = []
+      for seed in seeds:
+        rc = variant_config(config, dict(overrides), seed)
+        path = run_dir(config, workdir, name, seed, rc)
+        logging.info('benchmark: pretraining %s seed %d in %s', name, seed, path)
+        bar.set_postfix_str(f'{name} s{seed}', refresh=False)
+        out = loop.pretrain(rc, path, leave_progress=False)
+        logging.info('benchmark: %s seed %d: step %d, final loss %s, %.1f s', name, seed,
+                     out['step'], out['final_loss'], out['wall_s'])
+        runs[name].append((seed, rc, path))
+        bar.update(1)
 
   # 3. evaluation
   fs_key = _fewshot_key(config)
   bs = int(config.eval.batch_size)
   table: dict[str, dict[str, Any]] = {}
   embed = None
-  for kind, ec in eval_configs.items():
-    train_split, test_split = str(ec.data.eval_train_split), str(ec.data.eval_test_split)
+  # One bar over the evaluations: every run, the random-init baseline and the teacher, per set.
+  num_evals = sum(sum(len(e) for e in runs.values()) + 1
+                  + int(bool(b.teacher_probe) and not ec.data.eval_only)
+                  for ec in eval_configs.values())
+  with console.progress(total=num_evals, desc='benchmark evaluate', unit='probe') as bar:
+    for kind, ec in eval_configs.items():
+      train_split, test_split = str(ec.data.eval_train_split), str(ec.data.eval_test_split)
+      bar.set_postfix_str(kind, refresh=False)
 
-    def batches(split, ec=ec):
-      return lambda: pipeline.iterate_split(ec, workdir, split, bs)
+      def batches(split, ec=ec):
+        return lambda: pipeline.iterate_split(ec, workdir, split, bs)
 
-    rows: dict[str, Any] = {}
-    for name, entries in runs.items():
-      probes, shots = [], []
-      for seed, rc, path in entries:
-        module, enc, step, _ = protocol._encoder_under_test(rc, path)  # pylint: disable=protected-access
-        if embed is None:
-          embed = features_lib.make_embed_fn(module, enc, pooling=str(config.eval.pooling))
-        res = protocol.evaluate_encoder(ec, module, enc, batches(train_split)(),
-                                        batches(test_split)(), seed=seed, embed_fn=embed)
-        probes.append(res['linear_probe']['accuracy'])
-        shots.append(res['fewshot'].get(fs_key, {}).get('mean', float('nan')))
-      rows[name] = {'linear_probe': _summary(probes), fs_key: _summary(shots),
-                    'pretrain_seeds': seeds, 'steps': int(config.train.steps),
-                    'overrides': dict(dict(b.variants)[name])}
-    module = export_lib.point_encoder_from_config(config)
-    example = protocol.arrays_first_points(ec, workdir, test_split)
-    rand = protocol.random_init_baseline(ec, module, example, batches(train_split),
-                                         batches(test_split), embed_fn=embed)
-    rows['random_init'] = {'linear_probe': rand['linear_probe'],
-                           fs_key: rand['fewshot'].get(fs_key, {}), 'seeds': rand['protocol']['seeds']}
-    if b.teacher_probe and not ec.data.get('eval_only', False):
-      rows['teacher_2d'] = cached_teacher_probe(ec, workdir, train_split, test_split)
-    table[kind] = rows
+      rows: dict[str, Any] = {}
+      for name, entries in runs.items():
+        probes, shots = [], []
+        for seed, rc, path in entries:
+          module, enc, step, _ = protocol._encoder_under_test(rc, path)  # pylint: disable=protected-access
+          if embed is None:
+            embed = features_lib.make_embed_fn(module, enc, pooling=str(config.eval.pooling))
+          res = protocol.evaluate_encoder(ec, module, enc, batches(train_split)(),
+                                          batches(test_split)(), seed=seed, embed_fn=embed)
+          probes.append(res['linear_probe']['accuracy'])
+          shots.append(res['fewshot'].get(fs_key, {}).get('mean', float('nan')))
+          bar.update(1)
+        rows[name] = {'linear_probe': _summary(probes), fs_key: _summary(shots),
+                      'pretrain_seeds': seeds, 'steps': int(config.train.steps),
+                      'overrides': dict(dict(b.variants)[name])}
+      module = export_lib.point_encoder_from_config(config)
+      example = protocol.arrays_first_points(ec, workdir, test_split)
+      rand = protocol.random_init_baseline(ec, module, example, batches(train_split),
+                                           batches(test_split), embed_fn=embed)
+      bar.update(1)
+      rows['random_init'] = {'linear_probe': rand['linear_probe'],
+                             fs_key: rand['fewshot'].get(fs_key, {}),
+                             'seeds': rand['protocol']['seeds']}
+      if b.teacher_probe and not ec.data.eval_only:
+        rows['teacher_2d'] = cached_teacher_probe(ec, workdir, train_split, test_split)
+        bar.update(1)
+      table[kind] = rows
 
   out = {'table': table, 'fewshot_setting': fs_key, 'eval_sets': kinds,
          'protocol': {
@@ -201,9 +219,7 @@ def cached_teacher_probe(config, workdir: str, train_split: str, test_split: str
     feats[split] = (arrays['teacher/cls'].astype(np.float32).mean(axis=1), arrays['label'])
   e = config.eval
   res = linear_probe.linear_probe(
-      *feats[train_split], *feats[test_split], C_grid=tuple(e.svm_C), cv_folds=int(e.cv_folds),
-      seed=int(config.seed), classifier=str(e.get('svm_classifier', 'svc_linear')),
-      standardize=bool(e.get('svm_standardize', False)))
+      *feats[train_split], *feats[test_split], **linear_probe.probe_kwargs(e, int(config.seed)))
   res.pop('predictions', None)
   meta = records.open_dataset(config, workdir).info.metadata
   res['protocol'].update(features='cached teacher/cls averaged over the object\'s views',

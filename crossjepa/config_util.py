@@ -37,9 +37,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                       f'config.data.num_views = {d.num_views}')
   if tr.min_lr > tr.lr:
     raise ConfigError(f'config.train.min_lr = {tr.min_lr} exceeds config.train.lr = {tr.lr}')
-  if tr.warmup_steps > tr.steps:
-    raise ConfigError(f'config.train.warmup_steps = {tr.warmup_steps} exceeds '
-                      f'config.train.steps = {tr.steps}')
   if d.source != 'synthetic' and not d.root:
     raise ConfigError(f'config.data.root is empty; the {d.source!r} source reads its files from there')
   if d.source == 'synthetic' and d.root:

@@ -4,6 +4,10 @@
 
 All logic lives in `crossjepa.run.run(config, workdir, mode)`, which tests call directly.
 `--config.a.b=value` overrides a key of the locked config; an unknown key is an error naming it.
+
+The terminal shows stage headers, progress bars, warnings, errors and the results tables; every
+INFO record (ours, orbax, TFDS, grain, jax) goes to WORKDIR/log.txt only, unless `--verbosity=0`
+or `-v 1` (absl's flag) asks for them on the terminal too (crossjepa/console.py).
 """
 import os
 import sys
@@ -13,6 +17,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from crossjepa import console
 from crossjepa import run as run_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -51,12 +56,16 @@ def main(argv):
   _in_main = True
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.INFO)
+  # absl's app.run leaves the loggers at INFO (or what --verbosity says); the terminal shows less.
+  console.configure_terminal()
   maybe_initialize_distributed(_DISTRIBUTED.value)
   try:
     run_lib.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
   except run_lib.UserError as e:
     print(f'crossjepa: error: {e}', file=sys.stderr)
+    log = os.path.join(_WORKDIR.value, console.LOG_FILE)
+    if os.path.exists(log):
+      print(f'crossjepa: full log: {log}', file=sys.stderr)
     sys.exit(2)
 
 

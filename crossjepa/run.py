@@ -8,6 +8,8 @@ Each stage reads what the previous one wrote under WORKDIR, so a stage can be re
   WORKDIR/export/       the exported point encoder (crossjepa.load_encoder)
   WORKDIR/plots/        PNG figures
   WORKDIR/results.json  every number with its protocol
+  WORKDIR/config.json   the config of the last run that succeeded (written at its end)
+  WORKDIR/log.txt       every run's full log, appended (the terminal shows stages, bars, tables)
 
 With config.eval.encoder (an export folder of another run), `--mode=all` runs prepare -> evaluate
 only: the benchmark configs (configs/modelnet40.py, configs/scanobjectnn.py) evaluate a pretrained,
@@ -21,6 +23,7 @@ from absl import logging
 import ml_collections
 
 from crossjepa import config_util
+from crossjepa import console
 from crossjepa import fileio
 
 MODES = ['all', 'teacher', 'prepare', 'pretrain', 'evaluate', 'benchmark', 'export']
@@ -111,8 +114,7 @@ def stage_evaluate(config, workdir):
 
 
 def benchmark_enabled(config) -> bool:
-  b = config.get('benchmark')
-  return bool(b and b.enabled and config.data.source == 'synthetic')
+  return bool(config.benchmark.enabled and config.data.source == 'synthetic')
 
 
 def stage_benchmark(config, workdir):
@@ -159,8 +161,26 @@ def stage_export(config, workdir):
   return {'export_dir': export.export(config, workdir)}
 
 
+def _stage_note(stage: str, out: dict) -> str:
+  """A few words on the terminal after a stage that reused its output (else only its time)."""
+  if stage == 'prepare' and out.get('skipped'):
+    return f", reused {out.get('data_dir')}"
+  if stage == 'teacher' and out.get('reused'):
+    return f", reused {out.get('teacher')}"
+  return ''
+
+
+STAGES = {'teacher': stage_teacher, 'prepare': stage_prepare, 'pretrain': stage_pretrain,
+          'evaluate': stage_evaluate, 'benchmark': stage_benchmark, 'export': stage_export}
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'all') -> dict:
-  """Runs one stage, or all of them in order; returns what the stages reported."""
+  """Runs one stage, or all of them in order; returns what the stages reported.
+
+  Logging records go to WORKDIR/log.txt (crossjepa.console.log_to_file); the terminal gets a header
+  and a time per stage. WORKDIR/config.json is written only once every stage succeeded, so it
+  always describes the config that produced the workdir (the attempt is in log.txt either way).
+  """
   if mode not in MODES:
     raise UserError(f'--mode={mode!r}; expected one of {MODES}')
   try:
@@ -168,11 +188,24 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'all') -> d
   except config_util.ConfigError as e:
     raise UserError(str(e)) from None
   os.makedirs(workdir, exist_ok=True)
-  fileio.atomic_write_text(os.path.join(workdir, 'config.json'), config_util.to_json(config))
+  config_text = config_util.to_json(config)
+  with console.log_to_file(workdir) as log:
+    logging.info('run: mode=%s workdir=%s; config attempted:\n%s', mode, workdir, config_text)
+    report = _run_stages(config, workdir, mode)
+    fileio.atomic_write_text(os.path.join(workdir, f'stages_{mode}.json'),
+                             json.dumps(report, indent=2, default=str))
+    fileio.atomic_write_text(os.path.join(workdir, 'config.json'), config_text)
+    total = sum(r['seconds'] for r in report.values())
+    logging.info('run: %s done in %.1f s', mode, total)
+    console.say(f'done in {total:.1f} s; full log: {log}')
+  return report
+
+
+def _run_stages(config: ml_collections.ConfigDict, workdir: str, mode: str) -> dict:
   stages = ['teacher', 'prepare', 'pretrain', 'evaluate', 'export'] if mode == 'all' else [mode]
   if mode == 'all' and benchmark_enabled(config):
     stages.insert(stages.index('export'), 'benchmark')
-  if config.eval.get('encoder', '') and mode in ('all', 'prepare', 'evaluate'):
+  if config.eval.encoder and mode in ('all', 'prepare', 'evaluate'):
     if mode == 'all':
       stages = ['prepare', 'evaluate']   # evaluate a given export: nothing to train or export here
     from crossjepa.evaluation import protocol  # pylint: disable=g-import-not-at-top
@@ -181,22 +214,20 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'all') -> d
     except (FileNotFoundError, ValueError) as e:
       raise UserError(str(e)) from e
   report = {}
-  for stage in stages:
+  for number, stage in enumerate(stages, 1):
     if stage != 'teacher':
       config = resolve_teacher(config, workdir)
     start = time.time()
     logging.info('=== stage %s ===', stage)
-    fn = globals()[f'stage_{stage}']
+    console.header(stage if len(stages) == 1 else f'{stage} ({number}/{len(stages)})')
+    fn = STAGES[stage]
     try:
       out = fn(config, workdir)
     except (FileNotFoundError, ValueError) as e:
       # Bad input (a missing file, a dataset that does not match the config) ends the run with
       # the message that names it; programming errors keep their traceback.
-      if isinstance(e, (FloatingPointError,)):
-        raise
       raise UserError(f'stage {stage}: {e}') from e
     report[stage] = {'seconds': round(time.time() - start, 2), **(out or {})}
     logging.info('stage %s done in %.1f s', stage, report[stage]['seconds'])
-  fileio.atomic_write_text(os.path.join(workdir, f'stages_{mode}.json'),
-                     json.dumps(report, indent=2, default=str))
+    console.say(f'   {stage}: {report[stage]["seconds"]:.1f} s{_stage_note(stage, out or {})}')
   return report

@@ -45,6 +45,8 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
+from crossjepa import console
+
 PROG = 'crossjepa.sweep'
 _FLAGS: dict[str, Any] = {}
 
@@ -235,11 +237,13 @@ def run_sweep(config: ml_collections.ConfigDict, config_path: str, workdir: str,
   path = config_path.split(':', 1)[0]
   # Validate every run's overrides before starting the first one: a typo in run 7 should not
   # surface hours into the sweep.
+  from crossjepa import config_util  # pylint: disable=g-import-not-at-top
   configs = []
   for i, o in enumerate(sweep):
     try:
       configs.append(apply_overrides(config, o))
-    except SweepError as e:
+      config_util.check_config(configs[-1])   # the declared schema and cross-field rules
+    except (SweepError, config_util.ConfigError) as e:
       raise SweepError(f'{path}: sweep()[{i}]: {e}') from e
   names = [run_dirname(i, o) for i, o in enumerate(sweep)]
   if not dry_run and os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -363,7 +367,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]} (every option is a --flag=value)')
-  logging.set_verbosity(logging.INFO)
+  console.configure_terminal()   # INFO to each run's WORKDIR/log.txt, not to the terminal
   config_path = config_flags.get_config_filename(flags.FLAGS['config'])
   workdir = _FLAGS['workdir'].value
   base = [a for a in sys.argv[1:] if a.startswith('--config.')]

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from absl import logging
 import numpy as np
 
+from crossjepa import console
 from crossjepa.data import records
 
 PLOT_OBJECTS = 3   # objects shown in plots/views.png
@@ -205,7 +206,7 @@ def finish_chunk_geometry(partials: Sequence[dict[str, Any]], config, chunk_obje
 def _chunk_objects(config, teacher) -> int:
   if teacher is not None:
     return int(teacher.chunk_objects)
-  return int(config.data.get('teacher_chunk', 16) or 16)
+  return int(config.data.teacher_chunk)
 
 
 def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
@@ -290,7 +291,7 @@ def plot_examples(path: str, examples: Sequence[dict[str, Any]], patch_size: int
 
 def check_num_classes(data_config, class_names: Sequence[str]) -> None:
   """data.num_classes (when > 0) must equal the number of the source's class names."""
-  want = int(data_config.get('num_classes', 0) or 0)
+  want = int(data_config.num_classes)
   if want and len(class_names) != want:
     raise ValueError(f'data.num_classes = {want}, but source {data_config.source!r} (root '
                      f'{data_config.root!r}, variant {data_config.variant!r}) has '
@@ -362,6 +363,8 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
   check_num_classes(d, class_names)
   if teacher is None and not eval_only:
     teacher = teacher_cache.Teacher(config)
+  # The progress bar's total (and so its ETA) when the shapes come from the config's source.
+  num_objects = sum(sources.count(d, s) for s in splits) if shapes_fn is None else None
   if shapes_fn is None:
     shapes_fn = functools.partial(sources.iter_shapes, d)
 
@@ -375,7 +378,9 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
       if len(shown) < PLOT_OBJECTS and 'image' in example.get('views', {}):
         shown.append(example)
       total = sum(counts.values())
-      if total % 200 == 0:
+      bar.set_postfix_str(split, refresh=False)
+      bar.update(1)
+      if total % 200 == 0:   # log.txt; the terminal has the bar
         logging.info('prepare: %d objects, %.1f objects/s', total, total / (time.time() - start))
     return generate_examples(config, split, teacher, shapes=shapes_fn(split), on_example=on_example)
 
@@ -383,7 +388,11 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
   builder = records.make_builder(config, workdir, teacher_info=teacher_info,
                                  class_names=class_names, splits=splits, example_fn=example_fn,
                                  fingerprint=fingerprint)
-  records.write(builder, d.shards)
+  logging.info('prepare: %s objects of splits %s into %s',
+               'the given' if num_objects is None else num_objects, splits, path)
+  with console.progress(total=num_objects, desc=f'prepare[{d.name}]', unit='obj') as bar:
+    with console.tfds_quiet():   # TFDS's own bars and prints: ours above, its prints to log.txt
+      records.write(builder, d.shards)
   seconds = time.time() - start
   total = sum(counts.values())
   summary = {'data_dir': path, 'skipped': False, 'splits': counts, 'seconds': round(seconds, 2),

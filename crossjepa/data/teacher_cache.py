@@ -20,6 +20,7 @@ import math
 import os
 from typing import Any
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -94,6 +95,9 @@ class Teacher:
     self._fn = jax.jit(functools.partial(_teacher_fn, teacher=teacher),
                        in_shardings=(self._replicated, self._batch, self._batch),
                        out_shardings=(self._batch, self._batch))
+    logging.info('teacher cache: %s (%s), grid %s (stride %d), global %d-d, features %d-d; %d images '
+                 'per call over %d device(s)', self.name, spec.architecture, self.grid, self.stride,
+                 self.width, self.feature_width, self.chunk_images, len(devices))
 
   def teacher_info(self) -> dict[str, Any]:
     """The records' metadata entry: name, architecture, sizes, stride and grid, widths, checksum."""
@@ -135,7 +139,7 @@ def random_init_name(config) -> str:
 
 
 def feature_stage(config) -> str:
-  return str(config.teacher.get('feature_stage', '') or '')
+  return str(config.teacher.feature_stage)
 
 
 def expected_teacher_info(config) -> dict[str, Any] | None:

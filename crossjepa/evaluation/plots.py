@@ -45,35 +45,58 @@ def read_metrics(metrics_jsonl_path: str) -> list[dict]:
   return rows
 
 
+def _is_accuracy(key: str) -> bool:
+  """probe/accuracy, probe/fewshot_acc...: fractions in [0, 1] that share one axis."""
+  return 'acc' in key.rsplit('/', 1)[-1]
+
+
+def curve_series(rows: Sequence[dict]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+  """metrics.jsonl rows -> {axis: {key: [(step, value), ...]}} as `plot_curves` draws them.
+
+  Axes: 'loss' (the training loss), 'probe accuracy' (probe/* accuracies, fractions) and
+  'probe hyperparameters' (every other probe/* value, e.g. probe/best_C: the C the probe's
+  cross-validation chose, on its own log axis, not among the accuracies). Empty axes are left out.
+  """
+  def points(key):
+    return [(r['step'], r[key]) for r in rows if isinstance(r.get(key), (int, float))
+            and not isinstance(r.get(key), bool) and math.isfinite(r[key])]
+
+  probe_keys = sorted({k for r in rows for k in r if k.startswith('probe/')})
+  axes = {'loss': {'loss': points('loss')},
+          'probe accuracy': {k: points(k) for k in probe_keys if _is_accuracy(k)},
+          'probe hyperparameters': {k: points(k) for k in probe_keys if not _is_accuracy(k)}}
+  return {name: {k: v for k, v in series.items() if v} for name, series in axes.items()
+          if name == 'loss' or any(series.values())}
+
+
+def curves_figure(rows: Sequence[dict]):
+  """The matplotlib figure of `curve_series(rows)`: one panel per axis, left to right."""
+  series = curve_series(rows)
+  titles = {'loss': ('pretraining loss', 'training loss'),
+            'probe accuracy': ('linear probe during pretraining', 'accuracy'),
+            'probe hyperparameters': ('probe: selected hyperparameters', 'value')}
+  fig, axes = plt.subplots(1, len(series), figsize=(5.5 * len(series), 4), squeeze=False)
+  for ax, (name, lines) in zip(axes[0], series.items()):
+    for key, pts in lines.items():
+      ax.plot(*zip(*pts), marker='o' if name != 'loss' else None, label=key)
+    ax.set_title(titles[name][0])
+    ax.set_ylabel(titles[name][1])
+    if name == 'probe hyperparameters' and all(v > 0 for pts in lines.values() for _, v in pts):
+      ax.set_yscale('log')   # C comes from a log-spaced grid
+      ax.set_ylabel('value (log scale)')
+    ax.set_xlabel('step')
+    ax.grid(alpha=0.3)
+    if name != 'loss':
+      ax.legend(fontsize=8)
+  return fig
+
+
 def plot_curves(metrics_jsonl_path: str, out_png: str) -> str:
-  """Loss over steps (left) and every probe/* metric over steps (right, if any ran)."""
+  """Loss over steps, and the probe/* metrics if any ran (accuracies; best_C on its own axis)."""
   rows = [r for r in read_metrics(metrics_jsonl_path) if 'step' in r]
   if not rows:
     raise ValueError(f'{metrics_jsonl_path}: no rows with a `step`')
-  probe_keys = sorted({k for r in rows for k in r if k.startswith('probe/')})
-  fig, axes = plt.subplots(1, 2 if probe_keys else 1, figsize=(11 if probe_keys else 6, 4),
-                           squeeze=False)
-  ax = axes[0, 0]
-  loss = [(r['step'], r['loss']) for r in rows if isinstance(r.get('loss'), (int, float))
-          and math.isfinite(r['loss'])]
-  if loss:
-    ax.plot(*zip(*loss), label='loss')
-  ax.set_xlabel('step')
-  ax.set_ylabel('training loss')
-  ax.set_title('pretraining loss')
-  ax.grid(alpha=0.3)
-  if probe_keys:
-    ax = axes[0, 1]
-    for key in probe_keys:
-      pts = [(r['step'], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-      if pts:
-        ax.plot(*zip(*pts), marker='o', label=key)
-    ax.set_xlabel('step')
-    ax.set_ylabel('probe')
-    ax.set_title('linear probe during pretraining')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-  return _save(fig, out_png)
+  return _save(curves_figure(rows), out_png)
 
 
 def plot_tsne(features: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None,

@@ -11,7 +11,8 @@
 - a non-finite loss raises FloatingPointError naming the step; the last saved checkpoint is kept
   (the step's loss is checked before any later checkpoint is written);
 - logging: TensorBoard scalars (WORKDIR/tb, tensorboardX), WORKDIR/metrics.jsonl (one JSON per
-  logged step, read by the plots), a tqdm bar with steps/s and ETA; an optional cheap probe
+  logged step, read by the plots), a progress bar with steps/s and ETA (crossjepa.console: live on
+  a TTY, one final line otherwise; absl INFO records go to WORKDIR/log.txt); an optional cheap probe
   `probe_fn(params, ema_params, step) -> dict` every train.probe_every steps, logged as 'probe/*'.
 
 Device-resident mode (train.device_resident = True; GitHub issue "Pretraining" §6): when the
@@ -50,6 +51,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
+from crossjepa import console
 from crossjepa.training import checkpoint as ckpt_lib
 from crossjepa.training import recipes as recipes_lib
 from crossjepa.training import state as state_lib
@@ -161,7 +163,7 @@ def _device_dataset(config, workdir, recipe, mesh, given) -> tuple[Any, dict[str
   if 'label' in host:
     host['label'] = host['label'].astype(np.int32)
   nbytes = sum(x.nbytes for x in jax.tree.leaves(host))
-  limit_gb = float(tr.get('device_resident_max_gb', 8.0))
+  limit_gb = float(tr.device_resident_max_gb)
   if nbytes > limit_gb * 2 ** 30:
     raise ValueError(
         f'train.device_resident: the training set ({", ".join(config.data.pretrain_splits)}) is '
@@ -202,7 +204,8 @@ def _check_finite(step: int, metrics: dict[str, Any]) -> dict[str, float]:
 def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
              probe_fn: Optional[Callable[[Any, Any, int], dict]] = None,
              max_steps_this_run: Optional[int] = None,
-             device_dataset: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+             device_dataset: Optional[dict[str, Any]] = None,
+             leave_progress: bool = True) -> dict[str, Any]:
   """Pretrains (or resumes) `config.recipe`; returns a summary dict (see the module docstring).
 
   Args:
@@ -215,6 +218,8 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
       preemption would; a later call resumes.
     device_dataset: train.device_resident only: the training set as numpy arrays (tests); default:
       the records of data.pretrain_splits under WORKDIR/data.
+    leave_progress: False: the step bar is cleared when done (a non-TTY stderr gets no line for
+      it), for callers that show their own bar over several runs (crossjepa.benchmark).
   """
   t_start = time.time()
   workdir = epath.Path(workdir)
@@ -222,7 +227,7 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
   tr = config.train
   total = int(tr.steps)
   recipe = recipes_lib.get_recipe(config.recipe)
-  resident = bool(tr.get('device_resident', False))
+  resident = bool(tr.device_resident)
   mesh = step_lib.make_mesh(config)
   if resident:
     if data_iterator is not None:
@@ -273,24 +278,23 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
   if jax.process_index() == 0:
     logging.info('pretrain: recipe=%s params=%d groups=%s mesh=%s start=%d steps=%d',
                  config.recipe, num_params,
-                 state_lib.describe_rules(state.params, tr.get('param_rules', ())),
+                 state_lib.describe_rules(state.params, tr.param_rules),
                  dict(mesh.shape), start, total)
 
   writer = _Writer(workdir, start)
   end = total if max_steps_this_run is None else min(total, start + int(max_steps_this_run))
   log_every = max(1, int(tr.log_every))
   ckpt_every = int(tr.checkpoint_every)
-  probe_every = int(tr.get('probe_every', 0) or 0)
+  probe_every = int(tr.probe_every)
   pending = None            # (step, metrics) of the last dispatched step, not yet checked
   last_host: dict[str, float] = {}
   saved_step = latest
   preempted = False
   step = start
   t_loop = None
+  bar = console.progress(total=total, initial=start, desc=f'pretrain[{config.recipe}]', unit='step',
+                         leave=leave_progress, disable=jax.process_index() != 0)
   try:
-    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm(total=total, initial=start, desc=f'pretrain[{config.recipe}]', unit='step',
-               disable=jax.process_index() != 0, dynamic_ncols=True)
 
     def settle():
       """Checks (and logs) the pending step's metrics; called one step late to keep dispatch async."""
@@ -335,8 +339,8 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
       settle()
       if saved_step != step:
         checkpoint(step)
-    bar.close()
   finally:
+    bar.close()
     manager.wait_until_finished()
     manager.close()
     writer.close()

@@ -1,0 +1,209 @@
+"""What the terminal shows, and what WORKDIR/log.txt keeps (GitHub issue "Nothing silent").
+
+Terminal:
+  stderr  stage headers (`== prepare ==`) and their times, one progress bar per long stage,
+          WARNING and ERROR records (ours and third parties'), errors;
+  stdout  the results tables only.
+WORKDIR/log.txt (`log_to_file`, used by `crossjepa.run.run`): every absl / Python logging record
+at INFO and above, ours and third parties' (orbax, TFDS, grain, jax), appended; per run a header
+with the time, pid and command line, the config attempted, and the traceback of a run that failed.
+
+`--verbosity=N` (absl's flag, `-v N`) given on the command line shows absl's level N on the
+terminal too (0: INFO, 1: DEBUG, which then also reaches the file); without it the terminal keeps
+WARNING and above (`configure_terminal`, called by crossjepa.main).
+
+TFDS writes "Downloading and preparing dataset ..." with `print` (termcolor) and draws its own
+tqdm bars; `tfds_quiet` disables those bars and sends its prints to the log as INFO records.
+
+Progress bars (`progress`): on a TTY, tqdm with its live rate and ETA. On a non-TTY stderr (CI,
+tests, `| tee`) no live updates at all (no carriage returns), and ONE line when the bar closes,
+with the final count, elapsed time and rate: a log viewer sees each stage's progress without
+hundreds of redraws. A bar made with leave=False prints nothing there (a TTY shows it while it
+runs, then clears it).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import logging as py_logging
+import math
+import os
+import shlex
+import sys
+import traceback
+from typing import Iterator
+
+from absl import flags
+from absl import logging
+import tqdm
+
+LOG_FILE = 'log.txt'
+
+
+def _process_index() -> int:
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_index()
+
+
+def is_primary() -> bool:
+  """Process 0 of a multi-process job: the one that prints headers and bars."""
+  return _process_index() == 0
+
+
+# ------------------------------------------------------------------------------------------ terminal
+def terminal_level() -> int:
+  """The Python logging level the terminal shows: WARNING, or absl's level for an explicit -v N."""
+  verbosity = flags.FLAGS['verbosity']
+  if verbosity.present and verbosity.value >= 0:
+    return logging.converter.absl_to_standard(min(verbosity.value, logging.DEBUG))
+  return py_logging.WARNING
+
+
+def configure_terminal() -> None:
+  """After absl parsed the flags (crossjepa.main): the terminal handler keeps `terminal_level()`.
+
+  The loggers themselves stay at INFO (or lower with -v 1), so `log_to_file` gets every INFO
+  record while the terminal does not.
+  """
+  logging.get_absl_handler().setLevel(terminal_level())
+  if py_logging.root.level > py_logging.INFO:
+    py_logging.root.setLevel(py_logging.INFO)
+
+
+def header(text: str) -> None:
+  """`== text ==` on the terminal (stderr; process 0 only)."""
+  say(f'== {text} ==')
+
+
+def say(text: str) -> None:
+  """A status line on the terminal (stderr; process 0 only); not logged: log it separately."""
+  if is_primary():
+    print(text, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ log file
+def log_path(workdir: str) -> str:
+  """WORKDIR/log.txt on process 0; WORKDIR/log.process<i>.txt on the others."""
+  index = _process_index()
+  name = LOG_FILE if index == 0 else f'log.process{index}.txt'
+  return os.path.join(os.fspath(workdir), name)
+
+
+@contextlib.contextmanager
+def log_to_file(workdir: str) -> Iterator[str]:
+  """Appends every logging record at INFO and above to WORKDIR/log.txt while the body runs.
+
+  Writes a header (time, pid, command line) first, and the traceback of an exception that leaves
+  the body. The root and absl loggers are lowered to INFO for the duration when they are above it
+  (in-process callers such as tests, where absl's app.run did not set them); the terminal's
+  handler keeps its own level (`configure_terminal`). Yields the log's path.
+  """
+  path = log_path(workdir)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  handler = py_logging.FileHandler(path, mode='a', encoding='utf-8')
+  handler.setLevel(min(py_logging.INFO, terminal_level()))   # DEBUG too only with -v 1
+  handler.setFormatter(logging.PythonFormatter())
+  now = datetime.datetime.now().astimezone().isoformat(timespec='seconds')
+  command = shlex.join(getattr(sys, 'orig_argv', sys.argv))
+  handler.stream.write(f'\n===== crossjepa run {now}, pid {os.getpid()} =====\n'
+                       f'command: {command}\ncwd: {os.getcwd()}\n')
+  handler.flush()
+  root, absl_logger = py_logging.root, logging.get_absl_logger()
+  saved = root.level, absl_logger.level
+  root.setLevel(min(root.level, py_logging.INFO))
+  if absl_logger.level > py_logging.INFO:
+    absl_logger.setLevel(py_logging.INFO)
+  root.addHandler(handler)
+  try:
+    yield path
+  except BaseException as e:
+    with handler.lock:
+      handler.stream.write(f'run failed: {type(e).__name__}: {e}\n' + traceback.format_exc())
+      handler.flush()
+    raise
+  finally:
+    root.removeHandler(handler)
+    handler.close()
+    root.setLevel(saved[0])
+    absl_logger.setLevel(saved[1])
+
+
+class _LogLines(io.TextIOBase):
+  """A text stream that logs every complete line it receives as an INFO record."""
+
+  def __init__(self, prefix: str):
+    super().__init__()
+    self._prefix = prefix
+    self._pending = ''
+
+  def writable(self) -> bool:
+    return True
+
+  def write(self, text: str) -> int:
+    *lines, self._pending = (self._pending + text).split('\n')
+    for line in lines:
+      if line.strip():
+        logging.info('%s%s', self._prefix, line.rstrip())
+    return len(text)
+
+  def flush(self) -> None:
+    if self._pending.strip():
+      logging.info('%s%s', self._prefix, self._pending.rstrip())
+    self._pending = ''
+
+
+@contextlib.contextmanager
+def tfds_quiet() -> Iterator[None]:
+  """TFDS's own tqdm bars off and its `print`s ("Downloading and preparing dataset ...", "Dataset
+  ... downloaded and prepared") logged as INFO instead of printed (tensorflow_datasets 4.9 prints
+  them with termcolor.cprint to stdout, whatever the logging levels).
+
+  sys.stdout is process-wide while the body runs: keep the body to the TFDS call.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()
+  sink = _LogLines('tfds: ')
+  try:
+    with contextlib.redirect_stdout(sink):
+      yield
+  finally:
+    sink.flush()
+
+
+# ------------------------------------------------------------------------------------------ progress
+class _FinalLineBar(tqdm.tqdm):
+  """A bar for a non-interactive stderr: no live display; one line when it closes (leave=True)."""
+
+  def __init__(self, *args, **kwargs):
+    # delay=inf: tqdm never draws; mininterval=inf: update() never even formats.
+    super().__init__(*args, delay=math.inf, mininterval=math.inf, **kwargs)
+
+  def close(self):
+    line = None
+    if not self.disable and self.leave:
+      line = self.format_meter(**self.format_dict)
+    super().close()
+    if line is not None:
+      self.fp.write(line + '\n')
+      self.fp.flush()
+
+
+def interactive() -> bool:
+  """Whether stderr is a terminal (live bars) or not (CI, tests, pipes: one line per bar)."""
+  return bool(getattr(sys.stderr, 'isatty', lambda: False)())
+
+
+def progress(total: int | None = None, desc: str = '', unit: str = 'it', *, initial: int = 0,
+             leave: bool = True, disable: bool | None = None) -> tqdm.tqdm:
+  """A tqdm bar on stderr (see the module docstring); hidden on processes other than 0.
+
+  Close it (`with` or `.close()`) when the stage ends: the non-TTY line is written then.
+  """
+  if disable is None:
+    disable = not is_primary()
+  kwargs = dict(total=total, desc=desc, unit=unit, initial=initial, leave=leave, disable=disable,
+                file=sys.stderr)
+  if interactive():
+    return tqdm.tqdm(dynamic_ncols=True, **kwargs)
+  return _FinalLineBar(**kwargs)
