@@ -1,5 +1,7 @@
-"""SIGKILL (no handler runs, nothing is flushed) mid-prepare and mid-pretrain, then a rerun of the
-same command: it completes, and its records / parameters equal an uninterrupted run's bit for bit."""
+"""SIGKILL (no handler runs, nothing is flushed) of `python -m crossjepa.main` mid-prepare and
+mid-pretrain, then a rerun in the same workdir: it completes, and its records / parameters equal an
+uninterrupted run's bit for bit. Only the killed runs are subprocesses; the reruns and the
+reference run in this process (the same `run.run` that main calls)."""
 import glob
 import os
 import signal
@@ -13,9 +15,22 @@ import numpy as np
 from crossjepa.training import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OVERRIDES = ['--config.data.synthetic.pretrain_per_class=40',   # a prepare long enough to kill
-             '--config.train.steps=200', '--config.train.checkpoint_every=10',
-             '--config.train.log_every=50']
+SETTINGS = {'data.synthetic.pretrain_per_class': 16,   # a prepare long enough to kill
+            'train.steps': 24, 'train.checkpoint_every': 12, 'train.log_every': 12}
+OVERRIDES = [f'--config.{k}={v}' for k, v in SETTINGS.items()]
+
+
+def _config():
+  from crossjepa import config_util
+  c = config_util.load_config_module(os.path.join(REPO, 'configs', 'smoke.py')).get_config()
+  for key, value in SETTINGS.items():
+    node = c
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  c.lock()
+  return c
 
 
 def _command(workdir, mode):
@@ -29,9 +44,8 @@ def _env():
 
 
 def _run(workdir, mode):
-  proc = subprocess.run(_command(workdir, mode), capture_output=True, text=True, cwd=REPO,
-                        env=_env(), timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  from crossjepa import run as run_lib
+  run_lib.run(_config(), workdir, mode)
 
 
 def _kill_when(workdir, mode, ready, timeout=300.0):
@@ -73,8 +87,6 @@ def _checkpoints(workdir):
 
 def test_sigkill_mid_prepare_and_mid_pretrain_then_rerun_is_bitwise(tmp_path):
   ref, killed = str(tmp_path / 'ref'), str(tmp_path / 'killed')
-  _run(ref, 'teacher')
-  _run(killed, 'teacher')
 
   # prepare: killed while TFDS writes its incomplete.* folder; the rerun removes it and rebuilds.
   parent = os.path.dirname(_dataset_dir(killed))
@@ -84,7 +96,7 @@ def test_sigkill_mid_prepare_and_mid_pretrain_then_rerun_is_bitwise(tmp_path):
   _run(ref, 'prepare')
   assert not glob.glob(os.path.join(parent, 'incomplete.*'))
   a, b = _records(ref), _records(killed)
-  assert sorted(a) == sorted(b) and sum(len(v) for v in a.values()) == 4 * (40 + 2 + 2)
+  assert sorted(a) == sorted(b) and sum(len(v) for v in a.values()) == 4 * (16 + 2 + 2)
   for split in a:
     for x, y in zip(a[split], b[split]):
       (kx, vx), (ky, vy) = (jax.tree_util.tree_flatten_with_path(t) for t in (x, y))
@@ -94,10 +106,10 @@ def test_sigkill_mid_prepare_and_mid_pretrain_then_rerun_is_bitwise(tmp_path):
 
   # pretrain: killed once a checkpoint is on disk, before the end; the rerun resumes from it.
   _kill_when(killed, 'pretrain', lambda: _checkpoints(killed))
-  assert 0 < max(_checkpoints(killed)) < 200
+  assert max(_checkpoints(killed)) == 12
   _run(killed, 'pretrain')
   _run(ref, 'pretrain')
   (p_ref, e_ref, s_ref), (p_k, e_k, s_k) = loop.restore_params(ref), loop.restore_params(killed)
-  assert s_ref == s_k == 200
+  assert s_ref == s_k == 24
   for x, y in zip(jax.tree.leaves((p_ref, e_ref)), jax.tree.leaves((p_k, e_k))):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
