@@ -71,6 +71,18 @@ def configure_terminal() -> None:
     py_logging.root.setLevel(py_logging.INFO)
 
 
+def one_line(text) -> str:
+  """`text` on one line: its non-empty lines joined with '; '."""
+  return '; '.join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def fail(prog: str, message) -> None:
+  """Ends a command-line program for a user error: `PROG: error: MESSAGE` on one stderr line,
+  exit status 2, no traceback (crossjepa.convert_teacher, crossjepa.sweep)."""
+  print(f'{prog}: error: {one_line(message)}', file=sys.stderr)
+  sys.exit(2)
+
+
 def header(text: str) -> None:
   """`== text ==` on the terminal (stderr; process 0 only)."""
   say(f'== {text} ==')

@@ -42,7 +42,6 @@ import json
 import math
 import os
 import re
-import sys
 from typing import Any
 
 from absl import app
@@ -594,9 +593,8 @@ flags.DEFINE_string('feature_stage', 'head', 'efficientnet_lite: the stage whose
 
 def fail(message: str) -> None:
   """Ends the program like crossjepa.main does for a user error: one line on stderr, exit 2."""
-  text = '; '.join(line.strip() for line in str(message).splitlines() if line.strip())
-  print(f'{PROG}: error: {text}', file=sys.stderr)
-  sys.exit(2)
+  from crossjepa import console  # pylint: disable=g-import-not-at-top
+  console.fail(PROG, message)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -74,8 +74,7 @@ class SweepError(ValueError):
   """A sweep definition or override cannot work; the message names the file/key."""
 
 
-def one_line(text: Any) -> str:
-  return '; '.join(line.strip() for line in str(text).splitlines() if line.strip())
+one_line = console.one_line
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -310,8 +309,7 @@ def failure_summary(workdir: str, runs: list[dict]) -> Optional[str]:
 
 def fail(message: str) -> None:
   """Ends the program like crossjepa.main does for a user error: one line on stderr, exit 2."""
-  print(f'{PROG}: error: {one_line(message)}', file=sys.stderr)
-  sys.exit(2)
+  console.fail(PROG, message)
 
 
 def _config_arg(argv: Sequence[str]) -> str:
