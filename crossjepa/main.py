@@ -17,6 +17,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from crossjepa import config_util
 from crossjepa import console
 from crossjepa import run as run_lib
 
@@ -59,8 +60,16 @@ def main(argv):
   # absl's app.run leaves the loggers at INFO (or what --verbosity says); the terminal shows less.
   console.configure_terminal()
   maybe_initialize_distributed(_DISTRIBUTED.value)
+  try:   # config_flags reports a config file that failed to load only here
+    config = _CONFIG.value
+    config.keys()   # a config that failed to load raises on first use
+  except Exception as e:  # pylint: disable=broad-except
+    msg = config_util.flag_error(e, sys.argv)
+    if msg is None:
+      raise
+    _user_error(msg)
   try:
-    run_lib.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+    run_lib.run(config, _WORKDIR.value, _MODE.value)
   except run_lib.UserError as e:
     print(f'crossjepa: error: {e}', file=sys.stderr)
     log = os.path.join(_WORKDIR.value, console.LOG_FILE)
@@ -69,9 +78,26 @@ def main(argv):
     sys.exit(2)
 
 
+def _user_error(message) -> None:
+  print(f'crossjepa: error: {console.one_line(message)}', file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  """absl's parsing, but a missing or bad flag (--workdir, --mode=x, a --config override, a
+  config file that does not load) is a user error: one line, exit 2."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    msg = config_util.flag_error(e, argv)
+    if msg is None:
+      raise
+    _user_error(msg)
+
+
 def run_main():
   try:
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     if _in_main:
       raise

@@ -45,6 +45,7 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
+from crossjepa import config_util
 from crossjepa import console
 
 PROG = 'crossjepa.sweep'
@@ -75,22 +76,8 @@ class SweepError(ValueError):
 
 
 one_line = console.one_line
-
-
-def _same_file(a: str, b: str) -> bool:
-  return os.path.realpath(a) == os.path.realpath(b)
-
-
-def user_code_error(path: str, error: BaseException, during: str) -> Optional[str]:
-  """'<file>:<line>: <during> raised <error>' when `error` came from the config file at `path`
-  (its deepest frame there), else None. A SyntaxError names its own line."""
-  if isinstance(error, SyntaxError) and error.filename and _same_file(error.filename, path):
-    return f'{path}:{error.lineno}: {error.msg} (a syntax error, found while {during})'
-  frames = [f for f in traceback.extract_tb(error.__traceback__) if _same_file(f.filename, path)]
-  if not frames:
-    return None
-  return (f'{path}:{frames[-1].lineno}: {during} raised {type(error).__name__}: '
-          f'{one_line(error)}')
+user_code_error = config_util.user_code_error
+flag_error = config_util.flag_error
 
 
 def load_sweep(config_path: str) -> list[dict[str, Any]]:
@@ -236,7 +223,6 @@ def run_sweep(config: ml_collections.ConfigDict, config_path: str, workdir: str,
   path = config_path.split(':', 1)[0]
   # Validate every run's overrides before starting the first one: a typo in run 7 should not
   # surface hours into the sweep.
-  from crossjepa import config_util  # pylint: disable=g-import-not-at-top
   configs = []
   for i, o in enumerate(sweep):
     try:
@@ -310,45 +296,6 @@ def failure_summary(workdir: str, runs: list[dict]) -> Optional[str]:
 def fail(message: str) -> None:
   """Ends the program like crossjepa.main does for a user error: one line on stderr, exit 2."""
   console.fail(PROG, message)
-
-
-def _config_arg(argv: Sequence[str]) -> str:
-  for i, arg in enumerate(argv):
-    m = re.match(r'^--?config(=(.*))?$', arg)
-    if m:
-      return m[2] if m[1] else (argv[i + 1] if i + 1 < len(argv) else '')
-  return ''
-
-
-def flag_error(error: BaseException, argv: Sequence[str]) -> Optional[str]:
-  """The one-line message of an error raised while absl parsed the flags, None if it is a bug.
-
-  config_flags imports the config file and applies `--config.a.b=v` overrides during parsing, so
-  a broken config file or an unknown override key surfaces here, not as a flags.Error.
-  """
-  path = _config_arg(argv).split(':', 1)[0]
-  chain, e = [], error
-  while e is not None and e not in chain:  # absl re-raises config errors (__context__ keeps them)
-    chain.append(e)
-    e = e.__cause__ or e.__context__
-  if path:
-    for e in reversed(chain):
-      msg = user_code_error(path, e, 'loading the config (get_config())')
-      if msg:
-        return msg
-  overrides = [a.split('=', 1)[0].lstrip('-')[len('config.'):] for a in argv[1:]
-               if re.match(r'^--?config\.', a)]
-  if isinstance(error, (AttributeError, KeyError)) and overrides:
-    # An override of a key the config lacks (ml_collections raises it, a did-you-mean included).
-    msg = str(error).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
-    named = [o for o in overrides if f"'{o.rsplit('.', 1)[-1]}'" in msg] or overrides
-    leaf = named[0].rsplit('.', 1)[-1]
-    detail = '' if msg.strip("'") == leaf else f' ({one_line(msg)})'
-    return f'{path}: --config.{named[0]}: the config has no key {leaf!r}{detail}'
-  if isinstance(error, flags.Error):  # a bad value (--config.train.steps=x), a missing flag
-    text = one_line(error)
-    return f'{path}: {text}' if path and '--config' in text else text
-  return None
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -120,3 +120,23 @@ def test_main_exits_2_on_a_bad_value_before_touching_the_workdir(tmp_path):
     key = override.split('=')[0][len('--config.'):]
     assert f'config.{key} = ' in proc.stderr
     assert not workdir.exists()
+
+
+def test_main_flag_and_config_file_errors_exit_2(tmp_path):
+  bad = tmp_path / 'bad.py'
+  bad.write_text('def get_config():\n  raise RuntimeError("no such dataset")\n')
+  cases = [
+      ([f'--config={REPO}/configs/smoke.py'], 'flag --workdir=None'),
+      ([f'--config={tmp_path}/nope.py', f'--workdir={tmp_path}/w'], 'nope.py: no such config file'),
+      ([f'--config={bad}', f'--workdir={tmp_path}/w'],
+       'bad.py:2: loading the config (get_config()) raised RuntimeError: no such dataset'),
+      ([f'--config={REPO}/configs/smoke.py', f'--workdir={tmp_path}/w', '--mode=bogus'],
+       'flag --mode=bogus: value should be one of'),
+  ]
+  for args, message in cases:
+    proc = subprocess.run([sys.executable, '-m', 'crossjepa.main', *args], capture_output=True,
+                          text=True, cwd=REPO, env={**os.environ, 'JAX_PLATFORMS': 'cpu'},
+                          timeout=300)
+    errors = [l for l in proc.stderr.splitlines() if l.startswith('crossjepa: error: ')]
+    assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr
