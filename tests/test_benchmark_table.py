@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from crossjepa import benchmark
 from crossjepa import run as run_lib
@@ -30,6 +31,7 @@ def test_format_table_numbers():
   assert lines[4] == '| teacher_2d | 90.0 | - |'     # the teacher row comes last
 
 
+@pytest.mark.usefixtures('persistent_compile_cache')   # the seeds' runs compile the same programs
 def test_benchmark_stage_end_to_end(tmp_path):
   c = _smoke()
   c.benchmark.enabled = True

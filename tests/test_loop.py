@@ -15,18 +15,7 @@ from crossjepa.training import recipes
 from tests.test_step import smoke_config
 
 
-@pytest.fixture(scope='module', autouse=True)
-def persistent_compile_cache(tmp_path_factory):
-  """The runs below compile the same programs; XLA's persistent cache makes the repeats cheap."""
-  keys = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-          'jax_persistent_cache_min_entry_size_bytes')
-  old = {k: getattr(jax.config, k) for k in keys}
-  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('xla_cache')))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-  yield
-  for k, v in old.items():
-    jax.config.update(k, v)
+pytestmark = pytest.mark.usefixtures('persistent_compile_cache')   # tests/conftest.py
 
 
 def loop_config(**train):
