@@ -78,7 +78,8 @@ def one_line(text) -> str:
 
 def fail(prog: str, message) -> None:
   """Ends a command-line program for a user error: `PROG: error: MESSAGE` on one stderr line,
-  exit status 2, no traceback (crossjepa.convert_teacher, crossjepa.sweep)."""
+  exit status 2, no traceback (crossjepa.main's flag and config-file errors, crossjepa.convert_teacher,
+  crossjepa.sweep)."""
   print(f'{prog}: error: {one_line(message)}', file=sys.stderr)
   sys.exit(2)
 

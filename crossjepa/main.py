@@ -67,7 +67,7 @@ def main(argv):
     msg = config_util.flag_error(e, sys.argv)
     if msg is None:
       raise
-    _user_error(msg)
+    console.fail('crossjepa', msg)
   try:
     run_lib.run(config, _WORKDIR.value, _MODE.value)
   except run_lib.UserError as e:
@@ -76,11 +76,6 @@ def main(argv):
     if os.path.exists(log):
       print(f'crossjepa: full log: {log}', file=sys.stderr)
     sys.exit(2)
-
-
-def _user_error(message) -> None:
-  print(f'crossjepa: error: {console.one_line(message)}', file=sys.stderr)
-  sys.exit(2)
 
 
 def _parse_flags(argv):
@@ -92,7 +87,7 @@ def _parse_flags(argv):
     msg = config_util.flag_error(e, argv)
     if msg is None:
       raise
-    _user_error(msg)
+    console.fail('crossjepa', msg)
 
 
 def run_main():

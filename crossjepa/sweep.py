@@ -75,9 +75,6 @@ class SweepError(ValueError):
   """A sweep definition or override cannot work; the message names the file/key."""
 
 
-one_line = console.one_line
-user_code_error = config_util.user_code_error
-flag_error = config_util.flag_error
 
 
 def load_sweep(config_path: str) -> list[dict[str, Any]]:
@@ -93,7 +90,7 @@ def load_sweep(config_path: str) -> list[dict[str, Any]]:
     raise SweepError(f'{path}: cannot read the config file ({e.strerror or e})') from None
   except Exception as e:  # pylint: disable=broad-except
     # The user's file does not import: its line is enough to fix it, so no traceback.
-    msg = user_code_error(path, e, 'importing it')
+    msg = config_util.user_code_error(path, e, 'importing it')
     if msg is None:
       raise
     raise SweepError(msg) from e
@@ -104,7 +101,7 @@ def load_sweep(config_path: str) -> list[dict[str, Any]]:
   try:
     runs = fn()
   except Exception as e:  # pylint: disable=broad-except
-    msg = user_code_error(path, e, 'sweep()')
+    msg = config_util.user_code_error(path, e, 'sweep()')
     if msg is None:
       raise
     raise SweepError(msg) from e
@@ -256,7 +253,7 @@ def run_sweep(config: ml_collections.ConfigDict, config_path: str, workdir: str,
         # status is crossjepa.main's for the same run: 2 for a user error, 1 for a crash.
         user_error = isinstance(e, run_lib.UserError)
         record.update(status='failed', exit_status=2 if user_error else 1,
-                      error=one_line(e) if user_error else f'{type(e).__name__}: {one_line(e)}',
+                      error=console.one_line(e) if user_error else f'{type(e).__name__}: {console.one_line(e)}',
                       traceback=traceback.format_exc())
         if user_error:
           logging.error('sweep: run %s failed: %s', name, record['error'])
@@ -303,7 +300,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except
-    msg = flag_error(e, argv)
+    msg = config_util.flag_error(e, argv)
     if msg is None:
       raise
     fail(msg)

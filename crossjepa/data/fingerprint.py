@@ -46,8 +46,10 @@ def _plain(x):
   return x
 
 
-def source_fingerprint(data_config, class_names: Sequence[str] | None) -> dict[str, Any]:
-  """The fingerprint of the data `data_config` reads (see the module docstring)."""
+def source_fingerprint(data_config, class_names: Sequence[str] | None, *,
+                       files: bool = True) -> dict[str, Any]:
+  """The fingerprint of the data `data_config` reads (see the module docstring); files=False leaves
+  out the file listing (a custom source that does not read data.root)."""
   d = data_config
   fp: dict[str, Any] = {'source': str(d.source), 'variant': str(d.variant)}
   if d.source == 'synthetic':
@@ -55,7 +57,8 @@ def source_fingerprint(data_config, class_names: Sequence[str] | None) -> dict[s
   else:
     root = os.path.abspath(str(d.root))
     fp['root'] = root
-    fp['files'] = file_listing(root) if os.path.isdir(root) else None
+    if files:
+      fp['files'] = file_listing(root) if os.path.isdir(root) else None
   if d.source == 'mesh_folder':
     # Its 'pretrain' split is the objects the other pretraining splits do not hold (sources.py).
     fp['mesh_folder'] = {**_plain(d.mesh_folder), 'pretrain_splits': _plain(d.pretrain_splits)}

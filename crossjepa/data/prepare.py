@@ -322,9 +322,7 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
   if class_names is None:
     class_names = sources.class_names(d)
   # A custom source (shapes_fn) is fingerprinted by its class names and the config only.
-  fingerprint = fingerprint_lib.source_fingerprint(d, class_names)
-  if shapes_fn is not None:
-    fingerprint.pop('files', None)
+  fingerprint = fingerprint_lib.source_fingerprint(d, class_names, files=shapes_fn is None)
   if os.path.exists(os.path.join(path, 'dataset_info.json')):
     builder = records.open_dataset(config, workdir, check=False)
     try:

@@ -293,7 +293,7 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
   step = start
   t_loop = None
   bar = console.progress(total=total, initial=start, desc=f'pretrain[{config.recipe}]', unit='step',
-                         leave=leave_progress, disable=jax.process_index() != 0)
+                         leave=leave_progress)   # shown on process 0 only
   try:
 
     def settle():
