@@ -1,7 +1,17 @@
-"""Atomic writes: build a file or folder under a temporary name, then rename it into place."""
+"""Atomic writes: build a file or folder under a temporary name, then rename it into place.
+
+The two primitives are `atomic_write(path)` (a file) and `atomic_dir(directory)` (a folder); every
+writer in the package goes through them, so nothing a reader sees is ever half-written. The
+temporary is a sibling of the target (same file system, so the rename is atomic) and is removed if
+the block raises.
+"""
+from __future__ import annotations
+
+import contextlib
 import os
 import shutil
 import tempfile
+from typing import IO, Iterator
 
 
 def swap_in(tmp: str, directory: str) -> None:
@@ -21,28 +31,52 @@ def swap_in(tmp: str, directory: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def atomic_write_text(path: str, text: str) -> None:
-  """Writes `path` via a temporary sibling renamed into place (never half-written)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f'{path}.tmp-{os.getpid()}'
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = 'w') -> Iterator[IO]:
+  """`with atomic_write(path) as f:` writes a temporary sibling, renamed to `path` on success.
+
+  The temporary keeps `path`'s extension (libraries that pick a format from the name, such as
+  matplotlib's savefig, see the right one). `mode` is 'w' (text) or 'wb'.
+  """
+  if mode not in ('w', 'wb'):
+    raise ValueError(f"atomic_write: mode must be 'w' or 'wb', got {mode!r}")
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  base, ext = os.path.splitext(os.path.basename(path))
+  fd, tmp = tempfile.mkstemp(prefix=f'.{base}.tmp-', suffix=ext, dir=directory)
   try:
-    with open(tmp, 'w') as f:
-      f.write(text)
+    with os.fdopen(fd, mode) as f:
+      yield f
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(directory: str) -> Iterator[str]:
+  """`with atomic_dir(out) as tmp:` fills the temporary folder `tmp`, swapped in as `out` on success
+  (`swap_in`: an existing `out` is replaced whole, never mixed); on an error `tmp` is removed."""
+  parent = os.path.dirname(os.path.abspath(directory))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(directory)}.tmp-', dir=parent)
+  try:
+    yield tmp
+    swap_in(tmp, directory)
+  finally:
+    if os.path.exists(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` atomically."""
+  with atomic_write(path) as f:
+    f.write(text)
 
 
 def atomic_save_npz(path: str, arrays) -> None:
-  """np.savez of `arrays` (a dict) via a temporary sibling renamed into place."""
+  """np.savez of `arrays` (a dict) to `path` atomically."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f'{path}.tmp-{os.getpid()}.npz'
-  try:
-    with open(tmp, 'wb') as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with atomic_write(path, 'wb') as f:
+    np.savez(f, **arrays)
