@@ -72,7 +72,8 @@ def get_config(arg: str = ''):
   d.synthetic.scan_points = 2048  # points per object when kind = 'scan' (ScanObjectNN's 2048)
   # mesh_folder source: the train / test split of a tree without train/ and test/ folders (a tree
   # with them uses its folders). Its `pretrain` split holds every object that the other
-  # data.pretrain_splits do not, so pretraining sees each object once (crossjepa/data/sources.py).
+  # data.pretrain_splits do not, so pretraining sees each object once
+  # (crossjepa/data/source_mesh_folder.py).
   d.mesh_folder = ml_collections.ConfigDict()
   d.mesh_folder.test_fraction = 0.2   # per class: round(0.2 n) objects to test (>= 1 when n >= 2; >= 1 stays in train)
   d.mesh_folder.split_seed = 0        # seeds each class's draw (with the class name): reproducible
@@ -92,7 +93,7 @@ def get_config(arg: str = ''):
   m.predictor_overrides = ml_collections.ConfigDict({'depth': 1})
   m.vit_overrides = ml_collections.ConfigDict()
   # Added for the seed recipe: '' = the trainable view encoder starts from random init; else a
-  # folder written by crossjepa.models.vit.save (convert_teacher or --mode=teacher) to start from.
+  # folder written by crossjepa.weights.vit_io.save (convert_teacher or --mode=teacher) to start from.
   m.vit_init = ''
 
   # ---------------------------------------------------------------- teacher

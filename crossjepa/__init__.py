@@ -1,6 +1,6 @@
 """crossjepa: cross-modal JEPA pretraining of 3D point-cloud encoders from 2D image encoders."""
 
-__version__ = '0.1.0'
+from crossjepa.version import VERSION as __version__
 
 
 def load_encoder(export_dir):

@@ -6,179 +6,27 @@ range is a `SchemaError` naming the key, what it holds and what is expected. Cod
 keys directly (`config.train.lr`), never `config.get(key, default)`: the default lives in
 configs/default.py and nowhere else.
 
-A key's validator is one of the small classes below; a value is checked with `validator(value)`,
+A key's validator is one of the small classes of crossjepa.config_validators (or `Variants`
+below, which checks against SCHEMA itself); a value is checked with `validator(value)`,
 which returns an error text or None. Cross-field rules (num_groups <= num_points, ...) live in
 `crossjepa.config_util.check_config`, which calls `check` first.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
 from typing import Any, Sequence
 
 import ml_collections
+
+from crossjepa.config_validators import Bool, Choice, Dict, Float, Int, ParamRules, Seq, Str
 
 
 class SchemaError(ValueError):
   """A config key is missing, undeclared, mistyped or out of range; the message names it."""
 
 
-def _is_int(v) -> bool:
-  return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-  return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
-
-@dataclasses.dataclass(frozen=True)
-class Int:
-  lo: int | None = None
-  hi: int | None = None
-  also: tuple = ()   # extra allowed values outside [lo, hi] (e.g. -1 = "all")
-
-  def __call__(self, v):
-    if not _is_int(v):
-      return f'expected an integer{self._range()}'
-    if v in self.also:
-      return None
-    if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
-      return f'expected an integer{self._range()}'
-    return None
-
-  def _range(self):
-    parts = []
-    if self.lo is not None and self.hi is not None:
-      parts.append(f' in [{self.lo}, {self.hi}]')
-    elif self.lo is not None:
-      parts.append(f' >= {self.lo}')
-    elif self.hi is not None:
-      parts.append(f' <= {self.hi}')
-    if self.also:
-      parts.append(' or ' + ' or '.join(map(str, self.also)))
-    return ''.join(parts)
-
-
-@dataclasses.dataclass(frozen=True)
-class Float:
-  lo: float | None = None
-  hi: float | None = None
-  lo_open: bool = False   # lo itself excluded
-  hi_open: bool = False
-
-  def __call__(self, v):
-    if not _is_number(v):
-      return f'expected a finite number{self._range()}'
-    bad_lo = self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo)
-    bad_hi = self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi)
-    if bad_lo or bad_hi:
-      return f'expected a number{self._range()}'
-    return None
-
-  def _range(self):
-    if self.lo is None and self.hi is None:
-      return ''
-    lo = '-inf' if self.lo is None else f'{self.lo:g}'
-    hi = 'inf' if self.hi is None else f'{self.hi:g}'
-    return f' in {"(" if self.lo_open or self.lo is None else "["}{lo}, {hi}{")" if self.hi_open or self.hi is None else "]"}'
-
-
 POSITIVE = Float(0.0, lo_open=True)
 NON_NEGATIVE = Float(0.0)
 BETA = Float(0.0, 1.0, hi_open=True)
-
-
-class Bool:
-
-  def __call__(self, v):
-    return None if isinstance(v, bool) else 'expected True or False'
-
-
-@dataclasses.dataclass(frozen=True)
-class Str:
-  pattern: str | None = None   # full match, when given
-  empty: bool = True
-  what: str = ''
-
-  def __call__(self, v):
-    if not isinstance(v, str):
-      return 'expected a string' + (f' ({self.what})' if self.what else '')
-    if not v and not self.empty:
-      return 'expected a non-empty string' + (f' ({self.what})' if self.what else '')
-    if v and self.pattern and not re.fullmatch(self.pattern, v):
-      return f'expected a string matching {self.pattern}' + (f' ({self.what})' if self.what else '')
-    return None
-
-
-@dataclasses.dataclass(frozen=True)
-class Choice:
-  choices: tuple
-
-  def __call__(self, v):
-    return None if v in self.choices else f'expected one of {list(self.choices)}'
-
-
-@dataclasses.dataclass(frozen=True)
-class Seq:
-  """A tuple (or list) of values that each pass `item`; `length` fixed or `min_len` at least."""
-  item: Any
-  length: int | None = None
-  min_len: int = 0
-  ordered: bool = False   # a (lo, hi) pair with lo <= hi
-
-  def __call__(self, v):
-    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence):
-      return f'expected a tuple{self._shape()}'
-    if (self.length is not None and len(v) != self.length) or len(v) < self.min_len:
-      return f'expected a tuple{self._shape()}, got {len(v)} values'
-    for x in v:
-      err = self.item(x)
-      if err:
-        return f'item {x!r}: {err}'
-    if self.ordered and len(v) == 2 and v[0] > v[1]:
-      return 'expected (low, high) with low <= high'
-    return None
-
-  def _shape(self):
-    if self.length is not None:
-      return f' of {self.length} values'
-    return f' of at least {self.min_len} value(s)' if self.min_len else ''
-
-
-class Dict:
-  """A free-form mapping (dataclass-field overrides): its keys are checked by the code that uses
-  it, against the dataclass it overrides."""
-
-  def __call__(self, v):
-    if isinstance(v, (dict, ml_collections.ConfigDict)):
-      return None
-    return 'expected a mapping (e.g. {\'depth\': 4})'
-
-
-class ParamRules:
-  """Ordered (regex, {'freeze': bool, 'weight_decay': bool, 'lr_mult': float}) pairs."""
-
-  FIELDS = {'freeze': Bool(), 'weight_decay': Bool(), 'lr_mult': NON_NEGATIVE}
-
-  def __call__(self, v):
-    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence):
-      return 'expected a tuple of (regex, {field: value}) pairs'
-    for rule in v:
-      if (isinstance(rule, (str, bytes)) or not isinstance(rule, Sequence) or len(rule) != 2
-          or not isinstance(rule[0], str) or not isinstance(rule[1], (dict, ml_collections.ConfigDict))):
-        return f'rule {rule!r}: expected a (regex, {{field: value}}) pair'
-      try:
-        re.compile(rule[0])
-      except re.error as e:
-        return f'rule {rule[0]!r}: not a regular expression ({e})'
-      for field, value in dict(rule[1]).items():
-        if field not in self.FIELDS:
-          return f'rule {rule[0]!r}: unknown field {field!r}; expected {list(self.FIELDS)}'
-        err = self.FIELDS[field](value)
-        if err:
-          return f'rule {rule[0]!r}, {field}: {err}'
-    return None
 
 
 class Variants:
@@ -201,8 +49,9 @@ class Variants:
 
 
 # --------------------------------------------------------------------------------- the schema
-# Choices that belong to other modules are imported lazily in `_choices()` so that this module
-# stays import-light; the string lists here are the config-level vocabulary.
+# Choices that belong to other modules are copied here, not imported, so that this module stays
+# import-light (tests/test_config_schema.py checks that they follow the code); the string lists
+# here are the config-level vocabulary.
 RECIPES = ('crossjepa', 'seed', 'point_jepa')
 SOURCES = ('synthetic', 'mesh_folder', 'modelnet40', 'scanobjectnn', 'shapenet55')
 TARGETS = ('cls', 'groups', 'object')
@@ -217,6 +66,14 @@ POOLINGS = ('max+mean', 'max', 'mean', 'cls')
 SPLIT = Str(r'[A-Za-z0-9_\-]+', empty=False, what='a split name')
 FRACTION = Float(0.0, 1.0, lo_open=True)
 MOMENTUM = Seq(Float(0.0, 1.0), length=2, ordered=True)
+
+# The optimizer block (crossjepa.training.state.make_optimizer): the same keys, checked the same way,
+# wherever an optimizer is configured (pretraining, the offline teacher, fine-tuning).
+OPTIMIZER: dict[str, Any] = {
+    'steps': Int(1), 'lr': POSITIVE, 'min_lr': NON_NEGATIVE, 'warmup_steps': Int(0),
+    'weight_decay': NON_NEGATIVE, 'b1': BETA, 'b2': BETA, 'grad_clip': NON_NEGATIVE,
+}
+OPTIMIZER_BLOCKS = ('train', 'teacher.train', 'eval.finetune')
 
 SCHEMA: dict[str, Any] = {
     'seed': Int(0),
@@ -276,17 +133,9 @@ SCHEMA: dict[str, Any] = {
     'teacher.feature_stage': Choice(('',) + EFFICIENTNET_STAGES),
     'teacher.random_init': Bool(),
     'teacher.train.kind': Choice(('supervised', 'ijepa')),
-    'teacher.train.steps': Int(1),
     'teacher.train.batch_size': Int(1),
-    'teacher.train.lr': POSITIVE,
     'teacher.train.source': Choice(('',) + SOURCES),
     'teacher.train.split': SPLIT,
-    'teacher.train.min_lr': NON_NEGATIVE,
-    'teacher.train.warmup_steps': Int(0),
-    'teacher.train.weight_decay': NON_NEGATIVE,
-    'teacher.train.b1': BETA,
-    'teacher.train.b2': BETA,
-    'teacher.train.grad_clip': NON_NEGATIVE,
     'teacher.train.label_smoothing': Float(0.0, 1.0, hi_open=True),
     'teacher.train.pool': Choice(('cls', 'cls+gap')),
     'teacher.train.augment_flip': Bool(),
@@ -301,7 +150,6 @@ SCHEMA: dict[str, Any] = {
     'teacher.train.ijepa.loss': Choice(('smooth_l1', 'mse')),
     'teacher.train.ijepa.ema_momentum': MOMENTUM,
     # pretraining
-    'train.steps': Int(1),
     'train.batch_size': Int(1),
     'train.views_per_step': Int(1),
     'train.target': Choice(TARGETS),
@@ -310,13 +158,6 @@ SCHEMA: dict[str, Any] = {
     'train.standardize_target': Choice(('none', 'batch', 'dataset')),
     'train.condition_pose': Bool(),
     'train.condition_hist': Bool(),
-    'train.lr': POSITIVE,
-    'train.min_lr': NON_NEGATIVE,
-    'train.warmup_steps': Int(0),
-    'train.weight_decay': NON_NEGATIVE,
-    'train.b1': BETA,
-    'train.b2': BETA,
-    'train.grad_clip': NON_NEGATIVE,
     'train.ema_momentum': MOMENTUM,
     'train.dtype': Choice(('float32', 'bfloat16')),
     'train.param_rules': ParamRules(),
@@ -355,16 +196,8 @@ SCHEMA: dict[str, Any] = {
     'eval.svm_standardize': Bool(),
     'eval.fewshot_C': POSITIVE,
     'eval.finetune.enabled': Bool(),
-    'eval.finetune.steps': Int(1),
-    'eval.finetune.lr': POSITIVE,
     'eval.finetune.votes': Int(1),
     'eval.finetune.batch_size': Int(1),
-    'eval.finetune.min_lr': NON_NEGATIVE,
-    'eval.finetune.warmup_steps': Int(0),
-    'eval.finetune.weight_decay': NON_NEGATIVE,
-    'eval.finetune.b1': BETA,
-    'eval.finetune.b2': BETA,
-    'eval.finetune.grad_clip': NON_NEGATIVE,
     'eval.finetune.head_hidden': Int(1),
     'eval.finetune.head_dropout': Float(0.0, 1.0, hi_open=True),
     'eval.finetune.scale': Seq(POSITIVE, length=2, ordered=True),
@@ -376,6 +209,8 @@ SCHEMA: dict[str, Any] = {
     'benchmark.eval_sets': Seq(Choice(('clean', 'scan')), min_len=1),
     'benchmark.teacher_probe': Bool(),
 }
+SCHEMA.update({f'{block}.{key}': check for block in OPTIMIZER_BLOCKS
+               for key, check in OPTIMIZER.items()})
 
 # Keys whose value is a free-form mapping: not descended into when the config is flattened.
 _LEAF_MAPPINGS = tuple(k for k, v in SCHEMA.items() if isinstance(v, Dict))

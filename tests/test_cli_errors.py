@@ -14,8 +14,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from crossjepa import convert_teacher
-from crossjepa.models import vit as vit_lib
+from crossjepa import fileio
+from crossjepa.weights import dinov2_params
+from crossjepa.weights import errors
+from crossjepa.weights import teacher_conversion
+from crossjepa.weights import vit_io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREFIX = 'crossjepa.convert_teacher: error: '
@@ -30,7 +33,7 @@ def _tiny_hf_state_dict(seed: int = 0) -> dict[str, np.ndarray]:
   cfg = dict(width=64, depth=1, patch_size=14, hidden=256, ffn_layer='mlp', num_registers=0,
              layerscale=True)
   rng = np.random.default_rng(seed)
-  shapes = convert_teacher._expected_keys('hf', cfg, pos_len=1 + 4)  # pylint: disable=protected-access
+  shapes = dinov2_params.expected_keys('hf', cfg, pos_len=1 + 4)
   return {k: rng.normal(0, 0.02, s).astype(np.float32) for k, s in shapes.items()}
 
 
@@ -105,8 +108,8 @@ def test_messages_name_the_file_and_nothing_is_written(tmp_path, monkeypatch):
   }
   for content, name in cases.values():
     (tmp_path / name).write_bytes(content)
-    with pytest.raises(convert_teacher.ConvertError) as err:
-      convert_teacher.convert('hf', str(tmp_path / name), str(out))
+    with pytest.raises(errors.ConvertError) as err:
+      teacher_conversion.convert_vit('hf', str(tmp_path / name), str(out))
     assert str(err.value).startswith(str(tmp_path / name) + ':'), err.value
     assert '\n' not in str(err.value) and 'weights_only' not in str(err.value)
 
@@ -114,8 +117,8 @@ def test_messages_name_the_file_and_nothing_is_written(tmp_path, monkeypatch):
   sd['encoder.layer.0.attention.k_proj.weight'] = np.zeros((64, 32), np.float32)
   sd['encoder.layer.0.extra.weight'] = np.zeros(3, np.float32)
   bad = _save_safetensors(sd, tmp_path / 'bad.safetensors')
-  with pytest.raises(convert_teacher.ConvertError) as err:
-    convert_teacher.convert('hf', bad, str(out))
+  with pytest.raises(errors.ConvertError) as err:
+    teacher_conversion.convert_vit('hf', bad, str(out))
   msg = str(err.value)
   assert msg.startswith(f'{bad}: hf state dict does not match') and '\n' not in msg, msg
   assert "unexpected keys (1): ['encoder.layer.0.extra.weight']" in msg, msg
@@ -125,13 +128,13 @@ def test_messages_name_the_file_and_nothing_is_written(tmp_path, monkeypatch):
   folder.mkdir()
   _save_safetensors(_tiny_hf_state_dict(), folder / 'model.safetensors')
   (folder / 'config.json').write_text('{"num_attention_heads": 2,')
-  with pytest.raises(convert_teacher.ConvertError, match=r'config\.json: not a valid JSON file'):
-    convert_teacher.convert('hf', str(folder), str(out))
+  with pytest.raises(errors.ConvertError, match=r'config\.json: not a valid JSON file'):
+    teacher_conversion.convert_vit('hf', str(folder), str(out))
   (folder / 'config.json').write_text('{"num_attention_heads": 2}')
-  with pytest.raises(convert_teacher.ConvertError, match=r"^--variant='B/99': not a ViT variant"):
-    convert_teacher.convert('hf', str(folder), str(out), variant='B/99')
-  with pytest.raises(convert_teacher.ConvertError, match=r'^--image_size=100: not a multiple'):
-    convert_teacher.convert('hf', str(folder), str(out), image_size=100)
+  with pytest.raises(errors.ConvertError, match=r"^--variant='B/99': not a ViT variant"):
+    teacher_conversion.convert_vit('hf', str(folder), str(out), variant='B/99')
+  with pytest.raises(errors.ConvertError, match=r'^--image_size=100: not a multiple'):
+    teacher_conversion.convert_vit('hf', str(folder), str(out), image_size=100)
 
   # --output: a file, or a folder of the user's, is never replaced; a failure while writing leaves
   # neither the output nor a temporary folder behind.
@@ -139,17 +142,17 @@ def test_messages_name_the_file_and_nothing_is_written(tmp_path, monkeypatch):
   keep.mkdir()
   (keep / 'notes.txt').write_text('mine')
   for target in (keep, folder / 'config.json'):
-    with pytest.raises(convert_teacher.ConvertError, match='refusing to replace|not a folder'):
-      convert_teacher.convert('hf', str(folder), str(target))
+    with pytest.raises(errors.ConvertError, match='refusing to replace|not a folder'):
+      teacher_conversion.convert_vit('hf', str(folder), str(target))
   assert (keep / 'notes.txt').read_text() == 'mine'
 
   def broken_swap(tmp, directory):
     raise OSError(28, 'No space left on device', directory)
-  monkeypatch.setattr(vit_lib.fileio, 'swap_in', broken_swap)
+  monkeypatch.setattr(fileio, 'swap_in', broken_swap)
   before = sorted(os.listdir(tmp_path))
   with pytest.raises(OSError, match='No space left'):
-    convert_teacher.convert('hf', str(folder), str(out))
+    teacher_conversion.convert_vit('hf', str(folder), str(out))
   assert sorted(os.listdir(tmp_path)) == before and not out.exists()
   monkeypatch.undo()
-  info = convert_teacher.convert('hf', str(folder), str(out))   # the same input converts fine
-  assert info['fields']['num_heads'] == 2 and (out / vit_lib.CONFIG_FILE).is_file()
+  info = teacher_conversion.convert_vit('hf', str(folder), str(out))   # the same input converts
+  assert info['fields']['num_heads'] == 2 and (out / vit_io.CONFIG_FILE).is_file()

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from crossjepa.data import cameras
 from crossjepa.data import correspondence
 from crossjepa.data import render
 
@@ -31,7 +32,7 @@ def surface_samples(vertices, faces, count, rng):
 
 
 def test_project_shapes_and_broadcast():
-  w2c, k = render.make_cameras({'mode': 'ring', 'distance': 3.0, 'elevation_range': (0.0, 30.0),
+  w2c, k = cameras.make_cameras({'mode': 'ring', 'distance': 3.0, 'elevation_range': (0.0, 30.0),
                                 'fov': 40.0}, 4, SIZE, np.random.default_rng(0))
   points = np.random.default_rng(1).normal(size=(2, 5, 3)) * 0.3
   uv, z = correspondence.project(points, w2c, k)
@@ -46,8 +47,8 @@ def test_project_shapes_and_broadcast():
 def test_cube_analytic_correspondence():
   distance = 3.0
   vertices, faces = cube_mesh()
-  w2c = render.look_at((0.0, 0.0, distance), (0.0, 0.0, 0.0))[None]
-  k = render.pinhole_intrinsics(SIZE, 45.0)[None]
+  w2c = cameras.look_at((0.0, 0.0, distance), (0.0, 0.0, 0.0))[None]
+  k = cameras.pinhole_intrinsics(SIZE, 45.0)[None]
   _, depth = render.render_mesh(vertices, faces, (0.5, 0.5, 0.5), w2c, k, SIZE)
   focal = float(k[0, 0, 0])
   rng = np.random.default_rng(0)
@@ -76,8 +77,8 @@ def test_cube_analytic_correspondence():
 def test_silhouette_centres_are_visible_with_neighbourhood():
   distance = 3.0
   vertices, faces = cube_mesh()
-  w2c = render.look_at((0.0, 0.0, distance), (0.0, 0.0, 0.0))[None]
-  k = render.pinhole_intrinsics(SIZE, 45.0)[None]
+  w2c = cameras.look_at((0.0, 0.0, distance), (0.0, 0.0, 0.0))[None]
+  k = cameras.pinhole_intrinsics(SIZE, 45.0)[None]
   _, depth = render.render_mesh(vertices, faces, (0.5, 0.5, 0.5), w2c, k, SIZE)
   # Points on the cube's right edge (x = 0.5): the silhouette. Their own pixel may be background.
   ys = np.linspace(-0.4, 0.4, 21)
@@ -100,7 +101,7 @@ def test_random_scene_brute_force(seed):
   vertices = np.concatenate([small, big])
   faces = np.concatenate([sf, sf + len(sv)])
   camera = {'mode': 'random', 'distance': 2.4, 'elevation_range': (-30.0, 60.0), 'fov': 40.0}
-  w2c, k = render.make_cameras(camera, 6, SIZE, rng)
+  w2c, k = cameras.make_cameras(camera, 6, SIZE, rng)
   _, depth = render.render_mesh(vertices, faces, (0.5, 0.5, 0.5), w2c, k, SIZE)
   centers = surface_samples(vertices, faces, 300, rng).astype(np.float32)
   corr = correspondence.correspondence_map(centers, w2c, k, depth, PATCH, TOL)
@@ -159,7 +160,7 @@ def test_random_scene_brute_force(seed):
 
 def test_bad_inputs():
   depth = np.full((2, SIZE, SIZE), np.inf, np.float32)
-  w2c, k = render.make_cameras({'mode': 'ring', 'distance': 3.0, 'elevation_range': (0.0, 0.0),
+  w2c, k = cameras.make_cameras({'mode': 'ring', 'distance': 3.0, 'elevation_range': (0.0, 0.0),
                                 'fov': 40.0}, 2, SIZE, np.random.default_rng(0))
   with pytest.raises(ValueError, match='centers'):
     correspondence.correspondence_map(np.zeros((4, 2)), w2c, k, depth, PATCH, TOL)

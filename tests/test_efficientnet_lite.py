@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from crossjepa.models import efficientnet_lite as enet
+from crossjepa.weights import efficientnet_params
 
 efficientnet_lite_pytorch = pytest.importorskip('efficientnet_lite_pytorch')
 EfficientNet = efficientnet_lite_pytorch.EfficientNet
@@ -175,7 +176,8 @@ def _natural_images(size):
 ])
 def test_parity_random_weights(variant, size, ref_kwargs, stage):
   ref = _reference(variant, seed=1, **ref_kwargs)
-  module, variables = enet.convert_state_dict(_numpy_state_dict(ref), variant, feature_stage=stage)
+  module, variables = efficientnet_params.convert_state_dict(_numpy_state_dict(ref), variant,
+                                                            feature_stage=stage)
   assert module == enet.efficientnet_lite(variant, feature_stage=stage)
   images = _images(size, batch=1 if variant == 'lite2' else 2)
   _compare(module, _jax_outputs(module, variables, images), _reference_outputs(ref, images), size)
@@ -186,14 +188,15 @@ def test_parity_real_lite0_weights(size):
   state_dict = _real_state_dict()
   ref = _reference('lite0')
   ref.load_state_dict(state_dict)
-  module, variables = enet.convert_state_dict(state_dict, 'lite0')   # torch tensors accepted too
+  # torch tensors are accepted too
+  module, variables = efficientnet_params.convert_state_dict(state_dict, 'lite0')
   assert module.num_classes == 1000 and module.feature_stage == 'head'
   images = _natural_images(size)
   _compare(module, _jax_outputs(module, variables, images), _reference_outputs(ref, images), size)
 
 
 def test_imagenet_predictions_real_lite0():
-  module, variables = enet.convert_state_dict(
+  module, variables = efficientnet_params.convert_state_dict(
       {k: v.numpy() for k, v in _real_state_dict().items()}, 'lite0')
   logits = _jax_outputs(module, variables, _natural_images(224))['logits']
   top5 = np.argsort(-logits, axis=-1)[:, :5]
@@ -226,7 +229,7 @@ def test_parameter_count_and_shapes_match_reference(variant):
   ref = EfficientNet.from_name(f'efficientnet-{variant}')
   torch_params = sum(p.numel() for p in ref.parameters())
   torch_stats = sum(b.numel() for n, b in ref.named_buffers() if not n.endswith('num_batches_tracked'))
-  module, variables = enet.convert_state_dict(_numpy_state_dict(ref), variant)
+  module, variables = efficientnet_params.convert_state_dict(_numpy_state_dict(ref), variant)
   abstract = enet.abstract_variables(module, 64)
   count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
   assert count(abstract['params']) == count(variables['params']) == torch_params
@@ -250,7 +253,7 @@ def test_convert_errors_name_every_problem():
   state_dict['_blocks.99._bn1.weight'] = np.zeros(8, np.float32)
   state_dict['_conv_head.weight'] = np.zeros((1280, 321, 1, 1), np.float32)
   with pytest.raises(ValueError) as err:
-    enet.convert_state_dict(state_dict, 'lite0')
+    efficientnet_params.convert_state_dict(state_dict, 'lite0')
   msg = str(err.value)
   assert '_blocks.3._bn1.running_var' in msg and 'missing' in msg
   assert '_blocks.99._bn1.weight' in msg and 'unexpected' in msg
@@ -260,12 +263,12 @@ def test_convert_errors_name_every_problem():
 def test_convert_classifier_variants_and_bad_names():
   state_dict = _numpy_state_dict(_reference('lite0', seed=3))
   no_fc = {k: v for k, v in state_dict.items() if not k.startswith('_fc.')}
-  module, variables = enet.convert_state_dict(no_fc, 'lite0', feature_stage='stage4')
+  module, variables = efficientnet_params.convert_state_dict(no_fc, 'lite0', feature_stage='stage4')
   assert module.num_classes == 0 and 'classifier' not in variables['params']
   out = jax.eval_shape(module.apply, variables, jax.ShapeDtypeStruct((1, 64, 64, 3), np.float32))
   assert set(out) == {'global', 'feature_map'}
   fc_w, fc_b = state_dict['_fc.weight'][:10], state_dict['_fc.bias'][:10]
-  module, variables = enet.convert_state_dict(
+  module, variables = efficientnet_params.convert_state_dict(
       dict(state_dict, **{'_fc.weight': fc_w, '_fc.bias': fc_b}), 'lite0')
   assert module.num_classes == 10
   params = variables['params']
@@ -283,7 +286,8 @@ def test_convert_classifier_variants_and_bad_names():
 
 
 def test_jit_compiles_once_per_shape():
-  module, variables = enet.convert_state_dict(_numpy_state_dict(_reference('lite0', seed=4)), 'lite0')
+  module, variables = efficientnet_params.convert_state_dict(
+      _numpy_state_dict(_reference('lite0', seed=4)), 'lite0')
   traces = []
 
   @jax.jit

@@ -11,11 +11,13 @@ import pytest
 
 from crossjepa.training import checkpoint as ckpt_lib
 from crossjepa.training import loop
-from crossjepa.training import recipes
+from crossjepa import testing
+from crossjepa.training.recipes import models as models_lib
 from tests.test_step import smoke_config
 
 
 pytestmark = pytest.mark.usefixtures('persistent_compile_cache')   # tests/conftest.py
+TEACHER = models_lib.teacher_widths(16)   # the fake examples' teacher_dim
 
 
 def loop_config(**train):
@@ -26,7 +28,7 @@ def loop_config(**train):
 
 def fake_iterator(config, num_objects=12, seed=0):
   """The same kind of checkpointable grain iterator the real pipeline returns."""
-  examples = recipes.synthetic_examples(config, num_objects, teacher_dim=16, seed=seed)
+  examples = testing.synthetic_examples(config, num_objects, teacher_dim=16, seed=seed)
   ds = grain.MapDataset.source(examples).shuffle(seed=seed).repeat().batch(
       int(config.train.batch_size), drop_remainder=True)
   return iter(ds.to_iter_dataset())
@@ -39,7 +41,7 @@ def _params(workdir):
 
 def test_resume_is_bitwise_and_sigterm_checkpoints(tmp_path):
   c = loop_config()
-  full = loop.pretrain(c, tmp_path / 'full', data_iterator=fake_iterator(c))
+  full = loop.pretrain(c, tmp_path / 'full', teacher=TEACHER, data_iterator=fake_iterator(c))
   assert full['step'] == 6 and full['finished'] and not full['resumed']
 
   # Run 1: SIGTERM (sent to this process) during step 2 -> checkpoint at 2, clean return.
@@ -53,13 +55,15 @@ def test_resume_is_bitwise_and_sigterm_checkpoints(tmp_path):
     return {'dummy': float(step)}
 
   c_probe = loop_config(probe_every=1)
-  r1 = loop.pretrain(c_probe, tmp_path / 'stop', data_iterator=fake_iterator(c), probe_fn=probe)
+  r1 = loop.pretrain(c_probe, tmp_path / 'stop', teacher=TEACHER,
+                     data_iterator=fake_iterator(c), probe_fn=probe)
   assert r1['preempted'] and r1['step'] == 2 and not r1['finished']
   assert ckpt_lib.make_manager(tmp_path / 'stop').latest_step() == 2
   # Run 2: a fresh iterator (as a new process would build), resumed, stopped after 2 more steps.
-  r2 = loop.pretrain(c, tmp_path / 'stop', data_iterator=fake_iterator(c), max_steps_this_run=2)
+  r2 = loop.pretrain(c, tmp_path / 'stop', teacher=TEACHER,
+                     data_iterator=fake_iterator(c), max_steps_this_run=2)
   assert r2['resumed'] and r2['start_step'] == 2 and r2['step'] == 4
-  r3 = loop.pretrain(c, tmp_path / 'stop', data_iterator=fake_iterator(c))
+  r3 = loop.pretrain(c, tmp_path / 'stop', teacher=TEACHER, data_iterator=fake_iterator(c))
   assert r3['start_step'] == 4 and r3['step'] == 6 and r3['finished']
 
   p_full, e_full, s_full = _params(tmp_path / 'full')
@@ -81,19 +85,19 @@ def test_resume_is_bitwise_and_sigterm_checkpoints(tmp_path):
   c_bad = loop_config()
   c_bad.model.point_overrides.width = 48
   with pytest.raises(ValueError, match='does not match the config') as err:
-    loop.pretrain(c_bad, tmp_path / 'stop', data_iterator=fake_iterator(c))
+    loop.pretrain(c_bad, tmp_path / 'stop', teacher=TEACHER, data_iterator=fake_iterator(c))
   assert 'params/student' in str(err.value)
 
 
 def test_non_finite_loss_names_the_step(tmp_path):
   c = loop_config(steps=4, checkpoint_every=1)
-  examples = recipes.synthetic_examples(c, 16, teacher_dim=16)
+  examples = testing.synthetic_examples(c, 16, teacher_dim=16)
   # objects 8.. carry a NaN teacher target: the first batch is finite, the second is not
   for e in examples[8:]:
     e['teacher'] = {k: np.full_like(v, np.nan) for k, v in e['teacher'].items()}
   it = iter(grain.MapDataset.source(examples).batch(8).repeat().to_iter_dataset())
   with pytest.raises(FloatingPointError, match='non-finite loss at step 2'):
-    loop.pretrain(c, tmp_path, data_iterator=it)
+    loop.pretrain(c, tmp_path, teacher=TEACHER, data_iterator=it)
   assert ckpt_lib.make_manager(tmp_path).latest_step() == 1
 
 
@@ -101,10 +105,10 @@ def test_device_resident_samples_on_device_and_resumes_bitwise(tmp_path):
   """train.device_resident: batches sampled in the jitted step from all V views (V=3 > Kv=2),
   augmentations keep every pose consistent with the moved points, resume is bitwise exact with
   no iterator state, and the mode / size / recipe checks raise clear errors."""
-  from crossjepa.training import step as step_lib
+  from crossjepa.data import resident
   c = loop_config(steps=4, checkpoint_every=2, device_resident=True)
   c_all = loop_config(views_per_step=3)
-  examples = recipes.synthetic_examples(c_all, 12, teacher_dim=16, seed=3)
+  examples = testing.synthetic_examples(c_all, 12, teacher_dim=16, seed=3)
   nested = jax.tree.map(lambda *xs: np.stack(xs), *examples)
   nested['teacher'] = {k: v.astype(np.float16) for k, v in nested['teacher'].items()}  # as stored
   flat = {'points': nested['points'], 'centers': nested['centers'], 'groups': nested['groups'],
@@ -113,7 +117,7 @@ def test_device_resident_samples_on_device_and_resumes_bitwise(tmp_path):
 
   # The sampler: distinct views, and camera coordinates of the centres are s x the originals
   # (rotation + scale + translation move camera and object together), one s per object.
-  batch = jax.jit(lambda d, k: step_lib.device_resident_sample(
+  batch = jax.jit(lambda d, k: resident.sample(
       d, k, batch_size=8, views_per_step=2, augment=c.train.augment))(nested, jax.random.PRNGKey(5))
   batch = jax.device_get(batch)
   cls_all = nested['teacher']['cls'].astype(np.float32)                  # [M,V,D], unique rows
@@ -135,12 +139,13 @@ def test_device_resident_samples_on_device_and_resumes_bitwise(tmp_path):
     assert 0.8 <= ratios.flat[0] <= 1.2
   assert len(objects) == 8                                                  # no repeats in a batch
 
-  full = loop.pretrain(c, tmp_path / 'full', device_dataset=flat)
+  full = loop.pretrain(c, tmp_path / 'full', teacher=TEACHER, device_dataset=flat)
   assert full['finished'] and full['device_resident'] and np.isfinite(full['final_loss'])
-  r1 = loop.pretrain(c, tmp_path / 'stop', device_dataset=flat, max_steps_this_run=2)
+  r1 = loop.pretrain(c, tmp_path / 'stop', teacher=TEACHER,
+                     device_dataset=flat, max_steps_this_run=2)
   assert r1['step'] == 2 and not r1['finished']
   assert not (tmp_path / 'stop' / 'checkpoints' / '2' / 'data').exists()   # no iterator state
-  r2 = loop.pretrain(c, tmp_path / 'stop', device_dataset=flat)
+  r2 = loop.pretrain(c, tmp_path / 'stop', teacher=TEACHER, device_dataset=flat)
   assert r2['resumed'] and r2['start_step'] == 2 and r2['step'] == 4
   for a, b in zip(jax.tree.leaves(_params(tmp_path / 'full')),
                   jax.tree.leaves(_params(tmp_path / 'stop'))):
@@ -150,12 +155,12 @@ def test_device_resident_samples_on_device_and_resumes_bitwise(tmp_path):
   # Mixing modes, an oversized set, an image recipe: clear errors before any training.
   c_grain = loop_config(steps=6)
   with pytest.raises(ValueError, match='device-resident data path'):
-    loop.pretrain(c_grain, tmp_path / 'stop', data_iterator=fake_iterator(c_grain))
+    loop.pretrain(c_grain, tmp_path / 'stop', teacher=TEACHER, data_iterator=fake_iterator(c_grain))
   c_big = loop_config(device_resident=True)
   c_big.train.device_resident_max_gb = 1e-6
   with pytest.raises(ValueError, match='grain pipeline'):
-    loop.pretrain(c_big, tmp_path / 'big', device_dataset=flat)
+    loop.pretrain(c_big, tmp_path / 'big', teacher=TEACHER, device_dataset=flat)
   c_seed = loop_config(device_resident=True)
   c_seed.recipe = 'seed'
   with pytest.raises(ValueError, match="recipe 'seed'"):
-    loop.pretrain(c_seed, tmp_path / 'seed', device_dataset=flat)
+    loop.pretrain(c_seed, tmp_path / 'seed', teacher=TEACHER, device_dataset=flat)

@@ -1,4 +1,5 @@
-"""Tests of crossjepa.data.meshes: readers on files in the public formats, sampling, normalisation."""
+"""Tests of the mesh readers (mesh_readers and its formats) on files in the public formats, and of
+meshes: sampling, normalisation."""
 import os
 import struct
 
@@ -6,7 +7,11 @@ import ml_collections
 import numpy as np
 import pytest
 
+from crossjepa.data import mesh_off_obj
+from crossjepa.data import mesh_ply
+from crossjepa.data import mesh_readers
 from crossjepa.data import meshes
+from crossjepa.data import source_mesh_folder
 from crossjepa.data import sources
 from crossjepa.data.meshes import Mesh
 
@@ -25,7 +30,7 @@ def test_off_merged_header_comments_and_polygons(tmp_path):
   path = _write(tmp_path / 'chair_0001.off',
                 'OFF5 2 0\n# a comment\n\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n 0.5 0.5 1\n'
                 '4 0 1 2 3\n3 0 1 4\n')
-  mesh = meshes.read_off(path)
+  mesh = mesh_off_obj.read_off(path)
   assert mesh.vertices.dtype == np.float32 and mesh.faces.dtype == np.int32
   np.testing.assert_array_equal(mesh.faces, [[0, 1, 2], [0, 2, 3], [0, 1, 4]])
   np.testing.assert_allclose(mesh.vertices[4], [0.5, 0.5, 1.0])
@@ -37,7 +42,7 @@ def test_off_standard_header_and_pentagon(tmp_path):
   pts = [[np.cos(t), np.sin(t), 0.0] for t in np.linspace(0, 2 * np.pi, 5, endpoint=False)]
   body = '\n'.join(' '.join(f'{x:.9f}' for x in p) for p in pts)
   path = _write(tmp_path / 'p.off', f'OFF\n5 1 5\n{body}\n5 0 1 2 3 4 255 0 0\n')
-  mesh = meshes.read_off(path)
+  mesh = mesh_off_obj.read_off(path)
   assert mesh.num_faces == 3
   # Regular pentagon of circumradius 1: area = 5/2 sin(72 deg).
   np.testing.assert_allclose(_area(mesh), 2.5 * np.sin(np.deg2rad(72)), rtol=1e-6)
@@ -46,16 +51,16 @@ def test_off_standard_header_and_pentagon(tmp_path):
 def test_off_errors_name_file_and_line(tmp_path):
   path = _write(tmp_path / 'bad.off', 'OFF\n3 1 0\n0 0 0\n1 0 zero\n0 1 0\n3 0 1 2\n')
   with pytest.raises(ValueError, match=r'bad\.off: line 4'):
-    meshes.read_off(path)
+    mesh_off_obj.read_off(path)
   path = _write(tmp_path / 'range.off', 'OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n')
   with pytest.raises(ValueError, match=r'range\.off.*\[0, 3\)'):
-    meshes.read_off(path)
+    mesh_off_obj.read_off(path)
   path = _write(tmp_path / 'short.off', 'OFF\n3 2 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n')
   with pytest.raises(ValueError, match=r'short\.off'):
-    meshes.read_off(path)
+    mesh_off_obj.read_off(path)
   path = _write(tmp_path / 'nan.off', 'OFF\n3 1 0\n0 0 0\nnan 0 0\n0 1 0\n3 0 1 2\n')
   with pytest.raises(ValueError, match=r'nan\.off.*vertex 1 is not finite'):
-    meshes.read_off(path)
+    mesh_off_obj.read_off(path)
 
 
 def test_obj_corner_forms_negative_indices_missing_mtl(tmp_path):
@@ -63,11 +68,11 @@ def test_obj_corner_forms_negative_indices_missing_mtl(tmp_path):
                 'mtllib missing.mtl\no thing\nv 0 0 0\nv 2 0 0\nv 2 2 0\nv 0 2 0\n'
                 'vt 0 0\nvn 0 0 1\nusemtl red\ns off\n'
                 'f 1/1/1 2/1/1 3/1/1\nf -4//1 -2//1 -1//1\nv 0 0 5\nf 1/1 2/1 5/1 4/1\n')
-  mesh = meshes.read_obj(path)
+  mesh = mesh_off_obj.read_obj(path)
   np.testing.assert_array_equal(mesh.faces, [[0, 1, 2], [0, 2, 3], [0, 1, 4], [0, 4, 3]])
   assert mesh.num_vertices == 5
   with pytest.raises(ValueError, match=r'bad\.obj: line 2'):
-    meshes.read_obj(_write(tmp_path / 'bad.obj', 'v 0 0 0\nf 1 2 3\n'))
+    mesh_off_obj.read_obj(_write(tmp_path / 'bad.obj', 'v 0 0 0\nf 1 2 3\n'))
 
 
 def _ply_header(fmt, n_vertices, n_faces, vertex_props):
@@ -90,7 +95,7 @@ def test_ply_ascii_any_property_order(tmp_path):
   body += ''.join(f'{len(f)} {" ".join(map(str, f))} 0\n' for f in _F)
   path = tmp_path / 'a.ply'
   path.write_bytes(_ply_header('ascii', 5, 2, props) + body.encode())
-  mesh = meshes.read_ply(str(path))
+  mesh = mesh_ply.read_ply(str(path))
   np.testing.assert_allclose(mesh.vertices, _V)
   np.testing.assert_array_equal(mesh.faces, _EXPECTED_FACES)
 
@@ -106,13 +111,13 @@ def test_ply_binary(tmp_path, endian, mixed):
     body += struct.pack(endian + 'B' + 'i' * len(f) + 'B', len(f), *f, 0)
   path = tmp_path / 'b.ply'
   path.write_bytes(_ply_header(fmt, 5, len(faces), props) + body)
-  mesh = meshes.read_ply(str(path))
+  mesh = mesh_ply.read_ply(str(path))
   np.testing.assert_allclose(mesh.vertices, _V)
   np.testing.assert_array_equal(mesh.faces, _EXPECTED_FACES)
   # Truncated body -> an error naming the file.
   path.write_bytes(_ply_header(fmt, 5, len(faces), props) + body[:-7])
   with pytest.raises(ValueError, match=r'b\.ply: byte'):
-    meshes.read_ply(str(path))
+    mesh_ply.read_ply(str(path))
 
 
 # ---------------------------------------------------------------- PLY triangle strips
@@ -147,7 +152,7 @@ def _tristrips_ply(fmt, strips):
 def test_ply_tristrips(tmp_path, fmt, layout):
   path = tmp_path / 'igea.ply'
   path.write_bytes(_tristrips_ply(fmt, _STRIP_LISTS[layout]))
-  mesh = meshes.read_mesh(str(path))
+  mesh = mesh_readers.read_mesh(str(path))
   np.testing.assert_array_equal(mesh.vertices, _GRID)
   np.testing.assert_array_equal(mesh.faces, _GRID_TRIANGLES)
   np.testing.assert_allclose(_area(mesh), 2.0, rtol=1e-6)
@@ -159,12 +164,12 @@ def test_ply_tristrips(tmp_path, fmt, layout):
 
 
 def test_strip_triangles_restarts_and_degenerates():
-  np.testing.assert_array_equal(meshes.strip_triangles([[0, 1, 2, 3, -1, 7, 8, 9]]),
+  np.testing.assert_array_equal(mesh_ply.strip_triangles([[0, 1, 2, 3, -1, 7, 8, 9]]),
                                 [[0, 1, 2], [2, 1, 3], [7, 8, 9]])
   # Parity counts from the strip's start, also after the dropped stitching triangles.
-  np.testing.assert_array_equal(meshes.strip_triangles([[0, 1, 2, 2, 3, 3, 4, 5]]),
+  np.testing.assert_array_equal(mesh_ply.strip_triangles([[0, 1, 2, 2, 3, 3, 4, 5]]),
                                 [[0, 1, 2], [4, 3, 5]])
-  assert meshes.strip_triangles([[0, 1], [-1], []]).shape == (0, 3)
+  assert mesh_ply.strip_triangles([[0, 1], [-1], []]).shape == (0, 3)
 
 
 def test_ply_without_faces_names_the_file(tmp_path):
@@ -172,7 +177,7 @@ def test_ply_without_faces_names_the_file(tmp_path):
   path.write_bytes(b'ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n'
                    b'property float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n')
   with pytest.raises(ValueError, match=r'cloud\.ply: no faces.*tristrips'):
-    meshes.read_mesh(str(path))
+    mesh_readers.read_mesh(str(path))
 
 
 # ---------------------------------------------------------------- STL, GLB, glTF (via trimesh)
@@ -194,7 +199,7 @@ def test_stl_binary_and_ascii(tmp_path, file_type):
   data = box.export(file_type=file_type)
   path.write_bytes(data if isinstance(data, bytes) else data.encode())
   assert path.read_bytes().startswith(b'solid') == (file_type == 'stl_ascii')
-  mesh = meshes.read_mesh(str(path))
+  mesh = mesh_readers.read_mesh(str(path))
   assert mesh.vertices.dtype == np.float32 and mesh.faces.dtype == np.int32
   # The triangle soup's corners are merged back into the box's 8 vertices, faces kept in order.
   assert mesh.num_vertices == 8 and mesh.num_faces == 12
@@ -207,14 +212,14 @@ def test_stl_malformed_errors_name_the_file(tmp_path):
   data = _box().export(file_type='stl')
   (tmp_path / 'cut.stl').write_bytes(data[:-20])
   with pytest.raises(ValueError, match=r'cut\.stl: no faces: binary STL header declares 12 triangles'):
-    meshes.read_mesh(str(tmp_path / 'cut.stl'))
+    mesh_readers.read_mesh(str(tmp_path / 'cut.stl'))
   (tmp_path / 'empty.stl').write_bytes(b'')
   with pytest.raises(ValueError, match=r'empty\.stl: no faces: empty file'):
-    meshes.read_mesh(str(tmp_path / 'empty.stl'))
+    mesh_readers.read_mesh(str(tmp_path / 'empty.stl'))
   _write(tmp_path / 'bad.stl', 'solid x\nfacet normal 0 0 1\nouter loop\nvertex 0 0 zero\n'
          'vertex 1 0 0\nvertex 0 1 0\nendloop\nendfacet\nendsolid x\n')
   with pytest.raises(ValueError, match=r'bad\.stl: cannot read as STL'):
-    meshes.read_mesh(str(tmp_path / 'bad.stl'))
+    mesh_readers.read_mesh(str(tmp_path / 'bad.stl'))
 
 
 def _two_node_scene():
@@ -243,7 +248,7 @@ def test_glb_scene_flattened_with_node_transforms(tmp_path):
   scene, expected, faces = _two_node_scene()
   path = tmp_path / 'scene.glb'
   path.write_bytes(scene.export(file_type='glb'))
-  mesh = meshes.read_mesh(str(path))
+  mesh = mesh_readers.read_mesh(str(path))
   _check_flattened(mesh, expected, faces)
   # The same geometry as trimesh's own flattening.
   import trimesh  # pylint: disable=g-import-not-at-top
@@ -254,13 +259,13 @@ def test_gltf_with_buffer_files(tmp_path):
   scene, expected, faces = _two_node_scene()
   for name, data in scene.export(file_type='gltf').items():
     (tmp_path / name).write_bytes(data)
-  mesh = meshes.read_mesh(str(tmp_path / 'model.gltf'))
+  mesh = mesh_readers.read_mesh(str(tmp_path / 'model.gltf'))
   _check_flattened(mesh, expected, faces)
   for name in os.listdir(tmp_path):
     if name.endswith('.bin'):
       os.remove(tmp_path / name)
   with pytest.raises(ValueError, match=r'model\.gltf: cannot read as GLTF'):
-    meshes.read_mesh(str(tmp_path / 'model.gltf'))
+    mesh_readers.read_mesh(str(tmp_path / 'model.gltf'))
 
 
 def test_glb_malformed_errors_name_the_file(tmp_path):
@@ -268,10 +273,10 @@ def test_glb_malformed_errors_name_the_file(tmp_path):
   data = scene.export(file_type='glb')
   (tmp_path / 'cut.glb').write_bytes(data[:len(data) // 2])
   with pytest.raises(ValueError, match=r'cut\.glb: cannot read as GLB'):
-    meshes.read_mesh(str(tmp_path / 'cut.glb'))
+    mesh_readers.read_mesh(str(tmp_path / 'cut.glb'))
   (tmp_path / 'junk.glb').write_bytes(b'not a glb file' * 10)
   with pytest.raises(ValueError, match=r'junk\.glb: cannot read as GLB'):
-    meshes.read_mesh(str(tmp_path / 'junk.glb'))
+    mesh_readers.read_mesh(str(tmp_path / 'junk.glb'))
 
 
 def test_mesh_folder_reads_stl_glb_and_reports_the_rest(tmp_path):
@@ -289,7 +294,7 @@ def test_mesh_folder_reads_stl_glb_and_reports_the_rest(tmp_path):
                                     'mesh_folder': {'test_fraction': 0.2, 'split_seed': 0}})
   shapes = list(sources.iter_shapes(data, 'pretrain'))
   assert [(s.id, s.mesh.num_faces) for s in shapes] == [('box/b1', 12), ('box/b2', 24), ('box/b3', 1)]
-  _, _, unread = sources._mesh_folder_index(data)   # pylint: disable=protected-access
+  _, _, unread = source_mesh_folder._mesh_folder_index(data)   # pylint: disable=protected-access
   assert unread == [os.path.join('box', 'b4.fbx')]
   # A mesh file that does not read stops the run, naming it (never skipped).
   (tmp_path / 'box' / 'b5.stl').write_bytes(b'')
@@ -299,15 +304,15 @@ def test_mesh_folder_reads_stl_glb_and_reports_the_rest(tmp_path):
 
 def test_read_mesh_dispatch_and_errors(tmp_path):
   path = _write(tmp_path / 'x.OFF', 'OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n')
-  assert meshes.read_mesh(path).num_faces == 1
+  assert mesh_readers.read_mesh(path).num_faces == 1
   with pytest.raises(ValueError, match='unknown mesh extension'):
-    meshes.read_mesh(str(tmp_path / 'x.fbx'))
-  assert {'.off', '.obj', '.ply', '.stl', '.glb', '.gltf'} == set(meshes.MESH_EXTENSIONS)
+    mesh_readers.read_mesh(str(tmp_path / 'x.fbx'))
+  assert {'.off', '.obj', '.ply', '.stl', '.glb', '.gltf'} == set(mesh_readers.MESH_EXTENSIONS)
   # A file without faces is an error naming it, not a mesh that fails later at sampling.
   with pytest.raises(ValueError, match=r'nofaces\.off: no faces'):
-    meshes.read_mesh(_write(tmp_path / 'nofaces.off', 'OFF\n3 0 0\n0 0 0\n1 0 0\n0 1 0\n'))
+    mesh_readers.read_mesh(_write(tmp_path / 'nofaces.off', 'OFF\n3 0 0\n0 0 0\n1 0 0\n0 1 0\n'))
   with pytest.raises(FileNotFoundError, match='nope.obj'):
-    meshes.read_mesh(str(tmp_path / 'nope.obj'))
+    mesh_readers.read_mesh(str(tmp_path / 'nope.obj'))
 
 
 def test_sample_surface_area_weighted_and_on_faces():

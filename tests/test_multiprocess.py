@@ -22,28 +22,30 @@ BATCH = 8
 def _setup(devices=None):
   """Config, the global batches and a step runner shared by the worker and the reference."""
   sys.path.insert(0, _ROOT)
-  from crossjepa.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  from crossjepa import testing  # pylint: disable=g-import-not-at-top
+  from crossjepa.training import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from crossjepa.training import pretraining  # pylint: disable=g-import-not-at-top
+  from crossjepa.training.recipes import models as models_lib  # pylint: disable=g-import-not-at-top
   from tests.test_step import fake_batch, smoke_config  # pylint: disable=g-import-not-at-top
-  from crossjepa.training import recipes  # pylint: disable=g-import-not-at-top
   # The setting the tolerance below was measured at (lr 1e-3, per-group target). With the default's
   # object target a max-pool leaves some parameters with exactly-zero gradients on one side and
   # reduction-order noise (~1e-12) on the other, which Adam turns into full lr-sized steps.
   c = smoke_config(steps=NUM_STEPS, lr=1e-3, target='groups', loss='smooth_l1',
                    standardize_target='none', normalize_target=True)
   batches = [fake_batch(c, BATCH, seed=s) for s in range(NUM_STEPS)]
-  mesh = step_lib.make_mesh(c, devices)
-  models = recipes.build_models(c, batches[0])
-  state, shardings = step_lib.create_train_state(c, mesh, jax.random.PRNGKey(0), batches[0],
-                                                 models=models)
-  bsh = step_lib.batch_shardings(mesh, batches[0])
-  fn = step_lib.make_train_step(c, mesh, shardings, bsh, models=models)
+  mesh = mesh_lib.make_mesh(c, devices)
+  teacher = testing.teacher_widths_of(batches[0])
+  models = models_lib.build_models(c, teacher)
+  state, shardings = pretraining.init_state(c, mesh, jax.random.PRNGKey(0), models, teacher)
+  fn = pretraining.make_step(c, mesh, shardings, models)
+  bsh = mesh_lib.batch_sharding(mesh)
   # this process's rows: the mesh lists processes' devices in order, so process i owns block i
   n_proc, idx = jax.process_count(), jax.process_index()
   rows = BATCH // n_proc
   losses = []
   for b in batches:
     local = jax.tree.map(lambda x: x[idx * rows:(idx + 1) * rows], b)
-    state, metrics = fn(state, step_lib.global_batch(local, bsh), jax.random.PRNGKey(1))
+    state, metrics = fn(state, mesh_lib.global_batch(local, bsh), jax.random.PRNGKey(1))
     losses.append(float(metrics['loss']))
   params = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state.params)]
   return losses, params

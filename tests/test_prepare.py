@@ -5,12 +5,14 @@ import jax
 import numpy as np
 import pytest
 
+from crossjepa import imaging
 from crossjepa.data import correspondence
 from crossjepa.data import pipeline
 from crossjepa.data import prepare
 from crossjepa.data import records
 from crossjepa.data import sources
 from crossjepa.data import teacher_cache
+from crossjepa.data.shape import Shape
 from crossjepa.models import vit
 from test_records import tiny_config  # pylint: disable=g-bad-import-order
 
@@ -49,7 +51,7 @@ def test_teacher_matches_brute_force(teacher):
   assert cls.dtype == np.float16 and cls.shape == (n, v, teacher.width)
   assert groups.dtype == np.float16 and groups.shape == (n, v, g, teacher.width)
   out = teacher.module.apply({'params': jax.device_get(teacher.params)},
-                             vit.normalize_images(images.reshape(n * v, 28, 28, 3)))
+                             imaging.normalize_images(images.reshape(n * v, 28, 28, 3)))
   ref_cls = np.asarray(out['cls']).reshape(n, v, -1)
   patches = np.asarray(out['patches']).reshape(n, v, 4, -1)
   np.testing.assert_allclose(cls, ref_cls, rtol=2e-3, atol=2e-3)
@@ -126,7 +128,7 @@ def test_point_source_uses_fps_of_the_normalised_cloud():
   config = prepare_config()
   rng = np.random.default_rng(1)
   cloud = rng.normal(size=(300, 3)).astype(np.float32) * [1.0, 2.0, 0.5] + 3.0
-  shape = sources.Shape('scan_0', 1, 'train', None, cloud, np.array([0.2, 0.4, 0.8]))
+  shape = Shape('scan_0', 1, 'train', None, cloud, np.array([0.2, 0.4, 0.8]))
   partial = prepare.process_shape(shape, config.data, 7)
   normalised = (cloud - cloud.mean(0)) / np.linalg.norm(cloud - cloud.mean(0), axis=1).max()
   idx = prepare.farthest_point_sampling_np(normalised, 64)

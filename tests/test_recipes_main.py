@@ -17,8 +17,13 @@ import pytest
 from crossjepa import config_util
 from crossjepa import run as run_lib
 from crossjepa.models import vit as vit_lib
+from crossjepa import testing
 from crossjepa.training import recipes
+from crossjepa.training.recipes import models as models_lib
+from crossjepa.training.recipes import point_jepa as point_jepa_recipe
+from crossjepa.training.recipes import seed as seed_recipe
 from crossjepa.training import loop
+from crossjepa.weights import vit_io
 from tests.test_step import fake_batch, smoke_config
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +60,7 @@ def test_config_files_select_their_recipe(name):
   config_util.check_config(c)
   assert c.recipe == name
   # Both leave a static context of >= 40 % of the default G = 32 groups (Point-JEPA's range).
-  target_max, _, context = recipes.block_sizes(c, int(c.data.num_groups))
+  target_max, _, context = point_jepa_recipe.block_sizes(c, int(c.data.num_groups))
   assert context / c.data.num_groups >= 0.4 and target_max == 6
   assert c.model.vit_init == ''
 
@@ -65,7 +70,7 @@ def _save_test_vit(config, directory):
   module = vit_lib.vit(config.model.vit, **config.model.vit_overrides.to_dict())
   params = module.init(jax.random.PRNGKey(7), np.zeros((1, 28, 28, 3), np.float32))['params']
   params = jax.tree.map(lambda x: np.asarray(x) + 0.01, params)
-  vit_lib.save(directory, module, params, extra={'name': 'test-vit'})
+  vit_io.save(directory, module, params, extra={'name': 'test-vit'})
   return params
 
 
@@ -118,8 +123,9 @@ def test_run_all(recipe, prepared, tmp_path):
     # The initial student: the loop's init (same rng, same shapes; values do not depend on data).
     init_rng = jax.random.split(jax.random.PRNGKey(int(c.seed)))[0]
     batch = fake_batch(c, 1)
-    models = recipes.build_models(c, batch)
-    init = jax.jit(lambda r: recipes.init_params(c, r, batch, models)['student'])(init_rng)
+    models = models_lib.build_models(c, testing.teacher_widths_of(batch))
+    init_params = recipes.get_recipe(c.recipe).init_params
+    init = jax.jit(lambda r: init_params(c, r, batch, models)['student'])(init_rng)
     init = jax.device_get(init)
     jax.tree.map(np.testing.assert_array_equal, ema['student'], init)
     assert _max_change(params['student'], init) > 0
@@ -130,14 +136,14 @@ def test_vit_init_mismatch_is_a_clear_error(tmp_path):
   batch = fake_batch(c, 2)
   c.model.vit_init = str(tmp_path / 'missing')
   with pytest.raises(FileNotFoundError, match='model.vit_init'):
-    recipes.build_models(c, batch)
+    models_lib.build_models(c, testing.teacher_widths_of(batch))
   # A saved depth-2 ViT cannot start a config that overrides depth=1: the extra leaves are named.
   module = vit_lib.vit(c.model.vit)
   params = module.init(jax.random.PRNGKey(0), np.zeros((1, 28, 28, 3), np.float32))['params']
-  vit_lib.save(str(tmp_path / 'deep'), module, params)
+  vit_io.save(str(tmp_path / 'deep'), module, params)
   c.model.vit_init = str(tmp_path / 'deep')
   with pytest.raises(ValueError, match=r"vit_init.*unexpected \['blocks_1"):
-    recipes.build_models(c, batch)
+    models_lib.build_models(c, testing.teacher_widths_of(batch))
 
 
 def test_seed_cross_loss_ignores_invisible_groups_and_normalize_flag():
@@ -145,11 +151,12 @@ def test_seed_cross_loss_ignores_invisible_groups_and_normalize_flag():
   targets are layer-normed exactly when train.normalize_target."""
   c = recipe_config('seed')
   batch = fake_batch(c, 4)
-  models = recipes.build_models(c, batch)
-  params = jax.jit(lambda r: recipes.init_params(c, r, batch, models))(jax.random.PRNGKey(0))
+  models = models_lib.build_models(c, testing.teacher_widths_of(batch))
+  init_params = recipes.get_recipe(c.recipe).init_params
+  params = jax.jit(lambda r: init_params(c, r, batch, models))(jax.random.PRNGKey(0))
   ema = recipes.ema_source(params)
-  loss = jax.jit(lambda b: recipes.seed_loss(params, ema, b, jax.random.PRNGKey(3), config=c,
-                                             models=models)[1])
+  loss = jax.jit(lambda b: seed_recipe.loss_fn(params, ema, b, jax.random.PRNGKey(3), config=c,
+                                                 models=models)[1])
   aux = loss(batch)
   # All views hidden -> no visible group: the cross loss is exactly 0 (nothing to predict).
   hidden = jax.tree.map(lambda x: x, batch)
@@ -157,10 +164,10 @@ def test_seed_cross_loss_ignores_invisible_groups_and_normalize_flag():
   aux_hidden = loss(hidden)
   assert float(aux['cross_loss']) > 0 and float(aux_hidden['cross_loss']) == 0.0
   assert float(aux_hidden['local_loss']) == pytest.approx(float(aux['local_loss']), rel=1e-6)
-  targets = recipes._target_tokens(models, ema, batch, c)   # pylint: disable=protected-access
+  targets = point_jepa_recipe.target_tokens(models, ema, batch, c)
   np.testing.assert_allclose(np.asarray(targets).mean(-1), 0, atol=1e-5)
   c.train.normalize_target = False
-  raw = np.asarray(recipes._target_tokens(models, ema, batch, c))  # pylint: disable=protected-access
+  raw = np.asarray(point_jepa_recipe.target_tokens(models, ema, batch, c))
   ref = models.point.apply({'params': ema['student']}, batch['points'], batch['centers'],
                            batch['groups'])['tokens']
   np.testing.assert_allclose(raw, np.asarray(ref), rtol=1e-5, atol=1e-6)

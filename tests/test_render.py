@@ -1,11 +1,14 @@
-"""Tests of crossjepa.data.render: cameras, rasteriser, splats, histograms, ShapeNet poses, plots."""
+"""Tests of cameras, render, histograms and view_plots: poses, rasteriser, splats, plots."""
 import os
 
 import numpy as np
 import pytest
 
+from crossjepa.data import cameras
 from crossjepa.data import correspondence
+from crossjepa.data import histograms
 from crossjepa.data import render
+from crossjepa.data import view_plots
 
 SIZE = 84
 CAMERA = {'mode': 'random', 'distance': 2.6, 'elevation_range': (-10.0, 50.0), 'fov': 45.0}
@@ -21,16 +24,16 @@ def cube_mesh(half=0.5):
 
 
 def front_camera(distance, fov=45.0, size=SIZE):
-  world_to_cam = render.look_at((0.0, 0.0, distance), (0.0, 0.0, 0.0))[None]
-  return world_to_cam, render.pinhole_intrinsics(size, fov)[None]
+  world_to_cam = cameras.look_at((0.0, 0.0, distance), (0.0, 0.0, 0.0))[None]
+  return world_to_cam, cameras.pinhole_intrinsics(size, fov)[None]
 
 
 def test_look_at_is_opencv_and_projects_axis_to_centre():
-  w2c = render.look_at((0.3, 1.2, 2.5), (0.1, -0.2, 0.4))
+  w2c = cameras.look_at((0.3, 1.2, 2.5), (0.1, -0.2, 0.4))
   rot = w2c[:3, :3].astype(np.float64)
   np.testing.assert_allclose(rot @ rot.T, np.eye(3), atol=1e-6)
   assert np.linalg.det(rot) == pytest.approx(1.0, abs=1e-6)
-  k = render.pinhole_intrinsics(SIZE, 45.0)
+  k = cameras.pinhole_intrinsics(SIZE, 45.0)
   # The eye maps to the camera origin; the target is straight ahead, at the image centre.
   eye_cam = w2c @ np.array([0.3, 1.2, 2.5, 1.0])
   np.testing.assert_allclose(eye_cam[:3], 0.0, atol=1e-5)
@@ -46,7 +49,7 @@ def test_look_at_is_opencv_and_projects_axis_to_centre():
   assert uv[1, 0] - SIZE / 2 == pytest.approx(focal * 0.2 / 3.0, rel=1e-5)
   np.testing.assert_allclose(z, 3.0, rtol=1e-6)
   # Looking straight down stays a proper rotation.
-  w2c = render.look_at((0.0, 3.0, 0.0), (0.0, 0.0, 0.0))
+  w2c = cameras.look_at((0.0, 3.0, 0.0), (0.0, 0.0, 0.0))
   assert np.linalg.det(w2c[:3, :3].astype(np.float64)) == pytest.approx(1.0, abs=1e-6)
   np.testing.assert_allclose(w2c[2, :3], [0.0, -1.0, 0.0], atol=1e-6)
 
@@ -150,7 +153,7 @@ def test_render_points_sphere_depth():
 def test_make_cameras_ring_and_random():
   rng = np.random.default_rng(1)
   ring = dict(CAMERA, mode='ring')
-  w2c, k = render.make_cameras(ring, 6, SIZE, rng)
+  w2c, k = cameras.make_cameras(ring, 6, SIZE, rng)
   assert w2c.shape == (6, 4, 4) and k.shape == (6, 3, 3) and w2c.dtype == np.float32
   eyes = np.stack([-m[:3, :3].T.astype(np.float64) @ m[:3, 3] for m in w2c])
   np.testing.assert_allclose(np.linalg.norm(eyes, axis=1), 2.6, rtol=1e-5)
@@ -162,15 +165,15 @@ def test_make_cameras_ring_and_random():
   # Every camera looks at the origin.
   uv, _ = correspondence.project(np.zeros(3), w2c, k)
   np.testing.assert_allclose(uv, SIZE / 2, atol=1e-3)
-  w2c, k = render.make_cameras(CAMERA, 64, SIZE, rng)
+  w2c, k = cameras.make_cameras(CAMERA, 64, SIZE, rng)
   eyes = np.stack([-m[:3, :3].T.astype(np.float64) @ m[:3, 3] for m in w2c])
   elevation = np.rad2deg(np.arcsin(eyes[:, 1] / 2.6))
   assert elevation.min() >= -10.0 - 1e-3 and elevation.max() <= 50.0 + 1e-3
   assert elevation.max() - elevation.min() > 30.0
   with pytest.raises(ValueError, match='mode'):
-    render.make_cameras(dict(CAMERA, mode='spiral'), 2, SIZE, rng)
+    cameras.make_cameras(dict(CAMERA, mode='spiral'), 2, SIZE, rng)
   with pytest.raises(ValueError, match='distance'):
-    render.make_cameras(dict(CAMERA, distance=0.5), 2, SIZE, rng)
+    cameras.make_cameras(dict(CAMERA, distance=0.5), 2, SIZE, rng)
 
 
 def test_color_histogram():
@@ -184,7 +187,7 @@ def test_color_histogram():
   # View 1: everything object. View 2: no object pixel.
   rgb[1] = (10, 20, 30)
   depth[1] = 2.0
-  hist = render.color_histogram(rgb, depth, 8)
+  hist = histograms.color_histogram(rgb, depth, 8)
   assert hist.shape == (3, 24) and hist.dtype == np.float32
   np.testing.assert_allclose(hist[:2].sum(1), 1.0, atol=1e-6)
   np.testing.assert_allclose(hist[:2].reshape(2, 3, 8).sum(-1), 1 / 3, atol=1e-6)
@@ -201,12 +204,12 @@ def test_color_histogram():
 
 def test_grey_and_colored_views_histogram():
   vertices, faces = render.icosphere(2)
-  w2c, k = render.make_cameras(CAMERA, 2, SIZE, np.random.default_rng(0))
+  w2c, k = cameras.make_cameras(CAMERA, 2, SIZE, np.random.default_rng(0))
   grey, depth = render.render_mesh(vertices, faces, (0.7, 0.7, 0.7), w2c, k, SIZE)
   obj = np.isfinite(depth)
   assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
   assert 0.3 < obj.mean() < 0.9
-  hist = render.color_histogram(grey, depth, 8).reshape(2, 3, 8)
+  hist = histograms.color_histogram(grey, depth, 8).reshape(2, 3, 8)
   np.testing.assert_allclose(hist[:, 0], hist[:, 1])
   assert hist[:, :, 7].sum() == 0.0          # the white background is not counted
 
@@ -214,9 +217,9 @@ def test_grey_and_colored_views_histogram():
 def test_rendering_metadata(tmp_path):
   path = tmp_path / 'rendering_metadata.txt'
   path.write_text('0 0 0 0.8 25\n\n90.5, 30, 0, 0.6, 25\n')
-  rows = render.read_rendering_metadata(str(path))
+  rows = cameras.read_rendering_metadata(str(path))
   np.testing.assert_allclose(rows, [[0, 0, 0, 0.8, 25], [90.5, 30, 0, 0.6, 25]])
-  w2c, k = render.cameras_from_rendering_metadata(rows, 137)
+  w2c, k = cameras.cameras_from_rendering_metadata(rows, 137)
   eyes = np.stack([-m[:3, :3].T.astype(np.float64) @ m[:3, 3] for m in w2c])
   # Azimuth 0, elevation 0 -> on +x at 0.8 * 1.75; azimuth 90.5 turns towards +z; elevation lifts y.
   np.testing.assert_allclose(eyes[0], [1.4, 0.0, 0.0], atol=1e-5)
@@ -229,7 +232,7 @@ def test_rendering_metadata(tmp_path):
   uv, _ = correspondence.project(np.array([0.0, 0.3, 0.0]), w2c[0], k[0])
   assert uv[1] < 68.5                         # y-up world -> up in the image
   # Normalised objects: p' = (p - c) * s moves the camera with them.
-  w2c_n, _ = render.cameras_from_rendering_metadata(rows[:1], 137, object_center=(0.1, 0, 0),
+  w2c_n, _ = cameras.cameras_from_rendering_metadata(rows[:1], 137, object_center=(0.1, 0, 0),
                                                     object_scale=2.0)
   eye_n = -w2c_n[0, :3, :3].T.astype(np.float64) @ w2c_n[0, :3, 3]
   np.testing.assert_allclose(eye_n, [2.6, 0.0, 0.0], atol=1e-5)
@@ -237,24 +240,24 @@ def test_rendering_metadata(tmp_path):
   bad = tmp_path / 'bad.txt'
   bad.write_text('0 0 0 0.8 25\n10 20 0 0.7\n')
   with pytest.raises(ValueError, match=r'bad\.txt:2: expected 5 numbers'):
-    render.read_rendering_metadata(str(bad))
+    cameras.read_rendering_metadata(str(bad))
   bad.write_text('0 0 0 0.8 25\n0 0 0 zero 25\n')
   with pytest.raises(ValueError, match=r'bad\.txt:2: not a number'):
-    render.read_rendering_metadata(str(bad))
+    cameras.read_rendering_metadata(str(bad))
   bad.write_text('\n\n')
   with pytest.raises(ValueError, match='no camera rows'):
-    render.read_rendering_metadata(str(bad))
+    cameras.read_rendering_metadata(str(bad))
 
 
 def test_plot_views_writes_png(tmp_path):
   vertices, faces = render.icosphere(1)
-  w2c, k = render.make_cameras(CAMERA, 2, 28, np.random.default_rng(0))
+  w2c, k = cameras.make_cameras(CAMERA, 2, 28, np.random.default_rng(0))
   rgb, depth = render.render_mesh(vertices, faces, (0.9, 0.4, 0.1), w2c, k, 28)
   centers = vertices[:5]
   uv, _ = correspondence.project(centers, w2c, k)
   corr = correspondence.correspondence_map(centers, w2c, k, depth, 14, 0.1)
   path = tmp_path / 'plots' / 'views.png'
-  render.plot_views(str(path), rgb[None], uv[None], corr[None], 14)
+  view_plots.plot_views(str(path), rgb[None], uv[None], corr[None], 14)
   assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   assert [p for p in os.listdir(path.parent) if p.startswith('.tmp_')] == []
 
@@ -289,7 +292,7 @@ def test_rasteriser_matches_brute_force():
   centres = rng.uniform(-0.7, 0.7, size=(40, 1, 3))
   vertices = (centres + rng.normal(size=(40, 3, 3)) * rng.uniform(0.05, 0.5, size=(40, 1, 1))).reshape(-1, 3)
   faces = np.arange(120, dtype=np.int32).reshape(40, 3)
-  w2c, k = render.make_cameras(CAMERA, 3, 32, rng)
+  w2c, k = cameras.make_cameras(CAMERA, 3, 32, rng)
   _, depth = render.render_mesh(vertices.astype(np.float32), faces, (1, 1, 1), w2c, k, 32)
   for view in range(3):
     ref, ambiguous = brute_force_depth(vertices, faces, w2c[view], k[view], 32)

@@ -7,8 +7,11 @@ import ml_collections
 import numpy as np
 import pytest
 
+from crossjepa.data import source_mesh_folder
+from crossjepa.data import source_scanobjectnn
 from crossjepa.data import sources
 from crossjepa.data import synthetic
+from crossjepa.data.shape import GREY, Shape
 
 MODELNET40 = ('airplane bathtub bed bench bookshelf bottle bowl car chair cone cup curtain desk door '
               'dresser flower_pot glass_box guitar keyboard lamp laptop mantel monitor night_stand '
@@ -126,7 +129,7 @@ def test_mesh_folder_modelnet_layout(tmp_path):
   test = list(sources.iter_shapes(data, 'test'))
   assert [(s.id, s.label, s.mesh.num_faces) for s in test] == [('chair/test/chair_0002', 0, 1)]
   assert sources.count(data, 'train') == 2 and sources.count(data, 'test') == 1
-  np.testing.assert_allclose(train[0].color, sources.GREY)
+  np.testing.assert_allclose(train[0].color, GREY)
   # The folders decide, whatever data.mesh_folder says; pretraining (pretrain + train) is the
   # whole tree once: `pretrain` adds the test folder's objects.
   data.mesh_folder.split_seed = 5
@@ -162,7 +165,7 @@ def test_mesh_folder_without_split_folders_stratified(tmp_path):
   assert not train & test and sorted(train | test) == everything
   per_class = {cls: sum(i.startswith(cls + '/') for i in test) for cls in sizes}
   assert per_class == {'bench': 2, 'chair': 1, 'lamp': 1, 'vase': 0}
-  assert [sources.mesh_folder_test_count(n, 0.2) for n in (0, 1, 2, 3, 5, 10, 12)] == [0, 0, 1, 1, 1, 2, 2]
+  assert [source_mesh_folder.mesh_folder_test_count(n, 0.2) for n in (0, 1, 2, 3, 5, 10, 12)] == [0, 0, 1, 1, 1, 2, 2]
   assert sources.count(data, 'test') == 4 and sources.count(data, 'train') == 14
   # Labels: the sorted class folders.
   labels = {s.id: s.label for s in sources.iter_shapes(data, 'test')}
@@ -340,7 +343,7 @@ def test_scanobjectnn(tmp_path):
                 mask=True, labels=[0, 14, 3, 7])
   _write_h5(tmp_path / 'main_split' / 'test_objectdataset_augmentedrot_scale75.h5', 2, mask=True)
   data = _config(source='scanobjectnn', root=str(tmp_path), variant='PB_T50_RS')
-  assert sources.class_names(data) == sources.SCANOBJECTNN_CLASSES
+  assert sources.class_names(data) == source_scanobjectnn.SCANOBJECTNN_CLASSES
   assert len(sources.class_names(data)) == 15
   train = list(sources.iter_shapes(data, 'train'))
   assert [s.label for s in train] == [0, 14, 3, 7]
@@ -412,6 +415,6 @@ def test_bad_source_and_root(tmp_path):
 
 def test_shape_validation():
   with pytest.raises(ValueError, match='exactly one of mesh / points'):
-    sources.Shape('x', 0, 'train', None, None, sources.GREY)
+    Shape('x', 0, 'train', None, None, GREY)
   with pytest.raises(ValueError, match='color'):
-    sources.Shape('x', 0, 'train', None, np.zeros((4, 3)), np.array([2.0, 0, 0]))
+    Shape('x', 0, 'train', None, np.zeros((4, 3)), np.array([2.0, 0, 0]))

@@ -31,7 +31,7 @@ def test_learning_rate_schedule_at_known_steps():
 
 
 def test_ema_momentum_schedule_is_cosine():
-  m = state_lib.ema_momentum_schedule(_train_config())
+  m = state_lib.ema_momentum_schedule((0.996, 1.0), 100)
   np.testing.assert_allclose(float(m(0)), 0.996, rtol=1e-7)
   np.testing.assert_allclose(float(m(50)), 0.998, rtol=1e-7)
   np.testing.assert_allclose(float(m(25)), 1.0 - 0.004 * 0.5 * (1 + math.cos(math.pi / 4)), rtol=1e-7)
@@ -74,7 +74,7 @@ def test_frozen_unchanged_no_decay_unaffected_lr_mult_scales():
            (r'predictor/slow', {'lr_mult': 0.1}))
   tc = _train_config(warmup_steps=0, lr=1e-2, min_lr=1e-2, weight_decay=0.5, param_rules=rules,
                      grad_clip=1.0)
-  st = state_lib.create(params, None, tc)
+  st = state_lib.create(params, None, tc, tc.param_rules)
   zero = jax.tree.map(jnp.zeros_like, params)
   grads = jax.tree.map(lambda x: jnp.full_like(x, 0.3), params)
 
@@ -105,5 +105,5 @@ def test_frozen_unchanged_no_decay_unaffected_lr_mult_scales():
 def test_bad_schedule_config():
   with pytest.raises(ValueError, match='steps'):
     state_lib.learning_rate_schedule(_train_config(steps=0))
-  with pytest.raises(ValueError, match='ema_momentum'):
-    state_lib.ema_momentum_schedule(_train_config(ema_momentum=(0.9, 1.5)))
+  with pytest.raises(ValueError, match='momentum'):
+    state_lib.ema_momentum_schedule((0.9, 1.5), 100)

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from crossjepa import ops
+from crossjepa import testing
+from crossjepa.training import losses
+from crossjepa.training import mesh as mesh_lib
+from crossjepa.training import pretraining
 from crossjepa.training import recipes
-from crossjepa.training import step as step_lib
+from crossjepa.training.recipes import crossjepa as crossjepa_recipe
+from crossjepa.training.recipes import models as models_lib
+from crossjepa.training.recipes import point_jepa as point_jepa_recipe
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,21 +33,21 @@ def smoke_config(**train):
 
 
 def fake_batch(config, batch_size, seed=0, teacher_dim=16):
-  """A host batch with the training batch's shapes (see recipes.synthetic_examples)."""
-  return recipes.synthetic_batch(config, batch_size, teacher_dim=teacher_dim, seed=seed)
+  """A host batch with the training batch's shapes (see crossjepa.testing.synthetic_examples)."""
+  return testing.synthetic_batch(config, batch_size, teacher_dim=teacher_dim, seed=seed)
 
 
 def run_steps(config, batch, num_steps, devices=None, batches=None):
-  mesh = step_lib.make_mesh(config, devices)
-  models = recipes.build_models(config, batch)
-  state, shardings = step_lib.create_train_state(config, mesh, jax.random.PRNGKey(0), batch,
-                                                 models=models)
-  bsh = step_lib.batch_shardings(mesh, batch)
-  fn = step_lib.make_train_step(config, mesh, shardings, bsh, models=models)
+  mesh = mesh_lib.make_mesh(config, devices)
+  teacher = testing.teacher_widths_of(batch)
+  models = models_lib.build_models(config, teacher)
+  state, shardings = pretraining.init_state(config, mesh, jax.random.PRNGKey(0), models, teacher)
+  fn = pretraining.make_step(config, mesh, shardings, models)
+  bsh = mesh_lib.batch_sharding(mesh)
   history = []
   for i in range(num_steps):
     b = batches[i % len(batches)] if batches else batch
-    state, metrics = fn(state, step_lib.global_batch(b, bsh), jax.random.PRNGKey(1))
+    state, metrics = fn(state, mesh_lib.global_batch(b, bsh), jax.random.PRNGKey(1))
     history.append(jax.device_get(metrics))
   return state, history, fn
 
@@ -65,9 +71,10 @@ def test_loss_falls_on_fixed_batch(target):
 def test_groups_target_ignores_occluded_entries():
   c = smoke_config(target='groups', normalize_target=True)
   batch = fake_batch(c, 4)
-  models = recipes.build_models(c, batch)
-  params = jax.jit(lambda r: recipes.init_params(c, r, batch, models))(jax.random.PRNGKey(0))
-  loss = jax.jit(lambda p, b: recipes.crossjepa_loss(p, None, b, jax.random.PRNGKey(2), config=c,
+  models = models_lib.build_models(c, testing.teacher_widths_of(batch))
+  init_params = recipes.get_recipe(c.recipe).init_params
+  params = jax.jit(lambda r: init_params(c, r, batch, models))(jax.random.PRNGKey(0))
+  loss = jax.jit(lambda p, b: crossjepa_recipe.loss_fn(p, None, b, jax.random.PRNGKey(2), config=c,
                                                     models=models)[0])
   perturbed = jax.tree.map(lambda x: x, batch)
   occluded = (batch['views']['corr'] < 0)[..., None]
@@ -86,7 +93,7 @@ def test_batch_standardize_against_numpy():
   target = rng.normal(3.0, 5.0, size=(4, 2, 6)).astype(np.float32)
   weights = (rng.uniform(size=(4, 2)) < 0.6).astype(np.float32)
   weights[0, 0] = 1.0
-  got = np.asarray(recipes.batch_standardize(jnp.asarray(target), jnp.asarray(weights)))
+  got = np.asarray(losses.batch_standardize(jnp.asarray(target), jnp.asarray(weights)))
   rows = target.reshape(-1, 6)[weights.reshape(-1) > 0].astype(np.float64)
   want = (target - rows.mean(0)) / np.sqrt(rows.var(0) + 1e-4)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
@@ -98,10 +105,11 @@ def test_batch_standardize_against_numpy():
 def test_object_target_is_the_view_mean_through_a_linear_head():
   c = smoke_config(target='object', standardize_target='none')
   batch = fake_batch(c, 4)
-  models = recipes.build_models(c, batch)
-  params = jax.jit(lambda r: recipes.init_params(c, r, batch, models))(jax.random.PRNGKey(0))
+  models = models_lib.build_models(c, testing.teacher_widths_of(batch))
+  init_params = recipes.get_recipe(c.recipe).init_params
+  params = jax.jit(lambda r: init_params(c, r, batch, models))(jax.random.PRNGKey(0))
   assert set(params['predictor']) == {'out_proj'}      # one Dense on concat(max, mean)
-  loss = jax.jit(lambda p, b: recipes.crossjepa_loss(p, None, b, jax.random.PRNGKey(2), config=c,
+  loss = jax.jit(lambda p, b: crossjepa_recipe.loss_fn(p, None, b, jax.random.PRNGKey(2), config=c,
                                                     models=models)[0])
   # Swapping the views' targets among themselves keeps their mean, so the loss.
   swapped = jax.tree.map(lambda x: x, batch)
@@ -121,10 +129,10 @@ def test_masked_mean_and_losses_against_numpy():
          'smooth_l1': np.where(d < 1, 0.5 * d * d, d - 0.5).mean(-1),
          'cosine': 1 - (p * t).sum(-1) / np.linalg.norm(p, axis=-1) / np.linalg.norm(t, axis=-1)}
   for kind, r in ref.items():
-    got = float(recipes.masked_mean(recipes.elementwise_loss(jnp.asarray(p), jnp.asarray(t), kind),
+    got = float(losses.masked_mean(losses.elementwise_loss(jnp.asarray(p), jnp.asarray(t), kind),
                                     jnp.asarray(w)))
     np.testing.assert_allclose(got, (r * w).sum() / w.sum(), rtol=1e-5)
-  ln = np.asarray(recipes.layer_norm(jnp.asarray(t)))
+  ln = np.asarray(losses.layer_norm(jnp.asarray(t)))
   np.testing.assert_allclose(ln.mean(-1), 0, atol=1e-5)
   np.testing.assert_allclose(ln.std(-1), 1, rtol=1e-4)
 
@@ -135,9 +143,9 @@ def test_point_jepa_blocks_are_contiguous_and_disjoint_from_context():
   c.train.point_jepa.num_targets = 3
   pts = jax.random.normal(jax.random.PRNGKey(0), (4, 256, 3))
   centers, _ = ops.group_points(pts, 32, 8)
-  tidx, tw, cidx = recipes.sample_blocks(jax.random.PRNGKey(3), centers, c)
+  tidx, tw, cidx = point_jepa_recipe.sample_blocks(jax.random.PRNGKey(3), centers, c)
   tidx, tw, cidx, centers = map(np.asarray, (tidx, tw, cidx, centers))
-  size_max, num_targets, num_context = recipes.block_sizes(c, 32)
+  size_max, num_targets, num_context = point_jepa_recipe.block_sizes(c, 32)
   assert tidx.shape == (4, 3, size_max) and cidx.shape == (4, num_context) == (4, 14)
   for b in range(4):
     targets = set(tidx[b][tw[b] > 0].tolist())
@@ -191,4 +199,4 @@ def test_mesh_errors():
   c = smoke_config()
   c.mesh.fsdp = 3
   with pytest.raises(ValueError, match='fsdp'):
-    step_lib.make_mesh(c)
+    mesh_lib.make_mesh(c)

@@ -9,7 +9,7 @@ from sklearn.svm import LinearSVC
 
 from crossjepa.data import meshes
 from crossjepa.data import synthetic
-from crossjepa.data.sources import instance_seed
+from crossjepa.data.source_synthetic import instance_seed
 
 
 def test_class_list():

@@ -12,10 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from crossjepa import imaging
 from crossjepa.data import sources
-from crossjepa.models import vit as vit_lib
+from crossjepa.data import teacher_views
+from crossjepa.evaluation import linear_probe
+from crossjepa.evaluation import teacher_probe
 from crossjepa.training import state as state_lib
 from crossjepa.training import teacher
+from crossjepa.training import teacher_models
+from crossjepa.weights import vit_io
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,13 +66,13 @@ def test_supervised_loss_falls_and_beats_chance(supervised):
 
 def test_saved_teacher_loads_with_identical_outputs(supervised):
   config, workdir, result, state, models = supervised
-  module, params = vit_lib.load(result['teacher'])
-  info = vit_lib.load_info(result['teacher'])
+  module, params = vit_io.load(result['teacher'])
+  info = vit_io.load_info(result['teacher'])
   assert module == models.vit
   assert info['name'] == 'offline-supervised-tiny/14' and info['kind'] == 'supervised'
   assert info['image_size'] == 28 and len(info['classes']) == 4
   assert set(params) == set(state.params['vit'])   # the ViT only: no head in the checkpoint
-  images = vit_lib.normalize_images(
+  images = imaging.normalize_images(
       np.random.default_rng(0).integers(0, 256, (3, 28, 28, 3), dtype=np.uint8))
   got = module.apply({'params': params}, images)
   want = models.vit.apply({'params': state.params['vit']}, images)
@@ -79,17 +84,17 @@ def test_saved_teacher_loads_with_identical_outputs(supervised):
   config.teacher.checkpoint = result['teacher']
   cache = teacher_cache.Teacher(config)
   assert cache.name == info['name']
-  views = teacher.render_split(config, workdir, 'teacher', data_config=config.data)
+  views = teacher_views.render_split(config, workdir, 'teacher', data_config=config.data)
   cls, _ = cache(views['images'][:2], np.full((2, 2, config.data.num_groups), -1, np.int32))
   direct = models.vit.apply({'params': state.params['vit']},
-                            vit_lib.normalize_images(views['images'][:2].reshape(4, 28, 28, 3)))
+                            imaging.normalize_images(views['images'][:2].reshape(4, 28, 28, 3)))
   np.testing.assert_allclose(cls.reshape(4, -1), np.asarray(direct['cls']), rtol=2e-3, atol=2e-3)
 
 
 def test_rerun_reuses_teacher_and_views(supervised):
   config, workdir, result, _, _ = supervised
-  path = os.path.join(result['teacher'], vit_lib.CONFIG_FILE)
-  views_dir = os.path.join(workdir, teacher.VIEWS_DIR)
+  path = os.path.join(result['teacher'], vit_io.CONFIG_FILE)
+  views_dir = os.path.join(workdir, teacher_views.VIEWS_DIR)
   (views_file,) = os.listdir(views_dir)
   before = (os.stat(path).st_mtime_ns, os.stat(os.path.join(views_dir, views_file)).st_mtime_ns)
   again = teacher.train_teacher(config, workdir)
@@ -97,7 +102,7 @@ def test_rerun_reuses_teacher_and_views(supervised):
   assert again['train_accuracy'] == result['train_accuracy']
   after = (os.stat(path).st_mtime_ns, os.stat(os.path.join(views_dir, views_file)).st_mtime_ns)
   assert before == after
-  cached = teacher.render_split(config, workdir, 'teacher')
+  cached = teacher_views.render_split(config, workdir, 'teacher')
   assert cached['images'].shape == (12, 2, 28, 28, 3) and cached['images'].dtype == np.uint8
   changed = _config()
   changed.teacher.train.steps = 17
@@ -107,11 +112,25 @@ def test_rerun_reuses_teacher_and_views(supervised):
 
 def test_teacher_probe(supervised):
   config, workdir, result, _, _ = supervised
-  probe = teacher.teacher_probe(config, workdir, result['teacher'])
-  assert 0.0 <= probe['accuracy'] <= 1.0
+  probe = teacher_probe.teacher_probe(config, workdir, result['teacher'])
   assert probe['num_train'] == 8 and probe['num_test'] == 8 and probe['num_classes'] == 4
   assert probe['best_C'] in (0.1, 1.0)
   assert 'averaged over the 2' in probe['protocol']['features']
+  # Brute force: the saved ViT's CLS of every view (float16, as cached), averaged per object, into
+  # the same probe, gives the same accuracy; and the trained teacher is well above chance (1/4).
+  module, params = vit_io.load(result['teacher'])
+  feats, labels = {}, {}
+  for split in ('train', 'test'):
+    views = teacher_views.render_split(config, workdir, split)
+    n, v = views['images'].shape[:2]
+    flat = imaging.normalize_images(views['images'].reshape((n * v,) + views['images'].shape[2:]))
+    cls = np.asarray(module.apply({'params': params}, flat)['cls']).astype(np.float16)
+    feats[split] = cls.astype(np.float32).reshape(n, v, -1).mean(axis=1)
+    labels[split] = views['labels']
+  want = linear_probe.linear_probe(feats['train'], labels['train'], feats['test'], labels['test'],
+                                   **linear_probe.probe_kwargs(config.eval, int(config.seed)))
+  assert probe['accuracy'] == pytest.approx(want['accuracy'], abs=1 / 8 + 1e-9)
+  assert probe['accuracy'] >= 0.5
 
 
 def test_teacher_split_is_disjoint():
@@ -136,7 +155,7 @@ def test_teacher_split_is_disjoint():
 
 def test_ijepa_loss_falls_and_ema_lags(tmp_path):
   config = _config('ijepa')
-  views = teacher.render_split(config, str(tmp_path), 'teacher')
+  views = teacher_views.render_split(config, str(tmp_path), 'teacher')
   images = views['images'].reshape(24, 28, 28, 3)
   state, models, history = teacher.fit(config, images, np.zeros(24, np.int64), 4)
   assert models.target_block == (1, 1) and models.num_context == 2
@@ -158,7 +177,7 @@ def test_ijepa_loss_falls_and_ema_lags(tmp_path):
 
 def test_sample_masks_brute_force():
   grid, rows, cols, num_targets, num_context = 6, 2, 3, 3, 12
-  sample = jax.jit(lambda rng: teacher.sample_masks(
+  sample = jax.jit(lambda rng: teacher_models.sample_masks(
       rng, 16, grid=grid, target_block=(rows, cols), num_targets=num_targets, context_block=5,
       num_context=num_context))
   targets, context = sample(jax.random.PRNGKey(3))
@@ -179,20 +198,34 @@ def test_sample_masks_brute_force():
 
 
 def test_patch_positions_and_batch_indices():
-  pos = np.asarray(teacher.patch_positions(jnp.array([0, 5, 35]), 6))
+  pos = np.asarray(teacher_models.patch_positions(jnp.array([0, 5, 35]), 6))
   np.testing.assert_allclose(pos, [[-5 / 6, -5 / 6], [-5 / 6, 5 / 6], [5 / 6, 5 / 6]], atol=1e-6)
   idx = np.concatenate([teacher.batch_indices(0, s, 10, 4) for s in range(5)])
   assert sorted(idx[:10].tolist()) == list(range(10)) and sorted(idx[10:20].tolist()) == list(range(10))
   np.testing.assert_array_equal(teacher.batch_indices(0, 3, 10, 4), idx[12:16])
 
 
-def test_augment_identity_and_flip():
-  images = jnp.asarray(np.random.default_rng(1).normal(size=(4, 8, 8, 3)), jnp.float32)
-  same = teacher.augment(images, jax.random.PRNGKey(0), flip=False, shift=0)
+def test_augment_identity_flip_and_shift():
+  images = jnp.asarray(np.random.default_rng(1).normal(size=(32, 8, 8, 3)), jnp.float32)
+  same = teacher_models.augment(images, jax.random.PRNGKey(0), flip=False, shift=0)
   np.testing.assert_array_equal(np.asarray(same), np.asarray(images))
-  flipped = np.asarray(teacher.augment(images, jax.random.PRNGKey(0), flip=True, shift=0))
-  for b in range(4):
-    assert (np.array_equal(flipped[b], np.asarray(images[b]))
-            or np.array_equal(flipped[b], np.asarray(images[b])[:, ::-1]))
-  shifted = np.asarray(teacher.augment(images, jax.random.PRNGKey(1), flip=False, shift=2))
-  assert shifted.shape == images.shape
+  host = np.asarray(images)
+  flipped = np.asarray(teacher_models.augment(images, jax.random.PRNGKey(0), flip=True, shift=0))
+  kinds = []
+  for b in range(32):
+    if np.array_equal(flipped[b], host[b]):
+      kinds.append('same')
+    else:
+      np.testing.assert_array_equal(flipped[b], host[b][:, ::-1])   # a mirror image, nothing else
+      kinds.append('flipped')
+  assert 4 <= kinds.count('flipped') <= 28    # a fair coin per image (P(fail) < 1e-4)
+  # Shift: every image is an 8 x 8 crop of its edge-padded copy at an offset in [-2, 2]^2.
+  shifted = np.asarray(teacher_models.augment(images, jax.random.PRNGKey(1), flip=False, shift=2))
+  padded = np.pad(host, ((0, 0), (2, 2), (2, 2), (0, 0)), mode='edge')
+  offsets = set()
+  for b in range(32):
+    found = [(dy, dx) for dy in range(5) for dx in range(5)
+             if np.array_equal(shifted[b], padded[b, dy:dy + 8, dx:dx + 8])]
+    assert found, b
+    offsets.add(found[0])
+  assert len(offsets) > 5      # offsets vary across the batch

@@ -9,13 +9,15 @@ import jax
 import numpy as np
 import pytest
 
-from crossjepa import convert_teacher
+from crossjepa import imaging
 from crossjepa.data import correspondence
 from crossjepa.data import pipeline
 from crossjepa.data import teacher_cache
-from crossjepa.models import load_teacher
-from crossjepa.models import teacher as teacher_lib
 from crossjepa.models import vit
+from crossjepa.weights import param_folder
+from crossjepa.weights import teacher_conversion
+from crossjepa.weights import teacher_io
+from crossjepa.weights import vit_io
 from test_records import tiny_config  # pylint: disable=g-bad-import-order
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope='module')
 def lite0_dir(tmp_path_factory):
   out = str(tmp_path_factory.mktemp('teachers') / 'lite0')
-  spec = convert_teacher.convert_efficientnet_lite(out, variant='lite0', feature_stage='stage5')
+  spec = teacher_conversion.convert_efficientnet_lite(out, variant='lite0', feature_stage='stage5')
   return out, spec
 
 
@@ -35,14 +37,14 @@ def _images(n, size, seed=0):
 def test_vit_folder_through_the_protocol(tmp_path):
   module = vit.vit('tiny/14')
   params = module.init(jax.random.PRNGKey(3), np.zeros((1, 28, 28, 3), np.float32))['params']
-  vit.save(str(tmp_path / 't'), module, params, {'name': 'tiny_test', 'image_size': 28})
-  t = load_teacher(str(tmp_path / 't'))
+  vit_io.save(str(tmp_path / 't'), module, params, {'name': 'tiny_test', 'image_size': 28})
+  t = teacher_io.load_teacher(str(tmp_path / 't'))
   assert (t.spec.architecture, t.spec.name, t.spec.stride, t.spec.global_width) == (
       'vit', 'tiny_test', 14, 64)
   assert t.spec.param_checksum == vit.param_checksum(params)
   images = _images(3, 28)
   got = t(images)
-  want = module.apply({'params': params}, vit.normalize_images(images))
+  want = module.apply({'params': params}, imaging.normalize_images(images))
   np.testing.assert_allclose(got['global'], want['cls'], atol=1e-5)
   np.testing.assert_allclose(got['feature_map'], np.asarray(want['patches']).reshape(3, 2, 2, 64),
                              atol=1e-5)
@@ -55,12 +57,12 @@ def test_lite0_from_the_wheel_classifies_imagenet_samples(lite0_dir):
   skdata = pytest.importorskip('skimage.data')
   transform = pytest.importorskip('skimage.transform')
   path, spec = lite0_dir
-  t = load_teacher(path)
+  t = teacher_io.load_teacher(path)
   assert t.spec == spec
   assert (spec.architecture, spec.input_size, spec.stride, spec.feature_width, spec.global_width) == (
       'efficientnet_lite', 224, 16, 112, 1280)
   assert spec.mean == (127.0,) * 3 and spec.std == (128.0,) * 3 and spec.has_logits
-  with open(os.path.join(path, teacher_lib.SPEC_FILE)) as f:
+  with open(os.path.join(path, teacher_io.SPEC_FILE)) as f:
     assert json.load(f)['param_checksum'] == spec.param_checksum
   images = []
   for img in (skdata.chelsea(), skdata.coffee()):
@@ -75,7 +77,7 @@ def test_lite0_from_the_wheel_classifies_imagenet_samples(lite0_dir):
   assert 967 in top5[1], top5[1]
   assert out['feature_map'].shape == (2, 14, 14, 112) and out['global'].shape == (2, 1280)
   # the global embedding is the mean of the head map: the 'head' stage at load time gives it
-  head = load_teacher(path, feature_stage='head')
+  head = teacher_io.load_teacher(path, feature_stage='head')
   assert (head.spec.stride, head.spec.feature_width) == (32, 1280)
   np.testing.assert_allclose(head(np.stack(images))['feature_map'].mean(axis=(1, 2)), out['global'],
                              rtol=1e-4, atol=1e-4)
@@ -93,7 +95,7 @@ def test_cache_gathers_cells_of_the_teachers_grid(lite0_dir):
   images = _images(n * v, 32, seed=1).reshape(n, v, 32, 32, 3)
   corr = np.random.default_rng(2).integers(-1, 4, (n, v, 5)).astype(np.int32)
   cls, groups = cache(images, corr)
-  ref = load_teacher(path)(images.reshape(n * v, 32, 32, 3))
+  ref = teacher_io.load_teacher(path)(images.reshape(n * v, 32, 32, 3))
   np.testing.assert_allclose(cls.reshape(n * v, -1), ref['global'], rtol=2e-3, atol=2e-3)
   cells = ref['feature_map'].reshape(n, v, 4, 112)
   for i in range(n):
@@ -120,21 +122,21 @@ def test_checksum_and_spec_errors(lite0_dir, tmp_path):
   path, _ = lite0_dir
   bad = tmp_path / 'bad'
   bad.mkdir()
-  with open(os.path.join(path, teacher_lib.SPEC_FILE)) as f:
+  with open(os.path.join(path, teacher_io.SPEC_FILE)) as f:
     data = json.load(f)
   data['param_checksum'] = '0' * 64
-  os.symlink(os.path.join(path, teacher_lib.PARAMS_DIR), bad / teacher_lib.PARAMS_DIR)
-  (bad / teacher_lib.SPEC_FILE).write_text(json.dumps(data))
+  os.symlink(os.path.join(path, param_folder.PARAMS_DIR), bad / param_folder.PARAMS_DIR)
+  (bad / teacher_io.SPEC_FILE).write_text(json.dumps(data))
   with pytest.raises(ValueError, match="checksum does not match"):
-    load_teacher(str(bad))
+    teacher_io.load_teacher(str(bad))
   data['architecture'] = 'resnet'
-  (bad / teacher_lib.SPEC_FILE).write_text(json.dumps(data))
+  (bad / teacher_io.SPEC_FILE).write_text(json.dumps(data))
   with pytest.raises(ValueError, match="'resnet' is not registered"):
-    teacher_lib.load_spec(str(bad))
+    teacher_io.load_spec(str(bad))
   with pytest.raises(FileNotFoundError, match='not a teacher folder'):
-    teacher_lib.load_spec(str(tmp_path))
+    teacher_io.load_spec(str(tmp_path))
   with pytest.raises(ValueError, match='expected one of'):
-    load_teacher(path, feature_stage='stage9')
+    teacher_io.load_teacher(path, feature_stage='stage9')
 
 
 def test_convert_teacher_cli_errors_exit_2(tmp_path):
@@ -176,7 +178,7 @@ def test_teacher_stage_converts_the_wheel_once(tmp_path):
   first = run_lib.stage_teacher(config, workdir)
   assert not first['reused'] and first['name'] == 'efficientnet_lite0_imagenet'
   assert first['weights'].endswith('efficientnet-lite0-57934424.pth')
-  spec = teacher_lib.load_spec(first['teacher'])
+  spec = teacher_io.load_spec(first['teacher'])
   assert spec.feature_stage == config.teacher.feature_stage == 'stage5'
   again = run_lib.stage_teacher(config, workdir)
   assert again['reused'] and again['teacher'] == first['teacher']

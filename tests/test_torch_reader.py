@@ -1,4 +1,4 @@
-"""Tests of crossjepa/torch_reader.py: torch checkpoints read without torch and without unpickling.
+"""Tests of crossjepa/weights/torch_reader.py: torch checkpoints read without torch and without unpickling.
 
 Every file is written by torch.save (zip and legacy formats) and our result is compared with
 torch.load(weights_only=True): same keys and containers, same dtypes (bf16 as float32), bitwise
@@ -15,7 +15,8 @@ import pytest
 
 torch = pytest.importorskip('torch')
 
-from crossjepa import torch_reader  # noqa: E402  pylint: disable=g-import-not-at-top
+from crossjepa.weights import torch_pickle  # noqa: E402  pylint: disable=g-import-not-at-top
+from crossjepa.weights import torch_reader  # noqa: E402  pylint: disable=g-import-not-at-top
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _FORMATS = pytest.mark.parametrize('zip_format', [True, False], ids=['zip', 'legacy'])
@@ -133,7 +134,7 @@ class _Config:  # a harmless custom class: still not a tensor or container
 
 
 def _assert_refused(path, glob):
-  with pytest.raises(torch_reader.UnsafeCheckpointError) as info:
+  with pytest.raises(torch_pickle.UnsafeCheckpointError) as info:
     torch_reader.load(path)
   msg = str(info.value)
   assert msg.startswith(f'{path}: refusing to load'), msg
@@ -148,7 +149,7 @@ def test_refuses_code_execution(tmp_path, zip_format):
   path = _save({'w': torch.ones(2), 'evil': _Pwn(marker)}, tmp_path / 'evil.pth', zip_format)
   _assert_refused(path, f'{os.system.__module__}.system')
   assert not marker.exists()
-  with pytest.raises(torch_reader.UnsafeCheckpointError):
+  with pytest.raises(torch_pickle.UnsafeCheckpointError):
     torch_reader.load_state_dict(path)
   assert not marker.exists()
 
@@ -181,11 +182,11 @@ def test_refuses_restricted_opcodes(tmp_path):
   body = (b'\x80\x02ccollections\nOrderedDict\n)R}X\x05\x00\x00\x00items'
           b'ccollections\nOrderedDict\nsb.')
   path.write_bytes(head + body + pickle.dumps([], protocol=2))
-  with pytest.raises(torch_reader.UnsafeCheckpointError, match="attribute 'items'"):
+  with pytest.raises(torch_pickle.UnsafeCheckpointError, match="attribute 'items'"):
     torch_reader.load(str(path))
   body = b'\x80\x02ctorch._utils\n_rebuild_parameter\n)\x81.'  # NEWOBJ of a stand-in function
   path.write_bytes(head + body + pickle.dumps([], protocol=2))
-  with pytest.raises(torch_reader.UnsafeCheckpointError, match='construction'):
+  with pytest.raises(torch_pickle.UnsafeCheckpointError, match='construction'):
     torch_reader.load(str(path))
 
 
@@ -258,28 +259,28 @@ def test_truncated_and_garbage(tmp_path, zip_format):
     msg = str(info.value)
     assert msg.startswith(f'{path}: '), msg
     assert 'expected' in msg or 'truncated' in msg, msg
-    assert not isinstance(info.value, torch_reader.UnsafeCheckpointError), msg
+    assert not isinstance(info.value, torch_pickle.UnsafeCheckpointError), msg
     assert 'weights_only' not in msg
   with pytest.raises(FileNotFoundError):
     torch_reader.load(str(tmp_path / 'missing.pth'))
 
 
 def test_reads_without_torch(tmp_path):
-  """The core install has no torch: neither the reader nor convert_teacher.read_state_dict (which
+  """The core install has no torch: neither the reader nor state_dict_files.read_state_dict (which
   uses it for .bin / .pth / .pt) may import it. Run with torch unimportable."""
   path = _save({'w': torch.arange(6.).view(2, 3).t(), 'b': torch.ones(2).bfloat16()},
                tmp_path / 'm.pth', True)
   wrapped = _save({'model': {'w': torch.ones(2, 2)}, 'epoch': 1}, tmp_path / 'pytorch_model.bin',
                   False)
   code = ('import sys; sys.modules["torch"] = None\n'
-          'from crossjepa import torch_reader\n'
+          'from crossjepa.weights import torch_reader\n'
           f'sd = torch_reader.load_state_dict({path!r})\n'
           'assert sd["w"].tolist() == [[0, 3], [1, 4], [2, 5]], sd\n'
           'assert sd["b"].tolist() == [1.0, 1.0]\n'
-          'from crossjepa import convert_teacher\n'
-          f'sd, cfg = convert_teacher.read_state_dict({str(tmp_path)!r})\n'  # folder input
+          'from crossjepa.weights import state_dict_files\n'
+          f'sd, cfg = state_dict_files.read_state_dict({str(tmp_path)!r})\n'  # folder input
           'assert cfg == {} and list(sd) == ["w"] and sd["w"].sum() == 4, sd\n'
-          f'sd, _ = convert_teacher.read_state_dict({path!r})\n'
+          f'sd, _ = state_dict_files.read_state_dict({path!r})\n'
           'assert sorted(sd) == ["b", "w"]\n'
           'print("ok")\n')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=_ROOT,

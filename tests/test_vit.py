@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from crossjepa import convert_teacher
+from crossjepa import imaging
 from crossjepa.models import vit as vit_lib
+from crossjepa.weights import dinov2_params
+from crossjepa.weights import state_dict_files
+from crossjepa.weights import teacher_conversion
+from crossjepa.weights import vit_io
 
 transformers = pytest.importorskip('transformers')
 safetensors_torch = pytest.importorskip('safetensors.torch')
@@ -138,8 +142,8 @@ def test_hf_parity_trained_and_interpolated_size(kind, tmp_path):
   model = _hf_model(registers=registers, swiglu=kind == 'swiglu', seed=len(kind))
   path = str(tmp_path / 'model.safetensors')
   safetensors_torch.save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
-  state_dict, _ = convert_teacher.read_state_dict(path)
-  module, params = convert_teacher.convert_state_dict(state_dict, 'hf', num_heads=2)
+  state_dict, _ = state_dict_files.read_state_dict(path)
+  module, params = dinov2_params.convert_state_dict(state_dict, 'hf', num_heads=2)
   ffn_layer = 'swiglu' if kind == 'swiglu' else 'mlp'
   assert (module.pos_grid, module.num_registers, module.ffn_layer) == (4, registers, ffn_layer)
   assert module.pos_interp_antialias == bool(registers)
@@ -155,12 +159,12 @@ def test_hf_parity_224px_and_folder_input(tmp_path):
   model = _hf_model(width=64, layers=1, heads=2, image_size=98, swiglu=True, seed=3)
   model.save_pretrained(str(tmp_path / 'hf'))
   out_dir = str(tmp_path / 'teacher')
-  info = convert_teacher.convert('hf', str(tmp_path / 'hf'), out_dir, name='tiny_dinov2',
-                                 image_size=224)
+  info = teacher_conversion.convert_vit('hf', str(tmp_path / 'hf'), out_dir, name='tiny_dinov2',
+                                        image_size=224)
   assert info['name'] == 'tiny_dinov2' and info['image_size'] == 224 and info['source'] == 'hf'
   assert info['fields']['num_heads'] == 2 and info['fields']['pos_grid'] == 7
   assert info['fields']['ffn_layer'] == 'swiglu' and info['variant'] is None
-  module, params = vit_lib.load(out_dir)
+  module, params = vit_io.load(out_dir)
   assert vit_lib.param_checksum(params) == info['param_checksum']
   _compare(module, params, model, 224, batch=1)   # 7x7 trained grid -> 16x16 at 224 px
 
@@ -173,8 +177,8 @@ def test_timm_layout_matches_hf_conversion(registers):
   """timm could not be imported here (it needs torchvision); its key layout is built by renaming."""
   model = _hf_model(registers=registers, width=128, seed=7)  # heads inferred: 128 / 64 = 2
   sd = _state_dict(model)
-  module_hf, params_hf = convert_teacher.convert_state_dict(sd, 'hf')
-  module_timm, params_timm = convert_teacher.convert_state_dict(
+  module_hf, params_hf = dinov2_params.convert_state_dict(sd, 'hf')
+  module_timm, params_timm = dinov2_params.convert_state_dict(
       _hf_to_timm(sd, no_embed_class=bool(registers)), 'timm')
   assert module_timm.num_heads == 2 and module_timm.num_registers == registers
   assert module_timm.pos_interp_antialias  # timm resamples with antialias=True
@@ -200,7 +204,7 @@ def test_timm_parity_if_importable():
     for name, p in model.named_parameters():
       if 'gamma' in name or 'token' in name or 'pos_embed' in name:
         p.copy_(0.5 * torch.randn_like(p))
-  module, params = convert_teacher.convert_state_dict(_state_dict(model), 'timm')
+  module, params = dinov2_params.convert_state_dict(_state_dict(model), 'timm')
   for size in (56, 98):
     images = np.random.default_rng(size).standard_normal((1, 3, size, size)).astype(np.float32)
     with torch.no_grad():
@@ -219,7 +223,7 @@ def test_bad_state_dict_lists_keys_and_writes_nothing(tmp_path):
   sd['encoder.layer.0.extra.weight'] = np.zeros(3, np.float32)
   sd['encoder.layer.0.attention.k_proj.weight'] = np.zeros((64, 32), np.float32)
   with pytest.raises(ValueError) as err:
-    convert_teacher.convert_state_dict(sd, 'hf', num_heads=2)
+    dinov2_params.convert_state_dict(sd, 'hf', num_heads=2)
   msg = str(err.value)
   assert 'encoder.layer.0.norm2.bias' in msg and 'missing' in msg
   assert 'encoder.layer.0.extra.weight' in msg and 'unexpected' in msg
@@ -229,17 +233,17 @@ def test_bad_state_dict_lists_keys_and_writes_nothing(tmp_path):
   safetensors_torch.save_file({k: torch.from_numpy(v) for k, v in sd.items()}, path)
   out_dir = tmp_path / 'out'
   with pytest.raises(ValueError, match='missing'):
-    convert_teacher.convert('hf', path, str(out_dir), num_heads=2)
+    teacher_conversion.convert_vit('hf', path, str(out_dir), num_heads=2)
   assert not out_dir.exists() and sorted(os.listdir(tmp_path)) == ['bad.safetensors']
 
   with pytest.raises(ValueError, match='patch_embed.proj.weight'):
-    convert_teacher.convert_state_dict(sd, 'timm')  # an HF dict is not a timm dict
+    dinov2_params.convert_state_dict(sd, 'timm')  # an HF dict is not a timm dict
   with pytest.raises(FileNotFoundError, match='nothing_here'):
-    convert_teacher.convert('hf', str(tmp_path / 'nothing_here.safetensors'), str(out_dir))
+    teacher_conversion.convert_vit('hf', str(tmp_path / 'nothing_here.safetensors'), str(out_dir))
   with pytest.raises(ValueError, match='not a S/14 checkpoint'):
     good = _hf_model(layers=1, seed=5)
     good.save_pretrained(str(tmp_path / 'good'))
-    convert_teacher.convert('hf', str(tmp_path / 'good'), str(out_dir), variant='S/14')
+    teacher_conversion.convert_vit('hf', str(tmp_path / 'good'), str(out_dir), variant='S/14')
   assert not out_dir.exists()
 
 
@@ -251,16 +255,17 @@ def test_save_load_roundtrip(tmp_path):
   images = jnp.asarray(np.random.default_rng(0).standard_normal((2, 84, 84, 3)), jnp.float32)
   params = _init(module, images)
   out_dir = str(tmp_path / 'ckpt')
-  vit_lib.save(out_dir, module, params, {'name': 'random_tiny', 'image_size': 84, 'variant': 'tiny/14'})
-  vit_lib.save(out_dir, module, params, {'name': 'random_tiny', 'image_size': 84, 'variant': 'tiny/14'})
+  extra = {'name': 'random_tiny', 'image_size': 84, 'variant': 'tiny/14'}
+  vit_io.save(out_dir, module, params, extra)
+  vit_io.save(out_dir, module, params, extra)
   assert sorted(os.listdir(tmp_path)) == ['ckpt']  # replaced in place, no temp folders left
-  info = vit_lib.load_info(out_dir)
+  info = vit_io.load_info(out_dir)
   assert info['variant'] == 'tiny/14' and info['name'] == 'random_tiny' and info['image_size'] == 84
   assert info['fields']['num_registers'] == 2 and info['fields']['dtype'] == 'float32'
   assert info['param_count'] == vit_lib.param_count(params)
   with open(os.path.join(out_dir, 'vit_config.json')) as f:
     assert json.load(f) == info
-  loaded_module, loaded = vit_lib.load(out_dir)
+  loaded_module, loaded = vit_io.load(out_dir)
   assert loaded_module == module
   assert vit_lib.param_checksum(loaded) == vit_lib.param_checksum(params) == info['param_checksum']
   jax.tree.map(np.testing.assert_array_equal, loaded, params)
@@ -273,13 +278,13 @@ def test_save_load_roundtrip(tmp_path):
   assert vit_lib.param_checksum(changed) != info['param_checksum']
 
   with pytest.raises(FileNotFoundError, match='missing_dir'):
-    vit_lib.load(str(tmp_path / 'missing_dir'))
+    vit_io.load(str(tmp_path / 'missing_dir'))
   os.remove(os.path.join(out_dir, 'vit_config.json'))
   with pytest.raises(FileNotFoundError, match='vit_config.json'):
-    vit_lib.load_info(out_dir)
+    vit_io.load_info(out_dir)
   with pytest.raises(ValueError, match='missing'):
     del params['norm']
-    vit_lib.save(str(tmp_path / 'bad'), module, params)
+    vit_io.save(str(tmp_path / 'bad'), module, params)
   assert not (tmp_path / 'bad').exists()
 
 
@@ -334,11 +339,11 @@ def test_keep_idx_permutation_equivariance_and_no_recompile():
 def test_bfloat16_compute_and_normalize_images():
   module = vit_lib.vit('tiny/14')
   images_u8 = np.random.default_rng(0).integers(0, 256, (2, 28, 42, 3), dtype=np.uint8)
-  images = vit_lib.normalize_images(images_u8)
+  images = imaging.normalize_images(images_u8)
   assert images.dtype == np.float32 and isinstance(images, np.ndarray)
   np.testing.assert_allclose(images[1, 3, 5, 2], (images_u8[1, 3, 5, 2] / 255 - 0.406) / 0.225,
                              rtol=1e-6)
-  np.testing.assert_allclose(vit_lib.normalize_images(jnp.asarray(images_u8)), images, atol=1e-6)
+  np.testing.assert_allclose(imaging.normalize_images(jnp.asarray(images_u8)), images, atol=1e-6)
   params = _init(module, images)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
   out32 = _apply(module, params, images)
@@ -356,10 +361,10 @@ def test_safetensors_read_without_torch(tmp_path):
   code = (
       'import sys, numpy as np; sys.modules["torch"] = None\n'
       'from safetensors.numpy import save_file\n'
-      'from crossjepa import convert_teacher\n'
+      'from crossjepa.weights import state_dict_files\n'
       f'p = {str(tmp_path / "m.safetensors")!r}\n'
       'save_file({"w": np.arange(6, dtype=np.float32).reshape(2, 3)}, p)\n'
-      'sd, _ = convert_teacher.read_state_dict(p)\n'
+      'sd, _ = state_dict_files.read_state_dict(p)\n'
       'assert sd["w"].dtype == np.float32 and float(sd["w"].sum()) == 15.0\n'
       'print("ok")\n')
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -14,7 +14,7 @@ a barely visible centre occluded, but it never calls an occluded centre visible 
 within the tolerance is in the window, so a -1 costs one training pair while a wrong patch would be
 a wrong target.
 
-Conventions as in `render.py`: OpenCV cameras, pixel (i, j) covers u in [j, j+1), v in [i, i+1).
+Conventions as in `cameras.py`: OpenCV cameras, pixel (i, j) covers u in [j, j+1), v in [i, i+1).
 """
 from __future__ import annotations
 

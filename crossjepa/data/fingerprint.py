@@ -60,7 +60,8 @@ def source_fingerprint(data_config, class_names: Sequence[str] | None, *,
     if files:
       fp['files'] = file_listing(root) if os.path.isdir(root) else None
   if d.source == 'mesh_folder':
-    # Its 'pretrain' split is the objects the other pretraining splits do not hold (sources.py).
+    # Its 'pretrain' split is the objects the other pretraining splits do not hold
+    # (source_mesh_folder.py).
     fp['mesh_folder'] = {**_plain(d.mesh_folder), 'pretrain_splits': _plain(d.pretrain_splits)}
   fp['class_names'] = None if class_names is None else [str(c) for c in class_names]
   return fp

@@ -7,17 +7,9 @@ augmentation, dtype conversion; fixed-size batches (remainder dropped). Only the
 reads are decoded (no images unless asked for; `teacher/groups` only for the per-group target).
 `train_iterator` returns grain's checkpointable iterator (get_state / set_state).
 
-Augmentations and the 2D-3D pairing. The correspondence map is by group index (group g <-> patch
-corr[v, g]) and the teacher targets are cached per view, so any transform of the points leaves the
-targets correct; only the pose conditioning (`views/world_to_cam`) refers to the world frame, and we
-keep it consistent with the transformed points:
-  * rotation R about the up axis (the renderer's world is y-up): points, centres rotated,
-    world_to_cam' = world_to_cam @ R^-1, so every point projects to the same pixel as before;
-  * uniform scale s and translation t (x' = s x + t): world_to_cam' = [[R_c, s t_c - R_c t], [0, 1]],
-    a rigid pose whose camera coordinates are s times the old ones, so the perspective projection
-    (and the image) is unchanged — the camera moves with the object;
-  * jitter (small Gaussian noise, clipped) on the points only: the centres stay the exact group
-    references (Point-MAE re-centres groups on their centres).
+Augmentation (rotation about up, scale + translation with the camera moving along, clipped
+jitter; poses kept consistent with the moved points) is crossjepa.data.augment's numpy twin, drawn
+per object from the RandomMap's numpy Generator after the view subsampling.
 """
 from __future__ import annotations
 
@@ -28,10 +20,10 @@ import grain
 import jax
 import numpy as np
 
+from crossjepa import imaging
+from crossjepa.data import augment
 from crossjepa.data import records
 
-UP_AXIS = 1                 # crossjepa.data.render renders a y-up world
-JITTER_CLIP = 5.0           # jitter noise clipped at this many standard deviations
 EVAL_KEYS = ('points', 'centers', 'groups', 'label')
 _BASE_TRAIN_KEYS = ('points', 'centers', 'groups', 'label', 'views/world_to_cam',
                     'views/intrinsics', 'views/hist', 'views/corr', 'teacher/cls')
@@ -47,28 +39,6 @@ def train_keys(config, *, need_images: bool = False, need_groups_target: bool | 
   if need_groups_target:
     keys.append('teacher/groups')
   return keys
-
-
-# ------------------------------------------------------------------------------------------ geometry
-def rotation_about_up(angle: float) -> np.ndarray:
-  """[3,3] rotation by `angle` radians about the world up axis (y)."""
-  c, s = np.cos(angle), np.sin(angle)
-  return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], np.float64)
-
-
-def rotate_example(points, centers, world_to_cam, rotation):
-  """x' = R x for points/centres, world_to_cam' = world_to_cam @ R^-1 (projections unchanged)."""
-  rot4 = np.eye(4)
-  rot4[:3, :3] = rotation.T            # R^-1 = R^T
-  return (points @ rotation.T, centers @ rotation.T, world_to_cam @ rot4)
-
-
-def scale_translate_example(points, centers, world_to_cam, scale, shift):
-  """x' = s x + t; the camera moves with the object: rigid world_to_cam', same projections."""
-  rot_c, t_c = world_to_cam[..., :3, :3], world_to_cam[..., :3, 3]
-  new = np.array(world_to_cam, np.float64, copy=True)
-  new[..., :3, 3] = scale * t_c - np.einsum('...ij,j->...i', rot_c, shift)
-  return points * scale + shift, centers * scale + shift, new
 
 
 # ------------------------------------------------------------------------------------------ targets
@@ -136,16 +106,12 @@ class TrainTransform:
   RandomMap; picklable)."""
 
   def __init__(self, config, *, need_images: bool, target_stats=None):
-    a = config.train.augment
     self.views_per_step = int(config.train.views_per_step)
     self.num_views = int(config.data.num_views)
     if not 1 <= self.views_per_step <= self.num_views:
       raise ValueError(f'train.views_per_step={self.views_per_step} must be in [1, data.num_views='
                        f'{self.num_views}]')
-    self.scale = tuple(float(x) for x in a.scale)
-    self.translate = float(a.translate)
-    self.jitter = float(a.jitter)
-    self.rotate_up = bool(a.rotate_up)
+    self.augment = augment.Spec.from_config(config.train.augment)
     self.need_images = need_images
     self.target_stats = target_stats
 
@@ -158,24 +124,14 @@ class TrainTransform:
     points = np.asarray(ex['points'], np.float64)
     centers = np.asarray(ex['centers'], np.float64)
     w2c = np.asarray(views['world_to_cam'], np.float64)
-    if self.rotate_up:
-      points, centers, w2c = rotate_example(points, centers, w2c,
-                                            rotation_about_up(rng.uniform(0.0, 2 * np.pi)))
-    scale = rng.uniform(*self.scale) if self.scale[0] != self.scale[1] else self.scale[0]
-    shift = rng.uniform(-self.translate, self.translate, 3) if self.translate else np.zeros(3)
-    if scale != 1.0 or self.translate:
-      points, centers, w2c = scale_translate_example(points, centers, w2c, scale, shift)
-    if self.jitter:
-      noise = np.clip(rng.normal(0.0, self.jitter, points.shape),
-                      -JITTER_CLIP * self.jitter, JITTER_CLIP * self.jitter)
-      points = points + noise
+    draw = augment.draw_example(rng, self.augment, points.shape)
+    points, centers, w2c = augment.apply_example(points, centers, w2c, draw)
     views['world_to_cam'] = w2c.astype(np.float32)
     views['intrinsics'] = views['intrinsics'].astype(np.float32)
     views['hist'] = views['hist'].astype(np.float32)
     views['corr'] = views['corr'].astype(np.int32)
     if 'image' in views:
-      from crossjepa.models import vit  # pylint: disable=g-import-not-at-top
-      views['image'] = np.asarray(vit.normalize_images(views['image']), np.float32)
+      views['image'] = np.asarray(imaging.normalize_images(views['image']), np.float32)
     return {'points': points.astype(np.float32), 'centers': centers.astype(np.float32),
             'groups': np.asarray(ex['groups'], np.int32), 'label': np.int32(ex['label']),
             'views': views, 'teacher': teacher}

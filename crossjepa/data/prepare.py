@@ -41,6 +41,7 @@ import numpy as np
 
 from crossjepa import console
 from crossjepa.data import records
+from crossjepa.data.shape import GREY
 
 PLOT_OBJECTS = 3   # objects shown in plots/views.png
 
@@ -66,7 +67,7 @@ def farthest_point_sampling_np(points: np.ndarray, num: int) -> np.ndarray:
 def base_color(shape, data_config) -> np.ndarray:
   if data_config.colored:
     return np.asarray(shape.color, np.float32)
-  return np.asarray(records.GREY, np.float32)
+  return np.array(GREY, np.float32)
 
 
 def normalized_geometry(shape, data_config, rng: np.random.Generator):
@@ -99,14 +100,15 @@ def _render(mesh, cloud, color, world_to_cam, intrinsics, image_size):
 
 
 def _views(shape, data_config, seed, mesh, cloud) -> dict[str, np.ndarray]:
-  from crossjepa.data import render  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import cameras  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import histograms  # pylint: disable=g-import-not-at-top
   size = int(data_config.image_size)
   # Cameras from their own stream: the same poses whatever the point sampling consumed.
   cam_rng = np.random.default_rng([int(seed), 1])
-  world_to_cam, intrinsics = render.make_cameras(data_config.camera, int(data_config.num_views),
-                                                 size, cam_rng)
+  world_to_cam, intrinsics = cameras.make_cameras(data_config.camera, int(data_config.num_views),
+                                                  size, cam_rng)
   rgb, depth = _render(mesh, cloud, base_color(shape, data_config), world_to_cam, intrinsics, size)
-  hist = render.color_histogram(rgb, depth, int(data_config.hist_bins))
+  hist = histograms.color_histogram(rgb, depth, int(data_config.hist_bins))
   return {'image': np.asarray(rgb, np.uint8),
           'world_to_cam': np.asarray(world_to_cam, np.float32),
           'intrinsics': np.asarray(intrinsics, np.float32),
@@ -277,18 +279,6 @@ def splits_to_prepare(config) -> list[str]:
   return [s for s in wanted if s in available]
 
 
-def plot_examples(path: str, examples: Sequence[dict[str, Any]], patch_size: int) -> None:
-  """plots/views.png: a few objects' views with their projected centres and correspondence."""
-  from crossjepa.data import correspondence  # pylint: disable=g-import-not-at-top
-  from crossjepa.data import render  # pylint: disable=g-import-not-at-top
-  images = np.stack([e['views']['image'] for e in examples])
-  uv = np.stack([np.asarray(correspondence.project(
-      e['centers'], e['views']['world_to_cam'], e['views']['intrinsics'])[0]) for e in examples])
-  corr = np.stack([e['views']['corr'] for e in examples])
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  render.plot_views(path, images, uv, corr, patch_size)
-
-
 def check_num_classes(data_config, class_names: Sequence[str]) -> None:
   """data.num_classes (when > 0) must equal the number of the source's class names."""
   want = int(data_config.num_classes)
@@ -314,6 +304,7 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
   from crossjepa.data import fingerprint as fingerprint_lib  # pylint: disable=g-import-not-at-top
   from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
   from crossjepa.data import teacher_cache  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import view_plots  # pylint: disable=g-import-not-at-top
   d = config.data
   eval_only = records.is_eval_only(d)
   path = records.dataset_dir(config, workdir)
@@ -401,6 +392,6 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
                summary['objects_per_s'], path)
   if shown:
     plot = os.path.join(os.fspath(workdir), 'plots', 'views.png')
-    plot_examples(plot, shown, int(teacher.stride))
+    view_plots.plot_examples(plot, shown, int(teacher.stride))
     summary['plot'] = plot
   return summary

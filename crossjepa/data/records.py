@@ -37,11 +37,10 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-import crossjepa
+from crossjepa import version
 
 # Bump when the schema or the meaning of a field changes: readers refuse other versions.
 VERSION = '1.0.0'
-GREY = (0.6, 0.6, 0.6)   # base colour of uncoloured renders (data.colored = False)
 
 ExampleFn = Callable[[str], Iterator[tuple[str, dict[str, Any]]]]
 
@@ -145,7 +144,7 @@ def metadata(config, teacher_info: Mapping[str, Any], class_names: Sequence[str]
       'source': _jsonable({'source': d.source, 'variant': d.variant, 'root': d.root,
                            'synthetic': d.synthetic if d.source == 'synthetic' else None}),
       'seed': int(config.seed),
-      'code_version': crossjepa.__version__,
+      'code_version': version.VERSION,
       'schema_version': VERSION,
   }
   if split_sizes is not None:

@@ -23,8 +23,8 @@ random camera sees (hidden-point removal, Katz et al., SIGGRAPH 2007, with a con
 with background (a floor patch and a fragment of a neighbouring object) inside a jittered crop
 box, sensor noise, rotation about up, anisotropic scale jitter, then unit-sphere normalisation.
 
-Everything is deterministic from `instance_seed`. Measured cost on a busy 2-core CPU: about 1.5 ms per
-clean mesh, about 30 ms per scan.
+Everything is deterministic from the instance seed (source_synthetic.instance_seed). Measured cost
+on a busy 2-core CPU: about 1.5 ms per clean mesh, about 30 ms per scan.
 """
 from __future__ import annotations
 
@@ -411,11 +411,28 @@ def _table_legs(b, rng, w, d, y, round_top):
   return corners
 
 
-def _round_table(rng):
-  b = _Builder()
+def _round_top(rng):
+  """(radius, thickness, height) of a round table top."""
   r = _u(rng, 0.35, 0.7)
   t = _u(rng, 0.03, 0.07)
   h = _u(rng, 0.45, 0.8)
+  return r, t, h
+
+
+def _rect_top(rng):
+  """A rectangular table top: (builder holding the top, width, depth, thickness, height)."""
+  b = _Builder()
+  w = _u(rng, 0.7, 1.6)
+  d = w / _u(rng, 1.0, 1.8)
+  t = _u(rng, 0.03, 0.08)
+  h = _u(rng, 0.45, 0.8)
+  b.box([w, t, d], [0, h - 0.5 * t, 0])
+  return b, w, d, t, h
+
+
+def _round_table(rng):
+  b = _Builder()
+  r, t, h = _round_top(rng)
   b.add(_cylinder(r, r, t, y0=h - t, segments=24))
   _table_legs(b, rng, 2 * r, 2 * r, h - t, True)
   return b.build()
@@ -424,9 +441,7 @@ def _round_table(rng):
 def _pedestal_table(rng):
   """A round or square top on one central pedestal with a disk or star foot."""
   b = _Builder()
-  r = _u(rng, 0.35, 0.7)
-  t = _u(rng, 0.03, 0.07)
-  h = _u(rng, 0.45, 0.8)
+  r, t, h = _round_top(rng)
   if rng.random() < 0.6:
     b.add(_cylinder(r, r, t, y0=h - t, segments=24))
   else:
@@ -444,12 +459,7 @@ def _pedestal_table(rng):
 
 def _trestle_table(rng):
   """A rectangular top on two trestles (A-frames or slab ends) joined by a stretcher."""
-  b = _Builder()
-  w = _u(rng, 0.7, 1.6)
-  d = w / _u(rng, 1.0, 1.8)
-  t = _u(rng, 0.03, 0.08)
-  h = _u(rng, 0.45, 0.8)
-  b.box([w, t, d], [0, h - 0.5 * t, 0])
+  b, w, d, t, h = _rect_top(rng)
   x = 0.5 * w - _u(rng, 0.08, 0.2)
   slab = rng.random() < 0.4
   for sx in (-1, 1):
@@ -466,12 +476,7 @@ def _trestle_table(rng):
 
 
 def _square_table(rng):
-  b = _Builder()
-  w = _u(rng, 0.7, 1.6)
-  d = w / _u(rng, 1.0, 1.8)
-  t = _u(rng, 0.03, 0.08)
-  h = _u(rng, 0.45, 0.8)
-  b.box([w, t, d], [0, h - 0.5 * t, 0])
+  b, w, d, t, h = _rect_top(rng)
   _table_legs(b, rng, w, d, h - t, False)
   if rng.random() < 0.5:   # apron under the top
     ah = _u(rng, 0.05, 0.1)

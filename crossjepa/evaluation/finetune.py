@@ -5,9 +5,9 @@ models/Point_MAE.py `PointTransformer`, tools/runner_finetune.py):
 - features = pooled final tokens (config.eval.pooling, concat(max, mean) by default), then an MLP
   head Dense(h)-norm-GELU-Dropout-Dense(h)-norm-GELU-Dropout-Dense(classes). LayerNorm replaces
   Point-MAE's BatchNorm1d (no batch statistics to thread; same reason as in models/point.py).
-- AdamW, linear warm-up + cosine decay (crossjepa.training.state.make_optimizer, with the
+- AdamW, linear warm-up + cosine decay from the optimizer block `eval.finetune` (with the
   config's per-parameter rules: no weight decay on biases/norms), global-norm clipping,
-  `eval.finetune.steps` steps, cross-entropy.
+  `eval.finetune.steps` steps, cross-entropy: the one train step of crossjepa.training.step.
 - augmentation: per-object, per-axis random scale U(scale) and translation U(-t, t)
   (Point-MAE's PointcloudScaleAndTranslate). Per-axis scaling changes nearest neighbours, so the
   FPS centres and kNN groups are recomputed on the augmented cloud inside the jitted step.
@@ -15,7 +15,7 @@ models/Point_MAE.py `PointTransformer`, tools/runner_finetune.py):
   best epoch on test, which we do not do), and SEPARATELY the voting accuracy: logits averaged
   over `eval.finetune.votes` augmented copies of each test object.
 
-The train step is a module-level pure function, jitted once with the state replicated and the batch
+The train step is crossjepa.training.step's, jitted once with the state replicated and the batch
 sharded over a Mesh of all devices (NamedSharding), state donated.
 """
 from __future__ import annotations
@@ -25,13 +25,13 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 from crossjepa.evaluation import features as features_lib
-from crossjepa.training import state as state_lib
+from crossjepa.training import mesh as mesh_lib
+from crossjepa.training import step as step_lib
 
 
 class ClassificationHead(nn.Module):
@@ -68,34 +68,15 @@ def logits_fn(params, points, centers, groups, rng, *, encoder, head, pooling, t
   return head.apply({'params': params['head']}, feats, train=train, rngs=rngs)
 
 
-def finetune_step(state, batch, rng, *, encoder, head, pooling, scale, translate):
-  """One step: augment, recompute groups, cross-entropy, AdamW. Returns (state, metrics)."""
-  rng = jax.random.fold_in(rng, state.step)
+def finetune_loss(params, ema_params, batch, rng, *, encoder, head, pooling, scale, translate):
+  """Augment, recompute groups, cross-entropy -> (loss, {'accuracy'})."""
+  del ema_params
   aug_rng, drop_rng = jax.random.split(rng)
   points = augment_scale_translate(batch['points'], aug_rng, scale, translate)
-
-  def loss_fn(params):
-    logits = logits_fn(params, points, None, None, drop_rng, encoder=encoder, head=head,
-                       pooling=pooling, train=True)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
-    return loss, logits
-
-  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads)
-  metrics = {'loss': loss, 'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
-             'grad_norm': optax.global_norm(grads)}
-  return state, metrics
-
-
-def _optimizer_config(config) -> ml_collections.ConfigDict:
-  # state.make_optimizer reads the train.* names; map eval.finetune onto them.
-  ft = config.eval.finetune
-  return ml_collections.ConfigDict({
-      'lr': float(ft.lr), 'min_lr': float(ft.min_lr), 'warmup_steps': int(ft.warmup_steps),
-      'steps': int(ft.steps), 'b1': float(ft.b1), 'b2': float(ft.b2),
-      'weight_decay': float(ft.weight_decay), 'grad_clip': float(ft.grad_clip),
-      'param_rules': tuple(config.train.param_rules),
-  })
+  logits = logits_fn(params, points, None, None, drop_rng, encoder=encoder, head=head,
+                     pooling=pooling, train=True)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
+  return loss, {'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label'])}
 
 
 def _check_data(name: str, data: dict[str, np.ndarray]) -> None:
@@ -118,11 +99,8 @@ def finetune(config, encoder_module, encoder_params, train_data: dict[str, np.nd
   ft = config.eval.finetune
   pooling = config.eval.pooling
   mesh = mesh if mesh is not None else features_lib.default_mesh()
-  shards = int(np.prod(list(mesh.shape.values())))
   batch_size = int(ft.batch_size)
-  if batch_size % shards:
-    raise ValueError(f'config.eval.finetune.batch_size = {batch_size} is not a multiple of the '
-                     f'{shards} devices the batch is sharded over')
+  mesh_lib.check_batch_size(mesh, batch_size, 'config.eval.finetune.batch_size')
   train_y = np.asarray(train_data['label'], np.int32)
   test_y = np.asarray(test_data['label'], np.int32)
   num_classes = int(max(train_y.max(), test_y.max())) + 1
@@ -137,18 +115,13 @@ def finetune(config, encoder_module, encoder_params, train_data: dict[str, np.nd
       encoder_params, jnp.zeros((1,) + train_data['points'].shape[1:], jnp.float32)).shape[-1]
   head_params = head.init(init_rng, jnp.zeros((1, feat_dim), jnp.float32))['params']
   params = {'encoder': encoder_params, 'head': head_params}
-  tx_config = _optimizer_config(config)
-  replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, features_lib.batch_spec(mesh))
-  state = state_lib.TrainState.create(apply_fn=None, params=params,
-                                      tx=state_lib.make_optimizer(tx_config, params))
-  state = jax.device_put(state, replicated)
-  state_sharding = jax.tree.map(lambda _: replicated, state)
-  step = jax.jit(
-      functools.partial(finetune_step, encoder=encoder_module, head=head, pooling=pooling,
-                        scale=scale, translate=translate),
-      in_shardings=(state_sharding, {'points': batch_sharding, 'label': batch_sharding}, replicated),
-      out_shardings=(state_sharding, replicated), donate_argnums=0)
+  batch_sharding = mesh_lib.batch_sharding(mesh)
+  # The initial params are copied into the state (the step donates it; the caller keeps its own).
+  state, state_sharding = step_lib.init_state(lambda p: jax.tree.map(jnp.copy, p), ft, mesh, params,
+                                              param_rules=config.train.param_rules)
+  loss_fn = functools.partial(finetune_loss, encoder=encoder_module, head=head, pooling=pooling,
+                              scale=scale, translate=translate)
+  step = step_lib.make_train_step(loss_fn, ft, mesh, state_sharding)
 
   # Host-side sampling: epoch permutations from a seeded generator (a pure function of the seed).
   np_rng = np.random.default_rng(seed)

@@ -1,7 +1,7 @@
 """Figures of a run: training curves, t-SNE of frozen features, probe confusion matrix.
 
-matplotlib with the Agg backend (no display); every PNG is written to a temporary name in the
-same folder and renamed, so a partially written figure is never left behind.
+matplotlib with the Agg backend (no display); every PNG is written through fileio.atomic_write, so
+a partially written figure is never left behind.
 """
 from __future__ import annotations
 
@@ -16,18 +16,16 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-order
 
+from crossjepa import fileio  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
 
 def _save(fig, out_png: str) -> str:
   out_png = os.path.abspath(out_png)
-  os.makedirs(os.path.dirname(out_png), exist_ok=True)
-  tmp = f'{out_png}.tmp-{os.getpid()}.png'
   try:
-    fig.savefig(tmp, dpi=120, bbox_inches='tight')
-    os.replace(tmp, out_png)
+    with fileio.atomic_write(out_png, 'wb') as f:
+      fig.savefig(f, format='png', dpi=120, bbox_inches='tight')
   finally:
     plt.close(fig)
-    if os.path.exists(tmp):
-      os.remove(tmp)
   return out_png
 
 

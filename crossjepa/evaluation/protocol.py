@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 import jax
 import numpy as np
 
+from crossjepa import fileio
 from crossjepa.evaluation import features as features_lib
 from crossjepa.evaluation import fewshot as fewshot_lib
 from crossjepa.evaluation import linear_probe as probe_lib
@@ -279,10 +280,8 @@ def evaluate_run(config, workdir: str) -> dict:
   if os.path.exists(metrics_path):
     plots.plot_curves(metrics_path, os.path.join(plot_dir, 'curves.png'))
   path = os.path.join(workdir, 'results.json')
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
+  with fileio.atomic_write(path) as f:
     json.dump(results, f, indent=2, default=str)
-  os.replace(tmp, path)
   return {'results': path,
           'probe.pretrained.accuracy': results['probe']['pretrained']['accuracy'],
           'probe.random_init.accuracy': random_init['accuracy']}

@@ -1,7 +1,5 @@
-"""Models: the point encoder, the predictor, the ViT and the teacher protocol (`load_teacher`)."""
+"""Models: the point encoder, the predictor, the ViT, EfficientNet-Lite and the teacher protocol.
 
-
-def load_teacher(directory: str, **kwargs):
-  """Any registered teacher folder -> a callable on uint8 images (see `crossjepa.models.teacher`)."""
-  from crossjepa.models import teacher  # pylint: disable=g-import-not-at-top
-  return teacher.load_teacher(directory, **kwargs)
+Pure flax modules and pure functions on their params only; the folders their weights live in are
+read and written by `crossjepa.weights`.
+"""

@@ -1,11 +1,12 @@
-"""EfficientNet-Lite 0-4 (inference) in flax.linen, and a converter from the PyTorch state-dict layout.
+"""EfficientNet-Lite 0-4 (inference) in flax.linen.
 
 Follows EfficientNet (Tan & Le 2019, "EfficientNet: Rethinking Model Scaling for Convolutional Neural
 Networks", arXiv:1905.11946) in its Lite form, as built by the TensorFlow reference
 `tensorflow/tpu/models/official/efficientnet/lite/efficientnet_lite_builder.py` (with
 `efficientnet_model.py`), and by its PyTorch port `efficientnet_lite_pytorch` 0.1.0 (ML Illustrated,
 github.com/ml-illustrated/EfficientNet-Lite-PyTorch, a light modification of lukemelas'
-EfficientNet-PyTorch; `model.py`, `utils.py`), whose state dicts `convert_state_dict` reads:
+EfficientNet-PyTorch; `model.py`, `utils.py`), whose state dicts
+`crossjepa.weights.efficientnet_params.convert_state_dict` reads:
 
   * MBConv blocks (inverted bottleneck: 1x1 expand conv, depthwise kxk conv, 1x1 linear project conv,
     each followed by batch norm; identity skip when stride 1 and in == out filters);
@@ -29,26 +30,17 @@ EfficientNet-PyTorch; `model.py`, `utils.py`), whose state dicts `convert_state_
 Inputs are float NHWC images already normalised; the ImageNet Lite weights expect (x - 127) / 128 of
 RGB uint8 values. Outputs: 'global' [B,1280] (global average of the head map, the classifier's input),
 'feature_map' [B,h,w,C] (the map of `feature_stage`) and 'logits' [B,num_classes] when num_classes > 0.
-
-Torch -> flax names (`convert_state_dict`):
-  _conv_stem / _bn0                          -> stem/conv, stem/bn
-  _blocks.N._expand_conv / _bn0              -> blocks_N/expand/conv, blocks_N/expand/bn (if expand != 1)
-  _blocks.N._depthwise_conv / _bn1           -> blocks_N/depthwise/conv, blocks_N/depthwise/bn
-  _blocks.N._project_conv / _bn2             -> blocks_N/project/conv, blocks_N/project/bn
-  _conv_head / _bn1                          -> head/conv, head/bn
-  _fc                                        -> classifier
-  bn weight / bias / running_mean / running_var -> params scale / bias, batch_stats mean / var.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from crossjepa.models import fields as fields_lib
 
 # (width_coefficient, depth_coefficient, resolution, dropout_rate) of efficientnet_lite_builder.py.
 # image_size and dropout are informational (trained resolution; dropout is not applied at inference).
@@ -316,7 +308,8 @@ class EfficientNetLite(nn.Module):
     return out
 
 
-def _variant_name(variant: str) -> str:
+def variant_name(variant: str) -> str:
+  """'liteN' of 'liteN' or 'efficientnet-liteN'; raises on an unknown variant."""
   name = variant[len('efficientnet-'):] if variant.startswith('efficientnet-') else variant
   if name not in VARIANTS:
     raise ValueError(f'Unknown EfficientNet-Lite variant {variant!r}; '
@@ -326,8 +319,8 @@ def _variant_name(variant: str) -> str:
 
 def efficientnet_lite(variant: str, **overrides) -> EfficientNetLite:
   """Builds 'lite0'..'lite4' (also accepted as 'efficientnet-liteN'), fields overridable."""
-  name = _variant_name(variant)
-  fields = {f.name for f in dataclasses.fields(EfficientNetLite)} - {'parent', 'name'}
+  name = variant_name(variant)
+  fields = fields_lib.field_names(EfficientNetLite)
   unknown = sorted(set(overrides) - fields)
   if unknown:
     raise ValueError(f'Unknown EfficientNetLite field(s) {unknown} in overrides; '
@@ -353,111 +346,3 @@ def abstract_variables(module: EfficientNetLite, image_size: int | tuple[int, in
   h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
   images = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
   return jax.eval_shape(lambda x: module.init(jax.random.PRNGKey(0), x), images)
-
-
-# ----------------------------------------------------------------------------- conversion
-
-
-def _key_map(module: EfficientNetLite) -> list[tuple[str, str, tuple[str, ...], str]]:
-  """(torch key, flax collection, flax path, kind) for every tensor; kind in conv|linear|vector."""
-  out = []
-
-  def conv_bn(conv: str, bn: str, path: tuple[str, ...]):
-    out.append((f'{conv}.weight', 'params', path + ('conv', 'kernel'), 'conv'))
-    out.append((f'{bn}.weight', 'params', path + ('bn', 'scale'), 'vector'))
-    out.append((f'{bn}.bias', 'params', path + ('bn', 'bias'), 'vector'))
-    out.append((f'{bn}.running_mean', 'batch_stats', path + ('bn', 'mean'), 'vector'))
-    out.append((f'{bn}.running_var', 'batch_stats', path + ('bn', 'var'), 'vector'))
-
-  conv_bn('_conv_stem', '_bn0', ('stem',))
-  for n, b in enumerate(module.blocks):
-    p = f'_blocks.{n}.'
-    if b.expand_ratio != 1:
-      conv_bn(p + '_expand_conv', p + '_bn0', (f'blocks_{n}', 'expand'))
-    conv_bn(p + '_depthwise_conv', p + '_bn1', (f'blocks_{n}', 'depthwise'))
-    conv_bn(p + '_project_conv', p + '_bn2', (f'blocks_{n}', 'project'))
-  conv_bn('_conv_head', '_bn1', ('head',))
-  if module.num_classes:
-    out.append(('_fc.weight', 'params', ('classifier', 'kernel'), 'linear'))
-    out.append(('_fc.bias', 'params', ('classifier', 'bias'), 'vector'))
-  return out
-
-
-def _to_torch_shape(shape: tuple[int, ...], kind: str) -> tuple[int, ...]:
-  if kind == 'conv':      # flax [kh,kw,I/groups,O] <- torch [O,I/groups,kh,kw]
-    kh, kw, i, o = shape
-    return (o, i, kh, kw)
-  if kind == 'linear':    # flax [I,O] <- torch [O,I]
-    return tuple(shape[::-1])
-  return tuple(shape)
-
-
-def _from_torch(value: np.ndarray, kind: str) -> np.ndarray:
-  if kind == 'conv':
-    value = np.transpose(value, (2, 3, 1, 0))
-  elif kind == 'linear':
-    value = value.T
-  return np.ascontiguousarray(value, dtype=np.float32)
-
-
-def _numpy(value) -> np.ndarray:
-  if hasattr(value, 'detach'):  # a torch tensor
-    value = value.detach().cpu().numpy()
-  return np.asarray(value)
-
-
-def _flat_shapes(tree, prefix=()) -> dict[tuple[str, ...], tuple[int, ...]]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flat_shapes(v, prefix + (k,)))
-    else:
-      out[prefix + (k,)] = tuple(v.shape)
-  return out
-
-
-def convert_state_dict(state_dict: Mapping[str, Any], variant: str, *,
-                       feature_stage: str = 'head') -> tuple[EfficientNetLite, dict]:
-  """Reference (efficientnet_lite_pytorch) state dict -> (module, {'params', 'batch_stats'}).
-
-  Values may be numpy arrays or torch tensors; the result holds float32 numpy arrays. num_classes
-  comes from `_fc.weight` (0 = no classifier when there are no `_fc.*` keys). `num_batches_tracked`
-  entries are ignored. Raises one ValueError listing all missing, unexpected and mis-shaped keys.
-  """
-  name = _variant_name(variant)
-  sd = {k: v for k, v in state_dict.items() if not k.endswith('num_batches_tracked')}
-  num_classes = 0
-  if any(k.startswith('_fc.') for k in sd):
-    num_classes = 1000
-    if '_fc.weight' in sd and len(np.shape(sd['_fc.weight'])) == 2:
-      num_classes = int(np.shape(sd['_fc.weight'])[0])
-    elif '_fc.bias' in sd and len(np.shape(sd['_fc.bias'])) == 1:
-      num_classes = int(np.shape(sd['_fc.bias'])[0])
-  module = efficientnet_lite(name, num_classes=num_classes, feature_stage=feature_stage)
-
-  abstract = abstract_variables(module, 64)
-  expected_flax = {(c,) + p: s for c in ('params', 'batch_stats')
-                   for p, s in _flat_shapes(abstract[c]).items()}
-  key_map = _key_map(module)
-  mapped = {(c,) + p for _, c, p, _ in key_map}
-  if mapped != set(expected_flax):  # internal invariant: the map covers the module exactly
-    raise RuntimeError(f'convert_state_dict: key map out of sync with the module: '
-                       f'{sorted(mapped ^ set(expected_flax))}')
-
-  expected = {k: _to_torch_shape(expected_flax[(c,) + p], kind) for k, c, p, kind in key_map}
-  missing = sorted(set(expected) - set(sd))
-  unexpected = sorted(set(sd) - set(expected))
-  shapes = sorted(f'{k}: {tuple(np.shape(sd[k]))} (expected {expected[k]})'
-                  for k in set(expected) & set(sd) if tuple(np.shape(sd[k])) != expected[k])
-  if missing or unexpected or shapes:
-    raise ValueError(f'convert_state_dict: state dict does not match efficientnet-{name} '
-                     f'(num_classes={num_classes}): missing {missing}, unexpected {unexpected}, '
-                     f'wrong shape {shapes}')
-
-  variables: dict[str, dict] = {'params': {}, 'batch_stats': {}}
-  for key, collection, path, kind in key_map:
-    node = variables[collection]
-    for part in path[:-1]:
-      node = node.setdefault(part, {})
-    node[path[-1]] = _from_torch(_numpy(sd[key]), kind)
-  return module, variables

@@ -1,8 +1,9 @@
-"""Shared pre-LN transformer layers for the point encoder and the predictor.
+"""Shared pre-LN transformer layers for the point encoder, the predictor and the ViT.
 
 Follows the timm `Block` that Point-MAE / Point-BERT / I-JEPA use: x + Attn(LN(x)), then
 x + MLP(LN(x)) with an exact-erf GELU MLP of hidden width mlp_ratio * width, optional
-stochastic depth. (The ViT has its own DINOv2-compatible block with LayerScale in vit.py.)
+stochastic depth. The DINOv2-compatible ViT (vit.py) builds its own block (LayerScale, torch-exact
+LayerNorm) from the same `Attention` and `Mlp`, with its truncated-normal `kernel_init`.
 
 Parameters are float32; `dtype` is the compute dtype (e.g. bfloat16). Softmax and LayerNorm
 statistics run in float32 whatever the compute dtype, for stability.
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 Dtype = Any
+Initializer = Any   # a jax.nn.initializers function
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -38,12 +40,13 @@ class Mlp(nn.Module):
   hidden: int
   out: int
   dtype: Dtype = jnp.float32
+  kernel_init: Initializer = nn.linear.default_kernel_init
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = nn.Dense(self.hidden, dtype=self.dtype, name='fc1')(x)
+    x = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=self.kernel_init, name='fc1')(x)
     x = gelu(x)
-    return nn.Dense(self.out, dtype=self.dtype, name='fc2')(x)
+    return nn.Dense(self.out, dtype=self.dtype, kernel_init=self.kernel_init, name='fc2')(x)
 
 
 class Attention(nn.Module):
@@ -53,6 +56,7 @@ class Attention(nn.Module):
   num_heads: int
   qkv_bias: bool = True
   dtype: Dtype = jnp.float32
+  kernel_init: Initializer = nn.linear.default_kernel_init
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -60,13 +64,14 @@ class Attention(nn.Module):
       raise ValueError(f'Attention: width {self.width} is not divisible by num_heads {self.num_heads}')
     b, t, _ = x.shape
     head_dim = self.width // self.num_heads
-    qkv = nn.Dense(3 * self.width, use_bias=self.qkv_bias, dtype=self.dtype, name='qkv')(x)
+    qkv = nn.Dense(3 * self.width, use_bias=self.qkv_bias, dtype=self.dtype,
+                   kernel_init=self.kernel_init, name='qkv')(x)
     q, k, v = jnp.split(qkv.reshape(b, t, 3, self.num_heads, head_dim), 3, axis=2)
     q, k, v = (a[:, :, 0] for a in (q, k, v))                        # [B,T,H,Dh]
     logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) * (head_dim ** -0.5)
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
     out = jnp.einsum('bhqk,bkhd->bqhd', weights, v).reshape(b, t, self.width)
-    return nn.Dense(self.width, dtype=self.dtype, name='proj')(out)
+    return nn.Dense(self.width, dtype=self.dtype, kernel_init=self.kernel_init, name='proj')(out)
 
 
 class Block(nn.Module):

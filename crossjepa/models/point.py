@@ -14,7 +14,6 @@ A 1x1 Conv1d is a Dense over the channel axis, which is how it is written here.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -22,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from crossjepa import ops
+from crossjepa.models import fields as fields_lib
 from crossjepa.models import layers
 
 Dtype = Any
@@ -151,24 +151,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def decode_overrides(cls: type, where: str, overrides: dict[str, Any]) -> dict[str, Any]:
-  """Checks override names against `cls`'s fields and normalises values (dtype names, lists)."""
-  names = {f.name for f in dataclasses.fields(cls)} - {'parent', 'name'}
-  out = {}
-  for key, value in overrides.items():
-    if key not in names:
-      raise ValueError(f'{where}: unknown field {key!r}; expected one of {sorted(names)}')
-    if key == 'dtype' and isinstance(value, str):
-      value = jnp.dtype(value)
-    elif isinstance(value, list):
-      value = tuple(value)        # ConfigDict gives lists; module fields must be hashable
-    out[key] = value
-  return out
-
-
 def point_encoder(variant: str = 'tiny', **overrides) -> PointEncoder:
   """PointEncoder of a named variant, with dataclass-field overrides (e.g. dtype='bfloat16')."""
   if variant not in VARIANTS:
     raise ValueError(f'point_encoder: unknown variant {variant!r}; expected one of {sorted(VARIANTS)}')
   fields = {**VARIANTS[variant], **overrides}
-  return PointEncoder(**decode_overrides(PointEncoder, f'point_encoder({variant!r})', fields))
+  where = f'point_encoder({variant!r})'
+  return PointEncoder(**fields_lib.decode_overrides(PointEncoder, where, fields))

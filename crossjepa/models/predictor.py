@@ -25,8 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from crossjepa.models import fields as fields_lib
 from crossjepa.models import layers
-from crossjepa.models.point import decode_overrides
 
 Dtype = Any
 
@@ -122,4 +122,4 @@ def predictor(variant: str = 'tiny', **overrides) -> Predictor:
   if variant not in VARIANTS:
     raise ValueError(f'predictor: unknown variant {variant!r}; expected one of {sorted(VARIANTS)}')
   fields = {**VARIANTS[variant], **overrides}
-  return Predictor(**decode_overrides(Predictor, f'predictor({variant!r})', fields))
+  return Predictor(**fields_lib.decode_overrides(Predictor, f'predictor({variant!r})', fields))

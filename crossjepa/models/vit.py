@@ -14,19 +14,14 @@ public re-implementations that checkpoints come from, Hugging Face `Dinov2Model`
     input's grid with torch-compatible bicubic resampling (see `bicubic_resize_matrix`), so converted
     checkpoints reproduce the reference outputs at any input size that is a multiple of 14.
 
-Checkpoints (converted DINOv2 by `crossjepa.convert_teacher`, or trained by `--mode=teacher`) are a
-folder with an Orbax checkpoint of the params in `params/` and the module's fields in
-`vit_config.json`; see `save`, `load`, `load_info`.
+Inputs are ImageNet-normalised (`crossjepa.imaging.normalize_images`). Checkpoint folders
+(converted DINOv2, or trained by `--mode=teacher`) are read and written by
+`crossjepa.weights.vit_io`; this file only defines the module and pure functions on its params.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import math
-import os
-import shutil
-import tempfile
 from typing import Any
 
 import flax.linen as nn
@@ -34,13 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossjepa import fileio
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-CONFIG_FILE = 'vit_config.json'
-PARAMS_DIR = 'params'
+from crossjepa.models import fields as fields_lib
+from crossjepa.models import layers
 
 # Named variants, decoded only here. DINOv2 heads are 64 wide; pos_grid 37 = 518 px / 14, the grid
 # DINOv2 was trained at. ViT-g/14 uses the SwiGLU FFN ('swiglufused' in DINOv2: hidden 4096).
@@ -53,20 +43,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     'L/14': dict(width=1024, depth=24, num_heads=16, pos_grid=37),
     'g/14': dict(width=1536, depth=40, num_heads=24, pos_grid=37, ffn_layer='swiglu'),
 }
-
-
-def normalize_images(images):
-  """uint8 RGB images [..., H, W, 3] -> float32 normalised with the ImageNet mean / std.
-
-  Works on numpy arrays (stays numpy, for input pipelines) and on jax arrays.
-  """
-  xp = jnp if isinstance(images, jax.Array) else np
-  images = xp.asarray(images)
-  if images.shape[-1] != 3:
-    raise ValueError(f'normalize_images: expected [..., H, W, 3] RGB images, got shape {images.shape}')
-  mean = xp.asarray(IMAGENET_MEAN, dtype=xp.float32)
-  std = xp.asarray(IMAGENET_STD, dtype=xp.float32)
-  return (images.astype(xp.float32) / 255.0 - mean) / std
 
 
 # ----------------------------------------------------------------------------- interpolation
@@ -155,41 +131,6 @@ def swiglu_hidden_dim(width: int, mlp_ratio: float) -> int:
   return (int(hidden * 2 / 3) + 7) // 8 * 8
 
 
-class Attention(nn.Module):
-  """Multi-head self-attention with a fused qkv projection ([q | k | v], heads-major in each)."""
-  width: int
-  num_heads: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    batch, tokens, _ = x.shape
-    head_dim = self.width // self.num_heads
-    qkv = nn.Dense(3 * self.width, dtype=self.dtype, param_dtype=jnp.float32,
-                   kernel_init=_dense_init, name='qkv')(x)
-    qkv = qkv.reshape(batch, tokens, 3, self.num_heads, head_dim)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) * (head_dim ** -0.5)
-    # softmax in float32 so that bf16 compute does not saturate the attention weights
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-    out = jnp.einsum('bhqk,bkhd->bqhd', weights, v).reshape(batch, tokens, self.width)
-    return nn.Dense(self.width, dtype=self.dtype, param_dtype=jnp.float32,
-                    kernel_init=_dense_init, name='proj')(out)
-
-
-class Mlp(nn.Module):
-  """fc1 -> exact (erf) GELU -> fc2, as DINOv2 / timm `Mlp`."""
-  width: int
-  hidden: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=jnp.float32,
-                                     kernel_init=_dense_init, name=name)
-    return dense(self.width, 'fc2')(nn.gelu(dense(self.hidden, 'fc1')(x), approximate=False))
-
-
 class SwiGLU(nn.Module):
   """DINOv2's SwiGLUFFNFused: w12 -> [gate | up]; w3(silu(gate) * up). timm SwiGLUPacked equivalent."""
   width: int
@@ -239,11 +180,15 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
     y = _layer_norm(self.layer_norm_eps, self.dtype, 'norm1')(x)
-    y = Attention(self.width, self.num_heads, self.dtype, name='attn')(y)
+    y = layers.Attention(self.width, self.num_heads, dtype=self.dtype, kernel_init=_dense_init,
+                         name='attn')(y)
     x = self._residual(x, y, 'ls1', deterministic)
     y = _layer_norm(self.layer_norm_eps, self.dtype, 'norm2')(x)
-    ffn = {'mlp': Mlp, 'swiglu': SwiGLU}[self.ffn_layer]
-    y = ffn(self.width, self.mlp_hidden, self.dtype, name='mlp')(y)
+    if self.ffn_layer == 'swiglu':
+      y = SwiGLU(self.width, self.mlp_hidden, self.dtype, name='mlp')(y)
+    else:  # fc1 -> exact (erf) GELU -> fc2, as DINOv2 / timm `Mlp`
+      y = layers.Mlp(self.mlp_hidden, self.width, self.dtype, kernel_init=_dense_init,
+                     name='mlp')(y)
     return self._residual(x, y, 'ls2', deterministic)
 
 
@@ -335,25 +280,14 @@ def vit(variant: str, **overrides) -> ViT:
   """Builds a named variant ('tiny/14', 'S/14', 'B/14', 'L/14', 'g/14'), fields overridable."""
   if variant not in VARIANTS:
     raise ValueError(f'Unknown ViT variant {variant!r}; expected one of {sorted(VARIANTS)}')
-  fields = {f.name for f in dataclasses.fields(ViT)} - {'parent', 'name'}
+  fields = fields_lib.field_names(ViT)
   unknown = sorted(set(overrides) - fields)
   if unknown:
     raise ValueError(f'Unknown ViT field(s) {unknown} in overrides; fields are {sorted(fields)}')
   return ViT(**{**VARIANTS[variant], **overrides})
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def module_config(module: nn.Module) -> dict[str, Any]:
-  """The module's dataclass fields as JSON-able values (dtype by name); any linen module."""
-  out = {}
-  for f in dataclasses.fields(module):
-    if f.name in ('parent', 'name'):
-      continue
-    value = getattr(module, f.name)
-    out[f.name] = jnp.dtype(value).name if f.name == 'dtype' else value
-  return out
+# ----------------------------------------------------------------------------- params
 
 
 def abstract_params(module: ViT, image_size: int | None = None) -> Any:
@@ -396,72 +330,3 @@ def check_params(module: ViT, params, where: str = 'params') -> None:
   if missing or unexpected or shapes:
     raise ValueError(f'{where} do not match the ViT config: missing {missing}, '
                      f'unexpected {unexpected}, wrong shape {shapes}')
-
-
-def save(directory: str, module: ViT, params, extra: dict[str, Any] | None = None) -> None:
-  """Writes `directory/params` (Orbax) + `directory/vit_config.json`, atomically.
-
-  Everything is written into a temporary sibling folder that is then renamed onto `directory`
-  (an existing checkpoint there is replaced only once the new one is complete).
-  `extra` (e.g. name, image_size, source) is stored beside the fields; the JSON also records the
-  param count and `param_checksum`.
-  """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  check_params(module, params)
-  directory = os.path.abspath(directory)
-  parent = os.path.dirname(directory)
-  os.makedirs(parent, exist_ok=True)
-  params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
-  info = dict(extra or {})
-  reserved = {'fields', 'param_count', 'param_checksum', 'format'}
-  if reserved & set(info):
-    raise ValueError(f'save: extra may not set {sorted(reserved & set(info))}')
-  info.update(fields=module_config(module), param_count=param_count(params),
-              param_checksum=param_checksum(params), format='crossjepa.vit/1')
-  info.setdefault('variant', None)
-  tmp = tempfile.mkdtemp(prefix=os.path.basename(directory) + '.tmp-', dir=parent)
-  try:
-    with ocp.PyTreeCheckpointer() as checkpointer:
-      checkpointer.save(os.path.join(tmp, PARAMS_DIR), params)
-    with open(os.path.join(tmp, CONFIG_FILE), 'w') as f:
-      json.dump(info, f, indent=2, sort_keys=True)
-    fileio.swap_in(tmp, directory)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-
-
-def load_info(directory: str) -> dict[str, Any]:
-  """The checkpoint's `vit_config.json` (fields, variant, name, image_size, param_checksum, ...)."""
-  path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f'ViT checkpoint folder not found: {directory}')
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'ViT checkpoint {directory} has no {CONFIG_FILE} (expected {path})')
-  with open(path) as f:
-    info = json.load(f)
-  if 'fields' not in info:
-    raise ValueError(f'{path}: missing the "fields" entry (not a crossjepa ViT checkpoint?)')
-  return info
-
-
-def load(directory: str, **overrides) -> tuple[ViT, Any]:
-  """Reads a checkpoint written by `save` -> (module, params as jax arrays).
-
-  `overrides` replace module fields that do not change the params (e.g. dtype=jnp.bfloat16).
-  """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  info = load_info(directory)
-  fields = dict(info['fields'])
-  if isinstance(fields.get('dtype'), str):  # stored by name; jnp.float32 etc. as the field default
-    fields['dtype'] = getattr(jnp, fields['dtype'])
-  module = ViT(**dict(fields, **overrides))
-  path = os.path.abspath(os.path.join(directory, PARAMS_DIR))
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f'ViT checkpoint {directory} has no {PARAMS_DIR}/ folder (expected {path})')
-  with ocp.PyTreeCheckpointer() as checkpointer:
-    tree = checkpointer.metadata(path).item_metadata.tree
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    params = checkpointer.restore(path, restore_args=restore_args)
-  check_params(module, params, where=f'params in {path}')
-  return module, jax.tree.map(jnp.asarray, params)

@@ -20,7 +20,7 @@ prepared training set fits in accelerator memory (ShapeNet-55 with cached CLS ta
 union of data.pretrain_splits is loaded once (only the record keys the recipe reads,
 `pipeline.train_keys`), with ALL V views per object, and put on the device REPLICATED on every
 device of the mesh. Each step samples its batch inside the one jitted step
-(`step.make_device_resident_train_step`): train.batch_size distinct objects and
+(`pretraining.make_step(..., dataset=)`, sampler in crossjepa.data.resident): train.batch_size distinct objects and
 train.views_per_step distinct views per object, with keys that are a function of (config.seed,
 state.step) only, then the pipeline's augmentations in jnp (rotation about up applied to points,
 centres and world_to_cam together, scale + translation with the camera moving along, clipped
@@ -44,7 +44,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import jax
 import numpy as np
@@ -53,9 +53,11 @@ from etils import epath
 
 from crossjepa import console
 from crossjepa.training import checkpoint as ckpt_lib
+from crossjepa.training import mesh as mesh_lib
+from crossjepa.training import pretraining
 from crossjepa.training import recipes as recipes_lib
 from crossjepa.training import state as state_lib
-from crossjepa.training import step as step_lib
+from crossjepa.training.recipes import models as models_lib
 
 
 class _StopFlag:
@@ -148,8 +150,8 @@ def _load_device_dataset(config, workdir, recipe) -> dict[str, Any]:
   return data
 
 
-def _device_dataset(config, workdir, recipe, mesh, given) -> tuple[Any, dict[str, Any]]:
-  """(the replicated device-resident set, a host example batch with the training batch's shapes)."""
+def _device_dataset(config, workdir, recipe, mesh, given) -> Any:
+  """The replicated device-resident set (the nested batch structure, [M, ...] / [M, V, ...])."""
   tr = config.train
   if recipe.needs_images:
     raise ValueError(f'train.device_resident=True does not support recipe {config.recipe!r}: it '
@@ -170,21 +172,16 @@ def _device_dataset(config, workdir, recipe, mesh, given) -> tuple[Any, dict[str
         f'{nbytes / 2 ** 30:.2f} GiB, over train.device_resident_max_gb={limit_gb}; set '
         'train.device_resident=False to stream it with the grain pipeline (or raise the limit if '
         'it fits in every device\'s memory next to the model)')
-  batch, views = int(tr.batch_size), int(tr.views_per_step)
   num = host['points'].shape[0]
-  if num < batch:
-    raise ValueError(f'train.device_resident: {num} objects, fewer than train.batch_size={batch}')
-  example = {k: (v[:batch] if not isinstance(v, dict) else {kk: vv[:batch, :views]
-                                                             for kk, vv in v.items()})
-             for k, v in host.items()}
-  example = jax.tree.map(
-      lambda x: x.astype(np.float32 if np.issubdtype(x.dtype, np.floating) else np.int32), example)
-  rep = step_lib.replicated(mesh)
+  if num < int(tr.batch_size):
+    raise ValueError(f'train.device_resident: {num} objects, fewer than train.batch_size='
+                     f'{int(tr.batch_size)}')
+  rep = mesh_lib.replicated(mesh)
   # Every process holds the whole set; make_array_from_callback builds the global replicated array.
   dataset = jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, rep, lambda i: x[i]), host)
   logging.info('pretrain: device-resident set of %d objects, %.1f MiB, replicated', num,
                nbytes / 2 ** 20)
-  return dataset, example
+  return dataset
 
 
 def _checkpoint_has_data(manager, step: int) -> bool:
@@ -205,6 +202,7 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
              probe_fn: Optional[Callable[[Any, Any, int], dict]] = None,
              max_steps_this_run: Optional[int] = None,
              device_dataset: Optional[dict[str, Any]] = None,
+             teacher: Optional[Mapping[str, Any]] = None,
              leave_progress: bool = True) -> dict[str, Any]:
   """Pretrains (or resumes) `config.recipe`; returns a summary dict (see the module docstring).
 
@@ -218,6 +216,9 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
       preemption would; a later call resumes.
     device_dataset: train.device_resident only: the training set as numpy arrays (tests); default:
       the records of data.pretrain_splits under WORKDIR/data.
+    teacher: the teacher's widths ({'width', 'feature_width'}, e.g. recipes.models.teacher_widths)
+      that size the crossjepa recipe's predictor; default: the teacher entry of the records'
+      metadata under WORKDIR/data (required with data_iterator / device_dataset for crossjepa).
     leave_progress: False: the step bar is cleared when done (a non-TTY stderr gets no line for
       it), for callers that show their own bar over several runs (crossjepa.benchmark).
   """
@@ -228,27 +229,26 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
   total = int(tr.steps)
   recipe = recipes_lib.get_recipe(config.recipe)
   resident = bool(tr.device_resident)
-  mesh = step_lib.make_mesh(config)
+  mesh = mesh_lib.make_mesh(config)
+  mesh_lib.check_batch_size(mesh, int(tr.batch_size), 'config.train.batch_size')
+  if teacher is None and data_iterator is None and device_dataset is None:
+    teacher = pretraining.teacher_info(config, workdir)
   if resident:
     if data_iterator is not None:
       raise ValueError('pretrain: data_iterator is given but train.device_resident=True samples on '
                        'the device (pass device_dataset=, or set train.device_resident=False)')
     iterator = None
-    dataset, example = _device_dataset(config, workdir, recipe, mesh, device_dataset)
+    dataset = _device_dataset(config, workdir, recipe, mesh, device_dataset)
   else:
     iterator = (data_iterator if data_iterator is not None
                 else _default_iterator(config, workdir, recipe))
-    # One batch for the shapes, then rewind, so the first trained batch is this same one.
-    first_state = iterator.get_state()
-    example = next(iterator)
-    iterator.set_state(first_state)
 
-  models = recipes_lib.build_models(config, example)
+  models = models_lib.build_models(config, teacher)
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(int(config.seed)))
   manager = ckpt_lib.make_manager(workdir, config)
   latest = manager.latest_step()
   if latest is not None:
-    abstract = step_lib.abstract_train_state(config, init_rng, example, models=models)
+    abstract = pretraining.abstract_state(config, init_rng, models, teacher)
     ckpt_lib.check_compatible(manager, latest, abstract)
     if _checkpoint_has_data(manager, latest) == resident:
       was, now = (('grain', 'device-resident') if resident else ('device-resident', 'grain'))
@@ -257,23 +257,20 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
           f'(train.device_resident={not resident}) but this run uses the {now} one; the data '
           f'position does not carry over between them. Resume with train.device_resident='
           f'{not resident}, or start a fresh --workdir.')
-    shardings = step_lib.state_shardings(mesh, abstract)
+    shardings = mesh_lib.state_shardings(mesh, abstract)
     state = ckpt_lib.restore(manager, latest, abstract, shardings, iterator)
     logging.info('pretrain: resumed from %s/%d', manager.directory, latest)
   else:
-    state, shardings = step_lib.create_train_state(config, mesh, init_rng, example, models=models)
+    state, shardings = pretraining.init_state(config, mesh, init_rng, models, teacher)
   start = int(jax.device_get(state.step))
   if resident:
-    step_lib.batch_shardings(mesh, example)      # checks train.batch_size divides over the devices
-    resident_step = step_lib.make_device_resident_train_step(config, mesh, shardings, dataset,
-                                                             models=models)
+    resident_step = pretraining.make_step(config, mesh, shardings, models, dataset=dataset)
     train_step = lambda state, rng: resident_step(state, dataset, rng)
   else:
-    batch_shardings = step_lib.batch_shardings(mesh, jax.tree.map(
-        lambda x: np.zeros((x.shape[0] * jax.process_count(),) + x.shape[1:], x.dtype), example))
-    data_step = step_lib.make_train_step(config, mesh, shardings, batch_shardings, models=models)
+    data_step = pretraining.make_step(config, mesh, shardings, models)
+    batch_sharding = mesh_lib.batch_sharding(mesh)
     train_step = lambda state, rng: data_step(
-        state, step_lib.global_batch(next(iterator), batch_shardings), rng)
+        state, mesh_lib.global_batch(next(iterator), batch_sharding), rng)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   if jax.process_index() == 0:
     logging.info('pretrain: recipe=%s params=%d groups=%s mesh=%s start=%d steps=%d',

@@ -1,9 +1,14 @@
-"""Train state, optimizer, schedules and per-parameter rules for pretraining.
+"""Train state, optimizer, schedules and per-parameter rules: one optimizer for every trainer.
 
 Follows the JEPA references (I-JEPA `src/helper.py`, Point-JEPA): AdamW with a linear warm-up then
 cosine decay of the learning rate, and an EMA target whose momentum follows a cosine schedule from
 `train.ema_momentum[0]` to `[1]` over `train.steps`. Every schedule is a pure function of the step
 held in the state, so a resumed run replays nothing (no Python generators, unlike I-JEPA).
+
+The optimizer is configured by one block shape, used as is by pretraining (`config.train`), the
+offline teacher stage (`config.teacher.train`) and fine-tuning (`config.eval.finetune`): keys `lr`,
+`min_lr`, `warmup_steps` (a warm-up longer than `steps` ends at `steps`), `steps`, `b1`, `b2`,
+`weight_decay`, `grad_clip`. The per-parameter rules are always `config.train.param_rules`.
 
 Per-parameter policy (big_vision style) is an ordered list of regex rules in the config,
 `train.param_rules = ((pattern, {'freeze': bool, 'weight_decay': bool, 'lr_mult': float}), ...)`.
@@ -40,12 +45,13 @@ class TrainState(train_state.TrainState):
 # ------------------------------------------------------------------ schedules
 
 
-def learning_rate_schedule(train_config) -> Callable[[jax.Array], jax.Array]:
+def learning_rate_schedule(optim) -> Callable[[jax.Array], jax.Array]:
   """Linear warm-up from 0 to `lr` over `warmup_steps`, then cosine decay to `min_lr` at `steps`."""
-  peak, floor = float(train_config.lr), float(train_config.min_lr)
-  warmup, total = int(train_config.warmup_steps), int(train_config.steps)
+  peak, floor = float(optim.lr), float(optim.min_lr)
+  total = int(optim.steps)
+  warmup = min(int(optim.warmup_steps), total)
   if total <= 0 or warmup < 0:
-    raise ValueError(f'config.train: need steps > 0 and warmup_steps >= 0, got steps={total}, '
+    raise ValueError(f'optimizer: need steps > 0 and warmup_steps >= 0, got steps={total}, '
                      f'warmup_steps={warmup}')
 
   def schedule(step):
@@ -58,12 +64,12 @@ def learning_rate_schedule(train_config) -> Callable[[jax.Array], jax.Array]:
   return schedule
 
 
-def ema_momentum_schedule(train_config) -> Callable[[jax.Array], jax.Array]:
-  """Cosine from `ema_momentum[0]` at step 0 to `ema_momentum[1]` at `steps` (held after)."""
-  start, end = (float(v) for v in train_config.ema_momentum)
-  total = int(train_config.steps)
+def ema_momentum_schedule(momentum: Sequence[float], steps: int) -> Callable[[jax.Array], jax.Array]:
+  """Cosine from `momentum[0]` at step 0 to `momentum[1]` at `steps` (held after)."""
+  start, end = (float(v) for v in momentum)
+  total = int(steps)
   if not (0.0 <= start <= 1.0 and 0.0 <= end <= 1.0):
-    raise ValueError(f'config.train.ema_momentum must be two values in [0, 1], got {(start, end)}')
+    raise ValueError(f'EMA momentum must be two values in [0, 1], got {(start, end)}')
 
   def schedule(step):
     progress = jnp.clip(jnp.asarray(step, jnp.float32) / max(total, 1), 0.0, 1.0)
@@ -147,15 +153,14 @@ def _parse_label(label: str) -> dict:
   return {'freeze': False, 'weight_decay': wd == 'wd=1', 'lr_mult': float(lr_mult.split('=')[1])}
 
 
-def make_optimizer(train_config, params: Any) -> optax.GradientTransformation:
-  """AdamW (+ global-norm clipping) with the config's ordered per-parameter rules.
+def make_optimizer(optim, params: Any, param_rules=()) -> optax.GradientTransformation:
+  """AdamW (+ global-norm clipping) of one optimizer block, with ordered per-parameter rules.
 
   `params` (arrays or ShapeDtypeStructs) fixes the groups: one optax chain per distinct
   (freeze, weight_decay, lr_mult) combination, combined with `optax.multi_transform`.
   """
-  rules = train_config.param_rules
-  labels = param_labels(params, rules)
-  lr = learning_rate_schedule(train_config)
+  labels = param_labels(params, param_rules)
+  lr = learning_rate_schedule(optim)
   groups = {}
   for label in sorted(set(jax.tree.leaves(labels))):
     spec = _parse_label(label)
@@ -163,22 +168,22 @@ def make_optimizer(train_config, params: Any) -> optax.GradientTransformation:
       groups[label] = optax.set_to_zero()
       continue
     lr_mult = spec['lr_mult']
-    parts = [optax.scale_by_adam(b1=float(train_config.b1), b2=float(train_config.b2))]
-    if spec['weight_decay'] and float(train_config.weight_decay) > 0:
-      parts.append(optax.add_decayed_weights(float(train_config.weight_decay)))
+    parts = [optax.scale_by_adam(b1=float(optim.b1), b2=float(optim.b2))]
+    if spec['weight_decay'] and float(optim.weight_decay) > 0:
+      parts.append(optax.add_decayed_weights(float(optim.weight_decay)))
     parts.append(optax.scale_by_learning_rate(lambda step, m=lr_mult: lr(step) * m))
     groups[label] = optax.chain(*parts)
   frozen_mask = jax.tree.map(lambda l: l == 'frozen', labels)
   chain = [optax.masked(optax.set_to_zero(), frozen_mask)]
-  if float(train_config.grad_clip) > 0:
-    chain.append(optax.clip_by_global_norm(float(train_config.grad_clip)))
+  if float(optim.grad_clip) > 0:
+    chain.append(optax.clip_by_global_norm(float(optim.grad_clip)))
   chain.append(optax.multi_transform(groups, labels))
   return optax.chain(*chain)
 
 
-def create(params: Any, ema_params: Any, train_config) -> TrainState:
+def create(params: Any, ema_params: Any, optim, param_rules=()) -> TrainState:
   """A fresh TrainState at step 0 (call inside jit for sharded initialisation)."""
-  tx = make_optimizer(train_config, params)
+  tx = make_optimizer(optim, params, param_rules)
   return TrainState.create(apply_fn=None, params=params, tx=tx, ema_params=ema_params)
 
 

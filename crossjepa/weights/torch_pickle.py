@@ -1,4 +1,4 @@
-"""Reads PyTorch checkpoints (.pth / .bin / .pt) into numpy, without torch and without unpickling.
+"""The restricted unpickler of `torch_reader`: torch pickles of tensors, and nothing else, into numpy.
 
 Why this exists:
   * The core install of crossjepa has no torch, yet users hand us torch checkpoints (HF
@@ -29,37 +29,23 @@ The allow-list (what `torch.save` of a state dict writes, per torch/serializatio
   * `torch.Size` (-> tuple) and `_codecs.encode` (how protocol 2 pickles `bytes`; latin-1 only).
   Plain containers and scalars (dict, list, tuple, str, int, float, bool, None) need no globals.
 
-Formats:
-  1. zip (torch >= 1.6 default): `<name>/data.pkl` with persistent ids
-     `('storage', storage_type, key, location, numel)`, storage bytes in `<name>/data/<key>`,
-     endianness in `<name>/byteorder` (little when absent).
-  2. legacy (`_use_new_zipfile_serialization=False`, torch < 1.6): pickles of the magic number, the
-     protocol version and sys_info, then the object pickle with persistent ids
-     `('storage', storage_type, root_key, location, numel, view_metadata)`, then the pickled list of
-     storage keys, then per key an 8-byte little-endian element count and the raw little-endian bytes.
-  (The pre-0.4 tar format and TorchScript archives are not state dicts and are refused.)
-
 Tensors come back as C-contiguous numpy arrays (storage offset, size and stride honoured, views of
 one storage each copied out); bfloat16 becomes float32 exactly (bits << 16), bool is normalised to
 0/1, every other dtype keeps its numpy equivalent. `location` (cuda:0, ...) is ignored.
+
+The containers around the pickles (zip, legacy) are read by `crossjepa.weights.torch_reader`.
 """
 from __future__ import annotations
 
 import collections
 import io
 import math
-import os
 import pickle
 import re
-import zipfile
 from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ['UnsafeCheckpointError', 'load', 'load_state_dict']
-
-_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
-_PROTOCOL_VERSION = 1001                # torch.serialization.PROTOCOL_VERSION
 # Refuse to materialise a tensor (e.g. stride-0 "expanded" views) much larger than its storage.
 _MAX_EXPANDED_ELEMENTS = 1 << 27
 
@@ -68,8 +54,8 @@ class UnsafeCheckpointError(ValueError):
   """The checkpoint's pickle references something other than tensors and plain containers."""
 
 
-class _Malformed(ValueError):
-  """Internal: a structural problem; load() prefixes the file name."""
+class Malformed(ValueError):
+  """A structural problem of the file; `torch_reader.load` prefixes the file name."""
 
 
 # ----------------------------------------------------------------------------- dtypes / storages
@@ -126,7 +112,7 @@ _UNSUPPORTED_TORCH = re.compile(
     r'wrapper_subclass|device_tensor_from_numpy|device_tensor_from_cpu_tensor))$')
 
 
-class _Storage:
+class Storage:
   """A storage: its element dtype and (once read) a 1-D read-only numpy array of its elements."""
   __slots__ = ('dtype', 'numel', 'array', 'byteorder')
 
@@ -142,48 +128,48 @@ class _Pending:
 _PENDING = _Pending()
 
 
-def _check_int(value: Any, what: str, minimum: int = 0) -> int:
+def check_int(value: Any, what: str, minimum: int = 0) -> int:
   if type(value) is not int or value < minimum:  # pylint: disable=unidiomatic-typecheck
-    raise _Malformed(f'bad tensor metadata: {what} = {value!r} (expected an int >= {minimum})')
+    raise Malformed(f'bad tensor metadata: {what} = {value!r} (expected an int >= {minimum})')
   return value
 
 
 def _tensor(storage: Any, storage_offset: Any, size: Any, stride: Any,
             dtype: _DType | None = None, metadata: Any = None) -> np.ndarray | _Pending:
   """Materialises one tensor from its storage as a contiguous numpy array."""
-  if not isinstance(storage, _Storage):
-    raise _Malformed(f'bad tensor: expected a storage, got {type(storage).__name__}')
+  if not isinstance(storage, Storage):
+    raise Malformed(f'bad tensor: expected a storage, got {type(storage).__name__}')
   if metadata:
     if not isinstance(metadata, dict) or any(metadata.values()):
-      raise _Malformed(f'unsupported tensor metadata {metadata!r} (conj / neg bits)')
+      raise Malformed(f'unsupported tensor metadata {metadata!r} (conj / neg bits)')
   if not isinstance(size, (tuple, list)) or not isinstance(stride, (tuple, list)):
-    raise _Malformed(f'bad tensor metadata: size {size!r}, stride {stride!r}')
+    raise Malformed(f'bad tensor metadata: size {size!r}, stride {stride!r}')
   if len(size) != len(stride):
-    raise _Malformed(f'bad tensor metadata: size {size!r} and stride {stride!r} differ in length')
-  offset = _check_int(storage_offset, 'storage_offset')
-  size = tuple(_check_int(s, 'size') for s in size)
-  stride = tuple(_check_int(s, 'stride') for s in stride)
+    raise Malformed(f'bad tensor metadata: size {size!r} and stride {stride!r} differ in length')
+  offset = check_int(storage_offset, 'storage_offset')
+  size = tuple(check_int(s, 'size') for s in size)
+  stride = tuple(check_int(s, 'stride') for s in stride)
   if dtype is None:
     dtype = storage.dtype
   elif dtype is not storage.dtype and storage.dtype is not _DTYPES['uint8']:
-    raise _Malformed(f'tensor dtype {dtype} does not match its storage ({storage.dtype})')
+    raise Malformed(f'tensor dtype {dtype} does not match its storage ({storage.dtype})')
   if storage.array is None:
     return _PENDING
   item = dtype.np_dtype.itemsize
   data = storage.array
   if dtype is not storage.dtype:  # an untyped (byte) storage read as `dtype` (_rebuild_tensor_v3)
     if data.size % item:
-      raise _Malformed(f'storage of {data.size} bytes is not a whole number of {dtype} elements')
+      raise Malformed(f'storage of {data.size} bytes is not a whole number of {dtype} elements')
     data = data.view(dtype.np_dtype.newbyteorder(storage.byteorder))
   count = math.prod(size)
   if count:
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if last >= data.size:
-      raise _Malformed(f'tensor (offset {offset}, size {size}, stride {stride}) reaches element '
-                       f'{last} of a storage of {data.size} elements')
+      raise Malformed(f'tensor (offset {offset}, size {size}, stride {stride}) reaches element '
+                      f'{last} of a storage of {data.size} elements')
     if count > max(data.size, _MAX_EXPANDED_ELEMENTS):
-      raise _Malformed(f'tensor of size {size} ({count} elements) is a view of a storage of '
-                       f'{data.size} elements; refusing to materialise it')
+      raise Malformed(f'tensor of size {size} ({count} elements) is a view of a storage of '
+                      f'{data.size} elements; refusing to materialise it')
     view = np.lib.stride_tricks.as_strided(
         data[offset:], shape=size, strides=tuple(s * item for s in stride), writeable=False)
   else:
@@ -213,14 +199,14 @@ def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, bac
                        metadata=None):
   del requires_grad, backward_hooks
   if not isinstance(dtype, _DType):
-    raise _Malformed(f'bad tensor metadata: dtype {dtype!r}')
+    raise Malformed(f'bad tensor metadata: dtype {dtype!r}')
   return _tensor(storage, storage_offset, size, stride, dtype=dtype, metadata=metadata)
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
   del requires_grad, backward_hooks
   if not isinstance(data, (np.ndarray, _Pending)):
-    raise _Malformed(f'bad parameter: expected a tensor, got {type(data).__name__}')
+    raise Malformed(f'bad parameter: expected a tensor, got {type(data).__name__}')
   return data
 
 
@@ -230,12 +216,12 @@ def _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
 
 
 def _size(dims=()):
-  return tuple(_check_int(d, 'torch.Size entry') for d in dims)
+  return tuple(check_int(d, 'torch.Size entry') for d in dims)
 
 
 def _codecs_encode(text, encoding='latin1'):
   if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
-    raise _Malformed(f'bad bytes literal: _codecs.encode({type(text).__name__}, {encoding!r})')
+    raise Malformed(f'bad bytes literal: _codecs.encode({type(text).__name__}, {encoding!r})')
   return text.encode('latin1')
 
 
@@ -256,7 +242,7 @@ _CALLABLE_IDS = {id(f) for f in _CALLABLES.values()}
 
 # ----------------------------------------------------------------------------- the unpickler
 
-def _decode(value: Any) -> Any:
+def decode(value: Any) -> Any:
   return value.decode('ascii') if isinstance(value, bytes) else value
 
 
@@ -279,20 +265,20 @@ class _RestrictedUnpickler(pickle._Unpickler):  # pylint: disable=protected-acce
     if full in ALLOWED_GLOBALS:
       return ALLOWED_GLOBALS[full]
     if _UNSUPPORTED_TORCH.match(full):
-      raise _Malformed(f"the pickle references '{full}', a tensor type this reader does not support "
-                       '(quantized, float8, sparse, nested or subclass tensors)')
+      raise Malformed(f"the pickle references '{full}', a tensor type this reader does not support "
+                      '(quantized, float8, sparse, nested or subclass tensors)')
     raise self._refuse(repr(full))
 
   def persistent_load(self, pid: Any) -> Any:
     if self._persistent is None:
-      raise _Malformed(f'unexpected persistent id {pid!r} in a metadata pickle')
+      raise Malformed(f'unexpected persistent id {pid!r} in a metadata pickle')
     return self._persistent(pid)
 
   def _call(self, func: Any, args: Any) -> Any:
     if id(func) not in _CALLABLE_IDS:
       raise self._refuse(f'a call of {type(func).__name__} {func!r}')
     if not isinstance(args, tuple):
-      raise _Malformed(f'bad call arguments {type(args).__name__}')
+      raise Malformed(f'bad call arguments {type(args).__name__}')
     return func(*args)
 
   def load_reduce(self):
@@ -320,7 +306,7 @@ class _RestrictedUnpickler(pickle._Unpickler):  # pylint: disable=protected-acce
   def load_newobj_ex(self):
     kwargs = self.stack.pop()
     if kwargs:
-      raise _Malformed('NEWOBJ_EX with keyword arguments')
+      raise Malformed('NEWOBJ_EX with keyword arguments')
     self.load_newobj()
 
   def load_build(self):
@@ -349,206 +335,19 @@ class _RestrictedUnpickler(pickle._Unpickler):  # pylint: disable=protected-acce
   del _op
 
 
-def _unpickle(stream: io.BytesIO, path: str, what: str,
-              persistent_load: Callable[[Any], Any] | None = None) -> Any:
+def unpickle(stream: io.BytesIO, path: str, what: str,
+             persistent_load: Callable[[Any], Any] | None = None) -> Any:
   try:
     return _RestrictedUnpickler(stream, path, persistent_load).load()
-  except (UnsafeCheckpointError, _Malformed):
+  except (UnsafeCheckpointError, Malformed):
     raise
   except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
           AttributeError, OverflowError, MemoryError, RecursionError, UnicodeDecodeError) as e:
-    raise _Malformed(f'cannot read {what} ({type(e).__name__}: {e}); truncated, or not a PyTorch '
-                     'checkpoint?') from None
+    raise Malformed(f'cannot read {what} ({type(e).__name__}: {e}); truncated, or not a PyTorch '
+                    'checkpoint?') from None
 
 
-def _storage_type(value: Any) -> _StorageType:
+def storage_type(value: Any) -> _StorageType:
   if not isinstance(value, _StorageType):
-    raise _Malformed(f'bad storage id: storage type {value!r}')
+    raise Malformed(f'bad storage id: storage type {value!r}')
   return value
-
-
-# ----------------------------------------------------------------------------- zip format
-
-def _load_zip(path: str) -> Any:
-  try:
-    zf = zipfile.ZipFile(path)
-  except (zipfile.BadZipFile, OSError, EOFError) as e:
-    raise _Malformed(f'expected a PyTorch zip checkpoint, but the zip archive cannot be read '
-                     f'(truncated or corrupt?): {e}') from None
-  with zf:
-    names = zf.namelist()
-    pkls = [n for n in names if n.endswith('/data.pkl') and n.count('/') == 1]
-    if not pkls:
-      hint = ' (a TorchScript or other archive?)' if names else ' (empty archive)'
-      raise _Malformed(f'zip archive without <name>/data.pkl: not a torch.save checkpoint{hint}')
-    first = names[0].split('/', 1)[0] + '/data.pkl'
-    pkl_name = first if first in pkls else pkls[0]
-    prefix = pkl_name[:-len('data.pkl')]
-    if prefix + 'constants.pkl' in names or any(n.startswith(prefix + 'code/') for n in names):
-      raise _Malformed('this is a TorchScript archive (torch.jit.save), not a state dict')
-    byteorder = '<'
-    if prefix + 'byteorder' in names:
-      record = zf.read(prefix + 'byteorder')
-      if record not in (b'little', b'big'):
-        raise _Malformed(f'unknown byteorder record {record[:20]!r}')
-      byteorder = '<' if record == b'little' else '>'
-
-    storages: dict[str, _Storage] = {}
-
-    def persistent_load(pid: Any) -> _Storage:
-      if not isinstance(pid, tuple) or len(pid) != 5 or _decode(pid[0]) != 'storage':
-        raise _Malformed(f'unexpected persistent id {pid!r} (expected a storage)')
-      _, storage_type, key, _, numel = pid
-      dtype = _storage_type(storage_type).dtype
-      key = _decode(key)
-      numel = _check_int(numel, 'storage numel')
-      if not isinstance(key, str):
-        raise _Malformed(f'bad storage key {key!r}')
-      if key in storages:
-        return storages[key]
-      name = f'{prefix}data/{key}'
-      nbytes = numel * dtype.np_dtype.itemsize
-      try:
-        info = zf.getinfo(name)
-      except KeyError:
-        raise _Malformed(f'storage record {name} is missing') from None
-      if info.file_size < nbytes:
-        raise _Malformed(f'storage record {name} has {info.file_size} bytes, expected {nbytes} '
-                         '(truncated?)')
-      try:
-        with zf.open(info) as fh:
-          buf = fh.read(nbytes)
-      except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:  # bad CRC, truncated, ...
-        raise _Malformed(f'cannot read storage record {name} (truncated or corrupt?): {e}') from None
-      if len(buf) != nbytes:
-        raise _Malformed(f'storage record {name} is truncated ({len(buf)} of {nbytes} bytes)')
-      array = np.frombuffer(buf, dtype=dtype.np_dtype.newbyteorder(byteorder))
-      storages[key] = _Storage(dtype, numel, array, byteorder)
-      return storages[key]
-
-    try:
-      pickled = zf.read(pkl_name)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-      raise _Malformed(f'cannot read {pkl_name} (truncated or corrupt?): {e}') from None
-    return _unpickle(io.BytesIO(pickled), path, pkl_name, persistent_load)
-
-
-# ----------------------------------------------------------------------------- legacy format
-
-def _load_legacy(path: str) -> Any:
-  with open(path, 'rb') as f:
-    data = f.read()
-  if len(data) > 262 and data[257:262] == b'ustar':
-    raise _Malformed('this is the pre-0.4 tar checkpoint format, which is not supported '
-                     '(re-save it with a recent torch)')
-  stream = io.BytesIO(data)
-  magic = _unpickle(stream, path, "the start of the file, expected a zip archive or torch's legacy "
-                    'format (a pickled magic number first)')
-  if magic != _MAGIC_NUMBER or type(magic) is not int:  # pylint: disable=unidiomatic-typecheck
-    raise _Malformed('not a PyTorch checkpoint: expected a zip archive (torch >= 1.6) or the '
-                     'legacy format starting with torch\'s magic number')
-  version = _unpickle(stream, path, 'the protocol version')
-  if version != _PROTOCOL_VERSION:
-    raise _Malformed(f'unsupported legacy protocol version {version!r} (expected 1001)')
-  _unpickle(stream, path, 'sys_info')
-  start = stream.tell()
-
-  # Pass 1: collect the storages the object references (their bytes come after the pickle).
-  roots: dict[str, _Storage] = {}
-  arrays: dict[str, np.ndarray] = {}
-
-  def persistent_load(pid: Any) -> _Storage:
-    if not isinstance(pid, tuple) or len(pid) != 6 or _decode(pid[0]) != 'storage':
-      raise _Malformed(f'unexpected persistent id {pid!r} (expected a storage)')
-    _, storage_type, key, _, numel, view = pid
-    dtype = _storage_type(storage_type).dtype
-    key = _decode(key)
-    numel = _check_int(numel, 'storage numel')
-    if not isinstance(key, str):
-      raise _Malformed(f'bad storage key {key!r}')
-    root = roots.get(key)
-    if root is None:
-      root = roots[key] = _Storage(dtype, numel, arrays.get(key))
-    elif root.dtype is not dtype or root.numel != numel:
-      raise _Malformed(f'storage {key} is referenced as {dtype} x {numel} and as '
-                       f'{root.dtype} x {root.numel}')
-    if view is None:
-      return root
-    if not isinstance(view, tuple) or len(view) != 3:
-      raise _Malformed(f'bad storage view {view!r}')
-    offset = _check_int(view[1], 'storage view offset')
-    view_numel = _check_int(view[2], 'storage view size')
-    if offset + view_numel > numel:
-      raise _Malformed(f'storage view {view!r} exceeds its storage of {numel} elements')
-    array = None if root.array is None else root.array[offset:offset + view_numel]
-    return _Storage(dtype, view_numel, array)
-
-  _unpickle(stream, path, 'the pickled object', persistent_load)
-  keys = _unpickle(stream, path, 'the storage keys')
-  if not isinstance(keys, list) or not all(isinstance(_decode(k), str) for k in keys):
-    raise _Malformed(f'bad storage key list {type(keys).__name__}')
-  pos = stream.tell()
-  for key in map(_decode, keys):
-    if key not in roots:
-      raise _Malformed(f'storage {key} is listed but not referenced')
-    root = roots[key]
-    if pos + 8 > len(data):
-      raise _Malformed(f'file ends before storage {key} (truncated?)')
-    count = int.from_bytes(data[pos:pos + 8], 'little')
-    if count != root.numel:
-      raise _Malformed(f'storage {key} has {count} elements, expected {root.numel}')
-    nbytes = count * root.dtype.np_dtype.itemsize
-    if pos + 8 + nbytes > len(data):
-      raise _Malformed(f'file ends inside storage {key} (truncated?)')
-    arrays[key] = np.frombuffer(data, dtype=root.dtype.np_dtype, count=count, offset=pos + 8)
-    pos += 8 + nbytes
-  missing = sorted(set(roots) - set(arrays))
-  if missing:
-    raise _Malformed(f'storages {missing[:5]} are referenced but not stored')
-
-  # Pass 2: the same pickle again, now with the storage bytes.
-  roots.clear()
-  stream.seek(start)
-  return _unpickle(stream, path, 'the pickled object', persistent_load)
-
-
-# ----------------------------------------------------------------------------- API
-
-def load(path: str) -> Any:
-  """Loads a torch checkpoint: the pickled object, with every tensor as a numpy array.
-
-  Raises UnsafeCheckpointError (a ValueError) when the pickle references anything but tensors and
-  plain containers, ValueError (naming the file) when the file is truncated, corrupt or not a torch
-  checkpoint, FileNotFoundError when it does not exist.
-  """
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'checkpoint file not found: {path}')
-  with open(path, 'rb') as f:
-    head = f.read(4)
-  try:
-    if head.startswith(b'PK'):
-      return _load_zip(path)
-    if not head:
-      raise _Malformed('empty file (expected a PyTorch checkpoint)')
-    return _load_legacy(path)
-  except _Malformed as e:
-    raise ValueError(f'{path}: {e}') from None
-
-
-def load_state_dict(path: str) -> dict[str, np.ndarray]:
-  """Loads a state dict (name -> numpy array) from a torch checkpoint.
-
-  A top-level {'state_dict': {...}} or {'model': {...}} wrapper (training checkpoints) is unwrapped.
-  """
-  obj = load(path)
-  for wrapper in ('state_dict', 'model'):
-    if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-      obj = obj[wrapper]
-  if not isinstance(obj, dict):
-    raise ValueError(f'{path}: expected a state dict (name -> tensor), got {type(obj).__name__}')
-  for k, v in obj.items():
-    if not isinstance(k, str) or not isinstance(v, np.ndarray):
-      raise ValueError(f'{path}: expected a state dict (name -> tensor), but entry {k!r} is a '
-                       f'{type(v).__name__}')
-  return dict(obj)

@@ -1,0 +1,68 @@
+"""Fakes for tests and benchmarks: random examples with the training batch's shapes, no data needed.
+
+Used by tests/ and experiments/bench_step.py; nothing in the package's own pipeline imports it.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crossjepa import ops
+
+
+_group_points_jit = jax.jit(ops.group_points, static_argnums=(1, 2))
+
+
+def synthetic_examples(config, num: int, *, teacher_dim: int = 32, seed: int = 0,
+                       images: Optional[bool] = None) -> list[dict]:
+  """`num` random per-object examples with the training batch's shapes (ARCHITECTURE.md
+  "Training batch", views already subsampled to train.views_per_step). For tests and benchmarks:
+  points on a jittered sphere, centres/groups from crossjepa.ops, random cameras, histograms and
+  teacher features, about 40 % of group-view pairs visible."""
+  d, tr = config.data, config.train
+  n, g, k, kv = int(d.num_points), int(d.num_groups), int(d.group_size), int(tr.views_per_step)
+  hb = 3 * int(d.hist_bins)
+  side = int(d.image_size) // int(d.patch_size)
+  images = config.recipe == 'seed' if images is None else images
+  rs = np.random.RandomState(seed)
+  points = rs.normal(size=(num, n, 3)).astype(np.float32)
+  points /= np.linalg.norm(points, axis=-1, keepdims=True)
+  points *= rs.uniform(0.5, 1.0, size=(num, 1, 3)).astype(np.float32)   # anisotropic: distinct objects
+  centers, groups = _group_points_jit(jnp.asarray(points), g, k)
+  centers, groups = np.asarray(centers), np.asarray(groups)
+  out = []
+  for i in range(num):
+    w2c = np.tile(np.eye(4, dtype=np.float32), (kv, 1, 1))
+    w2c[:, :3, :3] = np.linalg.qr(rs.normal(size=(kv, 3, 3)))[0].astype(np.float32)
+    w2c[:, 2, 3] = 2.6
+    hist = rs.uniform(size=(kv, hb)).astype(np.float32)
+    corr = np.where(rs.uniform(size=(kv, g)) < 0.4, rs.randint(0, side * side, size=(kv, g)), -1)
+    views = {'world_to_cam': w2c,
+             'intrinsics': np.tile(np.eye(3, dtype=np.float32), (kv, 1, 1)),
+             'hist': hist / hist.sum(-1, keepdims=True),
+             'corr': corr.astype(np.int32)}
+    if images:
+      views['image'] = rs.normal(size=(kv, d.image_size, d.image_size, 3)).astype(np.float32)
+    teacher = {'cls': rs.normal(size=(kv, teacher_dim)).astype(np.float32)}
+    if tr.target == 'groups':
+      teacher['groups'] = (rs.normal(size=(kv, g, teacher_dim)) * (corr >= 0)[..., None]).astype(np.float32)
+    out.append({'points': points[i], 'centers': centers[i], 'groups': groups[i].astype(np.int32),
+                'label': np.int32(i % 4), 'views': views, 'teacher': teacher})
+  return out
+
+
+def synthetic_batch(config, batch_size: int, *, teacher_dim: int = 32, seed: int = 0,
+                    images: Optional[bool] = None) -> dict:
+  """A stacked batch of `synthetic_examples` (numpy)."""
+  examples = synthetic_examples(config, batch_size, teacher_dim=teacher_dim, seed=seed, images=images)
+  return jax.tree.map(lambda *xs: np.stack(xs), *examples)
+
+
+def teacher_widths_of(batch) -> dict[str, int]:
+  """The teacher widths a fake batch carries (teacher/cls, teacher/groups), for build_models."""
+  width = int(batch['teacher']['cls'].shape[-1])
+  groups = batch['teacher'].get('groups')
+  return {'width': width, 'feature_width': int(groups.shape[-1]) if groups is not None else width}

@@ -1,0 +1,3 @@
+"""The package version (a leaf module, so any layer may read it)."""
+
+VERSION = '0.1.0'

