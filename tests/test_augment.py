@@ -17,7 +17,8 @@ def _rigid_cameras(rng, num_views):
   w2c = np.tile(np.eye(4), (num_views, 1, 1))
   w2c[:, :3, :3] = q
   w2c[:, :3, 3] = rng.normal(size=(num_views, 3)) * 0.1 + [0.0, 0.0, 3.0]
-  intr = np.tile(np.array([[40.0, 0.0, 14.0], [0.0, 40.0, 14.0], [0.0, 0.0, 1.0]]), (num_views, 1, 1))
+  intr = np.array([[40.0, 0.0, 14.0], [0.0, 40.0, 14.0], [0.0, 0.0, 1.0]])
+  intr = np.tile(intr, (num_views, 1, 1))
   return w2c, intr
 
 
@@ -57,7 +58,8 @@ def test_rotation_matrix_numpy_and_jnp():
                              augment.rotation_about_up(1.3), atol=1e-12)
   angles = np.array([0.0, 1.234, -2.5], np.float32)
   batched = augment.rotation_about_up(jnp.asarray(angles))
-  assert isinstance(batched, jax.Array) and batched.shape == (3, 3, 3) and batched.dtype == jnp.float32
+  assert isinstance(batched, jax.Array)
+  assert batched.shape == (3, 3, 3) and batched.dtype == jnp.float32
   for i, angle in enumerate(angles):
     np.testing.assert_allclose(batched[i], augment.rotation_about_up(float(angle)), atol=1e-6)
 
@@ -127,7 +129,8 @@ def test_jitter_moves_points_only_within_the_clip(twin):
     base = {k: jnp.asarray(np.asarray(v, np.float32)[None]) for k, v in base.items()}
     apply = augment.apply_batch
     ref = apply(*args, augment.Draw(**base))
-    out = apply(*args, augment.Draw(**base, noise=jnp.asarray(noise[None], jnp.float32), sigma=sigma))
+    noisy = jnp.asarray(noise[None], jnp.float32)
+    out = apply(*args, augment.Draw(**base, noise=noisy, sigma=sigma))
     ref, out = ([np.asarray(x[0]) for x in r] for r in (ref, out))
     noise = noise.astype(np.float32)
   np.testing.assert_array_equal(out[1], ref[1])                  # centres: bitwise untouched
@@ -181,11 +184,14 @@ def test_numpy_and_jnp_twins_agree_on_the_same_draws():
   np.testing.assert_array_equal(p_np[:, 1], np.asarray(batch[0][0], np.float64)[:, 1])
 
 
+_OFF = dict(rotate_up=False, scale=(1.0, 1.0), translate=0.0, jitter=0.0)
+
+
 @pytest.mark.parametrize('spec,on', [
     (SPEC, (True, True, True)),
-    (augment.Spec(rotate_up=False, scale=(1.0, 1.0), translate=0.0, jitter=0.0), (False, False, False)),
-    (augment.Spec(rotate_up=False, scale=(0.9, 0.9), translate=0.0, jitter=0.0), (False, True, False)),
-    (augment.Spec(rotate_up=True, scale=(1.0, 1.0), translate=0.2, jitter=0.0), (True, True, False)),
+    (augment.Spec(**_OFF), (False, False, False)),
+    (augment.Spec(**{**_OFF, 'scale': (0.9, 0.9)}), (False, True, False)),
+    (augment.Spec(**{**_OFF, 'rotate_up': True, 'translate': 0.2}), (True, True, False)),
 ])
 def test_draws_switch_the_same_steps_on_in_both_twins(spec, on):
   shape = (4, 16, 3)

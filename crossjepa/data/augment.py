@@ -6,9 +6,10 @@ targets correct; only the pose conditioning (`views/world_to_cam`) refers to the
 is kept consistent with the transformed points. Applied in this order:
   * rotation R about the up axis (the renderer's world is y-up): points, centres rotated,
     world_to_cam' = world_to_cam @ R^-1, so every point projects to the same pixel as before;
-  * uniform scale s and translation t (x' = s x + t): world_to_cam' = [[R_c, s t_c - R_c t], [0, 1]],
-    a rigid pose whose camera coordinates are s times the old ones, so the perspective projection
-    (and the image) is unchanged — the camera moves with the object;
+  * uniform scale s and translation t (x' = s x + t):
+    world_to_cam' = [[R_c, s t_c - R_c t], [0, 1]], a rigid pose whose camera coordinates are s
+    times the old ones, so the perspective projection (and the image) is unchanged — the camera
+    moves with the object;
   * jitter (Gaussian noise of std sigma, clipped at JITTER_CLIP * sigma) on the points only: the
     centres stay the exact group references (Point-MAE re-centres groups on their centres).
 
@@ -17,7 +18,8 @@ Drawing the random parameters (a `Draw`) is separate from applying the geometry:
     points_shape)` with a numpy Generator, then `apply_example(points, centers, world_to_cam, draw)`
     on points [N,3], centres [G,3], world_to_cam [V,4,4] (float64 in the pipeline);
   * jnp, a batch (crossjepa.data.resident): `draw_batch(keys, spec, points_shape)` with jax.random,
-    then `apply_batch(points, centers, world_to_cam, draw)` on [B,N,3], [B,G,3], [B,V,4,4] (float32).
+    then `apply_batch(points, centers, world_to_cam, draw)` on [B,N,3], [B,G,3], [B,V,4,4]
+    (float32).
 The two twins share the rotation matrix (`rotation_about_up`) and the jitter (`add_jitter`); their
 matrix products are written per twin (numpy matmul per example, jnp einsum per batch) so that each
 path's numerics stay what they have always been. Their random draws differ (numpy vs jax.random).
@@ -37,7 +39,7 @@ JITTER_CLIP = 5.0           # jitter noise clipped at this many standard deviati
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-  """What to augment: config.train.augment's fields (scale = (lo, hi); lo == hi is a fixed scale)."""
+  """What to augment: config.train.augment's fields (scale (lo, hi); lo == hi: a fixed scale)."""
   rotate_up: bool
   scale: tuple[float, float]
   translate: float
@@ -55,7 +57,7 @@ class Draw(NamedTuple):
   """One draw of the augmentation parameters; None (or sigma 0) leaves that step out.
 
   numpy twin: angle float, scale float, shift [3], noise [N,3]; jnp twin: [B], [B], [B,3], [B,N,3].
-  `scale` and `shift` are both set or both None. `noise` is sigma x standard normal, not yet clipped.
+  `scale` and `shift` are both set or both None. `noise` is sigma x standard normal, unclipped.
   """
   angle: Any = None
   scale: Any = None
@@ -64,7 +66,7 @@ class Draw(NamedTuple):
   sigma: float = 0.0
 
 
-# ------------------------------------------------------------------------------------------ shared
+# ------------------------------------------------------------------------------------- shared
 def rotation_about_up(angle):
   """[..., 3, 3] rotation by `angle` radians about the world up axis (y); numpy or jnp like `angle`.
 
@@ -84,7 +86,7 @@ def add_jitter(points, noise, sigma: float):
   return points + xp.clip(noise, -JITTER_CLIP * sigma, JITTER_CLIP * sigma)
 
 
-# ------------------------------------------------------------------------------------------ numpy twin
+# ------------------------------------------------------------------------------------- numpy twin
 def rotate_example(points, centers, world_to_cam, rotation):
   """x' = R x for points/centres, world_to_cam' = world_to_cam @ R^-1 (projections unchanged)."""
   rot4 = np.eye(4)
@@ -128,7 +130,7 @@ def apply_example(points, centers, world_to_cam, draw: Draw):
   return points, centers, world_to_cam
 
 
-# ------------------------------------------------------------------------------------------ jnp twin
+# ------------------------------------------------------------------------------------- jnp twin
 def rotate_batch(points, centers, world_to_cam, rotation):
   """rotate_example per row: points [B,N,3], centers [B,G,3], world_to_cam [B,V,4,4], R [B,3,3]."""
   batch = rotation.shape[0]

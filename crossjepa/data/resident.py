@@ -1,4 +1,4 @@
-"""The device-resident training set (train.device_resident): one batch sampled inside the jitted step.
+"""The device-resident training set (train.device_resident): batches sampled in the jitted step.
 
 The prepared training set lives on the device as one pytree with the training batch's structure
 (docs/ARCHITECTURE.md "Training batch") but a leading object axis M and ALL V views per object:
