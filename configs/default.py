@@ -183,7 +183,7 @@ def get_config(arg: str = ''):
   tr.point_jepa = ml_collections.ConfigDict()
   tr.point_jepa.num_targets = 4
   tr.point_jepa.target_size = (0.15, 0.2)   # fraction of groups per target block
-  tr.point_jepa.context_size = (0.4, 0.75)
+  tr.point_jepa.context_size = 0.75   # context: this fraction of the groups (a fixed count)
   tr.seed_local_weight = 1.0      # seed recipe: weight of the local in-modal loss
 
   # ---------------------------------------------------------------- mesh

@@ -22,7 +22,7 @@ def get_config():
   # static context of 14 groups (44 %, inside its 0.4-0.75 range); four would leave only 8.
   pj.num_targets = 3
   pj.target_size = (0.15, 0.2)
-  pj.context_size = (0.4, 0.75)
+  pj.context_size = 0.75
   c.train.loss = 'smooth_l1'
   c.train.normalize_target = True
   c.train.lr = 5e-4                    # Point-JEPA's setting here (the crossjepa default uses 4e-3)

@@ -8,7 +8,7 @@ view's pose and colour histogram and is queried at the 3D centres of the point g
 that view (views/corr >= 0); the targets are the EMA point encoder's tokens of those groups
 (stop-gradient, layer-normed). A local Point-JEPA loss (weight train.seed_local_weight) against
 the same EMA targets trains the point encoder itself. Everything else (data, embedded synthetic
-benchmark, evaluation) is configs/default.py; see crossjepa/training/recipes.py and
+benchmark, evaluation) is configs/default.py; see crossjepa/training/recipes/ and
 experiments/README.md for how it compares with crossjepa and point_jepa at equal steps.
 """
 from crossjepa import config_util

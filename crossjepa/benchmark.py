@@ -205,25 +205,9 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
 
 
 def cached_teacher_probe(config, workdir: str, train_split: str, test_split: str) -> dict[str, Any]:
-  """The 2D teacher's own probe from the records' cached teacher/cls (exactly the teacher's CLS of
-  each prepared view, float16), averaged over an object's views; the same linear-probe protocol.
-
-  Eval-only sets (the scan set) carry no views, so the teacher's ceiling is reported on clean only.
-  """
-  from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
-  from crossjepa.data import records  # pylint: disable=g-import-not-at-top
-  from crossjepa.evaluation import linear_probe  # pylint: disable=g-import-not-at-top
-  feats = {}
-  for split in (train_split, test_split):
-    arrays = pipeline.load_split(config, workdir, split, keys=('teacher/cls', 'label'))
-    feats[split] = (arrays['teacher/cls'].astype(np.float32).mean(axis=1), arrays['label'])
-  e = config.eval
-  res = linear_probe.linear_probe(
-      *feats[train_split], *feats[test_split], **linear_probe.probe_kwargs(e, int(config.seed)))
-  res.pop('predictions', None)
-  meta = records.open_dataset(config, workdir).info.metadata
-  res['protocol'].update(features='cached teacher/cls averaged over the object\'s views',
-                         teacher=dict(meta.get('teacher', {})))
+  """The benchmark's `teacher_2d` row: evaluation.teacher_probe.probe_cached's accuracy."""
+  from crossjepa.evaluation import teacher_probe  # pylint: disable=g-import-not-at-top
+  res = teacher_probe.probe_cached(config, workdir, train_split, test_split)
   return {'linear_probe': {'mean': float(res['accuracy'])}, 'protocol': res['protocol']}
 
 

@@ -175,7 +175,7 @@ SCHEMA: dict[str, Any] = {
     'train.num_workers': Int(0),
     'train.point_jepa.num_targets': Int(1),
     'train.point_jepa.target_size': Seq(FRACTION, length=2, ordered=True),
-    'train.point_jepa.context_size': Seq(FRACTION, length=2, ordered=True),
+    'train.point_jepa.context_size': FRACTION,
     'train.seed_local_weight': NON_NEGATIVE,
     # device mesh
     'mesh.data': Int(1, also=(-1,)),

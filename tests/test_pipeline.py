@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
+from crossjepa.data import batch_spec
 from crossjepa.data import pipeline
+from crossjepa.training import pretraining
 from test_records import WIDTH, fake_example, tiny_config, write_fake_records  # pylint: disable=g-bad-import-order
 
 SIZES = {'pretrain': 6, 'train': 4, 'test': 3}
@@ -57,6 +59,24 @@ def test_batch_shapes_and_dtypes(prepared):
   config.train.target = 'cls'
   keys = {k for k, _ in _leaves(next(pipeline.train_iterator(config, workdir)))}
   assert 'views/image' not in keys and 'teacher/groups' not in keys
+
+
+@pytest.mark.parametrize('target,images', [('groups', True), ('cls', False), ('object', False)])
+def test_example_batch_from_the_spec_matches_the_pipeline(prepared, target, images):
+  """The trainers initialise from batch_spec.example_batch (config + the records' teacher widths,
+  no data read): it has exactly the keys, shapes (batch axis aside) and dtypes of a real batch."""
+  config, workdir = prepared
+  config = tiny_config()
+  config.train.views_per_step = 2
+  config.train.target = target
+  teacher = pretraining.teacher_info(config, workdir)
+  assert teacher['width'] == WIDTH
+  real = next(pipeline.train_iterator(config, workdir, need_images=images))
+  spec = batch_spec.example_batch(config, teacher, need_images=images, batch_size=3)
+  got = {k: (v.shape[1:], v.dtype) for k, v in _leaves(spec)}
+  want = {k: (v.shape[1:], v.dtype) for k, v in _leaves(real)}
+  assert got == want
+  assert all(v.shape[0] == 3 and not v.any() for _, v in _leaves(spec))
 
 
 def test_union_of_splits_and_epochs_reshuffled(prepared):

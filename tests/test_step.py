@@ -200,3 +200,17 @@ def test_mesh_errors():
   c.mesh.fsdp = 3
   with pytest.raises(ValueError, match='fsdp'):
     mesh_lib.make_mesh(c)
+
+
+def test_models_take_the_teacher_widths_from_the_spec():
+  """The predictor's output width is the teacher's (cls width, or the feature-map width for the
+  'groups' target); without a teacher spec the crossjepa recipe is a clear error."""
+  c = smoke_config(target='groups')
+  models = models_lib.build_models(c, models_lib.teacher_widths(24, 40))
+  assert models.predictor.out_dim == 40
+  c.train.target = 'cls'
+  assert models_lib.build_models(c, models_lib.teacher_widths(24, 40)).predictor.out_dim == 24
+  with pytest.raises(ValueError, match="teacher's widths"):
+    models_lib.build_models(c, None)
+  c.recipe = 'point_jepa'
+  assert models_lib.build_models(c, None).predictor.out_dim == models.point.width

@@ -117,17 +117,22 @@ def draw_example(rng: np.random.Generator, spec: Spec, points_shape) -> Draw:
   return Draw(angle=angle, scale=scale, shift=shift, noise=noise, sigma=spec.jitter)
 
 
-def apply_example(points, centers, world_to_cam, draw: Draw):
-  """(points [N,3], centers [G,3], world_to_cam [V,4,4]) of one example, augmented by `draw`."""
+def _apply(points, centers, world_to_cam, draw: Draw, rotate, scale_translate):
+  """The augmentation order shared by the twins: rotation, scale + translation, jitter."""
   if draw.angle is not None:
-    points, centers, world_to_cam = rotate_example(points, centers, world_to_cam,
-                                                   rotation_about_up(draw.angle))
+    points, centers, world_to_cam = rotate(points, centers, world_to_cam,
+                                           rotation_about_up(draw.angle))
   if draw.scale is not None:
-    points, centers, world_to_cam = scale_translate_example(points, centers, world_to_cam,
-                                                            draw.scale, draw.shift)
+    points, centers, world_to_cam = scale_translate(points, centers, world_to_cam, draw.scale,
+                                                    draw.shift)
   if draw.noise is not None:
     points = add_jitter(points, draw.noise, draw.sigma)
   return points, centers, world_to_cam
+
+
+def apply_example(points, centers, world_to_cam, draw: Draw):
+  """(points [N,3], centers [G,3], world_to_cam [V,4,4]) of one example, augmented by `draw`."""
+  return _apply(points, centers, world_to_cam, draw, rotate_example, scale_translate_example)
 
 
 # ------------------------------------------------------------------------------------- jnp twin
@@ -173,12 +178,17 @@ def draw_batch(keys, spec: Spec, points_shape) -> Draw:
 
 def apply_batch(points, centers, world_to_cam, draw: Draw):
   """apply_example per row: points [B,N,3], centers [B,G,3], world_to_cam [B,V,4,4] (jnp)."""
-  if draw.angle is not None:
-    points, centers, world_to_cam = rotate_batch(points, centers, world_to_cam,
-                                                 rotation_about_up(draw.angle))
-  if draw.scale is not None:
-    points, centers, world_to_cam = scale_translate_batch(points, centers, world_to_cam,
-                                                          draw.scale, draw.shift)
-  if draw.noise is not None:
-    points = add_jitter(points, draw.noise, draw.sigma)
-  return points, centers, world_to_cam
+  return _apply(points, centers, world_to_cam, draw, rotate_batch, scale_translate_batch)
+
+
+# ------------------------------------------------------------------------------------- fine-tuning
+def per_axis_scale_translate(points: jax.Array, rng: jax.Array, scale: tuple[float, float],
+                            translate: float) -> jax.Array:
+  """Fine-tuning's augmentation (Point-MAE's PointcloudScaleAndTranslate), jnp: points [B,N,3] ->
+  per-object, per-axis scale U(scale) and translation U(-translate, translate). Per-axis scaling
+  changes nearest neighbours, so the caller regroups; no pose is involved."""
+  b = points.shape[0]
+  k1, k2 = jax.random.split(rng)
+  s = jax.random.uniform(k1, (b, 1, 3), minval=scale[0], maxval=scale[1])
+  t = jax.random.uniform(k2, (b, 1, 3), minval=-translate, maxval=translate)
+  return points * s + t

@@ -67,7 +67,7 @@ def module_fields(module) -> dict[str, Any]:
 def point_encoder_from_config(config):
   """The PointEncoder that evaluation and export use for `config`.
 
-  Same variant and overrides as pretraining (training.recipes.build_models), with num_groups /
+  Same variant and overrides as pretraining (training.recipes.models.build_models), with num_groups /
   group_size from config.data (so an encoder that groups on its own matches the records) and
   float32 compute (features do not depend on the training precision).
   """

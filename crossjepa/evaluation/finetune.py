@@ -9,8 +9,9 @@ models/Point_MAE.py `PointTransformer`, tools/runner_finetune.py):
   config's per-parameter rules: no weight decay on biases/norms), global-norm clipping,
   `eval.finetune.steps` steps, cross-entropy: the one train step of crossjepa.training.step.
 - augmentation: per-object, per-axis random scale U(scale) and translation U(-t, t)
-  (Point-MAE's PointcloudScaleAndTranslate). Per-axis scaling changes nearest neighbours, so the
-  FPS centres and kNN groups are recomputed on the augmented cloud inside the jitted step.
+  (Point-MAE's PointcloudScaleAndTranslate; crossjepa.data.augment.per_axis_scale_translate).
+  Per-axis scaling changes nearest neighbours, so the FPS centres and kNN groups are recomputed on
+  the augmented cloud inside the jitted step.
 - test accuracy of the final step (nothing is selected on the test split; Point-MAE reports its
   best epoch on test, which we do not do), and SEPARATELY the voting accuracy: logits averaged
   over `eval.finetune.votes` augmented copies of each test object.
@@ -29,6 +30,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from crossjepa.data import augment
 from crossjepa.evaluation import features as features_lib
 from crossjepa.training import mesh as mesh_lib
 from crossjepa.training import step as step_lib
@@ -50,16 +52,6 @@ class ClassificationHead(nn.Module):
     return nn.Dense(self.num_classes, name='out')(x)
 
 
-def augment_scale_translate(points: jax.Array, rng: jax.Array, scale: tuple[float, float],
-                            translate: float) -> jax.Array:
-  """points [B,N,3] -> per-object, per-axis scaled and translated points."""
-  b = points.shape[0]
-  k1, k2 = jax.random.split(rng)
-  s = jax.random.uniform(k1, (b, 1, 3), minval=scale[0], maxval=scale[1])
-  t = jax.random.uniform(k2, (b, 1, 3), minval=-translate, maxval=translate)
-  return points * s + t
-
-
 def logits_fn(params, points, centers, groups, rng, *, encoder, head, pooling, train):
   rngs = {'dropout': rng} if train else {}
   out = encoder.apply({'params': params['encoder']}, points, centers, groups, train=train,
@@ -72,7 +64,7 @@ def finetune_loss(params, ema_params, batch, rng, *, encoder, head, pooling, sca
   """Augment, recompute groups, cross-entropy -> (loss, {'accuracy'})."""
   del ema_params
   aug_rng, drop_rng = jax.random.split(rng)
-  points = augment_scale_translate(batch['points'], aug_rng, scale, translate)
+  points = augment.per_axis_scale_translate(batch['points'], aug_rng, scale, translate)
   logits = logits_fn(params, points, None, None, drop_rng, encoder=encoder, head=head,
                      pooling=pooling, train=True)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
@@ -147,7 +139,7 @@ def finetune(config, encoder_module, encoder_params, train_data: dict[str, np.nd
 
   @functools.partial(jax.jit, out_shardings=batch_sharding)
   def vote_logits(params, points, rng):
-    points = augment_scale_translate(points, rng, scale, translate)
+    points = augment.per_axis_scale_translate(points, rng, scale, translate)
     return logits_fn(params, points, None, None, None, encoder=encoder_module, head=head,
                      pooling=pooling, train=False)
 

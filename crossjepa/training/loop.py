@@ -24,7 +24,7 @@ device of the mesh. Each step samples its batch inside the one jitted step
 train.views_per_step distinct views per object, with keys that are a function of (config.seed,
 state.step) only, then the pipeline's augmentations in jnp (rotation about up applied to points,
 centres and world_to_cam together, scale + translation with the camera moving along, clipped
-jitter; same geometry as `pipeline.TrainTransform`, different random draws). No host input
+jitter; the jnp twin of crossjepa.data.augment, same geometry as the grain pipeline, different random draws). No host input
 pipeline runs, and checkpoints hold no data-iterator item: resume is exact from the state alone.
 Objects are drawn independently every step (without replacement within a batch), not in epochs.
 Limits: a set larger than train.device_resident_max_gb (GiB, default 8) is refused (use the grain
@@ -52,6 +52,7 @@ from absl import logging
 from etils import epath
 
 from crossjepa import console
+from crossjepa import fileio
 from crossjepa.training import checkpoint as ckpt_lib
 from crossjepa.training import mesh as mesh_lib
 from crossjepa.training import pretraining
@@ -95,9 +96,7 @@ class _Writer:
     if self.path.exists():
       kept = [l for l in self.path.read_text().splitlines()
               if l.strip() and json.loads(l).get('step', 0) <= start_step]
-      tmp = self.path.parent / (self.path.name + '.tmp')
-      tmp.write_text(''.join(l + '\n' for l in kept))
-      os.replace(tmp, self.path)
+      fileio.atomic_write_text(os.fspath(self.path), ''.join(l + '\n' for l in kept))
     import tensorboardX  # pylint: disable=g-import-not-at-top
     self.tb = tensorboardX.SummaryWriter(os.fspath(workdir / 'tb'))
 

@@ -26,10 +26,11 @@ def block_sizes(config, num_groups: int) -> tuple[int, int, int]:
   lo, hi = (float(v) for v in pj.target_size)
   num_targets = int(pj.num_targets)
   target_max = max(1, int(round(hi * num_groups)))
-  ctx_hi = float(pj.context_size[1])
+  context_fraction = float(pj.context_size)
   # The context excludes every target group; with at most num_targets * target_max of them the
   # remaining pool always holds G - num_targets * target_max groups, so that many fit statically.
-  context = min(max(1, int(round(ctx_hi * num_groups))), num_groups - num_targets * target_max)
+  context = min(max(1, int(round(context_fraction * num_groups))),
+                num_groups - num_targets * target_max)
   if context < 1 or not 0 < lo <= hi <= 1:
     raise ValueError(
         f'config.train.point_jepa: num_targets={num_targets} blocks of up to '
