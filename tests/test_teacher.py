@@ -117,7 +117,7 @@ def test_teacher_probe(supervised):
   assert probe['best_C'] in (0.1, 1.0)
   assert 'averaged over the 2' in probe['protocol']['features']
   # Brute force: the saved ViT's CLS of every view (float16, as cached), averaged per object, into
-  # the same probe, gives the same accuracy; and the trained teacher is well above chance (1/4).
+  # the same probe gives the same accuracy (the features are the teacher's, not a stand-in).
   module, params = vit_io.load(result['teacher'])
   feats, labels = {}, {}
   for split in ('train', 'test'):
@@ -129,8 +129,8 @@ def test_teacher_probe(supervised):
     labels[split] = views['labels']
   want = linear_probe.linear_probe(feats['train'], labels['train'], feats['test'], labels['test'],
                                    **linear_probe.probe_kwargs(config.eval, int(config.seed)))
-  assert probe['accuracy'] == pytest.approx(want['accuracy'], abs=1 / 8 + 1e-9)
-  assert probe['accuracy'] >= 0.5
+  assert probe['accuracy'] == want['accuracy']
+  assert probe['best_C'] == want['best_C'] and probe['cv_scores'] == want['cv_scores']
 
 
 def test_teacher_split_is_disjoint():
