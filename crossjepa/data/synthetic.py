@@ -419,13 +419,14 @@ def _round_top(rng):
   return r, t, h
 
 
-def _rect_top(rng):
-  """A rectangular table top: (builder holding the top, width, depth, thickness, height)."""
+def _rect_top(rng, width=(0.7, 1.6), aspect=(1.0, 1.8), thickness=(0.03, 0.08),
+              height=(0.45, 0.8)):
+  """A rectangular top (tables, desks): (builder holding the top, width, depth, thickness, height)."""
   b = _Builder()
-  w = _u(rng, 0.7, 1.6)
-  d = w / _u(rng, 1.0, 1.8)
-  t = _u(rng, 0.03, 0.08)
-  h = _u(rng, 0.45, 0.8)
+  w = _u(rng, *width)
+  d = w / _u(rng, *aspect)
+  t = _u(rng, *thickness)
+  h = _u(rng, *height)
   b.box([w, t, d], [0, h - 0.5 * t, 0])
   return b, w, d, t, h
 
@@ -578,12 +579,8 @@ def _bunk_bed(rng):
 
 def _desk(rng):
   """A rectangular top on legs at one end and a drawer block at the other."""
-  b = _Builder()
-  w = _u(rng, 1.0, 1.6)
-  d = w / _u(rng, 1.5, 2.2)
-  t = _u(rng, 0.03, 0.06)
-  h = _u(rng, 0.65, 0.8)
-  b.box([w, t, d], [0, h - 0.5 * t, 0])
+  b, w, d, t, h = _rect_top(rng, width=(1.0, 1.6), aspect=(1.5, 2.2), thickness=(0.03, 0.06),
+                            height=(0.65, 0.8))
   bw = _u(rng, 0.3, 0.45) * w
   side = 1 if rng.random() < 0.5 else -1
   b.box([bw, h - t, d * 0.95], [side * (0.5 * w - 0.5 * bw), 0.5 * (h - t), 0])
