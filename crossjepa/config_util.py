@@ -60,6 +60,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                       f'config.data.num_points = {d.num_points}')
 
 
+def as_dict(cfg) -> dict:
+  """A ConfigDict, a mapping or None (an empty block) as a plain dict."""
+  if cfg is None:
+    return {}
+  return dict(cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg)
+
+
 def to_json(config: ml_collections.ConfigDict) -> str:
   return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
 

@@ -17,6 +17,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from crossjepa import config_util
 from crossjepa import fileio
 from crossjepa.data import prepare
 from crossjepa.data import sources
@@ -34,13 +35,9 @@ def config_hash(obj) -> str:
   return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def to_dict(cfg) -> dict:
-  return cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg or {})
-
-
 def render_settings(data_config) -> dict:
   """The data.* settings that determine a rendered view (all but NON_RENDER_KEYS)."""
-  return {k: v for k, v in to_dict(data_config).items() if k not in NON_RENDER_KEYS}
+  return {k: v for k, v in config_util.as_dict(data_config).items() if k not in NON_RENDER_KEYS}
 
 
 def teacher_data_config(config) -> ml_collections.ConfigDict:

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossjepa import config_util
 from crossjepa import fileio
 from crossjepa import version
 
@@ -73,8 +74,7 @@ def point_encoder_from_config(config):
   """
   from crossjepa.models import point as point_lib  # pylint: disable=g-import-not-at-top
   m = config.model
-  overrides = m.point_overrides
-  overrides = dict(overrides.to_dict() if hasattr(overrides, 'to_dict') else overrides)
+  overrides = config_util.as_dict(m.point_overrides)
   overrides.update(num_groups=int(config.data.num_groups), group_size=int(config.data.group_size),
                    dtype='float32')
   return point_lib.point_encoder(m.point, **overrides)

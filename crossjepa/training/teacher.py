@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from crossjepa import config_util
 from crossjepa import imaging
 from crossjepa.data import sources
 from crossjepa.data import teacher_views
@@ -202,7 +203,7 @@ def teacher_name(config) -> str:
 def train_fingerprint(config) -> str:
   """Everything that determines the trained teacher (its training config, model, views, seed)."""
   data = teacher_views.render_settings(teacher_views.teacher_data_config(config))
-  to_dict = teacher_views.to_dict
+  to_dict = config_util.as_dict
   return teacher_views.config_hash({
       'teacher.train': to_dict(config.teacher.train), 'vit': config.model.vit,
       'vit_overrides': to_dict(config.model.vit_overrides), 'data': data,

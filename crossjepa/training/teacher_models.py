@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crossjepa.data.teacher_views import to_dict
+from crossjepa import config_util
 from crossjepa.models import predictor as predictor_lib
 from crossjepa.models import vit as vit_lib
 
@@ -57,7 +57,7 @@ def block_shape(grid: int, scale: float, aspect: float) -> tuple[int, int]:
 
 def build_models(config, num_classes: int) -> TeacherModels:
   t = config.teacher.train
-  overrides = to_dict(config.model.vit_overrides)
+  overrides = config_util.as_dict(config.model.vit_overrides)
   module = vit_lib.vit(config.model.vit, **overrides)
   size = int(config.data.image_size)
   if size % module.patch_size:
@@ -86,7 +86,7 @@ def build_models(config, num_classes: int) -> TeacherModels:
   context_block = int(np.clip(round(math.sqrt(float(ij.context_scale)) * grid), 1, grid))
   width = module.width
   pred = predictor_lib.predictor(str(ij.predictor), out_dim=width, query_dim=2, use_pose=False,
-                                 use_hist=False, **to_dict(ij.predictor_overrides))
+                                 use_hist=False, **config_util.as_dict(ij.predictor_overrides))
   return TeacherModels('ijepa', module, predictor=pred, grid=grid, target_block=block,
                        num_targets=num_targets, context_block=context_block,
                        num_context=num_context)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossjepa import config_util
 from crossjepa.models import point as point_lib
 from crossjepa.models import predictor as predictor_lib
 from crossjepa.models import vit as vit_lib
@@ -43,12 +44,6 @@ class ObjectHead(nn.Module):
   def __call__(self, tokens: jax.Array) -> jax.Array:
     pooled = jnp.concatenate([tokens.max(axis=1), tokens.mean(axis=1)], axis=-1)
     return nn.Dense(self.out_dim, dtype=self.dtype, name='out_proj')(pooled).astype(jnp.float32)
-
-
-def _overrides(cfg_dict) -> dict:
-  if cfg_dict is None:
-    return {}
-  return dict(cfg_dict.to_dict() if hasattr(cfg_dict, 'to_dict') else cfg_dict)
 
 
 def compute_dtype(config):
@@ -77,8 +72,8 @@ def build_models(config, teacher: Optional[Mapping[str, Any]] = None) -> Models:
   """Builds the modules of `config.recipe`; the crossjepa recipe's output width is the teacher's."""
   dtype = compute_dtype(config)
   m = config.model
-  point = point_lib.point_encoder(m.point, **{**_overrides(m.point_overrides), 'dtype': dtype})
-  pred_over = {**_overrides(m.predictor_overrides), 'dtype': dtype}
+  point = point_lib.point_encoder(m.point, **{**config_util.as_dict(m.point_overrides), 'dtype': dtype})
+  pred_over = {**config_util.as_dict(m.predictor_overrides), 'dtype': dtype}
   recipe = config.recipe
   if recipe == 'crossjepa':
     out_dim = target_width(config, teacher)
@@ -108,7 +103,7 @@ def _view_encoder(config, dtype):
   m = config.model
   init_dir = str(m.vit_init)
   if not init_dir:
-    return vit_lib.vit(m.vit, **{**_overrides(m.vit_overrides), 'dtype': dtype})
+    return vit_lib.vit(m.vit, **{**config_util.as_dict(m.vit_overrides), 'dtype': dtype})
   if not os.path.exists(os.path.join(init_dir, vit_io.CONFIG_FILE)):
     raise FileNotFoundError(
         f'config.model.vit_init={init_dir!r}: no vit_config.json there (expected a folder written '
@@ -116,7 +111,7 @@ def _view_encoder(config, dtype):
   fields = dict(vit_io.load_info(init_dir)['fields'])
   # The checkpoint fixes the architecture; vit_overrides may still change fields that keep the
   # param shapes (drop_path_rate, ...); one that does not fails the check_params below.
-  fields.update(_overrides(m.vit_overrides))
+  fields.update(config_util.as_dict(m.vit_overrides))
   fields['dtype'] = dtype
   module = vit_lib.ViT(**fields)
   # Read (and check) the params here, outside any trace; seed's init then takes the cached copy.
