@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import pytest
 
 from crossjepa.training import state as state_lib

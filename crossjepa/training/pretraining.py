@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-import jax
 from jax.sharding import Mesh
 
 from crossjepa.data import batch_spec
@@ -59,6 +58,30 @@ def abstract_state(config, rng, models, teacher: Optional[Mapping[str, Any]]):
                                  param_rules=config.train.param_rules, ema=ema(config))
 
 
+def _resident_sampler(config, recipe, dataset):
+  """sample(dataset, rng, step) -> batch for a device-resident set (crossjepa.data.resident)."""
+  if recipe.needs_images:
+    raise ValueError(f'train.device_resident does not support recipe {config.recipe!r} (it '
+                     'needs the rendered views/image); set train.device_resident=False (grain '
+                     'pipeline)')
+  num = dataset['points'].shape[0]
+  num_views = dataset['views']['corr'].shape[1]
+  batch_size, views = int(config.train.batch_size), int(config.train.views_per_step)
+  if num < batch_size:
+    raise ValueError(f'train.device_resident: {num} objects, fewer than train.batch_size='
+                     f'{batch_size}')
+  if not 1 <= views <= num_views:
+    raise ValueError(f'train.views_per_step={views} must be in [1, {num_views}] (the views per '
+                     'object of the device-resident set)')
+  augment = config.train.augment
+
+  def sample(data, rng, step):
+    return resident.sample(data, resident.step_key(rng, step), batch_size=batch_size,
+                           views_per_step=views, augment=augment)
+
+  return sample
+
+
 def make_step(config, mesh: Mesh, state_shardings, models: recipes_lib.models.Models, *,
               dataset=None):
   """The jitted pretraining step fn(state, batch, rng); with `dataset` (a device-resident set, see
@@ -66,26 +89,6 @@ def make_step(config, mesh: Mesh, state_shardings, models: recipes_lib.models.Mo
   recipe = recipes_lib.get_recipe(config.recipe)
   loss_fn = lambda params, ema_params, batch, rng: recipe.loss_fn(
       params, ema_params, batch, rng, config=config, models=models)
-  sample = None
-  if dataset is not None:
-    if recipe.needs_images:
-      raise ValueError(f'train.device_resident does not support recipe {config.recipe!r} (it '
-                       'needs the rendered views/image); set train.device_resident=False (grain '
-                       'pipeline)')
-    num = dataset['points'].shape[0]
-    num_views = dataset['views']['corr'].shape[1]
-    batch_size, views = int(config.train.batch_size), int(config.train.views_per_step)
-    if num < batch_size:
-      raise ValueError(f'train.device_resident: {num} objects, fewer than train.batch_size='
-                       f'{batch_size}')
-    if not 1 <= views <= num_views:
-      raise ValueError(f'train.views_per_step={views} must be in [1, {num_views}] (the views per '
-                       'object of the device-resident set)')
-    augment = config.train.augment
-
-    def sample(data, rng, step):
-      return resident.sample(data, resident.step_key(rng, step), batch_size=batch_size,
-                             views_per_step=views, augment=augment)
-
+  sample = _resident_sampler(config, recipe, dataset) if dataset is not None else None
   return step_lib.make_train_step(loss_fn, config.train, mesh, state_shardings, ema=ema(config),
                                   sample=sample)

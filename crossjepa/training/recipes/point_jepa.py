@@ -9,8 +9,6 @@ static: blocks are chosen by sorting random scores and distances, never by boole
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 
