@@ -35,25 +35,32 @@ def farthest_point_sampling(points: jax.Array, num: int) -> jax.Array:
 
   Starts at index 0; ties to the lowest index. With fewer distinct points than `num` the
   remaining picks repeat (index 0 first, as the running minimum is then zero everywhere).
+
+  Written for the CPU as much as for accelerators: the cloud is held coordinate-major ([B,3,N], so
+  each update is three contiguous vector passes) and the arg-max is a max followed by the lowest
+  index attaining it (two plain reductions instead of XLA's pair-valued arg-max reduction). Same
+  indices as the direct form; about 10x faster on CPU at N = 10,000 (experiments/bench_prepare.py).
   """
   _check_cloud('points', points)
   batch, n = points.shape[0], points.shape[1]
   if not 1 <= num <= n:
     raise ValueError(f'crossjepa.ops.farthest_point_sampling: num must be in [1, N={n}], got {num}')
-  points = points.astype(jnp.float32)
+  coords = jnp.swapaxes(points.astype(jnp.float32), 1, 2)                 # [B,3,N]
+  iota = lax.broadcasted_iota(jnp.int32, (batch, n), 1)
 
   def body(i, carry):
-    idx, min_dist = carry
-    last = jnp.take_along_axis(points, idx[:, i - 1, None, None], axis=1)  # [B,1,3]
-    diff = points - last
-    min_dist = jnp.minimum(min_dist, jnp.sum(diff * diff, axis=-1))
-    # jnp.argmax returns the first maximal index: the lowest-index tie-break.
-    nxt = jnp.argmax(min_dist, axis=-1).astype(jnp.int32)
-    return idx.at[:, i].set(nxt), min_dist
+    idx, min_dist, last = carry                                           # last [B,3]
+    diff = coords - last[:, :, None]
+    dist = diff[:, 0] * diff[:, 0] + diff[:, 1] * diff[:, 1] + diff[:, 2] * diff[:, 2]
+    min_dist = jnp.minimum(min_dist, dist)
+    best = jnp.max(min_dist, axis=1, keepdims=True)
+    nxt = jnp.min(jnp.where(min_dist == best, iota, n), axis=1).astype(jnp.int32)
+    last = jnp.take_along_axis(coords, nxt[:, None, None], axis=2)[:, :, 0]
+    return idx.at[:, i].set(nxt), min_dist, last
 
   idx = jnp.zeros((batch, num), jnp.int32)
   min_dist = jnp.full((batch, n), jnp.inf, jnp.float32)
-  idx, _ = lax.fori_loop(1, num, body, (idx, min_dist))
+  idx, _, _ = lax.fori_loop(1, num, body, (idx, min_dist, coords[:, :, 0]))
   return idx
 
 

@@ -60,19 +60,24 @@ def write_modelnet40_h5(root, labels_by_split, points=2048, per_file=None, seed=
   return out
 
 
-def write_modelnet40_normal_resampled(root, labels_by_split, points=100, seed=0):
+MODELNET10 = 'bathtub bed chair desk dresser monitor night_stand sofa table toilet'.split()
+
+
+def write_modelnet40_normal_resampled(root, labels_by_split, points=100, seed=0, lists='modelnet40'):
   """modelnet40_normal_resampled: <class>/<class>_NNNN.txt (x,y,z,nx,ny,nz), the shape-name and
-  split id lists. -> {split: [ids]}."""
+  split id lists (`lists`: 'modelnet40', or 'modelnet10' for the release's ModelNet10 lists, whose
+  labels index MODELNET10). -> {split: [ids]}."""
+  names = MODELNET40 if lists == 'modelnet40' else MODELNET10
   os.makedirs(root, exist_ok=True)
-  with open(os.path.join(root, 'modelnet40_shape_names.txt'), 'w') as f:
-    f.write('\n'.join(MODELNET40) + '\n')
+  with open(os.path.join(root, f'{lists}_shape_names.txt'), 'w') as f:
+    f.write('\n'.join(names) + '\n')
   rng = np.random.default_rng(seed)
   counter = {}
   out = {}
   for split, labels in labels_by_split.items():
     ids = []
     for label in labels:
-      cls = MODELNET40[label]
+      cls = names[label]
       counter[cls] = counter.get(cls, 0) + 1
       sid = f'{cls}_{counter[cls]:04d}'
       os.makedirs(os.path.join(root, cls), exist_ok=True)
@@ -80,7 +85,7 @@ def write_modelnet40_normal_resampled(root, labels_by_split, points=100, seed=0)
       table = np.concatenate([xyz, rng.normal(size=xyz.shape)], axis=1)
       np.savetxt(os.path.join(root, cls, f'{sid}.txt'), table, fmt='%.6f', delimiter=',')
       ids.append(sid)
-    with open(os.path.join(root, f'modelnet40_{split}.txt'), 'w') as f:
+    with open(os.path.join(root, f'{lists}_{split}.txt'), 'w') as f:
       f.write('\n'.join(ids) + '\n')
     out[split] = ids
   return out

@@ -17,8 +17,8 @@ import formats  # pylint: disable=g-bad-import-order
 from crossjepa import run
 from crossjepa.data import meshes
 from crossjepa.data import pipeline
-from crossjepa.data import prepare
 from crossjepa.data import records
+from crossjepa.data import sampling
 from crossjepa.evaluation import export as export_lib
 from crossjepa.evaluation import features as features_lib
 from crossjepa.evaluation import plots
@@ -30,7 +30,13 @@ N, G, K = 64, 8, 8
 TRAIN = [0, 1, 2] * 3            # 3 classes x 3 shapes
 TEST = [0, 1, 2] * 2             # 3 classes x 2 shapes (t-SNE needs >= 5)
 CASES = [('modelnet40', 'ply_hdf5_2048'), ('modelnet40', 'normal_resampled'),
-         ('scanobjectnn', 'OBJ_BG'), ('scanobjectnn', 'OBJ_ONLY'), ('scanobjectnn', 'PB_T50_RS')]
+         ('scanobjectnn', 'OBJ_BG'), ('scanobjectnn', 'OBJ_ONLY'), ('scanobjectnn', 'PB_T50_RS'),
+         ('modelnet40', 'modelnet10_normal_resampled')]
+NUM_CLASSES = {'modelnet40': 40, 'scanobjectnn': 15, 'modelnet10_normal_resampled': 10}
+
+
+def num_classes(case):
+  return NUM_CLASSES.get(case[1], NUM_CLASSES[case[0]])
 
 
 def load_config(name, arg):
@@ -68,6 +74,8 @@ def write_files(name, variant, root):
     return formats.write_scanobjectnn(root, variant, labels)
   if variant == 'ply_hdf5_2048':
     return formats.write_modelnet40_h5(root, labels, per_file=5)   # two train files
+  if variant == 'modelnet10_normal_resampled':
+    return formats.write_modelnet40_normal_resampled(root, labels, lists='modelnet10')
   return formats.write_modelnet40_normal_resampled(root, labels)
 
 
@@ -111,7 +119,7 @@ def evaluated(tmp_path_factory, export_dir):
     report = run.run(config, workdir, 'all')
     out[(name, variant)] = (config, workdir, report, written)
     dim = export_lib.read_info(export_dir)['feature_dim']
-    assert tsne_calls.pop() == ((len(TEST), dim), len(TEST), 40 if name == 'modelnet40' else 15)
+    assert tsne_calls.pop() == ((len(TEST), dim), len(TEST), num_classes((name, variant)))
   mp.undo()
   return out
 
@@ -141,7 +149,7 @@ def test_benchmark_all_runs_prepare_and_evaluate(evaluated, export_dir, case):
   assert results['step'] == 11 and results['encoder']['variant'] == 'tiny'
   builder = records.open_dataset(config, workdir)
   meta = dict(builder.info.metadata)
-  assert meta['eval_only'] and len(meta['class_names']) == (40 if case[0] == 'modelnet40' else 15)
+  assert meta['eval_only'] and len(meta['class_names']) == num_classes(case)
   assert sorted(records.flat_keys(builder.info.features)) == [
       'centers', 'groups', 'id', 'label', 'points']
 
@@ -168,7 +176,7 @@ def test_records_are_the_files_normalised_and_fps_sampled(evaluated, case):
     else:
       cloud = written['test'][j]
     cloud, _, _ = meshes.normalize_unit_sphere(np.asarray(cloud, np.float32))
-    want = cloud[prepare.farthest_point_sampling_np(cloud, N)]
+    want = cloud[sampling.farthest_point_sampling_np(cloud, N)]
     np.testing.assert_allclose(test['points'][i], want, atol=1e-5)
     assert np.max(np.linalg.norm(test['points'][i], axis=-1)) == pytest.approx(1.0, abs=1e-5)
 
@@ -181,6 +189,40 @@ def test_features_match_the_exported_encoder(evaluated, export_dir):
   embed = features_lib.make_embed_fn(loaded.module, loaded.params, pooling='max+mean')
   got = embed(data['points'], data['centers'], data['groups'])
   np.testing.assert_allclose(got, loaded(data['points']), rtol=1e-4, atol=1e-5)
+
+
+def test_modelnet_subset_runs_without_strict_counts_and_strict_names_the_missing(
+    tmp_path, export_dir, monkeypatch):
+  """A partial download: the release's full lists (40 classes) but files of 2 classes only. With
+  strict counts off it prepares and evaluates on what is there; with strict counts the error names
+  the missing files and the classes that have none."""
+  root = tmp_path / 'files'
+  labels = {'train': [0, 5] * 3, 'test': [0, 5] * 2}
+  written = formats.write_modelnet40_normal_resampled(str(root), labels)
+  monkeypatch.setattr(plots, 'plot_tsne', lambda *args, **kwargs: None)   # t-SNE: tested with plots
+  for split, ids in written.items():   # the lists also name shapes that were not downloaded
+    with open(root / f'modelnet40_{split}.txt', 'a') as f:
+      f.write('chair_0001\nsofa_0002\n')
+  config = bench_config('modelnet40', 'normal_resampled', root, export_dir)
+  report = run.run(config, str(tmp_path / 'eval'), 'all')
+  assert report['prepare']['splits'] == {'train': 6, 'test': 4}
+  with open(tmp_path / 'eval' / 'results.json') as f:
+    results = json.load(f)
+  probe = results['probe']['pretrained']['linear_probe']
+  assert probe['num_classes'] == 2 and (probe['num_train'], probe['num_test']) == (6, 4)
+  config.data.strict_counts = True
+  with pytest.raises(run.UserError, match=r'(?s)expected 9843 ids'):
+    run.run(config, str(tmp_path / 'strict'), 'prepare')
+  from crossjepa.data import sources   # pylint: disable=g-import-not-at-top
+  from crossjepa.data import source_modelnet40   # pylint: disable=g-import-not-at-top
+  counts = dict(source_modelnet40.MODELNET40_COUNTS)
+  source_modelnet40.MODELNET40_COUNTS['normal_resampled'] = {'train': 8, 'test': 6}
+  try:   # the counts match the lists: now the missing files are what strict counts reports
+    with pytest.raises(FileNotFoundError, match=r"(?s)2 of the 8 files.*chair/chair_0001.txt.*"
+                                                r"classes with no file at all: \['chair', 'sofa'\]"):
+      list(sources.iter_shapes(config.data, 'train'))
+  finally:
+    source_modelnet40.MODELNET40_COUNTS.update(counts)
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -249,7 +291,8 @@ def test_wrong_point_count_labels_and_class_names(tmp_path, export_dir):
   formats.write_modelnet40_h5(str(root), {'train': TRAIN, 'test': TEST})
   (root / 'shape_names.txt').write_text('\n'.join(formats.MODELNET40[:10]) + '\n')
   mn = bench_config('modelnet40', 'ply_hdf5_2048', root, export_dir)
-  with pytest.raises(run.UserError, match=r'shape_names\.txt: expected 40 class names, found 10'):
+  with pytest.raises(run.UserError,
+                     match=r"shape_names\.txt: expected the release's 40 class names, found 10"):
     run.run(mn, str(tmp_path / 'c'), 'all')
   # data.num_classes disagreeing with the source.
   config.data.num_classes = 40
@@ -276,7 +319,8 @@ def test_config_variants():
   for name, variant in CASES:
     c = load_config(name, variant)
     assert (c.data.num_points, c.data.num_groups, c.data.group_size) == (1024, 64, 32)
-    assert c.data.eval_only and c.data.num_classes == (40 if name == 'modelnet40' else 15)
+    # ModelNet: the release's own class list (its count asserted under strict counts)
+    assert c.data.eval_only and c.data.num_classes == (0 if name == 'modelnet40' else 15)
   with pytest.raises(ValueError, match='expected one of'):
     load_config('scanobjectnn', 'PB_T25')
   assert protocol.load_exported_encoder is not None

@@ -10,6 +10,7 @@ from crossjepa.data import correspondence
 from crossjepa.data import pipeline
 from crossjepa.data import prepare
 from crossjepa.data import records
+from crossjepa.data import sampling
 from crossjepa.data import sources
 from crossjepa.data import teacher_cache
 from crossjepa.data.shape import Shape
@@ -131,7 +132,12 @@ def test_point_source_uses_fps_of_the_normalised_cloud():
   shape = Shape('scan_0', 1, 'train', None, cloud, np.array([0.2, 0.4, 0.8]))
   partial = prepare.process_shape(shape, config.data, 7)
   normalised = (cloud - cloud.mean(0)) / np.linalg.norm(cloud - cloud.mean(0), axis=1).max()
-  idx = prepare.farthest_point_sampling_np(normalised, 64)
+  # The FPS is deferred to the chunk: the partial carries the normalised cloud, and the chunk
+  # step (sampling.with_points, the batched jitted FPS) takes the points from it.
+  assert 'points' not in partial
+  np.testing.assert_allclose(partial['cloud'], normalised, atol=1e-5)
+  (partial,) = sampling.with_points([partial], config.data, 4)
+  idx = sampling.farthest_point_sampling_np(normalised, 64)
   np.testing.assert_allclose(partial['points'], normalised[idx], atol=1e-5)
   assert idx[0] == 0 and len(set(idx.tolist())) == 64
   # brute-force FPS: each pick is the farthest from the previous picks

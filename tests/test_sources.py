@@ -281,8 +281,11 @@ def test_modelnet40_normal_resampled_errors(tmp_path):
                                        r'\d+ points are not finite \(NaN or Inf\), at rows \[3, 7\]'):
     list(sources.iter_shapes(data, 'train'))
   (tmp_path / 'modelnet40_shape_names.txt').write_text('airplane\n')
-  with pytest.raises(ValueError, match='expected 40 class names'):
+  assert sources.class_names(data) == ['airplane']     # a subset, without strict counts
+  data.strict_counts = True
+  with pytest.raises(ValueError, match="expected the release's 40 class names, found 1"):
     sources.class_names(data)
+  data.strict_counts = False
   with pytest.raises(ValueError, match='data.variant'):
     sources.class_names(_config(source='modelnet40', root=str(tmp_path), variant='x'))
 

@@ -5,6 +5,9 @@ Per object (DESIGN.md §2, CrossJEPA arXiv 2511.18424 §3 "offline rendering and
   1. points: N surface points, area-weighted, from the mesh; for point-only sources the given points
      are normalised, then N are taken by farthest point sampling (the ModelNet/ShapeNet loaders'
      convention: "1,024 points by FPS"; fewer than N given points are topped up by random repeats).
+     That FPS runs per chunk of objects in the main process, as the jitted, batched
+     `crossjepa.ops.farthest_point_sampling` (`sampling.sample_clouds`; the same indices as the
+     reference `sampling.farthest_point_sampling_np`, tested), so a GPU runs it when there is one.
   2. unit-sphere normalisation of the points (Point-BERT's pc_normalize); the SAME centre and scale
      move the mesh before rendering, so the 2D-3D pairing is exact.
   3. V cameras seeded by (config.seed, object id): deterministic, independent of order and workers.
@@ -16,9 +19,9 @@ Per object (DESIGN.md §2, CrossJEPA arXiv 2511.18424 §3 "offline rendering and
   7. teacher cache (crossjepa.data.teacher_cache) over the chunk.
 
 Steps 1-4 are the pure function `process_shape(shape, data_config, seed)`: with data.num_workers > 0
-it runs in a spawn-safe multiprocessing Pool (ordered imap); steps 5-7 are `finish_chunk` in the main
-process (FPS/kNN and the teacher are batched jax computations; the correspondence map needs the
-centres and is cheap next to rendering). The same two functions would be the map steps of a Beam
+it runs in a spawn-safe multiprocessing Pool (ordered imap); the raw-cloud FPS of step 1 and steps
+5-7 are `finish_chunk` in the main process (FPS/kNN and the teacher are batched jax computations; the
+correspondence map needs the centres and is cheap next to rendering). The same two functions would be the map steps of a Beam
 pipeline.
 
 With data.eval_only (benchmark evaluation of an exported encoder) only steps 1, 2 and 5 run, over the
@@ -41,6 +44,7 @@ import numpy as np
 
 from crossjepa import console
 from crossjepa.data import records
+from crossjepa.data import sampling
 from crossjepa.data.shape import GREY
 
 PLOT_OBJECTS = 3   # objects shown in plots/views.png
@@ -53,25 +57,18 @@ def object_seed(seed: int, object_id: str) -> int:
   return int.from_bytes(digest[:8], 'little') >> 1
 
 
-def farthest_point_sampling_np(points: np.ndarray, num: int) -> np.ndarray:
-  """[M,3] -> [num] indices; starts at 0, then argmax of min distance (ties to the lowest index)."""
-  points = np.asarray(points, np.float64)
-  idx = np.zeros(num, np.int64)
-  dist = np.sum((points - points[0]) ** 2, axis=1)
-  for i in range(1, num):
-    idx[i] = int(np.argmax(dist))
-    dist = np.minimum(dist, np.sum((points - points[idx[i]]) ** 2, axis=1))
-  return idx
-
-
 def base_color(shape, data_config) -> np.ndarray:
   if data_config.colored:
     return np.asarray(shape.color, np.float32)
   return np.array(GREY, np.float32)
 
 
-def normalized_geometry(shape, data_config, rng: np.random.Generator):
-  """-> (points [N,3] f32 on the unit sphere, normalised mesh or None, normalised full cloud or None)."""
+def normalized_geometry(shape, data_config, rng: np.random.Generator, *, defer_fps: bool = False):
+  """-> (points [N,3] f32 on the unit sphere, normalised mesh or None, normalised full cloud or None).
+
+  With `defer_fps`, a cloud of at least N points comes back with points None: the caller takes the
+  N points by batched FPS over a chunk (`sampling.sample_clouds`), which gives the same indices.
+  """
   from crossjepa.data import meshes  # pylint: disable=g-import-not-at-top
   n = int(data_config.num_points)
   if (shape.mesh is None) == (shape.points is None):
@@ -85,7 +82,9 @@ def normalized_geometry(shape, data_config, rng: np.random.Generator):
     raise ValueError(f'shape {shape.id!r}: points must be [M,3] with M > 0, got {cloud.shape}')
   cloud, _, _ = meshes.normalize_unit_sphere(cloud)
   if len(cloud) >= n:
-    points = cloud[farthest_point_sampling_np(cloud, n)]
+    if defer_fps:
+      return None, None, cloud
+    points = cloud[sampling.farthest_point_sampling_np(cloud, n)]
   else:   # too few points: keep them all, repeat random ones (FPS then picks them as duplicates)
     extra = rng.choice(len(cloud), n - len(cloud), replace=True)
     points = np.concatenate([cloud, cloud[extra]])
@@ -133,17 +132,23 @@ def process_shape(shape, data_config, seed: int) -> dict[str, Any]:
   and depth [V,H,W] (for the correspondence map; not stored).
   """
   points, mesh, cloud = normalized_geometry(shape, data_config,
-                                            np.random.default_rng([int(seed), 0]))
+                                            np.random.default_rng([int(seed), 0]), defer_fps=True)
   views = _views(shape, data_config, seed, mesh, cloud)
   depth = views.pop('depth')
-  return {'id': str(shape.id), 'label': int(shape.label), 'points': points, 'views': views,
-          'depth': depth}
+  return {'id': str(shape.id), 'label': int(shape.label), **_points_or_cloud(points, cloud),
+          'views': views, 'depth': depth}
 
 
 def process_points(shape, data_config, seed: int) -> dict[str, Any]:
   """Eval-only per-object work: id, label and the normalised points (as `process_shape`'s)."""
-  points, _, _ = normalized_geometry(shape, data_config, np.random.default_rng([int(seed), 0]))
-  return {'id': str(shape.id), 'label': int(shape.label), 'points': points}
+  points, _, cloud = normalized_geometry(shape, data_config, np.random.default_rng([int(seed), 0]),
+                                         defer_fps=True)
+  return {'id': str(shape.id), 'label': int(shape.label), **_points_or_cloud(points, cloud)}
+
+
+def _points_or_cloud(points, cloud) -> dict[str, np.ndarray]:
+  """The partial's points, or (FPS deferred to the chunk) the normalised cloud to sample them from."""
+  return {'points': points} if points is not None else {'cloud': np.asarray(cloud, np.float32)}
 
 
 def _process_task(task):
@@ -154,30 +159,13 @@ def _process_task(task):
 
 
 # ------------------------------------------------------------------------------------------ per chunk
-@functools.lru_cache(maxsize=None)
-def _grouper(num_groups: int, group_size: int):
-  import jax  # pylint: disable=g-import-not-at-top
-  from crossjepa import ops  # pylint: disable=g-import-not-at-top
-  return jax.jit(functools.partial(ops.group_points, num_groups=num_groups, group_size=group_size))
-
-
-def group_chunk(points: np.ndarray, data_config, chunk_objects: int):
-  """points [n,N,3] -> (centers [n,G,3] f32, groups [n,G,K] i32), one compiled shape per run."""
-  n = len(points)
-  padded = points
-  if n < chunk_objects:   # pad with copies of the first object: a fixed shape, results dropped
-    padded = np.concatenate([points, np.repeat(points[:1], chunk_objects - n, axis=0)])
-  fn = _grouper(int(data_config.num_groups), int(data_config.group_size))
-  centers, groups = fn(padded)
-  return np.asarray(centers, np.float32)[:n], np.asarray(groups, np.int32)[:n]
-
-
 def finish_chunk(partials: Sequence[dict[str, Any]], config, teacher) -> list[dict[str, Any]]:
   """Centres/groups, correspondence maps and the teacher cache for a chunk of partial examples."""
   from crossjepa.data import correspondence  # pylint: disable=g-import-not-at-top
   d = config.data
+  partials = sampling.with_points(partials, d, teacher.chunk_objects)
   points = np.stack([p['points'] for p in partials])
-  centers, groups = group_chunk(points, d, teacher.chunk_objects)
+  centers, groups = sampling.group_chunk(points, d, teacher.chunk_objects)
   corr = np.stack([
       np.asarray(correspondence.correspondence_map(
           centers[i], p['views']['world_to_cam'], p['views']['intrinsics'], p['depth'],
@@ -199,8 +187,9 @@ def finish_chunk(partials: Sequence[dict[str, Any]], config, teacher) -> list[di
 def finish_chunk_geometry(partials: Sequence[dict[str, Any]], config, chunk_objects: int
                           ) -> list[dict[str, Any]]:
   """Eval-only records of a chunk: centres and groups, no correspondence, no teacher."""
+  partials = sampling.with_points(partials, config.data, chunk_objects)
   points = np.stack([p['points'] for p in partials])
-  centers, groups = group_chunk(points, config.data, chunk_objects)
+  centers, groups = sampling.group_chunk(points, config.data, chunk_objects)
   return [{'id': p['id'], 'label': np.int64(p['label']), 'points': p['points'],
            'centers': centers[i], 'groups': groups[i]} for i, p in enumerate(partials)]
 

@@ -1,8 +1,16 @@
-"""The `modelnet40` source: ModelNet40 as `normal_resampled` text files or `ply_hdf5_2048` h5 files.
+"""The `modelnet40` source: ModelNet40 (or its ModelNet10 lists) as `normal_resampled` text files,
+or ModelNet40 as `ply_hdf5_2048` h5 files.
 
-Variant (data.variant) `normal_resampled` or `ply_hdf5_2048` (default), in the layouts of
-shared/DATASETS.md; the 40 class names are asserted, the published split counts only when
-data.strict_counts.
+Variants (data.variant), in the layouts of shared/DATASETS.md:
+  * `ply_hdf5_2048` (default): PointNet's h5 release, 40 classes (shape_names.txt).
+  * `normal_resampled`: `<class>/<class>_NNNN.txt` with the release's `modelnet40_shape_names.txt`,
+    `modelnet40_{train,test}.txt`.
+  * `modelnet10_normal_resampled`: the same tree read through the release's own ModelNet10 lists,
+    `modelnet10_shape_names.txt`, `modelnet10_{train,test}.txt` (3,991 / 908 shapes).
+The class list is the release's own file. With data.strict_counts the release's class count and
+published split counts are asserted, and a listed file that is missing is an error naming it (and
+the classes with no file at all). Without it a subset runs: listed files that are absent are
+skipped, and a warning states what the split holds (files and classes present, of how many).
 """
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ import os
 import re
 from typing import Iterator
 
+from absl import logging
 import numpy as np
 
 from crossjepa.data.shape import Shape, point_shape
@@ -19,7 +28,11 @@ from crossjepa.data.source_files import data_root, h5_rows, iter_h5_points, read
 from crossjepa.data.source_files import strict_counts
 
 MODELNET40_COUNTS = {'normal_resampled': {'train': 9843, 'test': 2468},
-                     'ply_hdf5_2048': {'train': 9840, 'test': 2468}}
+                     'ply_hdf5_2048': {'train': 9840, 'test': 2468},
+                     'modelnet10_normal_resampled': {'train': 3991, 'test': 908}}
+# normal_resampled variants: (the release's list prefix, its number of classes)
+_LISTS = {'normal_resampled': ('modelnet40', 40), 'modelnet10_normal_resampled': ('modelnet10', 10)}
+_REPORTED: set[tuple[str, str]] = set()   # (root, split) subsets already described in a warning
 
 
 def _modelnet_variant(data_config) -> str:
@@ -33,11 +46,16 @@ def _modelnet_variant(data_config) -> str:
 def class_names(data_config) -> list[str]:
   root = data_root(data_config)
   variant = _modelnet_variant(data_config)
-  fname = 'modelnet40_shape_names.txt' if variant == 'normal_resampled' else 'shape_names.txt'
+  prefix, expected = _LISTS.get(variant, ('', 40))
+  fname = f'{prefix}_shape_names.txt' if prefix else 'shape_names.txt'
   path = os.path.join(root, fname)
-  names = read_lines(path, 'the 40 ModelNet40 class names, one per line')
-  if len(names) != 40:
-    raise ValueError(f'{path}: expected 40 class names, found {len(names)}')
+  names = read_lines(path, f'the {expected} class names of the release, one per line')
+  if len(set(names)) != len(names):
+    raise ValueError(f'{path}: class names repeat')
+  if variant == 'ply_hdf5_2048' or strict_counts(data_config):
+    if len(names) != expected:
+      raise ValueError(f'{path}: expected the release\'s {expected} class names, found '
+                       f'{len(names)} (set data.strict_counts=False for a subset)')
   return names
 
 
@@ -49,14 +67,57 @@ def _modelnet_class_of(shape_id: str) -> str:
   return match.group(1)
 
 
-def _modelnet_ids(data_config, split) -> list[str]:
+def _listed_ids(data_config, split) -> tuple[str, list[str]]:
   root = data_root(data_config)
-  path = os.path.join(root, f'modelnet40_{split}.txt')
-  ids = read_lines(path, f'the ModelNet40 {split} ids, one per line (e.g. airplane_0001)')
-  expected = MODELNET40_COUNTS['normal_resampled'][split]
+  prefix, _ = _LISTS[_modelnet_variant(data_config)]
+  path = os.path.join(root, f'{prefix}_{split}.txt')
+  ids = read_lines(path, f'the {prefix} {split} ids, one per line (e.g. chair_0001)')
+  expected = MODELNET40_COUNTS[_modelnet_variant(data_config)][split]
   if strict_counts(data_config) and len(ids) != expected:
     raise ValueError(f'{path}: expected {expected} ids in the full release, found {len(ids)}')
-  return ids
+  return path, ids
+
+
+def _modelnet_ids(data_config, split) -> list[tuple[str, str, str]]:
+  """(id, class, file) of every listed shape whose file is present (all of them under strict
+  counts, else an error naming the missing ones)."""
+  root = data_root(data_config)
+  names = class_names(data_config)
+  listing, ids = _listed_ids(data_config, split)
+  present, missing, unknown = [], [], []
+  for sid in ids:
+    cls = _modelnet_class_of(sid)
+    if cls not in names:
+      unknown.append(sid)
+      continue
+    path = os.path.join(root, cls, f'{sid}.txt')
+    (present if os.path.isfile(path) else missing).append((sid, cls, path))
+  strict = strict_counts(data_config)
+  names_file = os.path.basename(listing).replace(f'_{split}.txt', '_shape_names.txt')
+  if unknown and strict:
+    raise ValueError(f'{listing}: {len(unknown)} id(s) of classes not in {names_file}, e.g. '
+                     f'{unknown[:3]}')
+  if missing and strict:
+    absent = sorted({c for _, c, _ in missing} - {c for _, c, _ in present})
+    raise FileNotFoundError(
+        f'{root}: {len(missing)} of the {len(ids)} files listed in {os.path.basename(listing)} '
+        f'are missing (e.g. {[m[2] for m in missing[:3]]})'
+        + (f'; classes with no file at all: {absent}' if absent else '')
+        + '; expected lines of x,y,z,nx,ny,nz. Set data.strict_counts=False to use the files '
+          'that are there')
+  if (missing or unknown) and (root, split) not in _REPORTED:
+    _REPORTED.add((root, split))
+    classes = sorted({c for _, c, _ in present})
+    logging.warning('modelnet40 %s (%s): a subset, %d of the %d listed files in %d of the %d '
+                    'classes (%s); %d listed files are missing, %d have an unlisted class',
+                    split, root, len(present), len(ids), len(classes), len(names),
+                    ', '.join(classes[:10]) + (' ...' if len(classes) > 10 else ''),
+                    len(missing), len(unknown))
+  if not present:
+    raise FileNotFoundError(f'{root}: none of the {len(ids)} files listed in '
+                            f'{os.path.basename(listing)} is there (e.g. '
+                            f'{[m[2] for m in missing[:3]]})')
+  return present
 
 
 def _h5_split_files(data_config, split, prefix) -> list[str]:
@@ -81,22 +142,15 @@ def iter_shapes(data_config, split) -> Iterator[Shape]:
   variant = _modelnet_variant(data_config)
   names = class_names(data_config)
   root = data_root(data_config)
-  if variant == 'normal_resampled':
-    for sid in _modelnet_ids(data_config, split):
-      cls = _modelnet_class_of(sid)
-      if cls not in names:
-        raise ValueError(f'{root}/modelnet40_{split}.txt: id {sid!r} has class {cls!r}, '
-                         'not in modelnet40_shape_names.txt')
-      path = os.path.join(root, cls, f'{sid}.txt')
-      if not os.path.isfile(path):
-        raise FileNotFoundError(f'{path}: missing; expected lines of x,y,z,nx,ny,nz')
+  if variant in _LISTS:
+    for sid, cls, path in _modelnet_ids(data_config, split):
       try:
         table = np.loadtxt(path, delimiter=',', dtype=np.float32, ndmin=2)
       except ValueError as e:
         raise ValueError(f'{path}: cannot parse as comma-separated floats: {e}') from None
       if table.shape[1] != 6:
         raise ValueError(f'{path}: expected 6 columns (x,y,z,nx,ny,nz), found {table.shape[1]}')
-      yield point_shape(path, f'modelnet40/{sid}', names.index(cls), split, table[:, :3])
+      yield point_shape(path, f'{_LISTS[variant][0]}/{sid}', names.index(cls), split, table[:, :3])
   else:
     total = 0
     for k, path in enumerate(_h5_split_files(data_config, split, 'ply_data_')):
@@ -133,6 +187,6 @@ def available_splits(data_config) -> list[str]:
 
 
 def count(data_config, split: str) -> int:
-  if _modelnet_variant(data_config) == 'normal_resampled':
+  if _modelnet_variant(data_config) in _LISTS:
     return len(_modelnet_ids(data_config, split))
   return sum(h5_rows(p) for p in _h5_split_files(data_config, split, 'ply_data_'))

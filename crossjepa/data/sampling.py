@@ -1,0 +1,89 @@
+"""Point sampling and grouping of a chunk of objects for the prepare stage.
+
+- `farthest_point_sampling_np`: the NumPy reference FPS of one cloud (float64 distances; starts at
+  index 0, ties to the lowest index).
+- `sample_clouds`: the same FPS for many clouds at once, as the jitted, batched
+  `crossjepa.ops.farthest_point_sampling` (float32; the same indices as the reference, tested on
+  real-looking clouds), one compiled call per chunk; a GPU runs it when there is one.
+- `with_points`: fills the points of the partial examples whose FPS was deferred to the chunk.
+- `group_chunk`: FPS centres + kNN groups of a chunk (`crossjepa.ops.group_points`, jitted once).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def farthest_point_sampling_np(points: np.ndarray, num: int) -> np.ndarray:
+  """[M,3] -> [num] indices; starts at 0, then argmax of min distance (ties to the lowest index)."""
+  points = np.asarray(points, np.float64)
+  idx = np.zeros(num, np.int64)
+  dist = np.sum((points - points[0]) ** 2, axis=1)
+  for i in range(1, num):
+    idx[i] = int(np.argmax(dist))
+    dist = np.minimum(dist, np.sum((points - points[idx[i]]) ** 2, axis=1))
+  return idx
+
+
+@functools.lru_cache(maxsize=None)
+def _sampler(num: int):
+  import jax  # pylint: disable=g-import-not-at-top
+  from crossjepa import ops  # pylint: disable=g-import-not-at-top
+  return jax.jit(functools.partial(ops.farthest_point_sampling, num=num))
+
+
+def sample_clouds(clouds: Sequence[np.ndarray], num: int, chunk_objects: int) -> list[np.ndarray]:
+  """FPS of `num` points from each cloud [M_i,3] (M_i >= num), batched: -> [num,3] f32 each.
+
+  One jitted call per chunk of `chunk_objects` clouds (the batch is padded with copies of the first
+  cloud, the results dropped). Clouds of different sizes are padded to the largest with copies of
+  their own point 0: a copy is at distance 0 from the first pick, so it is never chosen before a
+  real point (and among zeros the lowest index, a real one, wins), which keeps the indices exactly
+  those of each cloud alone.
+  """
+  out = []
+  fn = _sampler(int(num))
+  for start in range(0, len(clouds), chunk_objects):
+    part = [np.asarray(c, np.float32) for c in clouds[start:start + chunk_objects]]
+    size = max(len(c) for c in part)
+    batch = np.stack([np.concatenate([c, np.repeat(c[:1], size - len(c), axis=0)]) for c in part])
+    if len(part) < chunk_objects:
+      batch = np.concatenate([batch, np.repeat(batch[:1], chunk_objects - len(part), axis=0)])
+    idx = np.asarray(fn(batch))
+    out.extend(part[i][idx[i]] for i in range(len(part)))
+  return out
+
+
+def with_points(partials: Sequence[dict[str, Any]], data_config, chunk_objects: int
+                 ) -> list[dict[str, Any]]:
+  """Partials whose FPS was deferred get their points (`sample_clouds`); the cloud is dropped."""
+  pending = [i for i, p in enumerate(partials) if 'points' not in p]
+  if not pending:
+    return list(partials)
+  sampled = sample_clouds([partials[i]['cloud'] for i in pending], int(data_config.num_points),
+                          chunk_objects)
+  out = list(partials)
+  for i, points in zip(pending, sampled):
+    out[i] = {k: v for k, v in partials[i].items() if k != 'cloud'}
+    out[i]['points'] = points
+  return out
+
+
+@functools.lru_cache(maxsize=None)
+def _grouper(num_groups: int, group_size: int):
+  import jax  # pylint: disable=g-import-not-at-top
+  from crossjepa import ops  # pylint: disable=g-import-not-at-top
+  return jax.jit(functools.partial(ops.group_points, num_groups=num_groups, group_size=group_size))
+
+
+def group_chunk(points: np.ndarray, data_config, chunk_objects: int):
+  """points [n,N,3] -> (centers [n,G,3] f32, groups [n,G,K] i32), one compiled shape per run."""
+  n = len(points)
+  padded = points
+  if n < chunk_objects:   # pad with copies of the first object: a fixed shape, results dropped
+    padded = np.concatenate([points, np.repeat(points[:1], chunk_objects - n, axis=0)])
+  fn = _grouper(int(data_config.num_groups), int(data_config.group_size))
+  centers, groups = fn(padded)
+  return np.asarray(centers, np.float32)[:n], np.asarray(groups, np.int32)[:n]
