@@ -77,6 +77,11 @@ def get_config(arg: str = ''):
   d.mesh_folder = ml_collections.ConfigDict()
   d.mesh_folder.test_fraction = 0.2   # per class: round(0.2 n) objects to test (>= 1 when n >= 2; >= 1 stays in train)
   d.mesh_folder.split_seed = 0        # seeds each class's draw (with the class name): reproducible
+  # A known release in mesh_folder layout (e.g. configs/modelnet10.py): its published train / test
+  # sizes and class count, asserted when data.strict_counts (0 = not asserted).
+  d.mesh_folder.expected_train = 0
+  d.mesh_folder.expected_test = 0
+  d.mesh_folder.expected_classes = 0
   # splits used by each stage
   d.pretrain_splits = ('pretrain', 'train')
   d.eval_train_split = 'train'

@@ -225,6 +225,45 @@ def test_modelnet_subset_runs_without_strict_counts_and_strict_names_the_missing
     source_modelnet40.MODELNET40_COUNTS.update(counts)
 
 
+def _write_off(path, scale):
+  """A closed box mesh (OFF), its shape set by `scale` (a class-dependent aspect)."""
+  corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float) * scale
+  quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+  faces = [f for a, b, c, d in quads for f in ((a, b, c), (a, c, d))]
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
+    f.write(f'OFF\n{len(corners)} {len(faces)} 0\n')
+    f.writelines(f'{x:.4f} {y:.4f} {z:.4f}\n' for x, y, z in corners)
+    f.writelines(f'3 {a} {b} {c}\n' for a, b, c in faces)
+
+
+def test_modelnet10_off_release_runs_and_strict_counts_name_the_shortfall(tmp_path, export_dir,
+                                                                         monkeypatch):
+  """configs/modelnet10.py on a small tree in the public layout, ModelNet10/<class>/{train,test}/
+  <class>_NNNN.off: prepares (surface points of the meshes) and evaluates with strict counts off;
+  with strict counts the error names the split sizes and the release's."""
+  root = tmp_path / 'ModelNet10'
+  for k, cls in enumerate(formats.MODELNET10):
+    scale = np.array([1.0 + 0.3 * (k % 3), 1.0 + 0.2 * (k // 3), 0.5 + 0.1 * k])
+    for split, count in (('train', 2), ('test', 1)):
+      for i in range(count):
+        index = i + 1 if split == 'train' else 3
+        _write_off(str(root / cls / split / f'{cls}_{index:04d}.off'), scale)
+  config = bench_config('modelnet10', None, root, export_dir)
+  monkeypatch.setattr(plots, 'plot_tsne', lambda *args, **kwargs: None)   # t-SNE: tested with plots
+  report = run.run(config, str(tmp_path / 'eval'), 'all')
+  assert report['prepare']['splits'] == {'train': 20, 'test': 10}
+  builder = records.open_dataset(config, str(tmp_path / 'eval'))
+  assert dict(builder.info.metadata)['class_names'] == sorted(formats.MODELNET10)
+  with open(tmp_path / 'eval' / 'results.json') as f:
+    probe = json.load(f)['probe']['pretrained']['linear_probe']
+  assert probe['num_classes'] == 10 and (probe['num_train'], probe['num_test']) == (20, 10)
+  config.data.strict_counts = True
+  with pytest.raises(run.UserError, match=r'not the full release: train: 20 objects, expected '
+                                          r'3991; test: 10 objects, expected 908'):
+    run.run(config, str(tmp_path / 'strict'), 'prepare')
+
+
 # ------------------------------------------------------------------------------------------ bad input
 
 

@@ -11,6 +11,7 @@ from crossjepa import config_util
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = [('default', None), ('default', 'point_jepa'), ('paper', None), ('point_jepa', None),
            ('seed', None), ('smoke', None), ('modelnet40', None), ('modelnet40', 'normal_resampled'),
+           ('modelnet40', 'modelnet10_normal_resampled'), ('modelnet10', None),
            ('scanobjectnn', None), ('scanobjectnn', 'OBJ_BG')]
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from crossjepa.data.mesh_readers import MESH_EXTENSIONS, read_mesh
 from crossjepa.data.shape import GREY, Shape
-from crossjepa.data.source_files import data_root
+from crossjepa.data.source_files import data_root, strict_counts
 
 # Files that sit beside meshes and are not objects: materials and textures of OBJ / glTF, glTF
 # buffers, and notes / metadata. Ignored without a word; any other file that is not a mesh
@@ -136,7 +136,30 @@ def _mesh_folder_index(data_config):
         by_class.setdefault(classes[rel], []).append(rel)
     test = _stratified_test_files(by_class, fraction, seed)
     entries = [_MeshFile(rel, classes[rel], 'test' if rel in test else 'train') for rel in found]
+  if strict_counts(data_config):
+    _check_release(data_config, root, entries)
   return root, entries, unread
+
+
+def _check_release(data_config, root: str, entries: list[_MeshFile]) -> None:
+  """data.strict_counts with a known release (data.mesh_folder.expected_*): the tree must hold its
+  published split sizes and class count; the error names what is missing."""
+  m = data_config.mesh_folder
+  names = sorted({e.cls for e in entries if e.cls is not None})
+  problems = []
+  if int(m.expected_classes) and len(names) != int(m.expected_classes):
+    problems.append(f'{len(names)} classes, expected {int(m.expected_classes)} (found: '
+                    f'{", ".join(names[:12])}{" ..." if len(names) > 12 else ""})')
+  for split in ('train', 'test'):
+    want = int(m[f'expected_{split}'])
+    got = [e for e in entries if e.split == split]
+    if want and len(got) != want:
+      empty = sorted(set(names) - {e.cls for e in got})
+      problems.append(f'{split}: {len(got)} objects, expected {want}'
+                      + (f' (classes with none: {", ".join(empty)})' if empty else ''))
+  if problems:
+    raise ValueError(f'mesh_folder {root}: not the full release: ' + '; '.join(problems)
+                     + '. Set data.strict_counts=False to use the files that are there')
 
 
 def _examples(rels: list[str], limit: int = 5) -> str:
