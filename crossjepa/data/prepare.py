@@ -159,11 +159,12 @@ def _process_task(task):
 
 
 # ------------------------------------------------------------------------------------------ per chunk
-def finish_chunk(partials: Sequence[dict[str, Any]], config, teacher) -> list[dict[str, Any]]:
+def finish_chunk(partials: Sequence[dict[str, Any]], config, teacher, *, dispatched=None
+                 ) -> list[dict[str, Any]]:
   """Centres/groups, correspondence maps and the teacher cache for a chunk of partial examples."""
   from crossjepa.data import correspondence  # pylint: disable=g-import-not-at-top
   d = config.data
-  partials = sampling.with_points(partials, d, teacher.chunk_objects)
+  partials = sampling.with_points(partials, d, teacher.chunk_objects, dispatched)
   points = np.stack([p['points'] for p in partials])
   centers, groups = sampling.group_chunk(points, d, teacher.chunk_objects)
   corr = np.stack([
@@ -184,10 +185,10 @@ def finish_chunk(partials: Sequence[dict[str, Any]], config, teacher) -> list[di
   return out
 
 
-def finish_chunk_geometry(partials: Sequence[dict[str, Any]], config, chunk_objects: int
-                          ) -> list[dict[str, Any]]:
+def finish_chunk_geometry(partials: Sequence[dict[str, Any]], config, chunk_objects: int, *,
+                          dispatched=None) -> list[dict[str, Any]]:
   """Eval-only records of a chunk: centres and groups, no correspondence, no teacher."""
-  partials = sampling.with_points(partials, config.data, chunk_objects)
+  partials = sampling.with_points(partials, config.data, chunk_objects, dispatched)
   points = np.stack([p['points'] for p in partials])
   centers, groups = sampling.group_chunk(points, config.data, chunk_objects)
   return [{'id': p['id'], 'label': np.int64(p['label']), 'points': p['points'],
@@ -230,14 +231,23 @@ def generate_examples(config, split: str, teacher, *, shapes: Iterable | None = 
     partials = pool.imap(_process_task, tasks, chunksize=max(1, chunk_objects // workers))
   else:
     partials = map(_process_task, tasks)
+
+  def finish(chunk, dispatched):
+    if eval_only:
+      return finish_chunk_geometry(chunk, config, chunk_objects, dispatched=dispatched)
+    return finish_chunk(chunk, config, teacher, dispatched=dispatched)
+
   try:
+    # Two chunks in flight: the FPS of chunk k is dispatched (jax runs it asynchronously) before
+    # chunk k-1 is finished and chunk k+1 is read, so reading overlaps the FPS.
+    previous = None
     for chunk in _chunks(partials, chunk_objects):
-      done = (finish_chunk_geometry(chunk, config, chunk_objects) if eval_only
-              else finish_chunk(chunk, config, teacher))
-      for example in done:
-        if on_example is not None:
-          on_example(example)
-        yield example['id'], example
+      current = (chunk, sampling.dispatch_points(chunk, d, chunk_objects))
+      if previous is not None:
+        yield from _emit(finish(*previous), on_example)
+      previous = current
+    if previous is not None:
+      yield from _emit(finish(*previous), on_example)
   finally:
     if pool is not None:
       pool.terminate()
@@ -245,6 +255,13 @@ def generate_examples(config, split: str, teacher, *, shapes: Iterable | None = 
 
 
 # ------------------------------------------------------------------------------------------ stage
+def _emit(examples, on_example):
+  for example in examples:
+    if on_example is not None:
+      on_example(example)
+    yield example['id'], example
+
+
 def splits_to_prepare(config) -> list[str]:
   """The pretraining splits plus the evaluation splits the source has (ordered, unique).
 

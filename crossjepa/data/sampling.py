@@ -5,7 +5,8 @@
 - `sample_clouds`: the same FPS for many clouds at once, as the jitted, batched
   `crossjepa.ops.farthest_point_sampling` (float32; the same indices as the reference, tested on
   real-looking clouds), one compiled call per chunk; a GPU runs it when there is one.
-- `with_points`: fills the points of the partial examples whose FPS was deferred to the chunk.
+- `with_points`: fills the points of the partial examples whose FPS was deferred to the chunk
+  (`dispatch_points` starts it early: jax runs it while the host reads the next chunk).
 - `group_chunk`: FPS centres + kNN groups of a chunk (`crossjepa.ops.group_points`, jitted once).
 """
 from __future__ import annotations
@@ -34,38 +35,59 @@ def _sampler(num: int):
   return jax.jit(functools.partial(ops.farthest_point_sampling, num=num))
 
 
-def sample_clouds(clouds: Sequence[np.ndarray], num: int, chunk_objects: int) -> list[np.ndarray]:
-  """FPS of `num` points from each cloud [M_i,3] (M_i >= num), batched: -> [num,3] f32 each.
+def dispatch_clouds(clouds: Sequence[np.ndarray], num: int, chunk_objects: int):
+  """Starts the FPS of `num` points from each cloud [M_i,3] (M_i >= num); `collect` waits for it.
 
   One jitted call per chunk of `chunk_objects` clouds (the batch is padded with copies of the first
   cloud, the results dropped). Clouds of different sizes are padded to the largest with copies of
   their own point 0: a copy is at distance 0 from the first pick, so it is never chosen before a
   real point (and among zeros the lowest index, a real one, wins), which keeps the indices exactly
-  those of each cloud alone.
+  those of each cloud alone. jax dispatches asynchronously, so the host can read the next objects
+  while the FPS runs.
   """
-  out = []
   fn = _sampler(int(num))
+  started = []
   for start in range(0, len(clouds), chunk_objects):
     part = [np.asarray(c, np.float32) for c in clouds[start:start + chunk_objects]]
     size = max(len(c) for c in part)
     batch = np.stack([np.concatenate([c, np.repeat(c[:1], size - len(c), axis=0)]) for c in part])
     if len(part) < chunk_objects:
       batch = np.concatenate([batch, np.repeat(batch[:1], chunk_objects - len(part), axis=0)])
-    idx = np.asarray(fn(batch))
+    started.append((part, fn(batch)))
+  return started
+
+
+def collect(started) -> list[np.ndarray]:
+  """The sampled points [num,3] f32 of every cloud given to `dispatch_clouds`, in order."""
+  out = []
+  for part, idx in started:
+    idx = np.asarray(idx)
     out.extend(part[i][idx[i]] for i in range(len(part)))
   return out
 
 
-def with_points(partials: Sequence[dict[str, Any]], data_config, chunk_objects: int
-                 ) -> list[dict[str, Any]]:
-  """Partials whose FPS was deferred get their points (`sample_clouds`); the cloud is dropped."""
+def sample_clouds(clouds: Sequence[np.ndarray], num: int, chunk_objects: int) -> list[np.ndarray]:
+  """FPS of `num` points from each cloud, batched (`dispatch_clouds`, then `collect`)."""
+  return collect(dispatch_clouds(clouds, num, chunk_objects))
+
+
+def dispatch_points(partials: Sequence[dict[str, Any]], data_config, chunk_objects: int):
+  """Starts the FPS of the partial examples whose FPS was deferred; `with_points` finishes them."""
   pending = [i for i, p in enumerate(partials) if 'points' not in p]
-  if not pending:
-    return list(partials)
-  sampled = sample_clouds([partials[i]['cloud'] for i in pending], int(data_config.num_points),
-                          chunk_objects)
+  clouds = [partials[i]['cloud'] for i in pending]
+  started = dispatch_clouds(clouds, int(data_config.num_points), chunk_objects) if pending else []
+  return list(partials), pending, started
+
+
+def with_points(partials: Sequence[dict[str, Any]], data_config, chunk_objects: int,
+                dispatched=None) -> list[dict[str, Any]]:
+  """Partials whose FPS was deferred get their points (the batched FPS); the cloud is dropped.
+
+  `dispatched`: what `dispatch_points(partials, ...)` returned, when it was started earlier.
+  """
+  partials, pending, started = dispatched or dispatch_points(partials, data_config, chunk_objects)
   out = list(partials)
-  for i, points in zip(pending, sampled):
+  for i, points in zip(pending, collect(started)):
     out[i] = {k: v for k, v in partials[i].items() if k != 'cloud'}
     out[i]['points'] = points
   return out
