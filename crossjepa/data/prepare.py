@@ -6,8 +6,9 @@ Per object (DESIGN.md §2, CrossJEPA arXiv 2511.18424 §3 "offline rendering and
      are normalised, then N are taken by farthest point sampling (the ModelNet/ShapeNet loaders'
      convention: "1,024 points by FPS"; fewer than N given points are topped up by random repeats).
      That FPS runs per chunk of objects in the main process, as the jitted, batched
-     `crossjepa.ops.farthest_point_sampling` (`sampling.sample_clouds`; the same indices as the
-     reference `sampling.farthest_point_sampling_np`, tested), so a GPU runs it when there is one.
+     `crossjepa.ops.farthest_point_sampling` in float32 (`sampling.sample_clouds`; the indices of
+     the float64 reference `sampling.farthest_point_sampling_np` on the tested clouds, a near-tie
+     aside), so a GPU runs it when there is one.
   2. unit-sphere normalisation of the points (Point-BERT's pc_normalize); the SAME centre and scale
      move the mesh before rendering, so the 2D-3D pairing is exact.
   3. V cameras seeded by (config.seed, object id): deterministic, independent of order and workers.
@@ -18,16 +19,11 @@ Per object (DESIGN.md §2, CrossJEPA arXiv 2511.18424 §3 "offline rendering and
      data.depth_tolerance).
   7. teacher cache (crossjepa.data.teacher_cache) over the chunk.
 
-Steps 1-4 are the pure function `process_shape(shape, data_config, seed)`: with data.num_workers > 0
-it runs in a spawn-safe multiprocessing Pool (ordered imap); the raw-cloud FPS of step 1 and steps
-5-7 are `finish_chunk` in the main process (FPS/kNN and the teacher are batched jax computations; the
-correspondence map needs the centres and is cheap next to rendering). The same two functions would be the map steps of a Beam
-pipeline.
-
-With data.eval_only (benchmark evaluation of an exported encoder) only steps 1, 2 and 5 run, over the
-evaluation splits only: `process_points` then `finish_chunk_geometry`, no cameras, renders or teacher;
-the records then hold id/label/points/centers/groups (records.features). The points are the same as
-the full path's for the same seed, so both kinds of records give the same features.
+Steps 1-4 are the pure `process_shape(shape, data_config, seed)` (a spawn-safe Pool when
+data.num_workers > 0); the raw-cloud FPS and steps 5-7 are `finish_chunk` in the main process (batched
+jax; the map steps of a Beam pipeline, too). With data.eval_only only steps 1, 2 and 5 run, over the
+evaluation splits (`process_points`, `finish_chunk_geometry`): records of id/label/points/centers/groups,
+the points the same as the full path's for the same seed.
 """
 from __future__ import annotations
 
@@ -67,7 +63,7 @@ def normalized_geometry(shape, data_config, rng: np.random.Generator, *, defer_f
   """-> (points [N,3] f32 on the unit sphere, normalised mesh or None, normalised full cloud or None).
 
   With `defer_fps`, a cloud of at least N points comes back with points None: the caller takes the
-  N points by batched FPS over a chunk (`sampling.sample_clouds`), which gives the same indices.
+  N points by batched FPS over a chunk (`sampling.sample_clouds`).
   """
   from crossjepa.data import meshes  # pylint: disable=g-import-not-at-top
   n = int(data_config.num_points)

@@ -1,10 +1,11 @@
 """Point sampling and grouping of a chunk of objects for the prepare stage.
 
-- `farthest_point_sampling_np`: the NumPy reference FPS of one cloud (float64 distances; starts at
-  index 0, ties to the lowest index).
+- `farthest_point_sampling_np`: the NumPy reference FPS of one cloud (float64; starts at index 0,
+  ties to the lowest index).
 - `sample_clouds`: the same FPS for many clouds at once, as the jitted, batched
-  `crossjepa.ops.farthest_point_sampling` (float32; the same indices as the reference, tested on
-  real-looking clouds), one compiled call per chunk; a GPU runs it when there is one.
+  `crossjepa.ops.farthest_point_sampling` (float32: the reference's indices on the tested
+  real-looking clouds; a near-tie can go the other way late in the sampling), one compiled call per
+  chunk; a GPU runs it when there is one.
 - `with_points`: fills the points of the partial examples whose FPS was deferred to the chunk
   (`dispatch_points` starts it early: jax runs it while the host reads the next chunk).
 - `group_chunk`: FPS centres + kNN groups of a chunk (`crossjepa.ops.group_points`, jitted once).
@@ -18,7 +19,12 @@ import numpy as np
 
 
 def farthest_point_sampling_np(points: np.ndarray, num: int) -> np.ndarray:
-  """[M,3] -> [num] indices; starts at 0, then argmax of min distance (ties to the lowest index)."""
+  """[M,3] -> [num] indices; starts at 0, then argmax of min distance (ties to the lowest index).
+
+  The NumPy reference, in float64. The batched `sample_clouds` computes the same in float32 (the
+  XLA sums may also fuse multiply-adds): on a near-tie the two can order two candidates
+  differently, late in the sampling (2 of the default's 576 scan test clouds).
+  """
   points = np.asarray(points, np.float64)
   idx = np.zeros(num, np.int64)
   dist = np.sum((points - points[0]) ** 2, axis=1)
