@@ -3,7 +3,6 @@ meshes: sampling, normalisation."""
 import os
 import struct
 
-import ml_collections
 import numpy as np
 import pytest
 
@@ -289,9 +288,9 @@ def test_mesh_folder_reads_stl_glb_and_reports_the_rest(tmp_path):
   (tmp_path / 'box' / 'b3.mtl').write_text('newmtl red\n')            # companions: ignored
   (tmp_path / 'box' / 'texture.png').write_bytes(b'\x89PNG')
   (tmp_path / 'box' / 'b4.fbx').write_bytes(b'Kaydara FBX Binary')     # an asset we cannot read
-  data = ml_collections.ConfigDict({'source': 'mesh_folder', 'root': str(tmp_path), 'variant': '',
-                                    'pretrain_splits': ('pretrain',),
-                                    'mesh_folder': {'test_fraction': 0.2, 'split_seed': 0}})
+  from configs import default   # pylint: disable=g-import-not-at-top
+  data = default.get_config().data          # every declared data.* key, with its default
+  data.update({'source': 'mesh_folder', 'root': str(tmp_path), 'pretrain_splits': ('pretrain',)})
   shapes = list(sources.iter_shapes(data, 'pretrain'))
   assert [(s.id, s.mesh.num_faces) for s in shapes] == [('box/b1', 12), ('box/b2', 24), ('box/b3', 1)]
   _, _, unread = source_mesh_folder._mesh_folder_index(data)   # pylint: disable=protected-access
