@@ -74,7 +74,9 @@ def get_config(arg=None):
   d.pretrain_splits = ('train',)  # unused in eval-only mode
   d.eval_train_split = 'train'
   d.eval_test_split = 'test'
-  d.num_workers = 0
+  # prepare: one worker process per CPU core reads and normalises the text files (the h5 release is
+  # read whole, in the main process)
+  d.num_workers = -1 if variant in ('normal_resampled', 'modelnet10_normal_resampled') else 0
   c.model.point = 'S'           # used only without eval.encoder (the export names its own model)
   e = c.eval
   e.svm_classifier = 'svc_linear' if variant == 'ply_hdf5_2048' else 'linear_svc'

@@ -95,7 +95,7 @@ SCHEMA: dict[str, Any] = {
     'data.keep_images': Bool(),
     'data.depth_tolerance': POSITIVE,
     'data.shards': Int(1),
-    'data.num_workers': Int(0),
+    'data.num_workers': Int(0, also=(-1,)),   # -1 = one per usable CPU core
     'data.teacher_chunk': Int(1),
     'data.eval_only': Bool(),
     'data.num_classes': Int(0),

@@ -27,9 +27,8 @@ import numpy as np  # noqa: E402
 flags.DEFINE_integer('objects', 8, 'objects timed at the default size')
 flags.DEFINE_integer('paper_objects', 2, 'objects timed at the paper size')
 flags.DEFINE_bool('paper', True, 'also time the paper size (ViT-B/14 at 224 px: slow on CPU)')
-flags.DEFINE_integer('modelnet_objects', 256, 'objects of the written ModelNet40-format tree')
+flags.DEFINE_integer('modelnet_objects', 1024, 'objects of the written ModelNet40-format tree')
 flags.DEFINE_integer('modelnet_points', 10_000, 'points per written ModelNet40-format text file')
-flags.DEFINE_integer('modelnet_workers', 2, 'data.num_workers of the eval-only prepare run')
 flags.DEFINE_bool('modelnet_only', False, 'only the ModelNet40-format eval-only section')
 FLAGS = flags.FLAGS
 
@@ -69,7 +68,7 @@ def _timed(fn, *args):
 
 def bench(paper: bool, num_objects: int) -> dict:
   from crossjepa.data import correspondence  # pylint: disable=g-import-not-at-top
-  from crossjepa.data import prepare  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import per_object  # pylint: disable=g-import-not-at-top
   from crossjepa.data import sampling  # pylint: disable=g-import-not-at-top
   from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
   from crossjepa.data import teacher_cache  # pylint: disable=g-import-not-at-top
@@ -77,17 +76,17 @@ def bench(paper: bool, num_objects: int) -> dict:
   d = config.data
   teacher = teacher_cache.Teacher(config, chunk_objects=1 if paper else num_objects)
   shapes = [s for _, s in zip(range(num_objects), sources.iter_shapes(d, 'pretrain'))]
-  seeds = [prepare.object_seed(config.seed, s.id) for s in shapes]
+  seeds = [per_object.object_seed(config.seed, s.id) for s in shapes]
 
   def geometry():
-    pts = [prepare.normalized_geometry(s, d, np.random.default_rng([sd, 0]))
+    pts = [per_object.normalized_geometry(s, d, np.random.default_rng([sd, 0]))
            for s, sd in zip(shapes, seeds)]
     centers, groups = sampling.group_chunk(np.stack([p[0] for p in pts]), d, num_objects)
     return pts, centers, groups
 
   geometry()   # compile FPS/kNN for this chunk shape
   (pts, centers, _), t_geom = _timed(geometry)
-  views, t_render = _timed(lambda: [prepare._views(s, d, sd, p[1], p[2])  # pylint: disable=protected-access
+  views, t_render = _timed(lambda: [per_object._views(s, d, sd, p[1], p[2])  # pylint: disable=protected-access
                                     for s, sd, p in zip(shapes, seeds, pts)])
   corr, t_corr = _timed(lambda: np.stack([
       correspondence.correspondence_map(centers[i], v['world_to_cam'], v['intrinsics'], v['depth'],
@@ -160,55 +159,122 @@ def write_modelnet_tree(root: str, num_objects: int, num_points: int) -> None:
       f.write('\n'.join(lines) + '\n')
 
 
-def bench_modelnet(num_objects: int, num_points: int, workers: int) -> dict:
+def _cli_prepare(root: str, workdir: str) -> tuple[float, float]:
+  """`python -m crossjepa.main --mode=prepare` of the eval-only ModelNet40 records of `root`, as a
+  user runs it (configs/modelnet40.py:normal_resampled, its num_workers = one per core) ->
+  (wall seconds of the whole command, the stage's own seconds from WORKDIR/log.txt)."""
+  import re  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cmd = [sys.executable, '-m', 'crossjepa.main', '--config=configs/modelnet40.py:normal_resampled',
+         '--mode=prepare', f'--workdir={workdir}', f'--config.data.root={root}',
+         '--config.data.strict_counts=False']
+  start = time.perf_counter()
+  subprocess.run(cmd, cwd=repo, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                 env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  wall = time.perf_counter() - start
+  with open(os.path.join(workdir, 'log.txt')) as f:
+    stage = float(re.findall(r'prepare: \d+ objects in ([\d.]+) s', f.read())[-1])
+  return wall, stage
+
+
+def _subset_root(root: str, out: str, train: int, test: int) -> str:
+  """A second tree over the same files (class folders linked) whose lists hold fewer ids."""
+  os.makedirs(out)
+  for name in os.listdir(root):
+    if os.path.isdir(os.path.join(root, name)):
+      os.symlink(os.path.join(root, name), os.path.join(out, name))
+  for name, keep in (('modelnet40_shape_names.txt', None), ('modelnet40_train.txt', train),
+                     ('modelnet40_test.txt', test)):
+    with open(os.path.join(root, name)) as f:
+      lines = f.read().split()
+    with open(os.path.join(out, name), 'w') as f:
+      f.write('\n'.join(lines[:keep]) + '\n')
+  return out
+
+
+def bench_modelnet(num_objects: int, num_points: int) -> dict:
   """Eval-only `--mode=prepare` of a ModelNet40-format text tree at the protocol's 1,024 points:
-  the per-stage split (parse, FPS, kNN, write) and the whole stage's objects/s, with the FPS of
-  before this change (the per-object NumPy loop, `sampling.farthest_point_sampling_np`) beside the
-  batched jitted one (`sampling.sample_clouds`)."""
+  the per-stage split in one process (parse, FPS, kNN, write; parse and FPS before / after) and the
+  whole command as a user runs it, on the full tree and on a quarter of it (the difference is the
+  steady rate, without process start-up and compilation)."""
   from configs import modelnet40  # pylint: disable=g-import-not-at-top
-  from crossjepa.data import prepare  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import per_object  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import records  # pylint: disable=g-import-not-at-top
   from crossjepa.data import sampling  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import source_modelnet40  # pylint: disable=g-import-not-at-top
   from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
   tmp = tempfile.mkdtemp(prefix='bench_modelnet_')
   root = os.path.join(tmp, 'modelnet40_normal_resampled')
   write_modelnet_tree(root, num_objects, num_points)
   config = modelnet40.get_config('normal_resampled')
   d = config.data
-  d.root, d.strict_counts, d.num_workers = root, False, workers
+  d.root, d.strict_counts = root, False
   n, chunk = int(d.num_points), int(d.teacher_chunk)
-  shapes, t_parse = _timed(lambda: list(sources.iter_shapes(d, 'train')))
-  clouds = [prepare.normalized_geometry(s, d, np.random.default_rng(0), defer_fps=True)[2]
+  listed = list(sources.iter_shapes(d, 'train', deferred=True))
+  paths = [s.read.args[0] for s in listed]
+  few = paths[:64]
+  _, t_loadtxt = _timed(lambda: [np.loadtxt(p, delimiter=',', dtype=np.float32, ndmin=2)[:, :3]
+                                 for p in few])
+  shapes, t_parse = _timed(lambda: [s.load() for s in listed])
+  same_parse = all(np.array_equal(s.points, np.loadtxt(p, delimiter=',', dtype=np.float32)[:, :3])
+                   for s, p in zip(shapes[:8], paths))
+  clouds = [per_object.normalized_geometry(s, d, np.random.default_rng(0), defer_fps=True)[2]
             for s in shapes]
   sampling.sample_clouds(clouds[:chunk], n, chunk)                      # compile
   points, t_fps = _timed(sampling.sample_clouds, clouds, n, chunk)
-  few = clouds[:8]
-  ref, t_ref = _timed(lambda: [c[sampling.farthest_point_sampling_np(c, n)] for c in few])
+  ref, t_ref = _timed(lambda: [c[sampling.farthest_point_sampling_np(c, n)] for c in clouds[:8]])
   same = all(np.array_equal(a, b) for a, b in zip(ref, points[:8]))
   stacked = np.stack(points)
-  sampling.group_chunk(stacked[:chunk], d, chunk)                     # compile
-  _, t_knn = _timed(lambda: [sampling.group_chunk(stacked[i:i + chunk], d, chunk)
-                             for i in range(0, len(stacked), chunk)])
-  workdir = os.path.join(tmp, 'work')
-  summary, t_stage = _timed(lambda: prepare.prepare(config, workdir, splits=['train']))
+  sampling.group_chunk(stacked[:chunk], d, chunk)                       # compile
+  grouped, t_knn = _timed(lambda: [sampling.group_chunk(stacked[i:i + chunk], d, chunk)
+                                   for i in range(0, len(stacked), chunk)])
+  centers = np.concatenate([g[0] for g in grouped])
+  groups = np.concatenate([g[1] for g in grouped])
+  examples = [{'id': s.id, 'label': np.int64(s.label), 'points': points[i], 'centers': centers[i],
+               'groups': groups[i]} for i, s in enumerate(shapes)]
+  builder = records.make_builder(
+      config, os.path.join(tmp, 'write'), teacher_info={'name': None, 'width': 0},
+      class_names=source_modelnet40.class_names(d), splits=['train'],
+      example_fn=lambda split: ((e['id'], e) for e in examples))
+  _, t_write = _timed(records.write, builder, d.shards)
+  # The whole command, as a user runs it: the full tree (train = every file, test = the first 40)
+  # and a quarter of it.
+  quarter = _subset_root(root, os.path.join(tmp, 'quarter'), num_objects // 4, 10)
+  wall_full, stage_full = _cli_prepare(root, os.path.join(tmp, 'work_full'))
+  wall_quarter, stage_quarter = _cli_prepare(quarter, os.path.join(tmp, 'work_quarter'))
+  total_full, total_quarter = num_objects + 40, num_objects // 4 + 10
   rate = lambda t, k=num_objects: round(k / t, 2)
-  fps_before, fps_after = rate(t_ref, len(few)), rate(t_fps)
+  fps_before, fps_after = rate(t_ref, 8), rate(t_fps)
+  parse_before, parse_after = rate(t_loadtxt, len(few)), rate(t_parse)
   return {
       'tree': f'{num_objects} files x {num_points} lines (x,y,z,nx,ny,nz), ModelNet40 normal_resampled',
       'points': n, 'groups': int(d.num_groups), 'group_size': int(d.group_size),
-      'chunk_objects': chunk, 'num_workers': workers,
-      'objects_per_s': {'parse (np.loadtxt, 1 process)': rate(t_parse),
-                        'fps before (NumPy loop, 1 process)': fps_before,
-                        'fps after (batched jitted ops FPS)': fps_after,
-                        'knn (FPS centres + kNN groups, jitted)': rate(t_knn),
-                        'whole stage (parse, FPS, kNN, write in main; normalise in workers)':
-                            round(summary['splits']['train'] / t_stage, 2)},
+      'chunk_objects': chunk, 'num_workers': per_object.worker_count(d),
+      'objects_per_s': {
+          'parse before (np.loadtxt, 1 process)': parse_before,
+          'parse after (pyarrow CSV, 1 process)': parse_after,
+          'fps before (NumPy float64 loop, 1 process)': fps_before,
+          'fps after (batched jitted ops FPS, blocked arg-max)': fps_after,
+          'knn (FPS centres + kNN groups, jitted)': rate(t_knn),
+          'write (TFDS serialise + ArrayRecord)': rate(t_write),
+          'stage (prepare as logged; workers read + normalise, main FPS/kNN/write)':
+              rate(stage_full, total_full),
+          'command (python -m crossjepa.main --mode=prepare, wall)': rate(wall_full, total_full),
+          'steady (command wall, full minus quarter tree)':
+              round((total_full - total_quarter) / (wall_full - wall_quarter), 2)},
+      'objects': {'full': total_full, 'quarter': total_quarter},
+      'seconds': {'command_full': round(wall_full, 2), 'command_quarter': round(wall_quarter, 2),
+                  'stage_full': stage_full, 'stage_quarter': stage_quarter},
+      'parse_speedup': round(parse_after / parse_before, 1),
       'fps_speedup': round(fps_after / fps_before, 1),
+      'parse_same_values_as_np_loadtxt': bool(same_parse),
       'fps_same_points_as_numpy_reference': bool(same),
-      'before_stage_objects_per_s_bound': round(fps_before * workers, 2),
-      'note': ('the whole stage includes the process pool start-up; the sources read the files in '
-               'the main process, where the batched FPS also runs (overlapped by async dispatch), '
-               'so parsing is now its bound. "before" is bounded by the per-object FPS, which ran '
-               'in the workers (rate x workers)'),
+      'before_stage_objects_per_s_bound': round(fps_before * 2, 2),
+      'note': ('one-process rates are of this CPU with both cores free; "stage" and "command" run the '
+               'real CLI (worker processes = cores). "before" (the per-object NumPy FPS in 2 '
+               'workers) is bounded by 2 x its FPS rate. The command includes Python start-up, '
+               'imports and XLA compilation; "steady" is the marginal rate of a larger tree.'),
   }
 
 
@@ -216,9 +282,8 @@ def main(argv):
   del argv
   start = time.time()
   if FLAGS.modelnet_only:
-    out = {'device': 'this CPU (2 cores shared)',
-           'modelnet40_eval_only': bench_modelnet(FLAGS.modelnet_objects, FLAGS.modelnet_points,
-                                                  FLAGS.modelnet_workers)}
+    out = {'device': f'this CPU ({os.cpu_count()} cores)',
+           'modelnet40_eval_only': bench_modelnet(FLAGS.modelnet_objects, FLAGS.modelnet_points)}
     out['seconds'] = round(time.time() - start, 1)
     print(json.dumps(out, indent=2))
     return
@@ -242,8 +307,7 @@ def main(argv):
                        'here); the Pool renders ahead while the main process runs the teacher, so '
                        'the stages overlap.'),
     }
-  out['modelnet40_eval_only'] = bench_modelnet(FLAGS.modelnet_objects, FLAGS.modelnet_points,
-                                               FLAGS.modelnet_workers)
+  out['modelnet40_eval_only'] = bench_modelnet(FLAGS.modelnet_objects, FLAGS.modelnet_points)
   for section in ('default', 'paper'):
     if section in out:
       out[section].pop('_cpu_seconds_per_object', None)

@@ -9,7 +9,7 @@ the default config's `tiny` PointEncoder at random init (init seeds = config.eva
 features pooled as config.eval.pooling, SVC(kernel='linear') with C chosen by k-fold CV on train
 only; and a hand-made descriptor (`synthetic.shape_descriptor`: PCA-aligned extents and second
 moments) under the same probe. The eval sets are built in memory exactly as --mode=prepare builds
-them (sources.iter_shapes -> prepare.normalized_geometry with prepare.object_seed -> ops.group_points)
+them (sources.iter_shapes -> per_object.normalized_geometry with per_object.object_seed -> ops.group_points)
 but without writing records.
 
 Prints JSON: per kind, the random-init accuracy mean +- std over seeds (with best C per seed), the
@@ -41,7 +41,7 @@ def build_split(config, split):
   """-> (points [n,N,3] f32, centers [n,G,3], groups [n,G,K] i32, labels [n], ms per object)."""
   import jax  # pylint: disable=g-import-not-at-top
   from crossjepa import ops  # pylint: disable=g-import-not-at-top
-  from crossjepa.data import prepare  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import per_object  # pylint: disable=g-import-not-at-top
   from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
   d = config.data
   points, labels = [], []
@@ -53,8 +53,8 @@ def build_split(config, split):
     gen_s += time.perf_counter() - start
     if shape is None:
       break
-    seed = prepare.object_seed(config.seed, shape.id)
-    p, _, _ = prepare.normalized_geometry(shape, d, np.random.default_rng([int(seed), 0]))
+    seed = per_object.object_seed(config.seed, shape.id)
+    p, _, _ = per_object.normalized_geometry(shape, d, np.random.default_rng([int(seed), 0]))
     points.append(p)
     labels.append(shape.label)
   points = np.stack(points).astype(np.float32)

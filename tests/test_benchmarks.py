@@ -87,6 +87,7 @@ def bench_config(name, variant, root, export):
   d.strict_counts = False     # tiny files, not the full releases
   d.shards = 1
   d.teacher_chunk = 8
+  d.num_workers = 0           # in-process (the configs' -1 is tested below with workers)
   c.model.point = 'tiny'
   e = c.eval
   e.encoder = str(export)
@@ -204,6 +205,7 @@ def test_modelnet_subset_runs_without_strict_counts_and_strict_names_the_missing
     with open(root / f'modelnet40_{split}.txt', 'a') as f:
       f.write('chair_0001\nsofa_0002\n')
   config = bench_config('modelnet40', 'normal_resampled', root, export_dir)
+  config.data.num_workers = 1   # the files are read in a worker process (DeferredShape)
   report = run.run(config, str(tmp_path / 'eval'), 'all')
   assert report['prepare']['splits'] == {'train': 6, 'test': 4}
   with open(tmp_path / 'eval' / 'results.json') as f:
@@ -223,6 +225,25 @@ def test_modelnet_subset_runs_without_strict_counts_and_strict_names_the_missing
       list(sources.iter_shapes(config.data, 'train'))
   finally:
     source_modelnet40.MODELNET40_COUNTS.update(counts)
+
+
+@pytest.mark.parametrize('workers', [0, 1])
+def test_a_malformed_text_file_names_itself_from_a_worker_too(tmp_path, export_dir, workers):
+  """A normal_resampled file with a short row, or a NaN x: the prepare error names the file and
+  the row, read in the main process or in a worker process (the DeferredShape is loaded there)."""
+  root = tmp_path / 'files'
+  formats.write_modelnet40_normal_resampled(str(root), {'train': [0, 5] * 2, 'test': [0, 5]})
+  config = bench_config('modelnet40', 'normal_resampled', root, export_dir)
+  config.data.num_workers = workers
+  bad = root / 'airplane' / 'airplane_0003.txt'
+  good = bad.read_text()
+  bad.write_text(good + '0.1,0.2,0.3,0.0,1.0\n')
+  with pytest.raises(run.UserError, match=r'airplane_0003\.txt: expected 6 columns \(x,y,z,nx,ny,nz\), '
+                                          r'found 5 \(Row #\d+'):
+    run.run(config, str(tmp_path / 'eval1'), 'prepare')
+  bad.write_text('nan,0.2,0.3,0.0,1.0,0.0\n' + good)
+  with pytest.raises(run.UserError, match=r'airplane_0003\.txt: .*1 of its \d+ points are not finite'):
+    run.run(config, str(tmp_path / 'eval2'), 'prepare')
 
 
 def _write_off(path, scale):
@@ -250,6 +271,7 @@ def test_modelnet10_off_release_runs_and_strict_counts_name_the_shortfall(tmp_pa
         index = i + 1 if split == 'train' else 3
         _write_off(str(root / cls / split / f'{cls}_{index:04d}.off'), scale)
   config = bench_config('modelnet10', None, root, export_dir)
+  config.data.num_workers = -1  # the configs' value: one worker per core reads the meshes
   monkeypatch.setattr(plots, 'plot_tsne', lambda *args, **kwargs: None)   # t-SNE: tested with plots
   report = run.run(config, str(tmp_path / 'eval'), 'all')
   assert report['prepare']['splits'] == {'train': 20, 'test': 10}

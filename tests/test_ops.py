@@ -60,6 +60,26 @@ def test_fps_degenerate_clouds():
   assert all(sorted(row) == list(range(n)) for row in idx)
 
 
+@pytest.mark.parametrize('n', [ops.FPS_BLOCK * 3, ops.FPS_BLOCK * 2 + 37])
+def test_fps_over_several_blocks_matches_reference(n):
+  """N over several arg-max blocks, whole and padded: ties across blocks go to the lowest index,
+  the padding (copies of point 0) is never picked, and all-duplicate tails repeat index 0."""
+  rng = np.random.default_rng(5)
+  # Random points, and a lattice with many duplicates and equal distances in every block.
+  for pts, num in ((rng.normal(size=(2, n, 3)).astype(np.float32), 96),
+                   (grid_cloud(rng, 2, n, lo=-1, hi=2), 40)):   # 27 distinct points < num
+    idx = np.asarray(ops.farthest_point_sampling(jnp.asarray(pts), num))
+    np.testing.assert_array_equal(idx, fps_reference(pts, num))
+    assert idx.max() < n
+  # The far point sits in the last (padded) block; its exact twin in the first block wins the tie.
+  pts = np.zeros((1, n, 3), np.float32)
+  pts[0, :, 0] = np.linspace(0, 1, n)
+  pts[0, n - 1] = pts[0, 5] = (4.0, 0.0, 0.0)
+  np.testing.assert_array_equal(ops.farthest_point_sampling(jnp.asarray(pts), 3)[0, 1], 5)
+  np.testing.assert_array_equal(ops.farthest_point_sampling(jnp.asarray(pts), 8),
+                                fps_reference(pts, 8))
+
+
 def test_knn_random_and_ties_match_reference():
   rng = np.random.default_rng(4)
   pts = rng.normal(size=(3, 100, 3)).astype(np.float32)

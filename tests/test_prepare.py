@@ -8,6 +8,7 @@ import pytest
 from crossjepa import imaging
 from crossjepa.data import correspondence
 from crossjepa.data import pipeline
+from crossjepa.data import per_object
 from crossjepa.data import prepare
 from crossjepa.data import records
 from crossjepa.data import sampling
@@ -100,8 +101,8 @@ def test_prepare_end_to_end(prepared, teacher):
     np.testing.assert_array_equal(centers[0], points[0])
     np.testing.assert_allclose(points[groups[:, 0]], centers, atol=1e-6)
     # the stored views are what render_views gives for the object's seed (deterministic)
-    seed = prepare.object_seed(config.seed, sid)
-    views = prepare.render_views(shape, config.data, seed)
+    seed = per_object.object_seed(config.seed, sid)
+    views = per_object.render_views(shape, config.data, seed)
     np.testing.assert_array_equal(arrays['views/image'][i], views['image'])
     np.testing.assert_array_equal(arrays['views/world_to_cam'][i], views['world_to_cam'])
     # correspondence recomputed from the rendered depth
@@ -130,7 +131,7 @@ def test_point_source_uses_fps_of_the_normalised_cloud():
   rng = np.random.default_rng(1)
   cloud = rng.normal(size=(300, 3)).astype(np.float32) * [1.0, 2.0, 0.5] + 3.0
   shape = Shape('scan_0', 1, 'train', None, cloud, np.array([0.2, 0.4, 0.8]))
-  partial = prepare.process_shape(shape, config.data, 7)
+  partial = per_object.process_shape(shape, config.data, 7)
   normalised = (cloud - cloud.mean(0)) / np.linalg.norm(cloud - cloud.mean(0), axis=1).max()
   # The FPS is deferred to the chunk: the partial carries the normalised cloud, and the chunk
   # step (sampling.with_points, the batched jitted FPS) takes the points from it.

@@ -19,16 +19,17 @@ Per object (DESIGN.md §2, CrossJEPA arXiv 2511.18424 §3 "offline rendering and
      data.depth_tolerance).
   7. teacher cache (crossjepa.data.teacher_cache) over the chunk.
 
-Steps 1-4 are the pure `process_shape(shape, data_config, seed)` (a spawn-safe Pool when
-data.num_workers > 0); the raw-cloud FPS and steps 5-7 are `finish_chunk` in the main process (batched
-jax; the map steps of a Beam pipeline, too). With data.eval_only only steps 1, 2 and 5 run, over the
-evaluation splits (`process_points`, `finish_chunk_geometry`): records of id/label/points/centers/groups,
+Steps 1-4 are the pure `per_object.process_shape(shape, data_config, seed)` (a spawn-safe Pool
+when data.num_workers > 0, which also reads the files of a one-file-per-object source: the main
+process never parses); the raw-cloud FPS and steps 5-7 are `finish_chunk` in the main process
+(batched jax, compiled in the background while the first objects are read; the map steps of a Beam
+pipeline, too). With data.eval_only only steps 1, 2 and 5 run, over the evaluation splits
+(`per_object.process_points`, `finish_chunk_geometry`): records of id/label/points/centers/groups,
 the points the same as the full path's for the same seed.
 """
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import multiprocessing
 import os
@@ -39,119 +40,11 @@ from absl import logging
 import numpy as np
 
 from crossjepa import console
+from crossjepa.data import per_object
 from crossjepa.data import records
 from crossjepa.data import sampling
-from crossjepa.data.shape import GREY
 
 PLOT_OBJECTS = 3   # objects shown in plots/views.png
-
-
-# ------------------------------------------------------------------------------------------ per object
-def object_seed(seed: int, object_id: str) -> int:
-  """A 63-bit seed from (config seed, object id): stable across runs, orders and processes."""
-  digest = hashlib.sha256(f'{int(seed)}/{object_id}'.encode()).digest()
-  return int.from_bytes(digest[:8], 'little') >> 1
-
-
-def base_color(shape, data_config) -> np.ndarray:
-  if data_config.colored:
-    return np.asarray(shape.color, np.float32)
-  return np.array(GREY, np.float32)
-
-
-def normalized_geometry(shape, data_config, rng: np.random.Generator, *, defer_fps: bool = False):
-  """-> (points [N,3] f32 on the unit sphere, normalised mesh or None, normalised full cloud or None).
-
-  With `defer_fps`, a cloud of at least N points comes back with points None: the caller takes the
-  N points by batched FPS over a chunk (`sampling.sample_clouds`).
-  """
-  from crossjepa.data import meshes  # pylint: disable=g-import-not-at-top
-  n = int(data_config.num_points)
-  if (shape.mesh is None) == (shape.points is None):
-    raise ValueError(f'shape {shape.id!r}: expected exactly one of mesh / points')
-  if shape.mesh is not None:
-    sampled = meshes.sample_surface(shape.mesh, n, rng)
-    points, center, scale = meshes.normalize_unit_sphere(sampled)
-    return points, meshes.apply_normalization(shape.mesh, center, scale), None
-  cloud = np.asarray(shape.points, np.float32)
-  if cloud.ndim != 2 or cloud.shape[1] != 3 or len(cloud) == 0:
-    raise ValueError(f'shape {shape.id!r}: points must be [M,3] with M > 0, got {cloud.shape}')
-  cloud, _, _ = meshes.normalize_unit_sphere(cloud)
-  if len(cloud) >= n:
-    if defer_fps:
-      return None, None, cloud
-    points = cloud[sampling.farthest_point_sampling_np(cloud, n)]
-  else:   # too few points: keep them all, repeat random ones (FPS then picks them as duplicates)
-    extra = rng.choice(len(cloud), n - len(cloud), replace=True)
-    points = np.concatenate([cloud, cloud[extra]])
-  return points.astype(np.float32), None, cloud
-
-
-def _render(mesh, cloud, color, world_to_cam, intrinsics, image_size):
-  from crossjepa.data import render  # pylint: disable=g-import-not-at-top
-  if mesh is not None:
-    return render.render_mesh(mesh.vertices, mesh.faces, color, world_to_cam, intrinsics, image_size)
-  return render.render_points(cloud, color, world_to_cam, intrinsics, image_size)
-
-
-def _views(shape, data_config, seed, mesh, cloud) -> dict[str, np.ndarray]:
-  from crossjepa.data import cameras  # pylint: disable=g-import-not-at-top
-  from crossjepa.data import histograms  # pylint: disable=g-import-not-at-top
-  size = int(data_config.image_size)
-  # Cameras from their own stream: the same poses whatever the point sampling consumed.
-  cam_rng = np.random.default_rng([int(seed), 1])
-  world_to_cam, intrinsics = cameras.make_cameras(data_config.camera, int(data_config.num_views),
-                                                  size, cam_rng)
-  rgb, depth = _render(mesh, cloud, base_color(shape, data_config), world_to_cam, intrinsics, size)
-  hist = histograms.color_histogram(rgb, depth, int(data_config.hist_bins))
-  return {'image': np.asarray(rgb, np.uint8),
-          'world_to_cam': np.asarray(world_to_cam, np.float32),
-          'intrinsics': np.asarray(intrinsics, np.float32),
-          'hist': np.asarray(hist, np.float32),
-          'depth': np.asarray(depth, np.float32)}
-
-
-def render_views(shape, data_config, seed: int) -> dict[str, np.ndarray]:
-  """Normalises a shape and renders its V views (the 2D-teacher stage reuses this).
-
-  Returns dict(image u8 [V,H,W,3], world_to_cam [V,4,4], intrinsics [V,3,3], hist [V,3B],
-  depth [V,H,W] (inf = background)), identical to what `process_shape` stores for the same seed.
-  """
-  _, mesh, cloud = normalized_geometry(shape, data_config, np.random.default_rng([int(seed), 0]))
-  return _views(shape, data_config, seed, mesh, cloud)
-
-
-def process_shape(shape, data_config, seed: int) -> dict[str, Any]:
-  """Pure per-object CPU work: points, normalisation, cameras, renders, histograms.
-
-  Returns a partial example: id, label, points [N,3], views/{image, world_to_cam, intrinsics, hist},
-  and depth [V,H,W] (for the correspondence map; not stored).
-  """
-  points, mesh, cloud = normalized_geometry(shape, data_config,
-                                            np.random.default_rng([int(seed), 0]), defer_fps=True)
-  views = _views(shape, data_config, seed, mesh, cloud)
-  depth = views.pop('depth')
-  return {'id': str(shape.id), 'label': int(shape.label), **_points_or_cloud(points, cloud),
-          'views': views, 'depth': depth}
-
-
-def process_points(shape, data_config, seed: int) -> dict[str, Any]:
-  """Eval-only per-object work: id, label and the normalised points (as `process_shape`'s)."""
-  points, _, cloud = normalized_geometry(shape, data_config, np.random.default_rng([int(seed), 0]),
-                                         defer_fps=True)
-  return {'id': str(shape.id), 'label': int(shape.label), **_points_or_cloud(points, cloud)}
-
-
-def _points_or_cloud(points, cloud) -> dict[str, np.ndarray]:
-  """The partial's points, or (FPS deferred to the chunk) the normalised cloud to sample them from."""
-  return {'points': points} if points is not None else {'cloud': np.asarray(cloud, np.float32)}
-
-
-def _process_task(task):
-  shape, data_config, seed = task
-  if records.is_eval_only(data_config):
-    return process_points(shape, data_config, seed)
-  return process_shape(shape, data_config, seed)
 
 
 # ------------------------------------------------------------------------------------------ per chunk
@@ -217,16 +110,16 @@ def generate_examples(config, split: str, teacher, *, shapes: Iterable | None = 
   chunk_objects = _chunk_objects(config, teacher)
   if shapes is None:
     from crossjepa.data import sources  # pylint: disable=g-import-not-at-top
-    shapes = sources.iter_shapes(d, split)
-  tasks = ((s, d, object_seed(config.seed, s.id)) for s in shapes)
-  workers = int(d.num_workers)
+    shapes = sources.iter_shapes(d, split, deferred=True)
+  tasks = ((s, d, per_object.object_seed(config.seed, s.id), eval_only) for s in shapes)
+  workers = per_object.worker_count(d)
   pool = None
   if workers > 0:
     # spawn: safe with jax/threads in the parent; imap keeps the source order.
     pool = multiprocessing.get_context('spawn').Pool(workers)
-    partials = pool.imap(_process_task, tasks, chunksize=max(1, chunk_objects // workers))
+    partials = pool.imap(per_object.process_task, tasks, chunksize=max(1, chunk_objects // workers))
   else:
-    partials = map(_process_task, tasks)
+    partials = map(per_object.process_task, tasks)
 
   def finish(chunk, dispatched):
     if eval_only:
@@ -237,7 +130,7 @@ def generate_examples(config, split: str, teacher, *, shapes: Iterable | None = 
     # Two chunks in flight: the FPS of chunk k is dispatched (jax runs it asynchronously) before
     # chunk k-1 is finished and chunk k+1 is read, so reading overlaps the FPS.
     previous = None
-    for chunk in _chunks(partials, chunk_objects):
+    for chunk in _chunks(sampling.compile_ahead(partials, d, chunk_objects), chunk_objects):
       current = (chunk, sampling.dispatch_points(chunk, d, chunk_objects))
       if previous is not None:
         yield from _emit(finish(*previous), on_example)
@@ -357,7 +250,7 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
   # The progress bar's total (and so its ETA) when the shapes come from the config's source.
   num_objects = sum(sources.count(d, s) for s in splits) if shapes_fn is None else None
   if shapes_fn is None:
-    shapes_fn = functools.partial(sources.iter_shapes, d)
+    shapes_fn = functools.partial(sources.iter_shapes, d, deferred=True)
 
   shown: list[dict[str, Any]] = []
   counts = {s: 0 for s in splits}

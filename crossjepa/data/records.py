@@ -17,7 +17,7 @@ leaves nothing a reader would take for a prepared dataset, and a rerun starts af
 
 The examples come from an `example_fn(split) -> Iterator[(key, example)]` given to the builder
 (crossjepa.data.prepare.generate_examples in practice). For a Beam run, `_generate_examples` would map
-the pure per-object function `prepare.process_shape(shape, data_config, seed)` over the shapes and
+the pure per-object function `per_object.process_shape(shape, data_config, seed)` over the shapes and
 then `prepare.finish_chunk` over batches of its outputs (beam.BatchElements) — both are pure functions
 of their inputs, so the in-process generator and a Beam pipeline give the same records. Beam is not a
 dependency; only the in-process path is exercised.

@@ -8,6 +8,7 @@ uncoloured renders (data.colored = False).
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 
@@ -43,6 +44,21 @@ class Shape:
     if c.shape != (3,) or np.any(c < 0) or np.any(c > 1):
       raise ValueError(f'Shape {self.id}: color must be 3 floats in [0,1], got {c}')
     self.color = c
+
+
+@dataclasses.dataclass(frozen=True)
+class DeferredShape:
+  """A Shape still in its file: the id, label and split come from the source's listing, `load()`
+  reads the file. Sources of one file per object yield these, so that prepare's worker processes
+  (data.num_workers > 0) parse the files, not the main process; `sources.iter_shapes` loads them
+  for every other caller. `read` must pickle (a functools.partial of a module-level function)."""
+  id: str
+  label: int
+  split: str
+  read: Callable[[], 'Shape']
+
+  def load(self) -> Shape:
+    return self.read()
 
 
 def point_shape(where: str, sid: str, label: int, split: str, points) -> Shape:

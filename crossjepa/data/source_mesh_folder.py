@@ -24,6 +24,7 @@ folders (`.name`) are skipped; a mesh file that does not read is an error naming
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from typing import Iterator, NamedTuple
@@ -32,7 +33,7 @@ from absl import logging
 import numpy as np
 
 from crossjepa.data.mesh_readers import MESH_EXTENSIONS, read_mesh
-from crossjepa.data.shape import GREY, Shape
+from crossjepa.data.shape import GREY, DeferredShape, Shape
 from crossjepa.data.source_files import data_root, strict_counts
 
 # Files that sit beside meshes and are not objects: materials and textures of OBJ / glTF, glTF
@@ -184,7 +185,8 @@ def _mesh_folder_select(data_config, split) -> tuple[str, list[_MeshFile], list[
   return root, chosen, names
 
 
-def iter_shapes(data_config, split) -> Iterator[Shape]:
+def iter_shapes(data_config, split) -> Iterator[DeferredShape]:
+  """One DeferredShape per mesh file of the split (the mesh is read on load)."""
   root, chosen, names = _mesh_folder_select(data_config, split)
   if not chosen:
     # Only 'pretrain' can be empty here (train / test are offered only when they hold objects).
@@ -196,10 +198,15 @@ def iter_shapes(data_config, split) -> Iterator[Shape]:
 
   def shapes():
     for entry in chosen:
-      mesh = read_mesh(os.path.join(root, entry.rel))
-      yield Shape(_mesh_folder_id(entry.rel), -1 if entry.cls is None else names.index(entry.cls),
-                  split, mesh, None, GREY)
+      sid = _mesh_folder_id(entry.rel)
+      label = -1 if entry.cls is None else names.index(entry.cls)
+      yield DeferredShape(sid, label, split, functools.partial(
+          _read_shape, os.path.join(root, entry.rel), sid, label, split))
   return shapes()
+
+
+def _read_shape(path: str, sid: str, label: int, split: str) -> Shape:
+  return Shape(sid, label, split, read_mesh(path), None, GREY)
 
 
 def class_names(data_config) -> list[str]:

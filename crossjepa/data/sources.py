@@ -19,7 +19,8 @@ their checks are described there):
   test}.txt`; split `all` = train + test.
 
 Each source module answers `class_names(data_config)`, `available_splits(data_config)`,
-`iter_shapes(data_config, split)` and `count(data_config, split)`; this module checks data.source
+`iter_shapes(data_config, split)` (Shapes, or DeferredShapes read on `load()`) and
+`count(data_config, split)`; this module checks data.source
 and the split, then asks the source's module.
 
 Real datasets carry no colour: their `color` is a neutral grey (shape.GREY). The dataset shapes are
@@ -36,7 +37,7 @@ from crossjepa.data import source_modelnet40
 from crossjepa.data import source_scanobjectnn
 from crossjepa.data import source_shapenet55
 from crossjepa.data import source_synthetic
-from crossjepa.data.shape import Shape
+from crossjepa.data.shape import DeferredShape, Shape
 
 _MODULES = {'synthetic': source_synthetic, 'mesh_folder': source_mesh_folder,
             'modelnet40': source_modelnet40, 'scanobjectnn': source_scanobjectnn,
@@ -72,11 +73,19 @@ def available_splits(data_config) -> list[str]:
 splits = available_splits  # the name ARCHITECTURE.md uses
 
 
-def iter_shapes(data_config, split: str) -> Iterator[Shape]:
-  """Yields the Shape records of one split, in a deterministic order."""
+def iter_shapes(data_config, split: str, *, deferred: bool = False
+                ) -> Iterator[Shape | DeferredShape]:
+  """Yields the Shape records of one split, in a deterministic order.
+
+  With `deferred`, a source of one file per object (ModelNet40 text files, mesh folders) yields
+  `DeferredShape`s whose `load()` reads the file (prepare loads them in its worker processes).
+  """
   source = _source(data_config)
   _check_split(data_config, split)
-  return source.iter_shapes(data_config, split)
+  shapes = source.iter_shapes(data_config, split)
+  if deferred:
+    return shapes
+  return (s.load() if isinstance(s, DeferredShape) else s for s in shapes)
 
 
 def count(data_config, split: str) -> int:

@@ -1,7 +1,7 @@
 """The offline teacher's views: every object of a split rendered once and cached (WORKDIR/teacher_views).
 
 Views are identical to those the prepare stage renders for the same object (same seed from
-(config.seed, object id), `crossjepa.data.prepare.render_views`). The cache file is
+(config.seed, object id), `crossjepa.data.per_object.render_views`). The cache file is
 WORKDIR/teacher_views/<split>-<fingerprint>.npz, written atomically; the fingerprint covers every
 data.* key that changes a view (`render_settings`), so a changed config renders afresh.
 """
@@ -19,8 +19,9 @@ import numpy as np
 
 from crossjepa import config_util
 from crossjepa import fileio
-from crossjepa.data import prepare
+from crossjepa.data import per_object
 from crossjepa.data import sources
+from crossjepa.data.shape import DeferredShape
 
 VIEWS_DIR = 'teacher_views'
 VIEWS_FORMAT = 'crossjepa.teacher_views/1'
@@ -50,7 +51,9 @@ def teacher_data_config(config) -> ml_collections.ConfigDict:
 
 def _render_task(task):
   shape, data_config, seed = task
-  views = prepare.render_views(shape, data_config, seed)
+  if isinstance(shape, DeferredShape):   # read in the worker
+    shape = shape.load()
+  views = per_object.render_views(shape, data_config, seed)
   return str(shape.id), int(shape.label), views['image']
 
 
@@ -74,9 +77,9 @@ def render_split(config, workdir: str, split: str, *, data_config=None) -> dict[
     return out
 
   start = time.time()
-  shapes = sources.iter_shapes(data_config, split)
-  tasks = ((s, data_config, prepare.object_seed(config.seed, s.id)) for s in shapes)
-  workers = int(data_config.num_workers)
+  shapes = sources.iter_shapes(data_config, split, deferred=True)
+  tasks = ((s, data_config, per_object.object_seed(config.seed, s.id)) for s in shapes)
+  workers = per_object.worker_count(data_config)
   if workers > 0:
     with multiprocessing.get_context('spawn').Pool(workers) as pool:
       rendered = list(pool.imap(_render_task, tasks, chunksize=8))
