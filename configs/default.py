@@ -100,6 +100,13 @@ def get_config(arg: str = ''):
   # Added for the seed recipe: '' = the trainable view encoder starts from random init; else a
   # folder written by crossjepa.weights.vit_io.save (convert_teacher or --mode=teacher) to start from.
   m.vit_init = ''
+  # How every transformer (point encoder, predictors, view encoder, ViT teacher) computes attention;
+  # all have the same params, so checkpoints load either way. 'einsum': softmax(q k^T / sqrt(d)) v
+  # written out (the reference). 'dot_product': jax.nn.dot_product_attention's XLA lowering.
+  # 'cudnn': its cuDNN fused flash-attention kernel where it applies (GPU, bfloat16, head dim a
+  # multiple of 8 up to 128), else 'dot_product' with the reason logged once. The same values to
+  # rounding (tests/test_attention.py).
+  m.attention = 'einsum'          # einsum | dot_product | cudnn
 
   # ---------------------------------------------------------------- teacher
   c.teacher = t = ml_collections.ConfigDict()

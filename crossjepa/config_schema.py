@@ -63,6 +63,7 @@ POINT_VARIANTS = ('tiny', 'small', 'S', 'paper')
 PREDICTOR_VARIANTS = ('tiny', 'small', 'paper')
 VIT_VARIANTS = ('tiny/14', 'S/14', 'B/14', 'L/14', 'g/14')
 POOLINGS = ('max+mean', 'max', 'mean', 'cls')
+ATTENTIONS = ('einsum', 'dot_product', 'cudnn')
 SPLIT = Str(r'[A-Za-z0-9_\-]+', empty=False, what='a split name')
 FRACTION = Float(0.0, 1.0, lo_open=True)
 MOMENTUM = Seq(Float(0.0, 1.0), length=2, ordered=True)
@@ -128,6 +129,7 @@ SCHEMA: dict[str, Any] = {
     'model.predictor_overrides': Dict(),
     'model.vit_overrides': Dict(),
     'model.vit_init': Str(),
+    'model.attention': Choice(ATTENTIONS),
     # teacher
     'teacher.checkpoint': Str(),
     'teacher.kind': Choice(TEACHER_KINDS),

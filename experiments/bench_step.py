@@ -1,14 +1,17 @@
 """Benchmark of the pretraining step: samples/s, step time, FLOPs and MFU.
 
     python experiments/bench_step.py --config=configs/default.py --batch=32 --steps=20 \
-        --peak_tflops=989 [--dtype=bfloat16] [--device_resident --objects=4096]
+        --peak_tflops=989 [--dtype=bfloat16] [--device_resident --objects=4096] \
+        [--views_per_step=1] [--attention=einsum|dot_product|cudnn] [--skip_cpu_flops] [--out=FILE]
 
 Fake batches with the config's shapes (crossjepa.testing.synthetic_batch); no data needed.
 FLOPs per step come from XLA's cost analysis of the compiled step. On GPU that analysis misses the
 matmuls XLA hands to cuBLAS (custom calls), so the script also compiles the same step for the host
 CPU (where XLA emits the dots itself) and reports that count; MFU uses the CPU count when the
-device count looks short. MFU = FLOPs/step * steps/s / (peak_tflops * 1e12 * number of devices).
-Prints one JSON object.
+device count looks short (`--skip_cpu_flops` leaves that compile out: take the count from
+experiments/flops.py instead). MFU = FLOPs/step * steps/s / (peak_tflops * 1e12 * number of devices).
+`--views_per_step` overrides train.views_per_step (0 = the config's), `--attention` sets
+model.attention. Prints one JSON object (`--out` also writes it to a file).
 """
 import argparse
 import importlib.util
@@ -17,6 +20,7 @@ import os
 import sys
 import time
 
+_START = time.time()
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
@@ -47,8 +51,22 @@ def teacher_dim(config):
   return int(vit.VARIANTS[config.model.vit]['width'])
 
 
+def cost_of(compiled) -> dict:
+  """XLA's cost analysis of a compiled function: flops, bytes accessed, transcendentals."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  cost = cost or {}
+  return {k: float(cost.get(k, float('nan'))) for k in ('flops', 'bytes accessed', 'transcendentals')}
+
+
 def cpu_flops(config, batch, models, teacher):
   """FLOPs of the same step compiled for one host CPU device (abstract inputs, nothing runs)."""
+  return cpu_cost(config, batch, models, teacher)['flops']
+
+
+def cpu_cost(config, batch, models, teacher):
+  """cost_of() the same step compiled for one host CPU device (abstract inputs, nothing runs)."""
   cpu = jax.devices('cpu')[:1]
   config = config.copy_and_resolve_references()
   config.mesh.data, config.mesh.fsdp = 1, 1
@@ -60,7 +78,7 @@ def cpu_flops(config, batch, models, teacher):
   sds = lambda t, s: jax.tree.map(lambda x, y: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=y), t, s)
   rng = jax.ShapeDtypeStruct((2,), np.uint32, sharding=mesh_lib.replicated(mesh))
   batch_sds = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=bsh), batch)
-  return flops_of(fn.lower(sds(abstract, shardings), batch_sds, rng).compile())
+  return cost_of(fn.lower(sds(abstract, shardings), batch_sds, rng).compile())
 
 
 def main():
@@ -74,6 +92,11 @@ def main():
   p.add_argument('--device_resident', action='store_true')
   p.add_argument('--objects', type=int, default=1024, help='device-resident training set size')
   p.add_argument('--skip_cpu_flops', action='store_true')
+  p.add_argument('--views_per_step', type=int, default=0,
+                 help='train.views_per_step (0 = the config\'s)')
+  p.add_argument('--attention', default='', choices=('', 'einsum', 'dot_product', 'cudnn'),
+                 help='model.attention (default: the config\'s)')
+  p.add_argument('--out', default='', help='also write the JSON to this file')
   args = p.parse_args()
 
   config = load_config(args.config)
@@ -83,9 +106,12 @@ def main():
     config.train.dtype = args.dtype
   if args.recipe:
     config.recipe = args.recipe
+  if args.views_per_step:
+    config.train.views_per_step = args.views_per_step
+  if args.attention:
+    config.model.attention = args.attention
   bsz = int(config.train.batch_size)
   dim = teacher_dim(config)
-  batch = testing.synthetic_batch(config, bsz, teacher_dim=dim)
   mesh = mesh_lib.make_mesh(config)
   teacher = models_lib.teacher_widths(dim)
   models = models_lib.build_models(config, teacher)
@@ -117,25 +143,41 @@ def main():
     times.append(time.perf_counter() - t)
   step_s = float(np.median(times))
   on_cpu = jax.default_backend() == 'cpu'
-  host_flops = device_flops if on_cpu else (float('nan') if args.skip_cpu_flops else
-                                            cpu_flops(config, batch, models, teacher))
+  if on_cpu or args.skip_cpu_flops:
+    host_flops = device_flops if on_cpu else float('nan')
+  else:
+    host_flops = cpu_flops(config, testing.synthetic_batch(config, bsz, teacher_dim=dim), models,
+                           teacher)
   flops = host_flops if np.isfinite(host_flops) else device_flops
   n_dev = jax.device_count()
   out = {
       'config': args.config, 'recipe': config.recipe, 'backend': jax.default_backend(),
       'device': jax.devices()[0].device_kind, 'devices': n_dev, 'batch': bsz,
       'dtype': str(config.train.dtype), 'device_resident': args.device_resident,
+      'objects': args.objects if args.device_resident else None,
+      'views_per_step': int(config.train.views_per_step),
+      'attention': str(config.model.attention), 'steps': args.steps,
       'compile_s': round(compile_s, 2), 'median_step_ms': round(step_s * 1e3, 3),
+      'min_step_ms': round(float(np.min(times)) * 1e3, 3),
+      'max_step_ms': round(float(np.max(times)) * 1e3, 3),
       'samples_per_s': round(bsz / step_s, 2),
       'flops_per_step_device_cost_analysis': device_flops,
       'flops_per_step_cpu_compile': host_flops,
       'flops_per_object': flops / bsz,
+      'flops_source': ('cpu compile' if np.isfinite(host_flops) else
+                       'device cost analysis (on GPU it misses the cuBLAS calls)'),
       'achieved_tflops': flops / step_s / 1e12,
       'mfu': (flops / step_s / (args.peak_tflops * 1e12 * n_dev)) if args.peak_tflops else None,
       'final_loss': float(m['loss']),
       'num_params': int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params))),
+      'wall_s': round(time.time() - _START, 1),
   }
-  print(json.dumps(out, indent=1))
+  text = json.dumps(out, indent=1)
+  print(text)
+  if args.out:
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, 'w') as f:
+      f.write(text + '\n')
 
 
 if __name__ == '__main__':

@@ -34,6 +34,7 @@ def test_shipped_configs_pass(name, arg):
 def test_schema_choices_follow_the_code():
   from crossjepa.evaluation import features
   from crossjepa.models import efficientnet_lite
+  from crossjepa.models import layers
   from crossjepa.models import point
   from crossjepa.models import predictor
   from crossjepa.models import vit
@@ -44,6 +45,7 @@ def test_schema_choices_follow_the_code():
   assert config_schema.EFFICIENTNET_VARIANTS == tuple(efficientnet_lite.VARIANTS)
   assert config_schema.EFFICIENTNET_STAGES == tuple(efficientnet_lite.STAGES)
   assert config_schema.POOLINGS == tuple(features.POOLINGS)
+  assert config_schema.ATTENTIONS == tuple(layers.ATTENTIONS)
   assert config_schema.SOURCES == tuple(sources.SOURCES)
 
 

@@ -56,6 +56,26 @@ def test_paper_total():
   assert abs(total - 14.1e6) <= 0.3e6
 
 
+def test_paper_config_builds_the_paper_total():
+  """configs/paper.py itself (not only the variants): 14.32 M trainable parameters, the paper
+  predictor's full depth (configs/default.py's 1-block predictor override must not leak in)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from crossjepa.training import pretraining  # pylint: disable=g-import-not-at-top
+  from crossjepa.training.recipes import models as models_lib  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs',
+                      'paper.py')
+  spec = importlib.util.spec_from_file_location('_paper_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  teacher = models_lib.teacher_widths(768)
+  models = models_lib.build_models(config, teacher)
+  assert models.predictor.depth == pred.predictor('paper', out_dim=768).depth
+  state = pretraining.abstract_state(config, jax.random.PRNGKey(0), models, teacher)
+  assert count(state.params) == 14_320_000
+
+
 @pytest.fixture(scope='module')
 def setup():
   rng = np.random.default_rng(0)

@@ -74,6 +74,8 @@ class Teacher:
         teacher = teacher_lib.from_module(module, {'params': params},
                                           name=name or type(module).__name__,
                                           input_size=self.image_size)
+    # Whatever the teacher's source, the config says how its attention is computed.
+    teacher = teacher_lib.with_attention(teacher, str(config.model.attention))
     self.teacher = teacher
     self.spec = spec = teacher.spec
     self.name = spec.name

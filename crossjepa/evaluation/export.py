@@ -69,14 +69,14 @@ def point_encoder_from_config(config):
   """The PointEncoder that evaluation and export use for `config`.
 
   Same variant and overrides as pretraining (training.recipes.models.build_models), with num_groups /
-  group_size from config.data (so an encoder that groups on its own matches the records) and
-  float32 compute (features do not depend on the training precision).
+  group_size from config.data (so an encoder that groups on its own matches the records),
+  model.attention, and float32 compute (features do not depend on the training precision).
   """
   from crossjepa.models import point as point_lib  # pylint: disable=g-import-not-at-top
   m = config.model
   overrides = config_util.as_dict(m.point_overrides)
   overrides.update(num_groups=int(config.data.num_groups), group_size=int(config.data.group_size),
-                   dtype='float32')
+                   dtype='float32', attention=str(m.attention))
   return point_lib.point_encoder(m.point, **overrides)
 
 

@@ -8,6 +8,16 @@ LayerNorm) from the same `Attention` and `Mlp`, with its truncated-normal `kerne
 Parameters are float32; `dtype` is the compute dtype (e.g. bfloat16). Softmax and LayerNorm
 statistics run in float32 whatever the compute dtype, for stability.
 
+`attention` (config model.attention) picks how `Attention` computes softmax(q k^T / sqrt(d)) v:
+'einsum' writes it out; 'dot_product' calls `jax.nn.dot_product_attention(implementation=None)`
+(in JAX 0.10.2 None still means its XLA lowering); 'cudnn' calls it with implementation='cudnn'
+(cuDNN's fused flash-attention kernel) where that kernel applies: on a GPU, bfloat16/float16
+compute, head dim a multiple of 8 up to 128. Elsewhere 'cudnn' runs the 'dot_product' XLA lowering
+and logs the reason once (`cudnn_unavailable`). All have the same params. They differ only in rounding, and only for
+bfloat16: 'einsum' rounds q k^T to bfloat16 before the scale and the float32 softmax; the XLA
+lowering of 'dot_product' keeps the logits in float32 from the matmul on (its softmax is float32
+too; the weights are cast back to bfloat16 for the product with v).
+
 Parameter count of one Block of width D, hidden h = int(mlp_ratio * D), with qkv bias:
   2D (norm1) + 3D^2 + 3D (qkv) + D^2 + D (proj) + 2D (norm2) + D h + h (fc1) + h D + D (fc2)
   = 4 D^2 + 2 D h + 9 D + h     (= 12 D^2 + 13 D for mlp_ratio 4).
@@ -16,12 +26,28 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from absl import logging
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 Dtype = Any
 Initializer = Any   # a jax.nn.initializers function
+
+ATTENTIONS = ('einsum', 'dot_product', 'cudnn')   # the values of `attention` (model.attention)
+_CUDNN_FALLBACKS: set[str] = set()   # reasons already logged
+
+
+def cudnn_unavailable(dtype, head_dim: int) -> str | None:
+  """Why cuDNN's fused attention kernel does not apply here (None when it does)."""
+  if jax.default_backend() != 'gpu':
+    return f'the backend is {jax.default_backend()!r}, not a GPU'
+  if jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+    return f'the compute dtype is {jnp.dtype(dtype).name} (cuDNN needs bfloat16 or float16)'
+  if head_dim % 8 or head_dim > 128:
+    return f'the head dim is {head_dim} (cuDNN needs a multiple of 8, at most 128)'
+  return None
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -57,20 +83,37 @@ class Attention(nn.Module):
   qkv_bias: bool = True
   dtype: Dtype = jnp.float32
   kernel_init: Initializer = nn.linear.default_kernel_init
+  attention: str = 'einsum'        # one of ATTENTIONS; see the module docstring
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.width % self.num_heads:
       raise ValueError(f'Attention: width {self.width} is not divisible by num_heads {self.num_heads}')
+    if self.attention not in ATTENTIONS:
+      raise ValueError(f'Attention: attention must be one of {list(ATTENTIONS)}, got {self.attention!r}')
     b, t, _ = x.shape
     head_dim = self.width // self.num_heads
     qkv = nn.Dense(3 * self.width, use_bias=self.qkv_bias, dtype=self.dtype,
                    kernel_init=self.kernel_init, name='qkv')(x)
     q, k, v = jnp.split(qkv.reshape(b, t, 3, self.num_heads, head_dim), 3, axis=2)
     q, k, v = (a[:, :, 0] for a in (q, k, v))                        # [B,T,H,Dh]
-    logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) * (head_dim ** -0.5)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-    out = jnp.einsum('bhqk,bkhd->bqhd', weights, v).reshape(b, t, self.width)
+    if self.attention in ('dot_product', 'cudnn'):
+      implementation = None
+      if self.attention == 'cudnn':
+        reason = cudnn_unavailable(q.dtype, head_dim)
+        if reason is None:
+          implementation = 'cudnn'
+        elif reason not in _CUDNN_FALLBACKS:
+          _CUDNN_FALLBACKS.add(reason)
+          logging.warning("model.attention='cudnn': %s; this attention runs the XLA lowering of "
+                          'jax.nn.dot_product_attention instead', reason)
+      out = jax.nn.dot_product_attention(q, k, v, scale=head_dim ** -0.5,
+                                         implementation=implementation)
+      out = out.reshape(b, t, self.width)
+    else:
+      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) * (head_dim ** -0.5)
+      weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+      out = jnp.einsum('bhqk,bkhd->bqhd', weights, v).reshape(b, t, self.width)
     return nn.Dense(self.width, dtype=self.dtype, kernel_init=self.kernel_init, name='proj')(out)
 
 
@@ -82,6 +125,7 @@ class Block(nn.Module):
   qkv_bias: bool = True
   drop_path: float = 0.0
   dtype: Dtype = jnp.float32
+  attention: str = 'einsum'
 
   def _drop_path(self, y: jax.Array, train: bool) -> jax.Array:
     # Stochastic depth per sample (Huang et al. 2016), as timm's DropPath; needs the 'dropout' rng.
@@ -94,7 +138,8 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm1')(x)
-    y = Attention(self.width, self.num_heads, self.qkv_bias, self.dtype, name='attn')(y)
+    y = Attention(self.width, self.num_heads, self.qkv_bias, self.dtype,
+                  attention=self.attention, name='attn')(y)
     x = x + self._drop_path(y, train)
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm2')(x)
     y = Mlp(int(self.mlp_ratio * self.width), self.width, self.dtype, name='mlp')(y)
@@ -116,6 +161,7 @@ class Transformer(nn.Module):
   drop_path: float = 0.0
   pos_every_layer: bool = True
   dtype: Dtype = jnp.float32
+  attention: str = 'einsum'
 
   @nn.compact
   def __call__(self, x: jax.Array, pos: Optional[jax.Array] = None, *, train: bool = False) -> jax.Array:
@@ -127,5 +173,5 @@ class Transformer(nn.Module):
         x = x + pos
       rate = self.drop_path * i / max(self.depth - 1, 1)
       x = Block(self.width, self.num_heads, self.mlp_ratio, self.qkv_bias, rate, self.dtype,
-                name=f'block{i}')(x, train=train)
+                self.attention, name=f'block{i}')(x, train=train)
     return x

@@ -46,6 +46,7 @@ class Predictor(nn.Module):
   max_queries: int = 1             # number of learned global query tokens available
   pos_hidden: int = 128            # hidden width of the query-position MLP (as Point-MAE's)
   dtype: Dtype = jnp.float32
+  attention: str = 'einsum'        # layers.ATTENTIONS: how attention is computed (same params)
 
   @nn.compact
   def __call__(self, context: jax.Array, *, world_to_cam: Optional[jax.Array] = None,
@@ -97,7 +98,8 @@ class Predictor(nn.Module):
 
     x = jnp.concatenate(tokens, axis=1)
     x = layers.Transformer(self.depth, self.width, self.num_heads, self.mlp_ratio, self.qkv_bias,
-                           self.drop_path, dtype=self.dtype, name='transformer')(x, train=train)
+                           self.drop_path, dtype=self.dtype, attention=self.attention,
+                           name='transformer')(x, train=train)
     x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm')(x[:, -num_q:])
     return nn.Dense(self.out_dim, dtype=self.dtype, name='out_proj')(x).astype(jnp.float32)
 

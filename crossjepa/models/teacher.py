@@ -214,6 +214,15 @@ def with_feature_stage(spec: TeacherSpec, feature_stage: str) -> TeacherSpec:
       feature_width=int(efficientnet_lite.feature_width(module)))
 
 
+def with_attention(teacher: Teacher, attention: str) -> Teacher:
+  """The same teacher computing attention as `attention` says (config model.attention; ViT
+  teachers only, a CNN teacher is returned as it is): same weights, same features to rounding."""
+  if teacher.spec.architecture != 'vit' or teacher.module.attention == attention:
+    return teacher
+  spec = dataclasses.replace(teacher.spec, fields=dict(teacher.spec.fields, attention=attention))
+  return Teacher(spec, teacher.module.clone(attention=attention), teacher.variables)
+
+
 def vit_spec(fields: dict[str, Any], *, name: str, input_size: int = 0, param_checksum: str = '',
              param_count: int = 0, extra: dict[str, Any] | None = None) -> TeacherSpec:
   """The spec of a ViT teacher from its module fields (`fields.module_config`): CLS and patches,

@@ -166,6 +166,7 @@ class Block(nn.Module):
   layer_norm_eps: float = 1e-6
   drop_path: float = 0.0
   dtype: Any = jnp.float32
+  attention: str = 'einsum'
 
   def _residual(self, x, y, name, deterministic):
     if self.layerscale_init is not None:
@@ -181,7 +182,7 @@ class Block(nn.Module):
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
     y = _layer_norm(self.layer_norm_eps, self.dtype, 'norm1')(x)
     y = layers.Attention(self.width, self.num_heads, dtype=self.dtype, kernel_init=_dense_init,
-                         name='attn')(y)
+                         attention=self.attention, name='attn')(y)
     x = self._residual(x, y, 'ls1', deterministic)
     y = _layer_norm(self.layer_norm_eps, self.dtype, 'norm2')(x)
     if self.ffn_layer == 'swiglu':
@@ -218,6 +219,7 @@ class ViT(nn.Module):
   layer_norm_eps: float = 1e-6
   drop_path_rate: float = 0.0         # stochastic depth, linear in depth (timm), only when train
   dtype: Any = jnp.float32            # compute dtype (e.g. bfloat16); params stay float32
+  attention: str = 'einsum'           # layers.ATTENTIONS: how attention is computed (same params)
 
   @property
   def mlp_hidden(self) -> int:
@@ -270,7 +272,8 @@ class ViT(nn.Module):
     for i in range(self.depth):
       rate = self.drop_path_rate * i / max(self.depth - 1, 1)
       x = Block(self.width, self.num_heads, self.mlp_hidden, self.ffn_layer, self.layerscale_init,
-                self.layer_norm_eps, rate, dtype, name=f'blocks_{i}')(x, deterministic=not train)
+                self.layer_norm_eps, rate, dtype, self.attention,
+                name=f'blocks_{i}')(x, deterministic=not train)
     x = _layer_norm(self.layer_norm_eps, dtype, 'norm')(x).astype(jnp.float32)
     first_patch = 1 + self.num_registers
     return {'cls': x[:, 0], 'registers': x[:, 1:first_patch], 'patches': x[:, first_patch:]}

@@ -72,8 +72,10 @@ def build_models(config, teacher: Optional[Mapping[str, Any]] = None) -> Models:
   """Builds the modules of `config.recipe`; the crossjepa recipe's output width is the teacher's."""
   dtype = compute_dtype(config)
   m = config.model
-  point = point_lib.point_encoder(m.point, **{**config_util.as_dict(m.point_overrides), 'dtype': dtype})
-  pred_over = {**config_util.as_dict(m.predictor_overrides), 'dtype': dtype}
+  # dtype and model.attention set every module's field (over any *_overrides entry of the same name).
+  common = {'dtype': dtype, 'attention': str(m.attention)}
+  point = point_lib.point_encoder(m.point, **{**config_util.as_dict(m.point_overrides), **common})
+  pred_over = {**config_util.as_dict(m.predictor_overrides), **common}
   recipe = config.recipe
   if recipe == 'crossjepa':
     out_dim = target_width(config, teacher)
@@ -103,7 +105,8 @@ def _view_encoder(config, dtype):
   m = config.model
   init_dir = str(m.vit_init)
   if not init_dir:
-    return vit_lib.vit(m.vit, **{**config_util.as_dict(m.vit_overrides), 'dtype': dtype})
+    return vit_lib.vit(m.vit, **{**config_util.as_dict(m.vit_overrides), 'dtype': dtype,
+                                 'attention': str(m.attention)})
   if not os.path.exists(os.path.join(init_dir, vit_io.CONFIG_FILE)):
     raise FileNotFoundError(
         f'config.model.vit_init={init_dir!r}: no vit_config.json there (expected a folder written '
@@ -112,7 +115,7 @@ def _view_encoder(config, dtype):
   # The checkpoint fixes the architecture; vit_overrides may still change fields that keep the
   # param shapes (drop_path_rate, ...); one that does not fails the check_params below.
   fields.update(config_util.as_dict(m.vit_overrides))
-  fields['dtype'] = dtype
+  fields.update(dtype=dtype, attention=str(m.attention))   # compute choices, not the architecture
   module = vit_lib.ViT(**fields)
   # Read (and check) the params here, outside any trace; seed's init then takes the cached copy.
   vit_lib.check_params(module, load_vit_params(os.path.abspath(init_dir)),
