@@ -48,7 +48,7 @@ def get_config(arg: str = ''):
   d.keep_images = True            # keep views/image in the records
   d.depth_tolerance = 0.10        # visibility test |z_proj - z_rendered| <= tol (unit-sphere units)
   d.shards = 4
-  d.num_workers = 0               # prepare worker processes (0 = in-process, -1 = one per CPU core)
+  d.num_workers = 0               # prepare worker processes (0 = in-process, -1 = one per CPU core, <= 16)
   d.teacher_chunk = 16            # objects per jitted FPS/kNN + teacher call in prepare (last chunk padded)
   # Added for benchmark evaluation (configs/modelnet40.py, configs/scanobjectnn.py):
   d.eval_only = False             # prepare only id/label/points/centers/groups (no renders, no teacher) of the eval splits

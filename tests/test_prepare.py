@@ -235,3 +235,15 @@ def test_mesh_folder_records_follow_the_files(tmp_path):
   os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
   with pytest.raises(ValueError, match=r'files under data.root: the same 4 files .* modified'):
     prepare.prepare(config, workdir)
+
+
+def test_worker_count(monkeypatch):
+  """data.num_workers: as given, or -1 = one per usable core, at most MAX_AUTO_WORKERS."""
+  data = prepare_config().data
+  data.num_workers = 3
+  assert per_object.worker_count(data) == 3
+  data.num_workers = -1
+  monkeypatch.setattr(per_object.os, 'sched_getaffinity', lambda pid: set(range(2)), raising=False)
+  assert per_object.worker_count(data) == 2
+  monkeypatch.setattr(per_object.os, 'sched_getaffinity', lambda pid: set(range(96)), raising=False)
+  assert per_object.worker_count(data) == per_object.MAX_AUTO_WORKERS == 16

@@ -17,11 +17,17 @@ from crossjepa.data import sampling
 from crossjepa.data.shape import GREY, DeferredShape
 
 
+MAX_AUTO_WORKERS = 16   # data.num_workers = -1 stops here: the main process's FPS/kNN/write is then
+                        # the bound, and each worker holds its own Python + NumPy + pyarrow
+
+
 def worker_count(data_config) -> int:
-  """Prepare's worker processes: data.num_workers, or one per usable CPU core when it is -1."""
+  """Prepare's worker processes: data.num_workers, or when it is -1 one per usable CPU core (at
+  most MAX_AUTO_WORKERS)."""
   workers = int(data_config.num_workers)
   if workers == -1:
-    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    return max(1, min(int(cores or 1), MAX_AUTO_WORKERS))
   return workers
 
 
