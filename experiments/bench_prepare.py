@@ -290,8 +290,8 @@ def main(argv):
     text = json.dumps(out, indent=2)
     print(text)
     if FLAGS.out:
-      with open(FLAGS.out, 'w') as f:
-        f.write(text + '\n')
+      from crossjepa import fileio  # pylint: disable=g-import-not-at-top
+      fileio.atomic_write_text(FLAGS.out, text + '\n')
     return
   out = {'device': 'this CPU (2 cores shared), single process', 'default': bench(False, FLAGS.objects)}
   out['default_on_disk'] = bytes_per_object(16)

@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from crossjepa import fileio  # noqa: E402
 from crossjepa import testing  # noqa: E402
 from crossjepa.training import mesh as mesh_lib  # noqa: E402
 from crossjepa.training import pretraining  # noqa: E402
@@ -175,9 +176,7 @@ def main():
   text = json.dumps(out, indent=1)
   print(text)
   if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-      f.write(text + '\n')
+    fileio.atomic_write_text(args.out, text + '\n')
 
 
 if __name__ == '__main__':

@@ -29,6 +29,8 @@ sys.path.insert(0, REPO)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from crossjepa import fileio  # noqa: E402
+
 SHAPENET55 = 52_470   # shapes to prepare for the paper (ShapeNet-55), 12 views each
 
 
@@ -164,9 +166,7 @@ def main():
   text = json.dumps(out, indent=1)
   print(text)
   if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-      f.write(text + '\n')
+    fileio.atomic_write_text(args.out, text + '\n')
   if not any('views_per_s' in r for r in out['runs']):
     sys.exit(1)
 

@@ -41,6 +41,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bench_step  # noqa: E402
+from crossjepa import fileio  # noqa: E402
 
 # Rough flops per element of the elementwise work, forward + backward (as XLA counts: one per
 # elementwise op and output element, one per element reduced; transcendentals apart).
@@ -433,9 +434,7 @@ def main():
   text = json.dumps(out, indent=1)
   print(text)
   if args.out:
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-      f.write(text + '\n')
+    fileio.atomic_write_text(args.out, text + '\n')
 
 
 if __name__ == '__main__':
