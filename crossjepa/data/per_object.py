@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from crossjepa.data import sampling
-from crossjepa.data.shape import GREY, DeferredShape
+from crossjepa.data import shape as shape_lib
+from crossjepa.data.shape import GREY
 
 
 MAX_AUTO_WORKERS = 16   # data.num_workers = -1 stops here: the main process's FPS/kNN/write is then
@@ -135,8 +136,7 @@ def process_task(task):
   """(shape, data_config, seed, eval_only) -> the partial example (`process_points` when
   eval_only, else `process_shape`). A DeferredShape is read here."""
   shape, data_config, seed, eval_only = task
-  if isinstance(shape, DeferredShape):   # read here: in a worker process when there are workers
-    shape = shape.load()
+  shape = shape_lib.loaded(shape)   # read here: in a worker process when there are workers
   if eval_only:
     return process_points(shape, data_config, seed)
   return process_shape(shape, data_config, seed)

@@ -61,6 +61,11 @@ class DeferredShape:
     return self.read()
 
 
+def loaded(shape: Shape | DeferredShape) -> Shape:
+  """The Shape itself, or a DeferredShape read from its file (in the calling process)."""
+  return shape.load() if isinstance(shape, DeferredShape) else shape
+
+
 def point_shape(where: str, sid: str, label: int, split: str, points) -> Shape:
   """A point-cloud Shape; an invalid cloud (NaN / Inf rows, wrong shape) names `where`."""
   try:

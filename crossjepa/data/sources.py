@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from crossjepa.data import shape as shape_lib
 from crossjepa.data import source_mesh_folder
 from crossjepa.data import source_modelnet40
 from crossjepa.data import source_scanobjectnn
@@ -85,7 +86,7 @@ def iter_shapes(data_config, split: str, *, deferred: bool = False
   shapes = source.iter_shapes(data_config, split)
   if deferred:
     return shapes
-  return (s.load() if isinstance(s, DeferredShape) else s for s in shapes)
+  return (shape_lib.loaded(s) for s in shapes)
 
 
 def count(data_config, split: str) -> int:

@@ -21,7 +21,7 @@ from crossjepa import config_util
 from crossjepa import fileio
 from crossjepa.data import per_object
 from crossjepa.data import sources
-from crossjepa.data.shape import DeferredShape
+from crossjepa.data import shape as shape_lib
 
 VIEWS_DIR = 'teacher_views'
 VIEWS_FORMAT = 'crossjepa.teacher_views/1'
@@ -51,8 +51,7 @@ def teacher_data_config(config) -> ml_collections.ConfigDict:
 
 def _render_task(task):
   shape, data_config, seed = task
-  if isinstance(shape, DeferredShape):   # read in the worker
-    shape = shape.load()
+  shape = shape_lib.loaded(shape)   # read in the worker
   views = per_object.render_views(shape, data_config, seed)
   return str(shape.id), int(shape.label), views['image']
 
