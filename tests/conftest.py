@@ -18,14 +18,18 @@ import pytest  # noqa: E402
 @pytest.fixture(scope='module')
 def persistent_compile_cache(tmp_path_factory):
   """For modules whose runs compile the same programs again (resume, benchmark seeds): XLA's
-  persistent cache makes the repeats cheap. Scoped to the module, then the old settings return."""
+  persistent cache makes the repeats cheap. Scoped to the module, then the old settings return.
+  Yields the environment variables that give a child process the same cache."""
   import jax  # pylint: disable=g-import-not-at-top
   keys = ('jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
           'jax_persistent_cache_min_entry_size_bytes')
   old = {k: getattr(jax.config, k) for k in keys}
-  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('xla_cache')))
+  folder = str(tmp_path_factory.mktemp('xla_cache'))
+  jax.config.update('jax_compilation_cache_dir', folder)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-  yield
+  yield {'JAX_COMPILATION_CACHE_DIR': folder, 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+         'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
   for k, v in old.items():
     jax.config.update(k, v)
+

@@ -31,11 +31,12 @@ def test_format_table_numbers():
   assert lines[4] == '| teacher_2d | 90.0 | - |'     # the teacher row comes last
 
 
-@pytest.mark.usefixtures('persistent_compile_cache')   # the seeds' runs compile the same programs
+@pytest.mark.usefixtures('persistent_compile_cache')   # every run compiles the same programs
 def test_benchmark_stage_end_to_end(tmp_path):
   c = _smoke()
   c.benchmark.enabled = True
-  c.benchmark.variants = (('cls', {'train.target': 'cls'}),)
+  # A variant that changes the host-side augmentation only: its own runs, the main run's programs.
+  c.benchmark.variants = (('no_translate', {'train.augment.translate': 0.0}),)
   c.benchmark.seeds = (0, 1)
   c.benchmark.eval_sets = ('clean', 'scan')
   c.train.steps = 3
@@ -46,16 +47,19 @@ def test_benchmark_stage_end_to_end(tmp_path):
   with open(os.path.join(workdir, 'benchmark.json')) as f:
     out = json.load(f)
   clean, scan = out['table']['clean'], out['table']['scan']
-  assert set(clean) == {'random_init', 'cls', 'teacher_2d'} and set(scan) == {'random_init', 'cls'}
+  v = 'no_translate'
+  assert set(clean) == {'random_init', v, 'teacher_2d'} and set(scan) == {'random_init', v}
   for rows in (clean, scan):
-    per_seed = rows['cls']['linear_probe']['per_seed']
+    per_seed = rows[v]['linear_probe']['per_seed']
     assert len(per_seed) == 2 and all(0.0 <= a <= 1.0 for a in per_seed)
-    assert np.isclose(rows['cls']['linear_probe']['mean'], np.mean(per_seed))
-  # seed 1 ran in its own folder sharing the records; seed 0 differs from the main run (target).
-  assert os.path.islink(os.path.join(workdir, 'runs', 'cls_s1', 'data'))
-  assert os.path.isdir(os.path.join(workdir, 'runs', 'cls_s0', 'checkpoints'))
+    assert np.isclose(rows[v]['linear_probe']['mean'], np.mean(per_seed))
+  assert clean[v]['overrides'] == {'train.augment.translate': 0.0}
+  # seed 1 ran in its own folder sharing the records; seed 0 differs from the main run
+  # (augmentation), so it has one too.
+  assert os.path.islink(os.path.join(workdir, 'runs', f'{v}_s1', 'data'))
+  assert os.path.isdir(os.path.join(workdir, 'runs', f'{v}_s0', 'checkpoints'))
   assert os.path.exists(os.path.join(workdir, 'benchmark.md'))
   # A rerun trains nothing new: every run is finished and resumes at its last step.
-  before = sorted(os.listdir(os.path.join(workdir, 'runs', 'cls_s1', 'checkpoints')))
+  before = sorted(os.listdir(os.path.join(workdir, 'runs', f'{v}_s1', 'checkpoints')))
   run_lib.run(c, workdir, 'benchmark')
-  assert sorted(os.listdir(os.path.join(workdir, 'runs', 'cls_s1', 'checkpoints'))) == before
+  assert sorted(os.listdir(os.path.join(workdir, 'runs', f'{v}_s1', 'checkpoints'))) == before

@@ -38,9 +38,9 @@ def _command(workdir, mode):
           f'--workdir={workdir}', f'--mode={mode}', *OVERRIDES]
 
 
-def _env():
+def _env(cache_env):
   return {**os.environ, 'JAX_PLATFORMS': 'cpu',
-          'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+          'XLA_FLAGS': '--xla_force_host_platform_device_count=8', **cache_env}
 
 
 def _run(workdir, mode):
@@ -48,10 +48,10 @@ def _run(workdir, mode):
   run_lib.run(_config(), workdir, mode)
 
 
-def _kill_when(workdir, mode, ready, timeout=300.0):
+def _kill_when(workdir, mode, ready, cache_env, timeout=300.0):
   """Starts `mode`, SIGKILLs it as soon as `ready()` holds; returns how long it ran."""
   proc = subprocess.Popen(_command(workdir, mode), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, cwd=REPO, env=_env())
+                          stderr=subprocess.DEVNULL, cwd=REPO, env=_env(cache_env))
   start = time.time()
   try:
     while not ready():
@@ -85,12 +85,15 @@ def _checkpoints(workdir):
                 if os.path.basename(p).isdigit())
 
 
-def test_sigkill_mid_prepare_and_mid_pretrain_then_rerun_is_bitwise(tmp_path):
+def test_sigkill_mid_prepare_and_mid_pretrain_then_rerun_is_bitwise(tmp_path, persistent_compile_cache):
+  """The killed child and the in-process reruns share one XLA cache: the programs the child
+  compiled before its kill are not compiled again here (the runs are the same config)."""
   ref, killed = str(tmp_path / 'ref'), str(tmp_path / 'killed')
 
   # prepare: killed while TFDS writes its incomplete.* folder; the rerun removes it and rebuilds.
   parent = os.path.dirname(_dataset_dir(killed))
-  _kill_when(killed, 'prepare', lambda: glob.glob(os.path.join(parent, 'incomplete.*')))
+  _kill_when(killed, 'prepare', lambda: glob.glob(os.path.join(parent, 'incomplete.*')),
+             persistent_compile_cache)
   assert not os.path.exists(os.path.join(_dataset_dir(killed), 'dataset_info.json'))
   _run(killed, 'prepare')
   _run(ref, 'prepare')
@@ -105,7 +108,7 @@ def test_sigkill_mid_prepare_and_mid_pretrain_then_rerun_is_bitwise(tmp_path):
         np.testing.assert_array_equal(u, v)
 
   # pretrain: killed once a checkpoint is on disk, before the end; the rerun resumes from it.
-  _kill_when(killed, 'pretrain', lambda: _checkpoints(killed))
+  _kill_when(killed, 'pretrain', lambda: _checkpoints(killed), persistent_compile_cache)
   assert max(_checkpoints(killed)) == 12
   _run(killed, 'pretrain')
   _run(ref, 'pretrain')
