@@ -75,6 +75,17 @@ def atomic_write_text(path: str, text: str) -> None:
     f.write(text)
 
 
+def print_json(obj, path: str = '', indent: int = 1) -> str:
+  """Prints `obj` as JSON (the benchmark scripts' output) and, if `path`, writes it there
+  atomically; returns the text."""
+  import json  # pylint: disable=g-import-not-at-top
+  text = json.dumps(obj, indent=indent)
+  print(text)
+  if path:
+    atomic_write_text(path, text + '\n')
+  return text
+
+
 def atomic_save_npz(path: str, arrays) -> None:
   """np.savez of `arrays` (a dict) to `path` atomically."""
   import numpy as np  # pylint: disable=g-import-not-at-top

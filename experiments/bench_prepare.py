@@ -287,11 +287,8 @@ def main(argv):
     out = {'device': f'this CPU ({os.cpu_count()} cores)',
            'modelnet40_eval_only': bench_modelnet(FLAGS.modelnet_objects, FLAGS.modelnet_points)}
     out['seconds'] = round(time.time() - start, 1)
-    text = json.dumps(out, indent=2)
-    print(text)
-    if FLAGS.out:
-      from crossjepa import fileio  # pylint: disable=g-import-not-at-top
-      fileio.atomic_write_text(FLAGS.out, text + '\n')
+    from crossjepa import fileio  # pylint: disable=g-import-not-at-top
+    fileio.print_json(out, FLAGS.out, indent=2)
     return
   out = {'device': 'this CPU (2 cores shared), single process', 'default': bench(False, FLAGS.objects)}
   out['default_on_disk'] = bytes_per_object(16)

@@ -15,7 +15,6 @@ model.attention. Prints one JSON object (`--out` also writes it to a file).
 """
 import argparse
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -173,10 +172,7 @@ def main():
       'num_params': int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params))),
       'wall_s': round(time.time() - _START, 1),
   }
-  text = json.dumps(out, indent=1)
-  print(text)
-  if args.out:
-    fileio.atomic_write_text(args.out, text + '\n')
+  fileio.print_json(out, args.out)
 
 
 if __name__ == '__main__':

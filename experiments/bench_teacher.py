@@ -163,10 +163,7 @@ def main():
       out['runs'].append(row)
       print(json.dumps(row), file=sys.stderr, flush=True)
   out['seconds'] = round(time.time() - start, 1)
-  text = json.dumps(out, indent=1)
-  print(text)
-  if args.out:
-    fileio.atomic_write_text(args.out, text + '\n')
+  fileio.print_json(out, args.out)
   if not any('views_per_s' in r for r in out['runs']):
     sys.exit(1)
 

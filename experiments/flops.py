@@ -431,10 +431,7 @@ def main():
                'dtype: the traffic of a step that fuses only the elementwise chains')
   out['note'] = notes
   out['seconds'] = round(time.time() - start, 1)
-  text = json.dumps(out, indent=1)
-  print(text)
-  if args.out:
-    fileio.atomic_write_text(args.out, text + '\n')
+  fileio.print_json(out, args.out)
 
 
 if __name__ == '__main__':

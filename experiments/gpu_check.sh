@@ -10,6 +10,7 @@
 #     cudnn attention at 512, device-resident at 512) ............... 240-360 s
 #   step_jax.py at 512 and 2048 (compile 15-25 s each) ........... 50-70 s
 #   bench_teacher.py: ViT-B/14 224 px + Lite0 160 px, float32 .... 60-90 s
+#   profile_step.py at 512 (only with budget left) ................ 40-60 s
 #   summary + tar ................................................   5 s
 #   total 6.5-9 min; everything from the start shares a budget of GPU_CHECK_BUDGET_S (default
 #   450 s, so about 7.6 min in all with the summary), each run capped by its own `timeout` too, in
@@ -242,7 +243,10 @@ run step_b${B2}_v1 90 "$PY" "${STEP[@]}" --batch=$B2 --steps=$S2 --views_per_ste
     --attention=einsum --out="$LOGS/step_b${B2}_v1.json"
 run resident_b${B1}_vpaper 90 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --device_resident \
     --objects=$OBJ --attention=einsum --out="$LOGS/resident_b${B1}_vpaper.json"
-# Extras, only with budget left: the ViT teacher in bfloat16.
+# Extras, only with budget left: where the headline step's time goes (op kinds, passes, model
+# parts, top instructions), then the ViT teacher in bfloat16.
+run profile_b$B1 90 "$PY" experiments/profile_step.py --config=$CFG --batch=$B1 --steps=3 \
+    --dtype=bfloat16 --attention=einsum --out="$LOGS/profile_b$B1.json"
 run teacher_bf16 60 "$PY" experiments/bench_teacher.py --teachers=vit --dtypes=bfloat16 \
     "${TEACHER_ARGS[@]}" --out="$LOGS/teacher_bf16.json"
 

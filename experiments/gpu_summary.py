@@ -164,6 +164,14 @@ def main():
         key = f"{r['name']}_{r['image_size']}px_{r['dtype']}"
         teacher[key] = r['views_per_s']
 
+  profile = None
+  for path in sorted(glob.glob(os.path.join(args.logs, 'profile*.json'))):
+    prof = _load(path) or {}
+    if 'by_kind' in prof:
+      profile = {k: prof.get(k) for k in ('batch', 'dtype', 'views_per_step', 'median_step_ms',
+                                          'op_ms_per_step', 'by_kind', 'by_pass', 'by_part')}
+      profile['top'] = (prof.get('top') or [])[:5]
+
   b = args.batch
   big = max([r['batch'] for r in rows] or [b])
   def ops(name):
@@ -183,7 +191,7 @@ def main():
       'ratio_device_resident_over_fed': ratio(ops(f'resident_b{b}_vpaper'), proj),
       f'ratio_b{big}': ratio(ops(f'step_b{big}_vpaper'), ops(f'anchor_b{big}')),
       f'ratio_views1_b{big}': ratio(ops(f'step_b{big}_v1'), ops(f'anchor_b{big}')),
-      'teacher_views_per_s': teacher,
+      'teacher_views_per_s': teacher, 'profile': profile,
       'peak_tflops': args.peak_tflops, 'ceiling': ceiling,
       'flops_json': os.path.relpath(args.flops_json) if flops else None,
       'rows': rows, 'teacher_rows': teacher_rows, 'runs': status, 'failed': failed,
@@ -218,6 +226,16 @@ def main():
                    f"{r.get('views_per_object', '-')} | {r.get('chunk_images', '-')} | {r['dtype']} | "
                    f"{fmt(r.get('views_per_s'))} | {fmt(r.get('views_per_s_device'))} | "
                    f"{fmt(r.get('compile_s'))} | {r.get('error', '')[:120]} |")
+  if profile:
+    share = lambda table: ', '.join(f"{k} {100 * v['share']:.0f} %" for k, v in
+                                    list((table or {}).items())[:5])
+    lines += ['', f"Profile (experiments/profile_step.py, batch {profile['batch']}, "
+              f"{profile['dtype']}, step {fmt(profile['median_step_ms'], 2)} ms): by kind "
+              f"{share(profile['by_kind'])}; by pass {share(profile['by_pass'])}; by part "
+              f"{share(profile['by_part'])}."]
+    for t in profile['top']:
+      lines.append(f"- {t['instruction']} ({t['kind']}, {fmt(t['ms_per_step'], 3)} ms, "
+                   f"{100 * t['share']:.1f} %): {t['op_name'][:140]}")
   if failed or skipped:
     lines.append('')
     why = lambda v: 'timed out' if v['rc'] in ('124', '137') else f"rc {v['rc']}"
