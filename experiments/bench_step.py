@@ -39,13 +39,6 @@ def load_config(path):
   return mod.get_config()
 
 
-def flops_of(compiled):
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  return float((cost or {}).get('flops', float('nan')))
-
-
 def teacher_dim(config):
   from crossjepa.models import vit  # pylint: disable=g-import-not-at-top
   return int(vit.VARIANTS[config.model.vit]['width'])
@@ -65,20 +58,27 @@ def cpu_flops(config, batch, models, teacher):
   return cpu_cost(config, batch, models, teacher)['flops']
 
 
-def cpu_cost(config, batch, models, teacher):
-  """cost_of() the same step compiled for one host CPU device (abstract inputs, nothing runs)."""
-  cpu = jax.devices('cpu')[:1]
+def cpu_abstract_state(config, models, teacher):
+  """What a compile for one host CPU device with abstract inputs needs: (the config on a 1 x 1
+  mesh, that mesh, the TrainState as ShapeDtypeStructs carrying their shardings, the shardings)."""
   config = config.copy_and_resolve_references()
   config.mesh.data, config.mesh.fsdp = 1, 1
-  mesh = mesh_lib.make_mesh(config, cpu)
+  mesh = mesh_lib.make_mesh(config, jax.devices('cpu')[:1])
   abstract = pretraining.abstract_state(config, jax.random.PRNGKey(0), models, teacher)
   shardings = mesh_lib.state_shardings(mesh, abstract)
+  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                       abstract, shardings)
+  return config, mesh, state, shardings
+
+
+def cpu_cost(config, batch, models, teacher):
+  """cost_of() the same step compiled for one host CPU device (abstract inputs, nothing runs)."""
+  config, mesh, state, shardings = cpu_abstract_state(config, models, teacher)
   bsh = mesh_lib.batch_sharding(mesh)
   fn = pretraining.make_step(config, mesh, shardings, models)
-  sds = lambda t, s: jax.tree.map(lambda x, y: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=y), t, s)
   rng = jax.ShapeDtypeStruct((2,), np.uint32, sharding=mesh_lib.replicated(mesh))
   batch_sds = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=bsh), batch)
-  return cost_of(fn.lower(sds(abstract, shardings), batch_sds, rng).compile())
+  return cost_of(fn.lower(state, batch_sds, rng).compile())
 
 
 def main():
@@ -132,7 +132,7 @@ def main():
   t0 = time.time()
   compiled = fn.lower(state, inputs(0), rng).compile()
   compile_s = time.time() - t0
-  device_flops = flops_of(compiled)
+  device_flops = cost_of(compiled)['flops']
   state, m = fn(state, inputs(0), rng)     # warm-up
   jax.block_until_ready(m)
   times = []

@@ -264,12 +264,7 @@ def fixed_part_cost(config, models, teacher) -> dict:
   from crossjepa.training import pretraining  # pylint: disable=g-import-not-at-top
   from crossjepa.training import step as step_lib  # pylint: disable=g-import-not-at-top
   mesh_lib = bench_step.mesh_lib
-  cpu = jax.devices('cpu')[:1]
-  config = config.copy_and_resolve_references()
-  config.mesh.data, config.mesh.fsdp = 1, 1
-  mesh = mesh_lib.make_mesh(config, cpu)
-  abstract = pretraining.abstract_state(config, jax.random.PRNGKey(0), models, teacher)
-  shardings = mesh_lib.state_shardings(mesh, abstract)
+  config, mesh, state, shardings = bench_step.cpu_abstract_state(config, models, teacher)
 
   def loss_fn(params, ema_params, grads, rng):
     del ema_params, rng
@@ -280,11 +275,10 @@ def fixed_part_cost(config, models, teacher) -> dict:
   fn = jax.jit(lambda s, gr, r: step_lib.train_step(s, gr, r, loss_fn=loss_fn, optim=config.train,
                                                     ema=pretraining.ema(config)),
                in_shardings=(shardings, rep, rep), out_shardings=(shardings, rep))
-  sds = lambda t, s: jax.tree.map(lambda x, y: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=y), t, s)
-  grads = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), abstract.params)
+  grads = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state.params)
   rng = jax.ShapeDtypeStruct((2,), np.uint32, sharding=rep)
-  cost = bench_step.cost_of(fn.lower(sds(abstract, shardings), grads, rng).compile())
-  params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
+  cost = bench_step.cost_of(fn.lower(state, grads, rng).compile())
+  params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   cost['flops'] -= 2.0 * params
   return cost
 

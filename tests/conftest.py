@@ -32,4 +32,3 @@ def persistent_compile_cache(tmp_path_factory):
          'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
   for k, v in old.items():
     jax.config.update(k, v)
-

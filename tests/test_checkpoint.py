@@ -40,11 +40,6 @@ class _Compiles:
     jax.monitoring.unregister_event_duration_listener(self._on)
 
 
-def _save(manager, step, state, handler_args):
-  manager.save(step, args=ocp.args.Composite(**handler_args(state)), force=True)
-  manager.wait_until_finished()
-
-
 def test_replicated_state_saves_without_compiles_and_restores_exactly(tmp_path):
   assert jax.device_count() == 8
   state, rep = _replicated_state()
@@ -59,7 +54,8 @@ def test_replicated_state_saves_without_compiles_and_restores_exactly(tmp_path):
   std = ocp.CheckpointManager(str(checkpoint.checkpoint_dir(tmp_path / 'standard')), item_names=('state',),
                               item_handlers={'state': ocp.StandardCheckpointHandler()})
   with _Compiles() as default:
-    _save(std, 7, state, lambda s: {'state': ocp.args.StandardSave(s)})
+    std.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+    std.wait_until_finished()
   std.close()
   assert ours.count == 0, ours.count
   assert default.count >= 4, default.count     # 4 distinct shapes, each sliced per replica
