@@ -90,7 +90,7 @@ def build_models(config, teacher: Optional[Mapping[str, Any]] = None) -> Models:
         **pred_over, 'out_dim': point.width, 'use_pose': False, 'use_hist': False, 'query_dim': 3})
     return Models(point=point, predictor=pred)
   if recipe == 'seed':
-    view_encoder = _view_encoder(config, dtype)
+    view_encoder = _view_encoder(config, common)
     cross = predictor_lib.predictor(m.predictor, **{
         **pred_over, 'out_dim': point.width, 'use_pose': bool(config.train.condition_pose),
         'use_hist': bool(config.train.condition_hist), 'query_dim': 3})
@@ -100,13 +100,12 @@ def build_models(config, teacher: Optional[Mapping[str, Any]] = None) -> Models:
   raise ValueError(f"config.recipe must be 'crossjepa', 'seed' or 'point_jepa', got {recipe!r}")
 
 
-def _view_encoder(config, dtype):
+def _view_encoder(config, common):
   """seed's ViT: model.vit (+ vit_overrides), or the architecture saved in model.vit_init."""
   m = config.model
   init_dir = str(m.vit_init)
   if not init_dir:
-    return vit_lib.vit(m.vit, **{**config_util.as_dict(m.vit_overrides), 'dtype': dtype,
-                                 'attention': str(m.attention)})
+    return vit_lib.vit(m.vit, **{**config_util.as_dict(m.vit_overrides), **common})
   if not os.path.exists(os.path.join(init_dir, vit_io.CONFIG_FILE)):
     raise FileNotFoundError(
         f'config.model.vit_init={init_dir!r}: no vit_config.json there (expected a folder written '
@@ -115,7 +114,7 @@ def _view_encoder(config, dtype):
   # The checkpoint fixes the architecture; vit_overrides may still change fields that keep the
   # param shapes (drop_path_rate, ...); one that does not fails the check_params below.
   fields.update(config_util.as_dict(m.vit_overrides))
-  fields.update(dtype=dtype, attention=str(m.attention))   # compute choices, not the architecture
+  fields.update(common)   # the compute choices (dtype, attention), not the architecture
   module = vit_lib.ViT(**fields)
   # Read (and check) the params here, outside any trace; seed's init then takes the cached copy.
   vit_lib.check_params(module, load_vit_params(os.path.abspath(init_dir)),
