@@ -2,7 +2,8 @@
 
     python experiments/bench_step.py --config=configs/default.py --batch=32 --steps=20 \
         --peak_tflops=989 [--dtype=bfloat16] [--device_resident --objects=4096] \
-        [--views_per_step=1] [--attention=einsum|dot_product|cudnn] [--skip_cpu_flops] [--out=FILE]
+        [--views_per_step=1] [--attention=einsum|dot_product|cudnn] [--optimizer=flat|chain]
+        [--skip_cpu_flops] [--out=FILE]
 
 Fake batches with the config's shapes (crossjepa.testing.synthetic_batch); no data needed.
 FLOPs per step come from XLA's cost analysis of the compiled step. On GPU that analysis misses the
@@ -11,7 +12,8 @@ CPU (where XLA emits the dots itself) and reports that count; MFU uses the CPU c
 device count looks short (`--skip_cpu_flops` leaves that compile out: take the count from
 experiments/flops.py instead). MFU = FLOPs/step * steps/s / (peak_tflops * 1e12 * number of devices).
 `--views_per_step` overrides train.views_per_step (0 = the config's), `--attention` sets
-model.attention. Prints one JSON object (`--out` also writes it to a file).
+model.attention, `--optimizer=chain` runs optax's per-leaf AdamW instead of the flat one. Prints
+one JSON object (`--out` also writes it to a file).
 """
 import argparse
 import importlib.util
@@ -29,6 +31,7 @@ from crossjepa import fileio  # noqa: E402
 from crossjepa import testing  # noqa: E402
 from crossjepa.training import mesh as mesh_lib  # noqa: E402
 from crossjepa.training import pretraining  # noqa: E402
+from crossjepa.training import step as step_lib  # noqa: E402
 from crossjepa.training.recipes import models as models_lib  # noqa: E402
 
 
@@ -42,6 +45,15 @@ def load_config(path):
 def teacher_dim(config):
   from crossjepa.models import vit  # pylint: disable=g-import-not-at-top
   return int(vit.VARIANTS[config.model.vit]['width'])
+
+
+def use_optimizer(name: str) -> None:
+  """'flat' (the default on a replicated state: crossjepa.training.state.flat_adamw) or 'chain'
+  (optax's per-leaf chain, what an FSDP state gets) for the states built after this call."""
+  if name not in ('flat', 'chain'):
+    raise SystemExit(f"--optimizer must be 'flat' or 'chain', got {name!r}")
+  if name == 'chain':
+    step_lib.flat_optimizer = lambda fsdp: False
 
 
 def cost_of(compiled) -> dict:
@@ -96,8 +108,12 @@ def main():
                  help='train.views_per_step (0 = the config\'s)')
   p.add_argument('--attention', default='', choices=('', 'einsum', 'dot_product', 'cudnn'),
                  help='model.attention (default: the config\'s)')
+  p.add_argument('--optimizer', default='flat', choices=('flat', 'chain'),
+                 help="flat: AdamW on one vector per parameter group (the replicated default); "
+                      "chain: optax's per-leaf chain, to compare")
   p.add_argument('--out', default='', help='also write the JSON to this file')
   args = p.parse_args()
+  use_optimizer(args.optimizer)
 
   config = load_config(args.config)
   if args.batch:
@@ -156,7 +172,7 @@ def main():
       'dtype': str(config.train.dtype), 'device_resident': args.device_resident,
       'objects': args.objects if args.device_resident else None,
       'views_per_step': int(config.train.views_per_step),
-      'attention': str(config.model.attention), 'steps': args.steps,
+      'attention': str(config.model.attention), 'optimizer': args.optimizer, 'steps': args.steps,
       'compile_s': round(compile_s, 2), 'median_step_ms': round(step_s * 1e3, 3),
       'min_step_ms': round(float(np.min(times)) * 1e3, 3),
       'max_step_ms': round(float(np.max(times)) * 1e3, 3),

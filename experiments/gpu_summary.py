@@ -125,6 +125,7 @@ def main():
         'name': name, 'impl': 'project' + (' device-resident' if run.get('device_resident') else ''),
         'batch': run['batch'], 'views_per_step': run.get('views_per_step'),
         'attention': run.get('attention'), 'device_resident': bool(run.get('device_resident')),
+        'optimizer': run.get('optimizer', 'flat'),
         'step_ms': run['median_step_ms'], 'objects_per_s': ops, 'gflop_per_object': fpo / 1e9,
         'flops_source': src, 'achieved_tflops': fpo * ops / 1e12, 'mfu': fpo * ops / peak,
         'mfu_vs_measured_ceiling': fpo * ops / (meas * 1e12) if meas else None,
@@ -169,7 +170,8 @@ def main():
     prof = _load(path) or {}
     if 'by_kind' in prof:
       profile = {k: prof.get(k) for k in ('batch', 'dtype', 'views_per_step', 'median_step_ms',
-                                          'op_ms_per_step', 'by_kind', 'by_pass', 'by_part')}
+                                          'op_ms_per_step', 'compile_s', 'entry_ops', 'by_kind',
+                                          'by_pass', 'by_part')}
       profile['top'] = (prof.get('top') or [])[:5]
 
   b = args.batch
@@ -189,6 +191,7 @@ def main():
       'ratio_views1': ratio(ops(f'step_b{b}_v1'), anc),
       'ratio_cudnn_over_einsum': ratio(ops(f'step_b{b}_vpaper_cudnn'), proj),
       'ratio_device_resident_over_fed': ratio(ops(f'resident_b{b}_vpaper'), proj),
+      'ratio_flat_over_per_leaf_optimizer': ratio(proj, ops(f'step_b{b}_vpaper_chain')),
       f'ratio_b{big}': ratio(ops(f'step_b{big}_vpaper'), ops(f'anchor_b{big}')),
       f'ratio_views1_b{big}': ratio(ops(f'step_b{big}_v1'), ops(f'anchor_b{big}')),
       'teacher_views_per_s': teacher, 'profile': profile,
@@ -214,7 +217,8 @@ def main():
                f"{fmt(summary['ratio_views1'], 3)}; batch {big}: ratio {fmt(summary[f'ratio_b{big}'], 3)}"
                f" (views=1: {fmt(summary[f'ratio_views1_b{big}'], 3)}); cudnn / einsum "
                f"{fmt(summary['ratio_cudnn_over_einsum'], 3)}; device-resident / fed "
-               f"{fmt(summary['ratio_device_resident_over_fed'], 3)}.")
+               f"{fmt(summary['ratio_device_resident_over_fed'], 3)}; flat / per-leaf optimizer "
+               f"{fmt(summary['ratio_flat_over_per_leaf_optimizer'], 3)}.")
   if ceiling:
     lines.append(f"Ceilings measured: bf16 matmul {ceiling.get('bf16_matmul_tflops')} TFLOP/s "
                  f"(n={ceiling.get('matmul_n')}), copy {ceiling.get('copy_gb_per_s')} GB/s.")
@@ -232,7 +236,8 @@ def main():
     lines += ['', f"Profile (experiments/profile_step.py, batch {profile['batch']}, "
               f"{profile['dtype']}, step {fmt(profile['median_step_ms'], 2)} ms): by kind "
               f"{share(profile['by_kind'])}; by pass {share(profile['by_pass'])}; by part "
-              f"{share(profile['by_part'])}."]
+              f"{share(profile['by_part'])}; {(profile.get('entry_ops') or {}).get('total')} "
+              "launched ops."]
     for t in profile['top']:
       lines.append(f"- {t['instruction']} ({t['kind']}, {fmt(t['ms_per_step'], 3)} ms, "
                    f"{100 * t['share']:.1f} %): {t['op_name'][:140]}")

@@ -16,8 +16,10 @@ Each instruction gets
   gradient: optimizer, EMA, metrics);
 - a model part: the flax module its metadata (op_name) names, and `--depth` levels of the path
   inside it, e.g. `PointEncoder/transformer`; `-` when it has none (optimizer, loss arithmetic).
-Prints one JSON object: the median step time, the op time per kind / pass / part (ms per step
-and share of the op total), and the `--top` instructions. Op time is the sum of the ops'
+Prints one JSON object: the compile time, the compiled module's entry ops (total, by pass and
+kind: on a GPU about one kernel each), the median step time, the op time per kind / pass / part
+(ms per step and share of the op total), and the `--top` instructions. `--optimizer=chain` runs
+the per-leaf optax update instead of the flat one, to compare. Op time is the sum of the ops'
 durations; on the CPU, independent thunks can overlap, so it can exceed the step's wall time.
 """
 import argparse
@@ -43,6 +45,7 @@ from crossjepa.training import pretraining  # noqa: E402
 from crossjepa.training.recipes import models as models_lib  # noqa: E402
 
 _INSTR = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*[^=]*?\s([a-z][\w\-]*)\(')
+_ASSIGN = re.compile(r'^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=')
 _CALLS = re.compile(r'calls=%?([\w.\-]+)')
 _OPNAME = re.compile(r'op_name="([^"]*)"')
 _COMPUTATION = re.compile(r'^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$')
@@ -58,13 +61,15 @@ COLLECTIVE_OPS = {'all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all', 'c
 
 
 def parse_hlo(text: str) -> dict[str, dict]:
-  """{instruction name: {opcode, op_name, ops}} for every instruction of every computation; `ops`
-  is the set of opcodes the instruction executes, its fused / called computations' included."""
-  comps, current, instrs = collections.defaultdict(list), None, {}
+  """{instruction name: {opcode, op_name, ops, entry}} for every instruction of every computation;
+  `ops` is the set of opcodes the instruction executes, its fused / called computations' included;
+  `entry`: whether it is in the entry computation (one launched op each, on a GPU a kernel or a
+  library call, unless it only names a buffer)."""
+  comps, current, instrs, entry = collections.defaultdict(list), None, {}, False
   for line in text.splitlines():
     m = _COMPUTATION.match(line)
-    if m and '=' not in line.split('{')[0]:
-      current = m.group(1)
+    if m and not _ASSIGN.match(line):           # a header, not `%name = ...`
+      current, entry = m.group(1), line.startswith('ENTRY')
       continue
     m = _INSTR.match(line)
     if not m:
@@ -75,7 +80,7 @@ def parse_hlo(text: str) -> dict[str, dict]:
     target = _CUSTOM_TARGET.search(line)
     instrs[name] = {'opcode': opcode, 'op_name': op_name.group(1) if op_name else '',
                     'calls': calls, 'target': target.group(1) if target else '',
-                    'fusion_kind': 'ynn' if '__ynn_fusion' in line else ''}
+                    'fusion_kind': 'ynn' if '__ynn_fusion' in line else '', 'entry': entry}
     comps[current].append(name)
 
   def ops_of(name, seen):
@@ -148,6 +153,20 @@ def op_events(profile, backend: str):
   yield from ops
 
 
+NO_OP = {'parameter', 'get-tuple-element', 'tuple', 'constant', 'bitcast'}
+
+
+def entry_ops(instrs: dict[str, dict]) -> dict:
+  """The entry computation's executed ops (buffer-naming ones left out): total, by pass, by kind."""
+  by_pass, by_kind = collections.Counter(), collections.Counter()
+  for ins in instrs.values():
+    if ins['entry'] and ins['opcode'] not in NO_OP:
+      by_pass[pass_and_part(ins['op_name'], 0)[0]] += 1
+      by_kind[kind_of(ins)] += 1
+  return {'total': sum(by_pass.values()), 'by_pass': dict(by_pass.most_common()),
+          'by_kind': dict(by_kind.most_common())}
+
+
 def _table(totals: dict[str, float], steps: int, all_ns: float) -> dict[str, dict]:
   return {k: {'ms_per_step': round(v / steps / 1e6, 3), 'share': round(v / all_ns, 4)}
           for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
@@ -161,6 +180,9 @@ def main():
   p.add_argument('--dtype', default='', help='float32 | bfloat16 (default: the config)')
   p.add_argument('--views_per_step', type=int, default=0, help="0 = the config's")
   p.add_argument('--attention', default='', choices=('', 'einsum', 'dot_product', 'cudnn'))
+  p.add_argument('--optimizer', default='flat', choices=('flat', 'chain'),
+                 help="flat: the update on one vector per parameter group (the default on a "
+                      "replicated state); chain: optax's per-leaf chain (FSDP's), to compare")
   p.add_argument('--depth', type=int, default=1,
                  help='levels of the module path under the traced module in the part column')
   p.add_argument('--top', type=int, default=15)
@@ -177,6 +199,7 @@ def main():
     config.train.views_per_step = args.views_per_step
   if args.attention:
     config.model.attention = args.attention
+  bench_step.use_optimizer(args.optimizer)
   dim = bench_step.teacher_dim(config)
   mesh = mesh_lib.make_mesh(config, jax.devices()[:1])
   teacher = models_lib.teacher_widths(dim)
@@ -186,7 +209,9 @@ def main():
   bsh = mesh_lib.batch_sharding(mesh)
   batch = mesh_lib.global_batch(testing.synthetic_batch(config, args.batch, teacher_dim=dim), bsh)
   rng = jax.random.PRNGKey(1)
+  t = time.perf_counter()
   compiled = fn.lower(state, batch, rng).compile()
+  compile_s = time.perf_counter() - t
   instrs = parse_hlo(compiled.as_text())
   state, m = fn(state, batch, rng)       # warm-up
   jax.block_until_ready(m)
@@ -233,6 +258,9 @@ def main():
       'config': args.config, 'backend': backend, 'device': jax.devices()[0].device_kind,
       'batch': args.batch, 'dtype': str(config.train.dtype),
       'views_per_step': int(config.train.views_per_step), 'attention': str(config.model.attention),
+      'optimizer': args.optimizer, 'params': int(sum(x.size for x in jax.tree.leaves(state.params))),
+      'param_leaves': len(jax.tree.leaves(state.params)),
+      'compile_s': round(compile_s, 2), 'entry_ops': entry_ops(instrs),
       'steps': args.steps, 'median_step_ms': round(step_ms, 3),
       'op_ms_per_step': round(total / args.steps / 1e6, 3),
       'op_time_over_step_time': round(total / args.steps / 1e6 / step_ms, 3),

@@ -81,3 +81,69 @@ def test_replicated_state_saves_without_compiles_and_restores_exactly(tmp_path):
   again = checkpoint.restore(old, 7, abstract, shardings)
   old.close()
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), state, again)
+
+
+def _trained_state(flat: bool, rules):
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from crossjepa.training import state as state_lib  # pylint: disable=g-import-not-at-top
+  optim = ml_collections.ConfigDict(dict(steps=10, lr=1e-2, min_lr=0.0, warmup_steps=2,
+                                         weight_decay=0.1, b1=0.9, b2=0.95, grad_clip=1.0))
+  rs = np.random.RandomState(1)
+  params = {'enc': {'w': jnp.asarray(rs.normal(size=(5, 4)), jnp.float32),
+                    'bias': jnp.asarray(rs.normal(size=(4,)), jnp.float32)},
+            'head': {'w': jnp.asarray(rs.normal(size=(4, 3)), jnp.float32)},
+            'frozen': jnp.asarray(rs.normal(size=(6,)), jnp.float32)}
+  state = state_lib.create(params, {'enc': params['enc']}, optim, rules, flat)
+  for i in range(3):
+    grads = jax.tree.map(lambda x, i=i: jnp.full_like(x, 0.1 * (i + 1)) + 0.01 * x, params)
+    state = state.apply_gradients(grads=grads)
+  return state, optim
+
+
+def _moments(state, rules):
+  from crossjepa.training import state as state_lib  # pylint: disable=g-import-not-at-top
+  opt = {k[len('opt_state/'):]: v for k, v in state_lib.leaf_paths(state).items()
+         if k.startswith('opt_state/')}
+  return state_lib.moments_of(opt, state.params, state_lib.param_labels(state.params, rules))
+
+
+def test_optimizer_state_moves_between_the_flat_and_the_per_leaf_layout(tmp_path):
+  """A checkpoint of the per-leaf optax chain (an FSDP run, or one from before the flat
+  optimizer) resumes into the flat layout and back: every Adam moment lands on its parameter."""
+  import pytest  # pylint: disable=g-import-not-at-top
+  from crossjepa.training import state as state_lib  # pylint: disable=g-import-not-at-top
+  rules = ((r'frozen', {'freeze': True}), (r'.*bias', {'weight_decay': False}))
+  mesh = Mesh(np.array(jax.devices()).reshape(8, 1), ('data', 'fsdp'))
+  rep = NamedSharding(mesh, P())
+  for saved_flat in (False, True):
+    state, optim = _trained_state(saved_flat, rules)
+    manager = checkpoint.make_manager(str(tmp_path / f'flat{saved_flat}'))
+    checkpoint.save(manager, 3, state, None, ml_collections.ConfigDict({'note': 'test'}))
+    manager.wait_until_finished()
+    abstract = jax.eval_shape(lambda s: state_lib.create(s.params, s.ema_params, optim, rules,
+                                                        not saved_flat), state)
+    shardings = jax.tree.map(lambda _: rep, abstract)
+    got = checkpoint.restore(manager, 3, abstract, shardings, param_rules=rules)
+    assert isinstance(got.opt_state, state_lib.FlatAdamWState) is (not saved_flat)
+    assert jax.tree.structure(got) == jax.tree.structure(abstract)
+    for a, b in zip(jax.tree.leaves((state.step, state.params, state.ema_params)),
+                    jax.tree.leaves((got.step, got.params, got.ema_params))):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert all(x.sharding == rep for x in jax.tree.leaves(got))
+    count, want = _moments(state, rules)
+    got_count, have = _moments(got, rules)
+    assert count == got_count == 3 and sorted(want) == sorted(have) == ['enc/bias', 'enc/w', 'head/w']
+    for path in want:
+      for kind in ('mu', 'nu'):
+        assert np.abs(want[path][kind]).min() > 0
+        np.testing.assert_array_equal(want[path][kind], have[path][kind])
+    # a parameter that was frozen when the checkpoint was written has no moments to resume from;
+    # the flat layout's groups are those of the rules it was written with
+    expected = ('param_rules changed since the checkpoint' if saved_flat
+                else "no Adam mu for parameter 'frozen'")
+    thawed = jax.eval_shape(lambda s: state_lib.create(s.params, s.ema_params, optim, rules[1:],
+                                                      not saved_flat), state)
+    with pytest.raises(ValueError, match=expected):
+      checkpoint.restore(manager, 3, thawed, jax.tree.map(lambda _: rep, thawed),
+                         param_rules=rules[1:])
+    manager.close()

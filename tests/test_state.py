@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from crossjepa.training import state as state_lib
@@ -106,3 +107,62 @@ def test_bad_schedule_config():
     state_lib.learning_rate_schedule(_train_config(steps=0))
   with pytest.raises(ValueError, match='momentum'):
     state_lib.ema_momentum_schedule((0.9, 1.5), 100)
+
+
+@pytest.mark.parametrize('grad_clip', [0.0, 0.5])
+def test_flat_adamw_matches_the_per_leaf_optax_chain(grad_clip):
+  """flat_adamw (one vector per group) against make_optimizer(flat=False), the optax chain, over
+  steps of random gradients, with a frozen leaf, a no-decay group, an lr_mult group and clipping
+  that triggers (grad_clip 0.5 is below the gradients' norm)."""
+  rng = np.random.RandomState(0)
+  shapes = {'student': {'w': (6, 5), 'bias': (5,)}, 'predictor': {'w': (5, 3), 'slow': (3,)},
+            'frozen': {'w': (4, 4)}}
+  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s), jnp.float32), shapes,
+                        is_leaf=lambda x: isinstance(x, tuple))
+  rules = ((r'frozen/.*', {'freeze': True}), (r'.*bias', {'weight_decay': False}),
+           (r'predictor/slow', {'lr_mult': 0.1}))
+  tc = _train_config(warmup_steps=2, lr=1e-2, weight_decay=0.05, grad_clip=grad_clip,
+                     param_rules=rules)
+  flat = state_lib.make_optimizer(tc, params, rules, flat=True)
+  chain = state_lib.make_optimizer(tc, params, rules, flat=False)
+
+  @jax.jit
+  def step(tx_state, p, g, which):
+    tx = flat if which == 'flat' else chain
+    updates, tx_state = tx.update(g, tx_state, p)
+    return tx_state, optax.apply_updates(p, updates), updates
+  step = jax.jit(step.__wrapped__, static_argnums=3)
+
+  # without clipping the arithmetic is the chain's, element for element (XLA may fuse it into
+  # other instructions: an ulp); the clipping norm sums in another order, and Adam's division
+  # amplifies that last-bit difference where nu is small
+  tol = 1e-6 if grad_clip == 0 else 1e-5
+  pf, pc = params, params
+  sf, sc = flat.init(params), chain.init(params)
+  assert len(sf.mu) == 3 and sf.mu[0].ndim == 1            # three trainable groups, flat
+  for _ in range(5):
+    g = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params)
+    sf, pf, uf = step(sf, pf, g, 'flat')
+    sc, pc, uc = step(sc, pc, g, 'chain')
+    for a, b in zip(jax.tree.leaves(uf), jax.tree.leaves(uc)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=1e-9)
+  for a, b in zip(jax.tree.leaves(pf), jax.tree.leaves(pc)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=1e-8)
+  np.testing.assert_array_equal(np.asarray(pf['frozen']['w']), np.asarray(params['frozen']['w']))
+  assert int(sf.count) == 5
+  # the flat moments are the chain's, concatenated group by group in tree order
+  adam = [s for s in jax.tree.leaves(sc, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+          if isinstance(s, optax.ScaleByAdamState)]
+  chain_mu = sorted((np.concatenate([np.ravel(x) for x in jax.tree.leaves(s.mu)]) for s in adam),
+                    key=len)
+  flat_mu = sorted((np.asarray(m) for m in sf.mu), key=len)
+  for a, b in zip(flat_mu, chain_mu):
+    np.testing.assert_allclose(a, b, rtol=tol, atol=1e-9)
+
+
+def test_global_norm_is_optax_global_norm():
+  rng = np.random.RandomState(1)
+  tree = {'a': jnp.asarray(rng.normal(size=(7, 3)), jnp.float32), 'b': [jnp.ones((4,), jnp.bfloat16)]}
+  np.testing.assert_allclose(float(state_lib.global_norm(tree)), float(optax.global_norm(tree)),
+                             rtol=1e-6)
+  assert float(state_lib.global_norm({})) == 0.0

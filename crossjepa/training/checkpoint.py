@@ -15,6 +15,7 @@ import json
 from typing import Any, Optional
 
 import grain
+from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -82,12 +83,8 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, config
 
 
 def _shapes(tree, prefixes=('params', 'ema_params')) -> dict[str, tuple]:
-  out = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    name = state_lib.param_path(path)
-    if name.split('/')[0] in prefixes:
-      out[name] = (tuple(leaf.shape), np.dtype(leaf.dtype).name)
-  return out
+  return {name: (tuple(leaf.shape), np.dtype(leaf.dtype).name)
+          for name, leaf in state_lib.leaf_paths(tree).items() if name.split('/')[0] in prefixes}
 
 
 def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state) -> None:
@@ -111,16 +108,52 @@ def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state) 
         f'({manager.directory}/{step}/config).')
 
 
+def _opt_layout(tree) -> dict[str, tuple]:
+  return {k[len('opt_state/'):]: tuple(v.shape)
+          for k, v in state_lib.leaf_paths(tree).items() if k.startswith('opt_state/')}
+
+
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state, shardings,
-            data_iterator=None):
-  """Restores the state (with `shardings`) and, in place, the data iterator's position."""
-  target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                        abstract_state, shardings)
-  items = {'state': _restore_args(target)}
+            data_iterator=None, param_rules=()):
+  """Restores the state (with `shardings`) and, in place, the data iterator's position.
+
+  The optimizer state's layout depends on the mesh (crossjepa.training.state.flat_adamw on a
+  replicated state, the per-leaf chain under FSDP) and on `train.param_rules` (the groups). A
+  checkpoint written in another layout (another fsdp, or before the flat optimizer) is read as
+  saved, to the host, and its Adam moments are moved parameter by parameter into this run's
+  layout; `param_rules` must then be those it was written with when it is in the flat layout.
+  """
+  items = {}
   if data_iterator is not None:
     items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
-  restored = manager.restore(int(step), args=ocp.args.Composite(**items))
-  return restored['state']
+  metadata = manager.item_metadata(step)['state']
+  if _opt_layout(metadata) == _opt_layout(abstract_state):
+    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          abstract_state, shardings)
+    items['state'] = _restore_args(target)
+    return manager.restore(int(step), args=ocp.args.Composite(**items))['state']
+  items['state'] = _restore_args(jax.tree.map(lambda m: np.empty(m.shape, m.dtype), metadata))
+  saved = state_lib.leaf_paths(manager.restore(int(step), args=ocp.args.Composite(**items))['state'])
+  labels = state_lib.param_labels(abstract_state.params, param_rules)
+  where = f'checkpoint {manager.directory}/{step}'
+  opt = {k[len('opt_state/'):]: v for k, v in saved.items() if k.startswith('opt_state/')}
+  try:
+    count, moments = state_lib.moments_of(opt, abstract_state.params, labels)
+    opt_state = state_lib.opt_state_from_moments(abstract_state.opt_state, abstract_state.params,
+                                                 labels, count, moments)
+  except ValueError as e:
+    raise ValueError(f'{where}: its optimizer state does not convert to this run\'s layout: '
+                     f'{e}') from e
+  host = abstract_state.replace(opt_state=opt_state)
+  flat_host, treedef = jax.tree_util.tree_flatten_with_path(host)
+  leaves = []
+  for (path, leaf), sharding in zip(flat_host, jax.tree.leaves(shardings)):
+    name = state_lib.param_path(path)
+    value = np.asarray(leaf if name.startswith('opt_state/') else saved[name])
+    leaves.append(jax.make_array_from_callback(value.shape, sharding, lambda i, v=value: v[i]))
+  logging.info('%s: optimizer state moved from its saved layout (%d entries) to this run\'s (%d)',
+               where, len(opt), len(_opt_layout(abstract_state)))
+  return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def restore_params(workdir, config=None, step: Optional[int] = None) -> tuple[Any, Any, int]:

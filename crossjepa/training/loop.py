@@ -257,7 +257,7 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
           f'position does not carry over between them. Resume with train.device_resident='
           f'{not resident}, or start a fresh --workdir.')
     shardings = mesh_lib.state_shardings(mesh, abstract)
-    state = ckpt_lib.restore(manager, latest, abstract, shardings, iterator)
+    state = ckpt_lib.restore(manager, latest, abstract, shardings, iterator, tr.param_rules)
     logging.info('pretrain: resumed from %s/%d', manager.directory, latest)
   else:
     state, shardings = pretraining.init_state(config, mesh, init_rng, models, teacher)

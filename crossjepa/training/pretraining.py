@@ -55,7 +55,8 @@ def abstract_state(config, rng, models, teacher: Optional[Mapping[str, Any]]):
   """The ShapeDtypeStruct tree of the TrainState (Orbax restore target, compatibility checks)."""
   return step_lib.abstract_state(_init_fn(config, models), config.train, rng,
                                  example_batch(config, teacher),
-                                 param_rules=config.train.param_rules, ema=ema(config))
+                                 param_rules=config.train.param_rules, ema=ema(config),
+                                 fsdp=int(config.mesh.fsdp))
 
 
 def _resident_sampler(config, recipe, dataset):

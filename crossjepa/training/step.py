@@ -56,11 +56,14 @@ def train_step(state: state_lib.TrainState, data, rng, *, loss_fn: LossFn, optim
   (loss_value, aux), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  # The flat optimizer (replicated state) takes one reduction per norm; FSDP's chain, leaf by leaf.
+  norm = (state_lib.global_norm if isinstance(opt_state, state_lib.FlatAdamWState)
+          else optax.global_norm)
   metrics = {
       'loss': loss_value,
-      'grad_norm': optax.global_norm(grads),
-      'param_norm': optax.global_norm(params),
-      'update_norm': optax.global_norm(updates),
+      'grad_norm': norm(grads),
+      'param_norm': norm(params),
+      'update_norm': norm(updates),
       'lr': state_lib.learning_rate_schedule(optim)(state.step),
   }
   ema_params = state.ema_params
@@ -91,18 +94,26 @@ def make_train_step(loss_fn: LossFn, optim, mesh: Mesh, state_shardings, *,
                  out_shardings=(state_shardings, rep), donate_argnums=0)
 
 
-def _initial_state(init_params: Callable, optim, param_rules, ema: Optional[Ema]):
+def _initial_state(init_params: Callable, optim, param_rules, ema: Optional[Ema], flat: bool):
   def init(*args):
     params = init_params(*args)
     ema_params = jax.tree.map(jnp.copy, ema.source(params)) if ema is not None else None
-    return state_lib.create(params, ema_params, optim, param_rules)
+    return state_lib.create(params, ema_params, optim, param_rules, flat)
   return init
 
 
+def flat_optimizer(fsdp: int) -> bool:
+  """The flat optimizer (crossjepa.training.state.flat_adamw) for replicated states; FSDP-sharded
+  ones (fsdp > 1) keep the per-leaf chain, whose moments shard like their parameters."""
+  return int(fsdp) == 1
+
+
 def abstract_state(init_params: Callable, optim, *args, param_rules: Sequence = (),
-                   ema: Optional[Ema] = None):
-  """The ShapeDtypeStruct tree of the state `init_state` builds (Orbax restore target, checks)."""
-  return jax.eval_shape(_initial_state(init_params, optim, param_rules, ema), *args)
+                   ema: Optional[Ema] = None, fsdp: int = 1):
+  """The ShapeDtypeStruct tree of the state `init_state` builds on a mesh with `fsdp` (Orbax
+  restore target, checks)."""
+  return jax.eval_shape(_initial_state(init_params, optim, param_rules, ema, flat_optimizer(fsdp)),
+                        *args)
 
 
 def init_state(init_params: Callable, optim, mesh: Mesh, *args, param_rules: Sequence = (),
@@ -113,7 +124,8 @@ def init_state(init_params: Callable, optim, mesh: Mesh, *args, param_rules: Seq
   the init is then jitted with those out_shardings so large params are created in place. `args`
   (e.g. the rng and an example batch) are replicated inputs of that jit.
   """
-  init = _initial_state(init_params, optim, param_rules, ema)
+  init = _initial_state(init_params, optim, param_rules, ema,
+                        flat_optimizer(dict(mesh.shape).get('fsdp', 1)))
   shardings = mesh_lib.state_shardings(mesh, jax.eval_shape(init, *args))
   rep = mesh_lib.replicated(mesh)
   state = jax.jit(init, in_shardings=tuple(rep for _ in args), out_shardings=shardings)(*args)
