@@ -17,6 +17,10 @@ Patterns are matched with `re.fullmatch` against '/'-joined parameter paths such
 take the defaults (trainable, decayed, lr x 1). Frozen parameters get `optax.set_to_zero` (no Adam
 moments are allocated for them) and are zeroed before gradient clipping, so they do not change the
 clipping of the others.
+
+Two layouts of the same AdamW: on a replicated state, `flat_adamw` (one f32 vector per group, a
+few XLA ops for the whole update); on an FSDP-sharded one, optax's per-leaf chain. A checkpoint
+moves from one to the other through `moments_of` / `opt_state_from_moments`.
 """
 from __future__ import annotations
 
