@@ -102,9 +102,8 @@ def _trained_state(flat: bool, rules):
 
 def _moments(state, rules):
   from crossjepa.training import state as state_lib  # pylint: disable=g-import-not-at-top
-  opt = {k[len('opt_state/'):]: v for k, v in state_lib.leaf_paths(state).items()
-         if k.startswith('opt_state/')}
-  return state_lib.moments_of(opt, state.params, state_lib.param_labels(state.params, rules))
+  return state_lib.moments_of(state_lib.opt_entries(state), state.params,
+                              state_lib.param_labels(state.params, rules))
 
 
 def test_optimizer_state_moves_between_the_flat_and_the_per_leaf_layout(tmp_path):

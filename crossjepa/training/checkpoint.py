@@ -109,8 +109,7 @@ def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state) 
 
 
 def _opt_layout(tree) -> dict[str, tuple]:
-  return {k[len('opt_state/'):]: tuple(v.shape)
-          for k, v in state_lib.leaf_paths(tree).items() if k.startswith('opt_state/')}
+  return {k: tuple(v.shape) for k, v in state_lib.opt_entries(tree).items()}
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state, shardings,
@@ -133,10 +132,10 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, shardings
     items['state'] = _restore_args(target)
     return manager.restore(int(step), args=ocp.args.Composite(**items))['state']
   items['state'] = _restore_args(jax.tree.map(lambda m: np.empty(m.shape, m.dtype), metadata))
-  saved = state_lib.leaf_paths(manager.restore(int(step), args=ocp.args.Composite(**items))['state'])
+  saved = manager.restore(int(step), args=ocp.args.Composite(**items))['state']
   labels = state_lib.param_labels(abstract_state.params, param_rules)
   where = f'checkpoint {manager.directory}/{step}'
-  opt = {k[len('opt_state/'):]: v for k, v in saved.items() if k.startswith('opt_state/')}
+  opt = state_lib.opt_entries(saved)
   try:
     count, moments = state_lib.moments_of(opt, abstract_state.params, labels)
     opt_state = state_lib.opt_state_from_moments(abstract_state.opt_state, abstract_state.params,
@@ -144,16 +143,15 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, shardings
   except ValueError as e:
     raise ValueError(f'{where}: its optimizer state does not convert to this run\'s layout: '
                      f'{e}') from e
+  saved = state_lib.leaf_paths(saved)
   host = abstract_state.replace(opt_state=opt_state)
-  flat_host, treedef = jax.tree_util.tree_flatten_with_path(host)
   leaves = []
-  for (path, leaf), sharding in zip(flat_host, jax.tree.leaves(shardings)):
-    name = state_lib.param_path(path)
+  for (name, leaf), sharding in zip(state_lib.leaf_paths(host).items(), jax.tree.leaves(shardings)):
     value = np.asarray(leaf if name.startswith('opt_state/') else saved[name])
     leaves.append(jax.make_array_from_callback(value.shape, sharding, lambda i, v=value: v[i]))
   logging.info('%s: optimizer state moved from its saved layout (%d entries) to this run\'s (%d)',
                where, len(opt), len(_opt_layout(abstract_state)))
-  return jax.tree_util.tree_unflatten(treedef, leaves)
+  return jax.tree.unflatten(jax.tree.structure(host), leaves)
 
 
 def restore_params(workdir, config=None, step: Optional[int] = None) -> tuple[Any, Any, int]:

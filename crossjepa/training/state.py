@@ -180,6 +180,13 @@ def global_norm(tree: Any) -> jax.Array:
   return jnp.sqrt(jnp.sum(flat * flat))
 
 
+def _trainable_groups(label_leaves: Sequence[str]) -> list[tuple[str, list[int]]]:
+  """(label, leaf indices in tree order) of each trainable group, labels sorted: the groups of
+  `flat_adamw` and the order of its moment vectors."""
+  return [(name, [i for i, l in enumerate(label_leaves) if l == name])
+          for name in sorted(set(label_leaves) - {'frozen'})]
+
+
 def flat_adamw(optim, labels: Any) -> optax.GradientTransformation:
   """The optimizer of `make_optimizer`, computed on one flat vector per trainable group.
 
@@ -193,9 +200,9 @@ def flat_adamw(optim, labels: Any) -> optax.GradientTransformation:
   parameters; `make_optimizer` gives the per-leaf chain for FSDP-sharded states.
   """
   label_leaves, treedef = jax.tree.flatten(labels)
-  names = sorted(set(label_leaves) - {'frozen'})
-  groups = [[i for i, l in enumerate(label_leaves) if l == name] for name in names]
-  specs = [_parse_label(name) for name in names]
+  named = _trainable_groups(label_leaves)
+  groups = [idx for _, idx in named]
+  specs = [_parse_label(name) for name, _ in named]
   lr = learning_rate_schedule(optim)
   b1, b2, eps = float(optim.b1), float(optim.b2), 1e-8
   wd, clip = float(optim.weight_decay), float(optim.grad_clip)
@@ -217,7 +224,7 @@ def flat_adamw(optim, labels: Any) -> optax.GradientTransformation:
     b1_fix = (1 - b1 ** count).astype(jnp.float32)
     b2_fix = (1 - b2 ** count).astype(jnp.float32)
     rate = jnp.asarray(lr(state.count), jnp.float32)
-    out = [jnp.zeros(x.shape, x.dtype) for x in p_leaves]          # frozen leaves stay zero
+    out = [None] * len(p_leaves)
     mus, nus = [], []
     for idx, spec, gv, mu, nu in zip(groups, specs, g, state.mu, state.nu):
       mu = (1 - b1) * gv + b1 * mu
@@ -233,6 +240,8 @@ def flat_adamw(optim, labels: Any) -> optax.GradientTransformation:
         start += math.prod(shape)
       mus.append(mu)
       nus.append(nu)
+    out = [jnp.zeros(x.shape, x.dtype) if o is None else o           # frozen leaves: zero
+           for o, x in zip(out, p_leaves)]
     return treedef.unflatten(out), FlatAdamWState(count=count, mu=tuple(mus), nu=tuple(nus))
 
   return optax.GradientTransformation(init, update)
@@ -285,7 +294,6 @@ def describe_rules(params: Any, rules) -> dict[str, int]:
   return counts
 
 
-
 # ------------------------------------------------------------------ optimizer-state layouts
 
 # A per-leaf chain's Adam moments: opt_state/2/inner_states/<label>/inner_state/0/{mu,nu}/<param>
@@ -297,11 +305,16 @@ def leaf_paths(tree: Any) -> dict[str, Any]:
   return {param_path(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+def opt_entries(tree: Any) -> dict[str, Any]:
+  """{path under 'opt_state/': leaf} of a TrainState-shaped tree (or its checkpoint metadata)."""
+  return {k[len('opt_state/'):]: v for k, v in leaf_paths(tree).items()
+          if k.startswith('opt_state/')}
+
+
 def _flat_groups(labels: Any) -> list[list[str]]:
-  """Per trainable group of `flat_adamw` (sorted labels), its parameter paths in tree order."""
-  named = leaf_paths(labels)
-  return [[path for path, l in named.items() if l == name]
-          for name in sorted(set(named.values()) - {'frozen'})]
+  """Per trainable group of `flat_adamw`, in its order, the parameter paths in tree order."""
+  paths = list(leaf_paths(labels))
+  return [[paths[i] for i in idx] for _, idx in _trainable_groups(jax.tree.leaves(labels))]
 
 
 def moments_of(opt_state: Mapping[str, Any], params: Any, labels: Any) -> tuple[int, dict]:
@@ -358,7 +371,7 @@ def opt_state_from_moments(abstract_opt_state: Any, params: Any, labels: Any, co
   for key_path, leaf in leaves:
     key = param_path(key_path)
     m = _CHAIN_MOMENT.search(key)
-    if key == 'count' or (m and m.group(2) == 'count') or key.endswith('/count'):
+    if key == 'count' or key.endswith('/count'):
       value = np.asarray(count, np.int32)
     elif m:
       value = moment(m.group(3), m.group(2))
