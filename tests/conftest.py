@@ -2,10 +2,11 @@
 import os
 import sys
 
-# XLA:CPU's legacy loop emitters compile the suite's programs in about 30 % less time than the
-# MLIR fusion emitters (the smoke train step 4.6-4.9 s -> 2.9-3.8 s, the seed recipe's 21 -> 13 s):
-# compile is most of the suite's time. Subprocesses that must compute bit for bit what this process
-# does take this variable as it is (test_sigkill).
+# XLA:CPU's legacy loop emitters instead of the MLIR fusion emitters: compile is most of the suite's
+# time, and train steps compile faster with them (the smoke step 4.6-4.9 s -> 2.9-3.8 s, the seed
+# recipe's 21 -> 13 s; the seed init did not: 14 -> 16 s). Measured whole: test_step.py plus
+# test_recipes_main.py in one process, 325 -> 280 s in one session. Subprocesses that must compute
+# bit for bit what this process does take this variable as it is (test_sigkill).
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8 '
                       '--xla_cpu_use_fusion_emitters=false')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
@@ -50,4 +51,4 @@ _HEAVY_FIRST = ('test_step', 'test_sigkill', 'test_recipes_main', 'test_multipro
 
 def pytest_collection_modifyitems(items):
   rank = {name: i for i, name in enumerate(_HEAVY_FIRST)}
-  items.sort(key=lambda item: rank.get(item.module.__name__.rpartition('.')[2], len(rank)))
+  items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
