@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from typing import Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from crossjepa import ops
+from crossjepa.models import point
 
 
 _group_points_jit = jax.jit(ops.group_points, static_argnums=(1, 2))
@@ -66,3 +68,34 @@ def teacher_widths_of(batch) -> dict[str, int]:
   width = int(batch['teacher']['cls'].shape[-1])
   groups = batch['teacher'].get('groups')
   return {'width': width, 'feature_width': int(groups.shape[-1]) if groups is not None else width}
+
+
+class ConcatMiniPointNet(point.MiniPointNet):
+  """The mini-PointNet as Point-MAE writes it: conv3 a Dense on the built [.., K, 2 w1]
+  concatenation of the broadcast group feature and each point's. The same parameters as
+  point.MiniPointNet; the reference its GlobalLocalDense is tested against, and bench_step's
+  `--tokenizer=concat`."""
+
+  @nn.compact
+  def __call__(self, neighborhood: jax.Array) -> jax.Array:
+    w0, w1, w2 = self.widths
+    x = nn.Dense(w0, dtype=self.dtype, name='conv1')(neighborhood)
+    x = nn.relu(nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm1')(x))
+    x = nn.Dense(w1, dtype=self.dtype, name='conv2')(x)
+    global_feat = jnp.max(x, axis=-2, keepdims=True)
+    x = jnp.concatenate([jnp.broadcast_to(global_feat, x.shape), x], axis=-1)
+    x = nn.Dense(w2, dtype=self.dtype, name='conv3')(x)
+    x = nn.relu(nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm2')(x))
+    x = nn.Dense(self.out, dtype=self.dtype, name='conv4')(x)
+    return jnp.max(x, axis=-2)
+
+
+def use_tokenizer(name: str) -> None:
+  """'split' (point.MiniPointNet, the default) or 'concat' (ConcatMiniPointNet) for every
+  PointEncoder applied after this call: the A/B switch of experiments/bench_step.py."""
+  if name not in ('split', 'concat'):
+    raise ValueError(f"tokenizer must be 'split' or 'concat', got {name!r}")
+  point.MiniPointNet = _SPLIT if name == 'split' else ConcatMiniPointNet
+
+
+_SPLIT = point.MiniPointNet

@@ -3,6 +3,7 @@
     python experiments/bench_step.py --config=configs/default.py --batch=32 --steps=20 \
         --peak_tflops=989 [--dtype=bfloat16] [--device_resident --objects=4096] \
         [--views_per_step=1] [--attention=einsum|dot_product|cudnn] [--optimizer=flat|chain]
+        [--tokenizer=split|concat]
         [--skip_cpu_flops] [--out=FILE]
 
 Fake batches with the config's shapes (crossjepa.testing.synthetic_batch); no data needed.
@@ -12,7 +13,9 @@ CPU (where XLA emits the dots itself) and reports that count; MFU uses the CPU c
 device count looks short (`--skip_cpu_flops` leaves that compile out: take the count from
 experiments/flops.py instead). MFU = FLOPs/step * steps/s / (peak_tflops * 1e12 * number of devices).
 `--views_per_step` overrides train.views_per_step (0 = the config's), `--attention` sets
-model.attention, `--optimizer=chain` runs optax's per-leaf AdamW instead of the flat one. Prints
+model.attention, `--optimizer=chain` runs optax's per-leaf AdamW instead of the flat one, `--tokenizer=concat` the
+mini-PointNet's conv3 on the built concatenation (Point-MAE's form) instead of
+point.GlobalLocalDense. Prints
 one JSON object (`--out` also writes it to a file).
 """
 import argparse
@@ -109,9 +112,12 @@ def main():
   p.add_argument('--optimizer', default='flat', choices=('flat', 'chain'),
                  help="flat: AdamW on one vector per parameter group (the replicated default); "
                       "chain: optax's per-leaf chain, to compare")
+  p.add_argument('--tokenizer', default='split', choices=('split', 'concat'),
+                 help="mini-PointNet conv3: 'split' (point.GlobalLocalDense) or 'concat' (Point-MAE's)")
   p.add_argument('--out', default='', help='also write the JSON to this file')
   args = p.parse_args()
   use_optimizer(args.optimizer)
+  testing.use_tokenizer(args.tokenizer)
 
   config = load_config(args.config)
   if args.batch:
@@ -170,7 +176,8 @@ def main():
       'dtype': str(config.train.dtype), 'device_resident': args.device_resident,
       'objects': args.objects if args.device_resident else None,
       'views_per_step': int(config.train.views_per_step),
-      'attention': str(config.model.attention), 'optimizer': args.optimizer, 'steps': args.steps,
+      'attention': str(config.model.attention), 'optimizer': args.optimizer,
+      'tokenizer': args.tokenizer, 'steps': args.steps,
       'compile_s': round(compile_s, 2), 'median_step_ms': round(step_s * 1e3, 3),
       'min_step_ms': round(float(np.min(times)) * 1e3, 3),
       'max_step_ms': round(float(np.max(times)) * 1e3, 3),

@@ -145,7 +145,8 @@ def hand_project(config, models, batch_np) -> dict:
   c.elementwise(comp, 'relu', g * k * w0)
   c.dense(comp, g * k, w0, w1)
   c.elementwise(comp, 'maxpool', g * k * w1)
-  c.dense(comp, g * k, 2 * w1, w2)
+  c.dense(comp, g * k, w1, w2)            # conv3's point half (point.GlobalLocalDense), + its sum
+  c.dense(comp, g, w1, w2)                # conv3's group half: once per group
   c.elementwise(comp, 'layernorm', g * k * w2)
   c.elementwise(comp, 'relu', g * k * w2)
   c.dense(comp, g * k, w2, d)

@@ -11,7 +11,8 @@
 #   step_jax.py at 512 and 2048 (compile 15-25 s each) ........... 50-70 s
 #   bench_teacher.py: ViT-B/14 224 px + Lite0 160 px, float32 .... 60-90 s
 #   profile_step.py at 512 (only with budget left) ................ 40-60 s
-#   then the ViT in bf16 and the step with the per-leaf optimizer (budget left) 100 s
+#   then the ViT in bf16, the step with the per-leaf optimizer and with Point-MAE's concatenating
+#     tokenizer (budget left) ........................................ 150 s
 #   summary + tar ................................................   5 s
 #   total 6.5-9 min; everything from the start shares a budget of GPU_CHECK_BUDGET_S (default
 #   450 s, so about 7.6 min in all with the summary), each run capped by its own `timeout` too, in
@@ -245,7 +246,8 @@ run step_b${B2}_v1 90 "$PY" "${STEP[@]}" --batch=$B2 --steps=$S2 --views_per_ste
 run resident_b${B1}_vpaper 90 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --device_resident \
     --objects=$OBJ --attention=einsum --out="$LOGS/resident_b${B1}_vpaper.json"
 # Extras, only with budget left: where the headline step's time goes (op kinds, passes, model
-# parts, top instructions), the ViT teacher in bfloat16, the per-leaf optimizer.
+# parts, top instructions), the ViT teacher in bfloat16, the per-leaf optimizer, the concatenating
+# tokenizer.
 run profile_b$B1 90 "$PY" experiments/profile_step.py --config=$CFG --batch=$B1 --steps=3 \
     --dtype=bfloat16 --attention=einsum --out="$LOGS/profile_b$B1.json"
 run teacher_bf16 60 "$PY" experiments/bench_teacher.py --teachers=vit --dtypes=bfloat16 \
@@ -253,6 +255,11 @@ run teacher_bf16 60 "$PY" experiments/bench_teacher.py --teachers=vit --dtypes=b
 # The headline step with optax's per-leaf AdamW (what FSDP states use), against the flat update.
 run step_b${B1}_vpaper_chain 80 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --attention=einsum \
     --optimizer=chain --out="$LOGS/step_b${B1}_vpaper_chain.json"
+# The headline step with the mini-PointNet's conv3 on the built concatenation (Point-MAE's form),
+# against point.GlobalLocalDense (predicted: about 1.14x at 1 view, 1.09x at the paper's 4, if
+# time follows FLOPs).
+run step_b${B1}_vpaper_concat 80 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --attention=einsum \
+    --tokenizer=concat --out="$LOGS/step_b${B1}_vpaper_concat.json"
 
 # ------------------------------------------------------------------ summary
 echo "runs done at $(elapsed)s"

@@ -122,10 +122,12 @@ def main():
     fpo, src = project_flops(run, flops)
     ops = float(run['samples_per_s'])
     rows.append({
-        'name': name, 'impl': 'project' + (' device-resident' if run.get('device_resident') else ''),
+        'name': name, 'impl': 'project' + (' device-resident' if run.get('device_resident') else '')
+                              + (' concat tokenizer (MFU on split FLOPs)'
+                                 if run.get('tokenizer') == 'concat' else ''),
         'batch': run['batch'], 'views_per_step': run.get('views_per_step'),
         'attention': run.get('attention'), 'device_resident': bool(run.get('device_resident')),
-        'optimizer': run.get('optimizer', 'flat'),
+        'optimizer': run.get('optimizer', 'flat'), 'tokenizer': run.get('tokenizer', 'split'),
         'step_ms': run['median_step_ms'], 'objects_per_s': ops, 'gflop_per_object': fpo / 1e9,
         'flops_source': src, 'achieved_tflops': fpo * ops / 1e12, 'mfu': fpo * ops / peak,
         'mfu_vs_measured_ceiling': fpo * ops / (meas * 1e12) if meas else None,
@@ -192,6 +194,7 @@ def main():
       'ratio_cudnn_over_einsum': ratio(ops(f'step_b{b}_vpaper_cudnn'), proj),
       'ratio_device_resident_over_fed': ratio(ops(f'resident_b{b}_vpaper'), proj),
       'ratio_flat_over_per_leaf_optimizer': ratio(proj, ops(f'step_b{b}_vpaper_chain')),
+      'ratio_split_over_concat_tokenizer': ratio(proj, ops(f'step_b{b}_vpaper_concat')),
       f'ratio_b{big}': ratio(ops(f'step_b{big}_vpaper'), ops(f'anchor_b{big}')),
       f'ratio_views1_b{big}': ratio(ops(f'step_b{big}_v1'), ops(f'anchor_b{big}')),
       'teacher_views_per_s': teacher, 'profile': profile,

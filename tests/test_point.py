@@ -6,6 +6,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from crossjepa import ops
+from crossjepa import testing
 from crossjepa.models import point
 
 B, N = 8, 128
@@ -187,3 +188,52 @@ def test_bad_inputs():
     point.point_encoder('tiny', widht=3)
   with pytest.raises(ValueError, match='unknown variant'):
     point.point_encoder('huge')
+
+
+def _tokenizer_pair(dtype=jnp.float32, widths=(32, 64, 128), out=96):
+  return (point.MiniPointNet(widths, out, dtype), testing.ConcatMiniPointNet(widths, out, dtype))
+
+
+def test_tokenizer_equals_point_mae_concat_form():
+  """conv3 as GlobalLocalDense: the same parameters and init values as Point-MAE's Dense on the
+  concatenation, the same tokens and gradients (float32 within 1e-5; bfloat16 within its rounding)."""
+  split, concat = _tokenizer_pair()
+  nb = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 16, 3)), jnp.float32)
+  p_split = split.init(jax.random.key(3), nb)
+  p_concat = concat.init(jax.random.key(3), nb)
+  assert jax.tree.structure(p_split) == jax.tree.structure(p_concat)
+  for a, b in zip(jax.tree.leaves(p_split), jax.tree.leaves(p_concat)):
+    np.testing.assert_array_equal(a, b)
+  params = fast_init(split, nb, seed=1)
+  want = concat.apply(params, nb)
+  got = split.apply(params, nb)
+  assert got.shape == (2, 4, 96)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
+  loss = lambda m: (lambda p: jnp.sum(jnp.sin(m.apply(p, nb))))
+  g_split, g_concat = jax.grad(loss(split))(params), jax.grad(loss(concat))(params)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_split), jax.tree.leaves(g_concat)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()),
+                               err_msg=jax.tree_util.keystr(path))
+  assert float(jnp.abs(g_split['params']['conv3']['kernel'][:64]).max()) > 0   # group half is used
+  split16, concat16 = _tokenizer_pair(jnp.bfloat16)
+  got16 = split16.apply(params, nb.astype(jnp.bfloat16)).astype(jnp.float32)
+  want16 = concat16.apply(params, nb.astype(jnp.bfloat16)).astype(jnp.float32)
+  scale = float(jnp.abs(want).max())
+  assert float(jnp.abs(got16 - want).max()) < 0.03 * scale
+  assert float(jnp.abs(got16 - want16).max()) < 0.03 * scale
+
+
+def test_tokenizer_flops_drop_by_the_group_half_of_conv3():
+  """XLA's count (CPU compile) of the forward drops by 2 B G (K - 1) w1 w2: the group half of
+  conv3 runs once per group instead of once per point."""
+  b, g, k, w1, w2 = 2, 4, 16, 64, 128
+  split, concat = _tokenizer_pair()
+  nb = jax.ShapeDtypeStruct((b, g, k, 3), jnp.float32)
+  params = jax.eval_shape(lambda: split.init(jax.random.key(0), jnp.zeros(nb.shape)))
+
+  def flops(module):
+    cost = jax.jit(module.apply).lower(params, nb).compile().cost_analysis()
+    return float((cost[0] if isinstance(cost, (list, tuple)) else cost)['flops'])
+  saved = flops(concat) - flops(split)
+  predicted = 2 * b * g * (k - 1) * w1 * w2
+  assert abs(saved - predicted) <= 0.02 * predicted, (saved, predicted)
