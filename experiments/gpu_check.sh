@@ -256,7 +256,7 @@ run teacher_bf16 60 "$PY" experiments/bench_teacher.py --teachers=vit --dtypes=b
 run step_b${B1}_vpaper_chain 80 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --attention=einsum \
     --optimizer=chain --out="$LOGS/step_b${B1}_vpaper_chain.json"
 # The headline step with the mini-PointNet's conv3 on the built concatenation (Point-MAE's form),
-# against point.GlobalLocalDense (predicted: about 1.14x at 1 view, 1.09x at the paper's 4, if
+# against point.GlobalLocalDense (predicted: about 1.16x at 1 view, 1.09x at the paper's 4, if
 # time follows FLOPs).
 run step_b${B1}_vpaper_concat 80 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --attention=einsum \
     --tokenizer=concat --out="$LOGS/step_b${B1}_vpaper_concat.json"
