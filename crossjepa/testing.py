@@ -90,12 +90,14 @@ class ConcatMiniPointNet(point.MiniPointNet):
     return jnp.max(x, axis=-2)
 
 
+# The mini-PointNet forms by name: point.MiniPointNet (conv3 as GlobalLocalDense, the default) and
+# Point-MAE's concatenating form.
+TOKENIZERS = {'split': point.MiniPointNet, 'concat': ConcatMiniPointNet}
+
+
 def use_tokenizer(name: str) -> None:
-  """'split' (point.MiniPointNet, the default) or 'concat' (ConcatMiniPointNet) for every
-  PointEncoder applied after this call: the A/B switch of experiments/bench_step.py."""
-  if name not in ('split', 'concat'):
-    raise ValueError(f"tokenizer must be 'split' or 'concat', got {name!r}")
-  point.MiniPointNet = _SPLIT if name == 'split' else ConcatMiniPointNet
-
-
-_SPLIT = point.MiniPointNet
+  """TOKENIZERS[name] for every PointEncoder applied after this call: the A/B switch of
+  experiments/bench_step.py and bench_tokenizer.py."""
+  if name not in TOKENIZERS:
+    raise ValueError(f'tokenizer must be one of {sorted(TOKENIZERS)}, got {name!r}')
+  point.MiniPointNet = TOKENIZERS[name]

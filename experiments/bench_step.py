@@ -13,10 +13,9 @@ CPU (where XLA emits the dots itself) and reports that count; MFU uses the CPU c
 device count looks short (`--skip_cpu_flops` leaves that compile out: take the count from
 experiments/flops.py instead). MFU = FLOPs/step * steps/s / (peak_tflops * 1e12 * number of devices).
 `--views_per_step` overrides train.views_per_step (0 = the config's), `--attention` sets
-model.attention, `--optimizer=chain` runs optax's per-leaf AdamW instead of the flat one, `--tokenizer=concat` the
-mini-PointNet's conv3 on the built concatenation (Point-MAE's form) instead of
-point.GlobalLocalDense. Prints
-one JSON object (`--out` also writes it to a file).
+model.attention, `--optimizer=chain` runs optax's per-leaf AdamW instead of the flat one,
+`--tokenizer=concat` the mini-PointNet's conv3 on the built concatenation (Point-MAE's form)
+instead of point.GlobalLocalDense. Prints one JSON object (`--out` also writes it to a file).
 """
 import argparse
 import importlib.util
@@ -112,7 +111,7 @@ def main():
   p.add_argument('--optimizer', default='flat', choices=('flat', 'chain'),
                  help="flat: AdamW on one vector per parameter group (the replicated default); "
                       "chain: optax's per-leaf chain, to compare")
-  p.add_argument('--tokenizer', default='split', choices=('split', 'concat'),
+  p.add_argument('--tokenizer', default='split', choices=tuple(testing.TOKENIZERS),
                  help="mini-PointNet conv3: 'split' (point.GlobalLocalDense) or 'concat' (Point-MAE's)")
   p.add_argument('--out', default='', help='also write the JSON to this file')
   args = p.parse_args()

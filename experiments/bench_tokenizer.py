@@ -6,9 +6,10 @@ built concatenation ('concat', crossjepa.testing.ConcatMiniPointNet), in one pro
 
 (a) the tokenizer alone at the config's sizes (G groups of K points, its widths): forward +
     backward (gradients of the parameters), float32 and bfloat16; (b) the whole pretraining step
-    of the config (its dtype, batch --batch, one device, --views_per_step: 0 = the config's). Each pair is compiled once per form and
-    timed interleaved (split, concat, split, ...), so drift hits both; medians, their ratio, and
-    XLA's FLOP count of each compile (on the CPU it counts every dot). Prints one JSON object.
+    of the config (its dtype, batch --batch, one device, --views_per_step: 0 = the config's).
+    Each pair is compiled once per form and timed interleaved (split, concat, split, ...), so
+    drift hits both; medians, their ratio, and XLA's FLOP count of each compile (on the CPU it
+    counts every dot). Prints one JSON object.
 """
 import argparse
 import os
@@ -26,12 +27,11 @@ import numpy as np  # noqa: E402
 import bench_step  # noqa: E402
 from crossjepa import fileio  # noqa: E402
 from crossjepa import testing  # noqa: E402
-from crossjepa.models import point  # noqa: E402
 from crossjepa.training import mesh as mesh_lib  # noqa: E402
 from crossjepa.training import pretraining  # noqa: E402
 from crossjepa.training.recipes import models as models_lib  # noqa: E402
 
-FORMS = ('split', 'concat')
+FORMS = tuple(testing.TOKENIZERS)
 
 
 def interleaved(fns: dict, repeats: int) -> dict:
@@ -51,8 +51,7 @@ def tokenizer_case(encoder, batch: int, dtype, repeats: int) -> dict:
   widths, out = tuple(encoder.tokenizer_widths), int(encoder.width)
   g, k = int(encoder.num_groups), int(encoder.group_size)
   nb = jnp.asarray(np.random.default_rng(0).normal(size=(batch, g, k, 3)) * 0.1, dtype)
-  modules = {'split': point.MiniPointNet(widths, out, dtype),
-             'concat': testing.ConcatMiniPointNet(widths, out, dtype)}
+  modules = {form: testing.TOKENIZERS[form](widths, out, dtype) for form in FORMS}
   params = jax.jit(modules['split'].init)(jax.random.key(0), nb)
   fns, flops = {}, {}
   for form, m in modules.items():
