@@ -3,7 +3,7 @@
     python experiments/bench_step.py --config=configs/default.py --batch=32 --steps=20 \
         --peak_tflops=989 [--dtype=bfloat16] [--device_resident --objects=4096] \
         [--views_per_step=1] [--attention=einsum|dot_product|cudnn] [--optimizer=flat|chain]
-        [--tokenizer=split|concat]
+        [--tokenizer=split|concat] [--predictor_rows=queries|all]
         [--skip_cpu_flops] [--out=FILE]
 
 Fake batches with the config's shapes (crossjepa.testing.synthetic_batch); no data needed.
@@ -15,7 +15,8 @@ experiments/flops.py instead). MFU = FLOPs/step * steps/s / (peak_tflops * 1e12 
 `--views_per_step` overrides train.views_per_step (0 = the config's), `--attention` sets
 model.attention, `--optimizer=chain` runs optax's per-leaf AdamW instead of the flat one,
 `--tokenizer=concat` the mini-PointNet's conv3 on the built concatenation (Point-MAE's form)
-instead of point.GlobalLocalDense. Prints one JSON object (`--out` also writes it to a file).
+instead of point.GlobalLocalDense, `--predictor_rows=all` the predictor's last block over every
+row instead of the query rows only. Prints one JSON object (`--out` also writes it to a file).
 """
 import argparse
 import importlib.util
@@ -113,6 +114,9 @@ def main():
                       "chain: optax's per-leaf chain, to compare")
   p.add_argument('--tokenizer', default='split', choices=tuple(testing.TOKENIZERS),
                  help="mini-PointNet conv3: 'split' (point.GlobalLocalDense) or 'concat' (Point-MAE's)")
+  p.add_argument('--predictor_rows', default='queries', choices=('queries', 'all'),
+                 help="the predictor's last block over the query rows only (the default) or over "
+                      "every row, to compare")
   p.add_argument('--out', default='', help='also write the JSON to this file')
   args = p.parse_args()
   use_optimizer(args.optimizer)
@@ -129,6 +133,9 @@ def main():
     config.train.views_per_step = args.views_per_step
   if args.attention:
     config.model.attention = args.attention
+  if args.predictor_rows == 'all':
+    with config.unlocked():
+      config.model.predictor_overrides.last_block_queries_only = False
   bsz = int(config.train.batch_size)
   dim = teacher_dim(config)
   mesh = mesh_lib.make_mesh(config)
@@ -176,7 +183,7 @@ def main():
       'objects': args.objects if args.device_resident else None,
       'views_per_step': int(config.train.views_per_step),
       'attention': str(config.model.attention), 'optimizer': args.optimizer,
-      'tokenizer': args.tokenizer, 'steps': args.steps,
+      'tokenizer': args.tokenizer, 'predictor_rows': args.predictor_rows, 'steps': args.steps,
       'compile_s': round(compile_s, 2), 'median_step_ms': round(step_s * 1e3, 3),
       'min_step_ms': round(float(np.min(times)) * 1e3, 3),
       'max_step_ms': round(float(np.max(times)) * 1e3, 3),

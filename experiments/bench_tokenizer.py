@@ -24,27 +24,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import ab  # noqa: E402
 import bench_step  # noqa: E402
 from crossjepa import fileio  # noqa: E402
 from crossjepa import testing  # noqa: E402
-from crossjepa.training import mesh as mesh_lib  # noqa: E402
-from crossjepa.training import pretraining  # noqa: E402
 from crossjepa.training.recipes import models as models_lib  # noqa: E402
 
 FORMS = tuple(testing.TOKENIZERS)
-
-
-def interleaved(fns: dict, repeats: int) -> dict:
-  """Median seconds per call of each zero-argument fn, timed in turn, after one warm-up each."""
-  for f in fns.values():
-    f()
-  times = {k: [] for k in fns}
-  for _ in range(repeats):
-    for k, f in fns.items():
-      t = time.perf_counter()
-      f()
-      times[k].append(time.perf_counter() - t)
-  return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def tokenizer_case(encoder, batch: int, dtype, repeats: int) -> dict:
@@ -59,7 +45,7 @@ def tokenizer_case(encoder, batch: int, dtype, repeats: int) -> dict:
     compiled = grad.lower(params, nb).compile()
     flops[form] = bench_step.cost_of(compiled)['flops']
     fns[form] = lambda c=compiled: jax.block_until_ready(c(params, nb))
-  med = interleaved(fns, repeats)
+  med = ab.interleaved(fns, repeats)
   return {'dtype': jnp.dtype(dtype).name, 'batch': batch, 'groups': g, 'group_size': k,
           'widths': list(widths), 'out': out,
           'median_ms': {f: round(med[f] * 1e3, 3) for f in FORMS},
@@ -68,37 +54,16 @@ def tokenizer_case(encoder, batch: int, dtype, repeats: int) -> dict:
 
 
 def step_case(config, batch: int, repeats: int) -> dict:
-  config.train.batch_size = batch
-  config.mesh.data, config.mesh.fsdp = 1, 1
-  dim = bench_step.teacher_dim(config)
-  mesh = mesh_lib.make_mesh(config, jax.devices()[:1])
-  teacher = models_lib.teacher_widths(dim)
-  models = models_lib.build_models(config, teacher)
-  bsh = mesh_lib.batch_sharding(mesh)
-  data = mesh_lib.global_batch(testing.synthetic_batch(config, batch, teacher_dim=dim), bsh)
-  rng = jax.random.PRNGKey(1)
-  fns, flops, compile_s, holder = {}, {}, {}, {}
-  for form in FORMS:
-    testing.use_tokenizer(form)            # traced (hence fixed) at this lower()
-    state, shardings = pretraining.init_state(config, mesh, jax.random.PRNGKey(0), models, teacher)
-    t = time.time()
-    compiled = pretraining.make_step(config, mesh, shardings, models).lower(state, data, rng).compile()
-    compile_s[form] = round(time.time() - t, 2)
-    flops[form] = bench_step.cost_of(compiled)['flops']
-    holder[form] = state
-
-    def run(form=form, compiled=compiled):
-      holder[form], metrics = compiled(holder[form], data, rng)
-      jax.block_until_ready(metrics)
-    fns[form] = run
-  testing.use_tokenizer('split')
-  med = interleaved(fns, repeats)
-  return {'config_dtype': str(config.train.dtype), 'batch': batch,
-          'views_per_step': int(config.train.views_per_step), 'compile_s': compile_s,
-          'median_step_ms': {f: round(med[f] * 1e3, 1) for f in FORMS},
-          'speedup_split_over_concat': med['concat'] / med['split'],
-          'flops_per_object': {f: flops[f] / batch for f in FORMS},
-          'flop_ratio_concat_over_split': flops['concat'] / flops['split']}
+  def form(name):
+    def build(config, teacher):
+      testing.use_tokenizer(name)            # traced (hence fixed) at this form's lower()
+      return models_lib.build_models(config, teacher)
+    return build
+  out = ab.step_ab(config, batch, repeats, {f: form(f) for f in FORMS},
+                   done=lambda: testing.use_tokenizer('split'))
+  out['speedup_split_over_concat'] = out.pop('speedup')['split_over_concat']
+  out['flop_ratio_concat_over_split'] = out.pop('flop_ratio')['concat_over_split']
+  return out
 
 
 def main():

@@ -104,24 +104,26 @@ class Count:
     if bias:
       self.elementwise(comp, 'bias', m * n, copies)
 
-  def block(self, comp, t, d, hidden, heads, *, copies=1, pos=False):
-    """One pre-LN transformer block over t tokens of width d (layers.Block)."""
+  def block(self, comp, t, d, hidden, heads, *, copies=1, pos=False, rows=None):
+    """One pre-LN transformer block over t tokens of width d (layers.Block); `rows`: only the
+    last `rows` tokens' outputs (keys and values of all t, the rest for `rows` queries)."""
+    r = t if rows is None else rows
     if pos:
       self.elementwise(comp, 'residual', t * d, copies)
     self.elementwise(comp, 'layernorm', t * d, copies)
     self.dense(comp, t, d, 3 * d, copies=copies)                          # qkv
-    # q k^T and a v over heads: 2 t t (d/heads) each, per head; both operands need gradients.
-    self.matmul(comp, t, d // heads, t, copies=copies * heads)           # logits
-    self.elementwise(comp, 'scale', heads * t * t, copies)
-    self.elementwise(comp, 'softmax', heads * t * t, copies, itemsize=4)   # float32
-    self.matmul(comp, t, t, d // heads, copies=copies * heads)           # weights @ v
-    self.dense(comp, t, d, d, copies=copies)                              # proj
-    self.elementwise(comp, 'residual', t * d, copies)
-    self.elementwise(comp, 'layernorm', t * d, copies)
-    self.dense(comp, t, d, hidden, copies=copies)                         # fc1
-    self.elementwise(comp, 'gelu', t * hidden, copies)
-    self.dense(comp, t, hidden, d, copies=copies)                         # fc2
-    self.elementwise(comp, 'residual', t * d, copies)
+    # q k^T and a v over heads: 2 r t (d/heads) each, per head; both operands need gradients.
+    self.matmul(comp, r, d // heads, t, copies=copies * heads)           # logits
+    self.elementwise(comp, 'scale', heads * r * t, copies)
+    self.elementwise(comp, 'softmax', heads * r * t, copies, itemsize=4)   # float32
+    self.matmul(comp, r, t, d // heads, copies=copies * heads)           # weights @ v
+    self.dense(comp, r, d, d, copies=copies)                              # proj
+    self.elementwise(comp, 'residual', r * d, copies)
+    self.elementwise(comp, 'layernorm', r * d, copies)
+    self.dense(comp, r, d, hidden, copies=copies)                         # fc1
+    self.elementwise(comp, 'gelu', r * hidden, copies)
+    self.dense(comp, r, hidden, d, copies=copies)                         # fc2
+    self.elementwise(comp, 'residual', r * d, copies)
 
   def totals(self):
     keys = ('fwd_flops', 'fwd_bwd_flops', 'elementwise_flops', 'matmul_io_bytes',
@@ -180,8 +182,10 @@ def hand_project(config, models, batch_np) -> dict:
       c.elementwise(comp, 'gelu', g * int(pr.pos_hidden), v)
       c.dense(comp, g, int(pr.pos_hidden), dp, copies=v)
     comp = f'predictor blocks ({int(pr.depth)} x {dp}, {t_pred} tokens, {v} views)'
-    for _ in range(int(pr.depth)):
-      c.block(comp, t_pred, dp, int(pr.mlp_ratio * dp), int(pr.num_heads), copies=v)
+    for i in range(int(pr.depth)):       # the last block: the query rows only (Predictor)
+      last = i == int(pr.depth) - 1 and bool(pr.last_block_queries_only)
+      c.block(comp, t_pred, dp, int(pr.mlp_ratio * dp), int(pr.num_heads), copies=v,
+              rows=q if last else None)
     comp = f'predictor output ({q} query x {int(pr.out_dim)}, {v} views)'
     c.elementwise(comp, 'layernorm', q * dp, v)
     c.dense(comp, q, dp, int(pr.out_dim), copies=v)

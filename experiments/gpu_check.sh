@@ -11,8 +11,8 @@
 #   step_jax.py at 512 and 2048 (compile 15-25 s each) ........... 50-70 s
 #   bench_teacher.py: ViT-B/14 224 px + Lite0 160 px, float32 .... 60-90 s
 #   profile_step.py at 512 (only with budget left) ................ 40-60 s
-#   then the ViT in bf16, the step with the per-leaf optimizer and with Point-MAE's concatenating
-#     tokenizer (budget left) ........................................ 150 s
+#   then the ViT in bf16, the step with the per-leaf optimizer, with Point-MAE's concatenating
+#     tokenizer and with the predictor's last block over every row (budget left) ... 200 s
 #   summary + tar ................................................   5 s
 #   total 6.5-9 min; everything from the start shares a budget of GPU_CHECK_BUDGET_S (default
 #   450 s, so about 7.6 min in all with the summary), each run capped by its own `timeout` too, in
@@ -247,7 +247,7 @@ run resident_b${B1}_vpaper 90 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --devic
     --objects=$OBJ --attention=einsum --out="$LOGS/resident_b${B1}_vpaper.json"
 # Extras, only with budget left: where the headline step's time goes (op kinds, passes, model
 # parts, top instructions), the ViT teacher in bfloat16, the per-leaf optimizer, the concatenating
-# tokenizer.
+# tokenizer, the predictor over every row.
 run profile_b$B1 90 "$PY" experiments/profile_step.py --config=$CFG --batch=$B1 --steps=3 \
     --dtype=bfloat16 --attention=einsum --out="$LOGS/profile_b$B1.json"
 run teacher_bf16 60 "$PY" experiments/bench_teacher.py --teachers=vit --dtypes=bfloat16 \
@@ -260,6 +260,10 @@ run step_b${B1}_vpaper_chain 80 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --att
 # time follows FLOPs).
 run step_b${B1}_vpaper_concat 80 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --attention=einsum \
     --tokenizer=concat --out="$LOGS/step_b${B1}_vpaper_concat.json"
+# The headline step with the predictor's last block over every row, against the query rows only
+# (predicted: about 1.06x at the paper's 4 views, if time follows FLOPs: 16.97 -> 15.94 GFLOP).
+run step_b${B1}_vpaper_allrows 80 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --attention=einsum \
+    --predictor_rows=all --out="$LOGS/step_b${B1}_vpaper_allrows.json"
 
 # ------------------------------------------------------------------ summary
 echo "runs done at $(elapsed)s"

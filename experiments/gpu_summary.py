@@ -124,10 +124,13 @@ def main():
     rows.append({
         'name': name, 'impl': 'project' + (' device-resident' if run.get('device_resident') else '')
                               + (' concat tokenizer (MFU on split FLOPs)'
-                                 if run.get('tokenizer') == 'concat' else ''),
+                                 if run.get('tokenizer') == 'concat' else '')
+                              + (' predictor every row (MFU on query-row FLOPs)'
+                                 if run.get('predictor_rows') == 'all' else ''),
         'batch': run['batch'], 'views_per_step': run.get('views_per_step'),
         'attention': run.get('attention'), 'device_resident': bool(run.get('device_resident')),
         'optimizer': run.get('optimizer', 'flat'), 'tokenizer': run.get('tokenizer', 'split'),
+        'predictor_rows': run.get('predictor_rows', 'queries'),
         'step_ms': run['median_step_ms'], 'objects_per_s': ops, 'gflop_per_object': fpo / 1e9,
         'flops_source': src, 'achieved_tflops': fpo * ops / 1e12, 'mfu': fpo * ops / peak,
         'mfu_vs_measured_ceiling': fpo * ops / (meas * 1e12) if meas else None,
@@ -195,6 +198,7 @@ def main():
       'ratio_device_resident_over_fed': ratio(ops(f'resident_b{b}_vpaper'), proj),
       'ratio_flat_over_per_leaf_optimizer': ratio(proj, ops(f'step_b{b}_vpaper_chain')),
       'ratio_split_over_concat_tokenizer': ratio(proj, ops(f'step_b{b}_vpaper_concat')),
+      'ratio_query_rows_over_all_rows_predictor': ratio(proj, ops(f'step_b{b}_vpaper_allrows')),
       f'ratio_b{big}': ratio(ops(f'step_b{big}_vpaper'), ops(f'anchor_b{big}')),
       f'ratio_views1_b{big}': ratio(ops(f'step_b{big}_v1'), ops(f'anchor_b{big}')),
       'teacher_views_per_s': teacher, 'profile': profile,
@@ -221,7 +225,9 @@ def main():
                f" (views=1: {fmt(summary[f'ratio_views1_b{big}'], 3)}); cudnn / einsum "
                f"{fmt(summary['ratio_cudnn_over_einsum'], 3)}; device-resident / fed "
                f"{fmt(summary['ratio_device_resident_over_fed'], 3)}; flat / per-leaf optimizer "
-               f"{fmt(summary['ratio_flat_over_per_leaf_optimizer'], 3)}.")
+               f"{fmt(summary['ratio_flat_over_per_leaf_optimizer'], 3)}; split / concat tokenizer "
+               f"{fmt(summary['ratio_split_over_concat_tokenizer'], 3)}; query rows / every row "
+               f"{fmt(summary['ratio_query_rows_over_all_rows_predictor'], 3)}.")
   if ceiling:
     lines.append(f"Ceilings measured: bf16 matmul {ceiling.get('bf16_matmul_tflops')} TFLOP/s "
                  f"(n={ceiling.get('matmul_n')}), copy {ceiling.get('copy_gb_per_s')} GB/s.")

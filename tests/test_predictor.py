@@ -181,3 +181,63 @@ def test_bf16_close_to_f32(setup):
   assert out16.dtype == jnp.float32
   scale = float(jnp.max(jnp.abs(out)))
   assert float(jnp.max(jnp.abs(out16 - out))) < 0.05 * scale
+
+
+@pytest.mark.parametrize('attention', ['einsum', 'dot_product'])
+def test_last_block_queries_only_equals_every_row(setup, attention):
+  """The last block computes only the query rows (`last_block_queries_only`, the default): the
+  same outputs and gradients as the transformer over every row, for both query kinds and with
+  stochastic depth on (float32 within 1e-5; bfloat16 within its rounding)."""
+  _, params, x, _ = setup
+  kw = dict(out_dim=OUT, attention=attention, drop_path=0.2)
+  pruned, full = pred.predictor('tiny', **kw), pred.predictor('tiny', last_block_queries_only=False, **kw)
+  rngs = {'dropout': jax.random.key(7)}
+
+  def loss(module, query_pos, dtype=jnp.float32):
+    m = module.clone(dtype=dtype)
+    def f(p):
+      q = dict(query_pos=query_pos) if query_pos is not None else {}
+      out = m.apply(p, x['context'], world_to_cam=x['world_to_cam'], hist=x['hist'], train=True,
+                    rngs=rngs, **q)
+      return jnp.sum(jnp.sin(out)), out
+    return f
+
+  for query_pos in (x['query_pos'], None):
+    (_, want), g_full = jax.value_and_grad(loss(full, query_pos), has_aux=True)(params)
+    (_, got), g_pruned = jax.value_and_grad(loss(pruned, query_pos), has_aux=True)(params)
+    assert got.shape == want.shape == (B, 1 if query_pos is None else 6, OUT)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_pruned), jax.tree.leaves(g_full)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()),
+                                 err_msg=jax.tree_util.keystr(path))
+    got16 = loss(pruned, query_pos, jnp.bfloat16)(params)[1]
+    assert float(jnp.abs(got16 - want).max()) < 0.05 * float(jnp.abs(want).max())
+
+
+def test_last_block_queries_only_drops_the_other_rows_flops(setup):
+  """XLA's count (CPU compile) of the forward drops by the other rows' work in the last block:
+  (T' - Q) rows (T' = the tokens) of proj (2 D^2), fc1 + fc2 (4 D h), attention (4 T' D) and the
+  MLP's GELU (64 flops an element in XLA's count of erf), within 5 % (LayerNorm, biases, softmax)."""
+  module, params, x, _ = setup
+  full = module.clone(last_block_queries_only=False)
+  args = [jax.ShapeDtypeStruct(x[k].shape, jnp.float32)
+          for k in ('context', 'world_to_cam', 'hist', 'query_pos')]
+
+  def flops(m):
+    fn = jax.jit(lambda p, c, w, h, q: m.apply(p, c, world_to_cam=w, hist=h, query_pos=q))
+    cost = fn.lower(params, *args).compile().cost_analysis()
+    return float((cost[0] if isinstance(cost, (list, tuple)) else cost)['flops'])
+  q = x['query_pos'].shape[1]
+  t = 2 + T + q                                  # pose, histogram, context, queries
+  d, h = module.width, int(module.mlp_ratio * module.width)
+  predicted = B * (t - q) * (2 * d * d + 4 * d * h + 4 * t * d + 64 * h)
+  saved = flops(full) - flops(module)
+  assert predicted <= saved <= 1.05 * predicted, (saved, predicted)
+
+
+def test_rows_out_of_range_is_an_error():
+  from crossjepa.models import layers  # pylint: disable=g-import-not-at-top
+  x = jnp.zeros((1, 5, 8))
+  for rows in (0, 6):
+    with pytest.raises(ValueError, match=r'rows must be in \[1, 5\]'):
+      jax.eval_shape(lambda r=rows: layers.Transformer(1, 8, 2).init(jax.random.key(0), x, out_rows=r))

@@ -18,6 +18,11 @@ bfloat16: 'einsum' rounds q k^T to bfloat16 before the scale and the float32 sof
 lowering of 'dot_product' keeps the logits in float32 from the matmul on (its softmax is float32
 too; the weights are cast back to bfloat16 for the product with v).
 
+`rows` (Block, Attention) / `out_rows` (Transformer): when a caller reads only the last few
+tokens' outputs (the predictor's query tokens), the last block computes only those rows: every
+token's key and value, the kept rows' queries, attention rows, projection and MLP. Same params,
+same values up to the matmuls' summation order.
+
 Parameter count of one Block of width D, hidden h = int(mlp_ratio * D), with qkv bias:
   2D (norm1) + 3D^2 + 3D (qkv) + D^2 + D (proj) + 2D (norm2) + D h + h (fc1) + h D + D (fc2)
   = 4 D^2 + 2 D h + 9 D + h     (= 12 D^2 + 13 D for mlp_ratio 4).
@@ -61,6 +66,11 @@ def block_param_count(width: int, mlp_ratio: float = 4.0, qkv_bias: bool = True)
   return 4 * d * d + 2 * d * h + 9 * d + h - (0 if qkv_bias else 3 * d)
 
 
+def check_rows(rows: Optional[int], tokens: int, where: str) -> None:
+  if rows is not None and not 1 <= rows <= tokens:
+    raise ValueError(f'{where}: rows must be in [1, {tokens}] (the tokens), got {rows}')
+
+
 class Mlp(nn.Module):
   """Dense(hidden) -> GELU -> Dense(out). Used for the transformer MLP and position embeddings."""
   hidden: int
@@ -86,7 +96,9 @@ class Attention(nn.Module):
   attention: str = 'einsum'        # one of ATTENTIONS; see the module docstring
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, *, rows: Optional[int] = None) -> jax.Array:
+    """[B,T,D] -> [B,T,D]; with `rows`, only the last `rows` tokens' outputs [B,rows,D] (every
+    token's key and value still enters their attention)."""
     if self.width % self.num_heads:
       raise ValueError(f'Attention: width {self.width} is not divisible by num_heads {self.num_heads}')
     if self.attention not in ATTENTIONS:
@@ -97,9 +109,14 @@ class Attention(nn.Module):
                    kernel_init=self.kernel_init, name='qkv')(x)
     q, k, v = jnp.split(qkv.reshape(b, t, 3, self.num_heads, head_dim), 3, axis=2)
     q, k, v = (a[:, :, 0] for a in (q, k, v))                        # [B,T,H,Dh]
+    if rows is not None:
+      q = q[:, t - rows:]                                              # [B,rows,H,Dh]
+    t_q = q.shape[1]
     if self.attention in ('dot_product', 'cudnn'):
       implementation = None
-      if self.attention == 'cudnn':
+      # A few query rows (a predictor's last block) gain nothing from the fused kernel: there
+      # 'cudnn' runs the XLA lowering, without a log line.
+      if self.attention == 'cudnn' and rows is None:
         reason = cudnn_unavailable(q.dtype, head_dim)
         if reason is None:
           implementation = 'cudnn'
@@ -109,11 +126,11 @@ class Attention(nn.Module):
                           'jax.nn.dot_product_attention instead', reason)
       out = jax.nn.dot_product_attention(q, k, v, scale=head_dim ** -0.5,
                                          implementation=implementation)
-      out = out.reshape(b, t, self.width)
+      out = out.reshape(b, t_q, self.width)
     else:
       logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) * (head_dim ** -0.5)
       weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-      out = jnp.einsum('bhqk,bkhd->bqhd', weights, v).reshape(b, t, self.width)
+      out = jnp.einsum('bhqk,bkhd->bqhd', weights, v).reshape(b, t_q, self.width)
     return nn.Dense(self.width, dtype=self.dtype, kernel_init=self.kernel_init, name='proj')(out)
 
 
@@ -136,10 +153,15 @@ class Block(nn.Module):
     return y * mask.astype(y.dtype) / keep
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool = False, rows: Optional[int] = None) -> jax.Array:
+    """[B,T,D] -> [B,T,D], or with `rows` the last `rows` tokens' outputs only, [B,rows,D]: the
+    same values, without the other tokens' attention rows, projection and MLP (`Attention`)."""
+    check_rows(rows, x.shape[1], 'Block')
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm1')(x)
     y = Attention(self.width, self.num_heads, self.qkv_bias, self.dtype,
-                  attention=self.attention, name='attn')(y)
+                  attention=self.attention, name='attn')(y, rows=rows)
+    if rows is not None:
+      x = x[:, x.shape[1] - rows:]
     x = x + self._drop_path(y, train)
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm2')(x)
     y = Mlp(int(self.mlp_ratio * self.width), self.width, self.dtype, name='mlp')(y)
@@ -164,7 +186,11 @@ class Transformer(nn.Module):
   attention: str = 'einsum'
 
   @nn.compact
-  def __call__(self, x: jax.Array, pos: Optional[jax.Array] = None, *, train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, pos: Optional[jax.Array] = None, *, train: bool = False,
+               out_rows: Optional[int] = None) -> jax.Array:
+    """[B,T,D] -> [B,T,D]; with `out_rows`, only the last `out_rows` tokens' outputs
+    [B,out_rows,D], the same values: the last block computes just those rows (`Block`)."""
+    check_rows(out_rows, x.shape[1], 'Transformer')
     x = x.astype(self.dtype)
     if pos is not None:
       pos = pos.astype(self.dtype)
@@ -173,5 +199,8 @@ class Transformer(nn.Module):
         x = x + pos
       rate = self.drop_path * i / max(self.depth - 1, 1)
       x = Block(self.width, self.num_heads, self.mlp_ratio, self.qkv_bias, rate, self.dtype,
-                self.attention, name=f'block{i}')(x, train=train)
+                self.attention, name=f'block{i}')(
+                    x, train=train, rows=out_rows if i == self.depth - 1 else None)
+    if self.depth == 0 and out_rows is not None:
+      x = x[:, x.shape[1] - out_rows:]
     return x

@@ -12,7 +12,8 @@ tokens, run a transformer, final norm, project back to the target width.
 Token sequence: [pose token?, histogram token?, context tokens (T), query tokens (Q)]. There is no
 attention mask: every token attends to every token. That leaks nothing, because the targets never
 enter the predictor; and the queries cannot see each other's answers, only their own positions.
-The output is the Q query tokens.
+The output is the Q query tokens. Nothing reads the other tokens after the last block, so that
+block computes the query rows only (`last_block_queries_only`; `layers.Transformer(out_rows=Q)`).
 
 Both query kinds' parameters (global `query_tokens` and the position MLP + `mask_token`) are always
 created at init, so a module initialised with one kind can be applied with the other.
@@ -47,6 +48,10 @@ class Predictor(nn.Module):
   pos_hidden: int = 128            # hidden width of the query-position MLP (as Point-MAE's)
   dtype: Dtype = jnp.float32
   attention: str = 'einsum'        # layers.ATTENTIONS: how attention is computed (same params)
+  # Only the query tokens are read out, so the last block computes only their rows (attention
+  # over every token's key and value, projection, MLP): the same output, fewer FLOPs. False runs
+  # every row of every block (the reference the tests and experiments/bench_predictor.py use).
+  last_block_queries_only: bool = True
 
   @nn.compact
   def __call__(self, context: jax.Array, *, world_to_cam: Optional[jax.Array] = None,
@@ -99,7 +104,8 @@ class Predictor(nn.Module):
     x = jnp.concatenate(tokens, axis=1)
     x = layers.Transformer(self.depth, self.width, self.num_heads, self.mlp_ratio, self.qkv_bias,
                            self.drop_path, dtype=self.dtype, attention=self.attention,
-                           name='transformer')(x, train=train)
+                           name='transformer')(
+                               x, train=train, out_rows=num_q if self.last_block_queries_only else None)
     x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm')(x[:, -num_q:])
     return nn.Dense(self.out_dim, dtype=self.dtype, name='out_proj')(x).astype(jnp.float32)
 
