@@ -37,6 +37,9 @@ from crossjepa.training import pretraining  # noqa: E402
 from crossjepa.training import step as step_lib  # noqa: E402
 from crossjepa.training.recipes import models as models_lib  # noqa: E402
 
+# --predictor_rows: name -> Predictor.last_block_queries_only (bench_predictor.py's forms)
+PREDICTOR_ROWS = {'queries': True, 'all': False}
+
 
 def load_config(path):
   spec = importlib.util.spec_from_file_location('_bench_config', path)
@@ -114,7 +117,7 @@ def main():
                       "chain: optax's per-leaf chain, to compare")
   p.add_argument('--tokenizer', default='split', choices=tuple(testing.TOKENIZERS),
                  help="mini-PointNet conv3: 'split' (point.GlobalLocalDense) or 'concat' (Point-MAE's)")
-  p.add_argument('--predictor_rows', default='queries', choices=('queries', 'all'),
+  p.add_argument('--predictor_rows', default='queries', choices=tuple(PREDICTOR_ROWS),
                  help="the predictor's last block over the query rows only (the default) or over "
                       "every row, to compare")
   p.add_argument('--out', default='', help='also write the JSON to this file')
@@ -133,7 +136,7 @@ def main():
     config.train.views_per_step = args.views_per_step
   if args.attention:
     config.model.attention = args.attention
-  if args.predictor_rows == 'all':
+  if not PREDICTOR_ROWS[args.predictor_rows]:
     with config.unlocked():
       config.model.predictor_overrides.last_block_queries_only = False
   bsz = int(config.train.batch_size)
