@@ -64,6 +64,7 @@ PREDICTOR_VARIANTS = ('tiny', 'small', 'paper')
 VIT_VARIANTS = ('tiny/14', 'S/14', 'B/14', 'L/14', 'g/14')
 POOLINGS = ('max+mean', 'max', 'mean', 'cls')
 ATTENTIONS = ('einsum', 'dot_product', 'cudnn')
+REMATS = ('none', 'full', 'dots')
 SPLIT = Str(r'[A-Za-z0-9_\-]+', empty=False, what='a split name')
 FRACTION = Float(0.0, 1.0, lo_open=True)
 MOMENTUM = Seq(Float(0.0, 1.0), length=2, ordered=True)
@@ -130,6 +131,7 @@ SCHEMA: dict[str, Any] = {
     'model.vit_overrides': Dict(),
     'model.vit_init': Str(),
     'model.attention': Choice(ATTENTIONS),
+    'model.remat': Choice(REMATS),
     # teacher
     'teacher.checkpoint': Str(),
     'teacher.kind': Choice(TEACHER_KINDS),

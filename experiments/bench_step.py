@@ -3,7 +3,7 @@
     python experiments/bench_step.py --config=configs/default.py --batch=32 --steps=20 \
         --peak_tflops=989 [--dtype=bfloat16] [--device_resident --objects=4096] \
         [--views_per_step=1] [--attention=einsum|dot_product|cudnn] [--optimizer=flat|chain]
-        [--tokenizer=split|concat] [--predictor_rows=queries|all]
+        [--tokenizer=split|concat] [--predictor_rows=queries|all] [--remat=none|full|dots]
         [--skip_cpu_flops] [--out=FILE]
 
 Fake batches with the config's shapes (crossjepa.testing.synthetic_batch); no data needed.
@@ -16,7 +16,10 @@ experiments/flops.py instead). MFU = FLOPs/step * steps/s / (peak_tflops * 1e12 
 model.attention, `--optimizer=chain` runs optax's per-leaf AdamW instead of the flat one,
 `--tokenizer=concat` the mini-PointNet's conv3 on the built concatenation (Point-MAE's form)
 instead of point.GlobalLocalDense, `--predictor_rows=all` the predictor's last block over every
-row instead of the query rows only. Prints one JSON object (`--out` also writes it to a file).
+row instead of the query rows only, `--remat` sets model.remat (what the blocks keep for the
+backward pass). Memory: `temp_bytes` is XLA's compiled scratch size of the step (what remat
+shrinks), `peak_bytes_in_use` the device allocator's peak where it reports one (GPU, TPU).
+Prints one JSON object (`--out` also writes it to a file).
 """
 import argparse
 import importlib.util
@@ -32,6 +35,7 @@ import numpy as np  # noqa: E402
 
 from crossjepa import fileio  # noqa: E402
 from crossjepa import testing  # noqa: E402
+from crossjepa.models import layers  # noqa: E402
 from crossjepa.training import mesh as mesh_lib  # noqa: E402
 from crossjepa.training import pretraining  # noqa: E402
 from crossjepa.training import step as step_lib  # noqa: E402
@@ -67,6 +71,24 @@ def cost_of(compiled) -> dict:
     cost = cost[0] if cost else {}
   cost = cost or {}
   return {k: float(cost.get(k, float('nan'))) for k in ('flops', 'bytes accessed', 'transcendentals')}
+
+
+def memory_of(compiled) -> dict:
+  """XLA's compiled memory sizes (bytes; None where the backend gives none)."""
+  try:
+    mem = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except
+    mem = None
+  out = {f'{k}_bytes': (int(getattr(mem, f'{k}_size_in_bytes')) if mem is not None and
+                        hasattr(mem, f'{k}_size_in_bytes') else None)
+         for k in ('temp', 'argument', 'output')}
+  return out
+
+
+def peak_bytes_in_use():
+  """The first device allocator's peak so far (GPU, TPU), None where it reports none (CPU)."""
+  stats = jax.devices()[0].memory_stats() or {}
+  return int(stats['peak_bytes_in_use']) if 'peak_bytes_in_use' in stats else None
 
 
 def cpu_flops(config, batch, models, teacher):
@@ -120,6 +142,8 @@ def main():
   p.add_argument('--predictor_rows', default='queries', choices=tuple(PREDICTOR_ROWS),
                  help="the predictor's last block over the query rows only (the default) or over "
                       "every row, to compare")
+  p.add_argument('--remat', default='', choices=('',) + tuple(layers.REMATS),
+                 help="model.remat (default: the config's)")
   p.add_argument('--out', default='', help='also write the JSON to this file')
   args = p.parse_args()
   use_optimizer(args.optimizer)
@@ -136,6 +160,8 @@ def main():
     config.train.views_per_step = args.views_per_step
   if args.attention:
     config.model.attention = args.attention
+  if args.remat:
+    config.model.remat = args.remat
   if not PREDICTOR_ROWS[args.predictor_rows]:
     with config.unlocked():
       config.model.predictor_overrides.last_block_queries_only = False
@@ -162,6 +188,7 @@ def main():
   compiled = fn.lower(state, inputs(0), rng).compile()
   compile_s = time.time() - t0
   device_flops = cost_of(compiled)['flops']
+  memory = memory_of(compiled)
   state, m = fn(state, inputs(0), rng)     # warm-up
   jax.block_until_ready(m)
   times = []
@@ -187,6 +214,7 @@ def main():
       'views_per_step': int(config.train.views_per_step),
       'attention': str(config.model.attention), 'optimizer': args.optimizer,
       'tokenizer': args.tokenizer, 'predictor_rows': args.predictor_rows, 'steps': args.steps,
+      'remat': str(config.model.remat),
       'compile_s': round(compile_s, 2), 'median_step_ms': round(step_s * 1e3, 3),
       'min_step_ms': round(float(np.min(times)) * 1e3, 3),
       'max_step_ms': round(float(np.max(times)) * 1e3, 3),
@@ -198,6 +226,7 @@ def main():
                        'device cost analysis (on GPU it misses the cuBLAS calls)'),
       'achieved_tflops': flops / step_s / 1e12,
       'mfu': (flops / step_s / (args.peak_tflops * 1e12 * n_dev)) if args.peak_tflops else None,
+      **memory, 'peak_bytes_in_use': peak_bytes_in_use(),
       'final_loss': float(m['loss']),
       'num_params': int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params))),
       'wall_s': round(time.time() - _START, 1),

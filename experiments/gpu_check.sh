@@ -13,6 +13,7 @@
 #   profile_step.py at 512 (only with budget left) ................ 40-60 s
 #   then the ViT in bf16, the step with the per-leaf optimizer, with Point-MAE's concatenating
 #     tokenizer and with the predictor's last block over every row (budget left) ... 200 s
+#   the step at 2048 with model.remat=dots (budget left) ........... 50-70 s
 #   summary + tar ................................................   5 s
 #   total 6.5-9 min; everything from the start shares a budget of GPU_CHECK_BUDGET_S (default
 #   450 s, so about 7.6 min in all with the summary), each run capped by its own `timeout` too, in
@@ -247,7 +248,7 @@ run resident_b${B1}_vpaper 90 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --devic
     --objects=$OBJ --attention=einsum --out="$LOGS/resident_b${B1}_vpaper.json"
 # Extras, only with budget left: where the headline step's time goes (op kinds, passes, model
 # parts, top instructions), the ViT teacher in bfloat16, the per-leaf optimizer, the concatenating
-# tokenizer, the predictor over every row.
+# tokenizer, the predictor over every row, remat at the big batch.
 run profile_b$B1 90 "$PY" experiments/profile_step.py --config=$CFG --batch=$B1 --steps=3 \
     --dtype=bfloat16 --attention=einsum --out="$LOGS/profile_b$B1.json"
 run teacher_bf16 60 "$PY" experiments/bench_teacher.py --teachers=vit --dtypes=bfloat16 \
@@ -264,6 +265,12 @@ run step_b${B1}_vpaper_concat 80 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --at
 # (predicted: about 1.06x at the paper's 4 views, if time follows FLOPs: 16.97 -> 15.94 GFLOP).
 run step_b${B1}_vpaper_allrows 80 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --attention=einsum \
     --predictor_rows=all --out="$LOGS/step_b${B1}_vpaper_allrows.json"
+# The big-batch step with model.remat=dots (the blocks keep only their dense layers' outputs),
+# against no remat: the allocator's peak should drop (on the CPU, XLA's scratch did not); the time
+# should rise about as the FLOPs do: the paper step's CPU compile (bf16, batch 8) counts 16.74
+# GFLOP/object without remat, 17.11 with dots (+2.2 %), 19.58 with full (+16.9 %).
+run step_b${B2}_vpaper_dots 100 "$PY" "${STEP[@]}" --batch=$B2 --steps=$S2 --attention=einsum \
+    --remat=dots --out="$LOGS/step_b${B2}_vpaper_dots.json"
 
 # ------------------------------------------------------------------ summary
 echo "runs done at $(elapsed)s"

@@ -126,11 +126,14 @@ def main():
                               + (' concat tokenizer (MFU on split FLOPs)'
                                  if run.get('tokenizer') == 'concat' else '')
                               + (' predictor every row (MFU on query-row FLOPs)'
-                                 if run.get('predictor_rows') == 'all' else ''),
+                                 if run.get('predictor_rows') == 'all' else '')
+                              + (f" remat {run['remat']} (MFU on no-remat FLOPs)"
+                                 if run.get('remat', 'none') != 'none' else ''),
         'batch': run['batch'], 'views_per_step': run.get('views_per_step'),
         'attention': run.get('attention'), 'device_resident': bool(run.get('device_resident')),
         'optimizer': run.get('optimizer', 'flat'), 'tokenizer': run.get('tokenizer', 'split'),
-        'predictor_rows': run.get('predictor_rows', 'queries'),
+        'predictor_rows': run.get('predictor_rows', 'queries'), 'remat': run.get('remat', 'none'),
+        'temp_bytes': run.get('temp_bytes'), 'peak_bytes_in_use': run.get('peak_bytes_in_use'),
         'step_ms': run['median_step_ms'], 'objects_per_s': ops, 'gflop_per_object': fpo / 1e9,
         'flops_source': src, 'achieved_tflops': fpo * ops / 1e12, 'mfu': fpo * ops / peak,
         'mfu_vs_measured_ceiling': fpo * ops / (meas * 1e12) if meas else None,
@@ -185,6 +188,8 @@ def main():
     return by_name.get(name, {}).get('objects_per_s')
   def ratio(x, y):
     return (x / y) if x and y else None
+  def peak(name):
+    return by_name.get(name, {}).get('peak_bytes_in_use')
   proj, anc = ops(f'step_b{b}_vpaper'), ops(f'anchor_b{b}')
   failed = {k: v for k, v in status.items() if v['rc'] not in ('0', 'skipped')}
   skipped = [k for k, v in status.items() if v['rc'] == 'skipped']
@@ -199,6 +204,10 @@ def main():
       'ratio_flat_over_per_leaf_optimizer': ratio(proj, ops(f'step_b{b}_vpaper_chain')),
       'ratio_split_over_concat_tokenizer': ratio(proj, ops(f'step_b{b}_vpaper_concat')),
       'ratio_query_rows_over_all_rows_predictor': ratio(proj, ops(f'step_b{b}_vpaper_allrows')),
+      f'ratio_no_remat_over_dots_b{big}': ratio(ops(f'step_b{big}_vpaper'),
+                                                 ops(f'step_b{big}_vpaper_dots')),
+      f'peak_bytes_b{big}': {'none': peak(f'step_b{big}_vpaper'),
+                             'dots': peak(f'step_b{big}_vpaper_dots')},
       f'ratio_b{big}': ratio(ops(f'step_b{big}_vpaper'), ops(f'anchor_b{big}')),
       f'ratio_views1_b{big}': ratio(ops(f'step_b{big}_v1'), ops(f'anchor_b{big}')),
       'teacher_views_per_s': teacher, 'profile': profile,
@@ -227,7 +236,9 @@ def main():
                f"{fmt(summary['ratio_device_resident_over_fed'], 3)}; flat / per-leaf optimizer "
                f"{fmt(summary['ratio_flat_over_per_leaf_optimizer'], 3)}; split / concat tokenizer "
                f"{fmt(summary['ratio_split_over_concat_tokenizer'], 3)}; query rows / every row "
-               f"{fmt(summary['ratio_query_rows_over_all_rows_predictor'], 3)}.")
+               f"{fmt(summary['ratio_query_rows_over_all_rows_predictor'], 3)}; batch {big} no remat"
+               f" / remat dots {fmt(summary[f'ratio_no_remat_over_dots_b{big}'], 3)} (peak bytes "
+               f"{summary[f'peak_bytes_b{big}']}).")
   if ceiling:
     lines.append(f"Ceilings measured: bf16 matmul {ceiling.get('bf16_matmul_tflops')} TFLOP/s "
                  f"(n={ceiling.get('matmul_n')}), copy {ceiling.get('copy_gb_per_s')} GB/s.")

@@ -46,7 +46,8 @@ def persistent_compile_cache(tmp_path_factory):
 # them do not oversubscribe the cores together. Unlisted modules keep pytest's order after these.
 _HEAVY_FIRST = ('test_step', 'test_sigkill', 'test_recipes_main', 'test_multiprocess', 'test_loop',
                 'test_console', 'test_teacher', 'test_efficientnet_lite', 'test_attention',
-                'test_benchmark_table', 'test_vit', 'test_teacher_protocol', 'test_benchmarks')
+                'test_remat', 'test_benchmark_table', 'test_vit', 'test_teacher_protocol',
+                'test_benchmarks')
 
 
 def pytest_collection_modifyitems(items):

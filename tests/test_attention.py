@@ -112,21 +112,29 @@ def test_same_params_for_both_values():
       assert _shapes(tree) == _shapes(trees[0]), name
 
 
-def test_config_reaches_every_transformer():
+def trained_transformers(**model):
+  """The smoke config with `model` fields set: name -> module of every transformer it trains (the
+  seed recipe's point encoder, predictors and view encoder; the I-JEPA teacher's ViT and predictor)."""
   c = smoke_config()
   c.recipe = 'seed'
-  c.model.attention = 'dot_product'
+  c.model.update(model)
   config_util.check_config(c)
   models = models_lib.build_models(c, models_lib.teacher_widths(16))
-  for name in ('point', 'predictor', 'local_predictor', 'vit'):
-    assert getattr(models, name).attention == 'dot_product', name
-  from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
+  out = {name: getattr(models, name) for name in ('point', 'predictor', 'local_predictor', 'vit')}
   from crossjepa.training import teacher_models  # pylint: disable=g-import-not-at-top
+  t = c.copy_and_resolve_references()
+  t.teacher.train.kind = 'ijepa'
+  t.data.image_size = 84                        # a 6 x 6 grid leaves context beside the targets
+  ijepa = teacher_models.build_models(t, 2)
+  return c, {**out, 'teacher_vit': ijepa.vit, 'teacher_predictor': ijepa.predictor}
+
+
+def test_config_reaches_every_transformer():
+  c, modules = trained_transformers(attention='dot_product')
+  for name, module in modules.items():
+    assert module.attention == 'dot_product', name
+  from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
   assert export_lib.point_encoder_from_config(c).attention == 'dot_product'
-  c.teacher.train.kind = 'ijepa'
-  c.data.image_size = 84                        # a 6 x 6 grid leaves context beside the targets
-  t = teacher_models.build_models(c, 2)
-  assert t.vit.attention == 'dot_product' and t.predictor.attention == 'dot_product'
 
 
 def test_teacher_cache_follows_the_config():
@@ -167,23 +175,29 @@ def test_cudnn_applies_only_where_its_kernel_does(monkeypatch):
   assert 'head dim is 256' in layers.cudnn_unavailable(jnp.bfloat16, 256)
 
 
+def step_losses(num_steps, **model):
+  """The losses of `num_steps` smoke-config pretraining steps on one device, `model` fields set."""
+  c = smoke_config()
+  c.model.update(model)
+  config_util.check_config(c)
+  batch = testing.synthetic_batch(c, 4, teacher_dim=16)
+  _, hist, _ = run_steps(c, batch, num_steps, devices=jax.devices()[:1])
+  return [float(h['loss']) for h in hist]
+
+
 def test_train_step_loss_equal():
-  losses = {}
-  for attention in ('einsum', 'dot_product'):
-    c = smoke_config()
-    c.model.attention = attention
-    config_util.check_config(c)
-    batch = testing.synthetic_batch(c, 4, teacher_dim=16)
-    _, hist, _ = run_steps(c, batch, 1, devices=jax.devices()[:1])
-    losses[attention] = float(hist[0]['loss'])
+  losses = {a: step_losses(1, attention=a)[0] for a in ('einsum', 'dot_product')}
   assert np.isfinite(losses['einsum'])
   assert losses['dot_product'] == pytest.approx(losses['einsum'], rel=1e-5, abs=1e-5), losses
 
 
-def test_bad_value_is_named():
+@pytest.mark.parametrize('field,value', [('attention', 'flash'), ('remat', 'some')])
+def test_bad_value_is_named(field, value):
+  """model.attention and model.remat (tests/test_remat.py): the config check and the module."""
   c = smoke_config()
-  c.model.attention = 'flash'
-  with pytest.raises(config_util.ConfigError, match=r"config.model.attention = 'flash': expected one of"):
+  c.model[field] = value
+  with pytest.raises(config_util.ConfigError,
+                     match=rf"config.model.{field} = '{value}': expected one of"):
     config_util.check_config(c)
-  with pytest.raises(ValueError, match="attention must be one of"):
-    _attention(2, 'flash').init(jax.random.PRNGKey(0), _inputs(4, 0))
+  with pytest.raises(ValueError, match=f'{field} must be one of'):
+    layers.Transformer(1, WIDTH, 2, **{field: value}).init(jax.random.PRNGKey(0), _inputs(4, 0))

@@ -46,6 +46,7 @@ def test_schema_choices_follow_the_code():
   assert config_schema.EFFICIENTNET_STAGES == tuple(efficientnet_lite.STAGES)
   assert config_schema.POOLINGS == tuple(features.POOLINGS)
   assert config_schema.ATTENTIONS == tuple(layers.ATTENTIONS)
+  assert config_schema.REMATS == tuple(layers.REMATS)
   assert config_schema.SOURCES == tuple(sources.SOURCES)
 
 

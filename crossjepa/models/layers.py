@@ -23,6 +23,12 @@ tokens' outputs (the predictor's query tokens), the last block computes only tho
 token's key and value, the kept rows' queries, attention rows, projection and MLP. Same params,
 same values up to the matmuls' summation order.
 
+`remat` (config model.remat) recomputes each block's activations in the backward pass instead of
+keeping them (`nn.remat`, same params and names, same values): 'none' keeps them all; 'full'
+keeps only each block's input; 'dots' keeps the outputs of the dense layers (qkv, proj, fc1,
+fc2: matmuls without batch dimensions, `jax.checkpoint_policies.dots_with_no_batch_dims_saveable`)
+and recomputes the LayerNorms, the attention's batched products and softmax, and the GELU.
+
 Parameter count of one Block of width D, hidden h = int(mlp_ratio * D), with qkv bias:
   2D (norm1) + 3D^2 + 3D (qkv) + D^2 + D (proj) + 2D (norm2) + D h + h (fc1) + h D + D (fc2)
   = 4 D^2 + 2 D h + 9 D + h     (= 12 D^2 + 13 D for mlp_ratio 4).
@@ -41,6 +47,7 @@ Dtype = Any
 Initializer = Any   # a jax.nn.initializers function
 
 ATTENTIONS = ('einsum', 'dot_product', 'cudnn')   # the values of `attention` (model.attention)
+REMATS = ('none', 'full', 'dots')                 # the values of `remat` (model.remat)
 _CUDNN_FALLBACKS: set[str] = set()   # reasons already logged
 
 
@@ -53,6 +60,18 @@ def cudnn_unavailable(dtype, head_dim: int) -> str | None:
   if head_dim % 8 or head_dim > 128:
     return f'the head dim is {head_dim} (cuDNN needs a multiple of 8, at most 128)'
   return None
+
+
+def checkpointed(block: type[nn.Module], remat: str, static_argnums: tuple[int, ...]):
+  """`block` itself for remat 'none', else `block` under nn.remat with the policy `remat` names
+  (module docstring); static_argnums count the block's __call__ arguments after self from 1.
+  Params keep their names: the lifted module is built with the same `name`."""
+  if remat not in REMATS:
+    raise ValueError(f'remat must be one of {list(REMATS)}, got {remat!r}')
+  if remat == 'none':
+    return block
+  policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if remat == 'dots' else None
+  return nn.remat(block, static_argnums=static_argnums, policy=policy)
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -153,7 +172,7 @@ class Block(nn.Module):
     return y * mask.astype(y.dtype) / keep
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool = False, rows: Optional[int] = None) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = False, rows: Optional[int] = None) -> jax.Array:
     """[B,T,D] -> [B,T,D], or with `rows` the last `rows` tokens' outputs only, [B,rows,D]: the
     same values, without the other tokens' attention rows, projection and MLP (`Attention`)."""
     check_rows(rows, x.shape[1], 'Block')
@@ -184,6 +203,7 @@ class Transformer(nn.Module):
   pos_every_layer: bool = True
   dtype: Dtype = jnp.float32
   attention: str = 'einsum'
+  remat: str = 'none'              # REMATS: what each block keeps for the backward pass
 
   @nn.compact
   def __call__(self, x: jax.Array, pos: Optional[jax.Array] = None, *, train: bool = False,
@@ -191,6 +211,7 @@ class Transformer(nn.Module):
     """[B,T,D] -> [B,T,D]; with `out_rows`, only the last `out_rows` tokens' outputs
     [B,out_rows,D], the same values: the last block computes just those rows (`Block`)."""
     check_rows(out_rows, x.shape[1], 'Transformer')
+    block = checkpointed(Block, self.remat, static_argnums=(2, 3))      # train, rows
     x = x.astype(self.dtype)
     if pos is not None:
       pos = pos.astype(self.dtype)
@@ -198,9 +219,9 @@ class Transformer(nn.Module):
       if pos is not None and (self.pos_every_layer or i == 0):
         x = x + pos
       rate = self.drop_path * i / max(self.depth - 1, 1)
-      x = Block(self.width, self.num_heads, self.mlp_ratio, self.qkv_bias, rate, self.dtype,
+      x = block(self.width, self.num_heads, self.mlp_ratio, self.qkv_bias, rate, self.dtype,
                 self.attention, name=f'block{i}')(
-                    x, train=train, rows=out_rows if i == self.depth - 1 else None)
+                    x, train, out_rows if i == self.depth - 1 else None)
     if self.depth == 0 and out_rows is not None:
       x = x[:, x.shape[1] - out_rows:]
     return x

@@ -101,6 +101,7 @@ class PointEncoder(nn.Module):
   pos_every_layer: bool = True
   dtype: Dtype = jnp.float32
   attention: str = 'einsum'        # layers.ATTENTIONS: how attention is computed (same params)
+  remat: str = 'none'              # layers.REMATS: what each block keeps for the backward pass
 
   @nn.compact
   def __call__(self, points: jax.Array, centers: Optional[jax.Array] = None,
@@ -150,7 +151,7 @@ class PointEncoder(nn.Module):
                              pos], axis=1)
     x = layers.Transformer(self.depth, self.width, self.num_heads, self.mlp_ratio, self.qkv_bias,
                            self.drop_path, self.pos_every_layer, self.dtype, self.attention,
-                           name='transformer')(tokens, pos, train=train)
+                           self.remat, name='transformer')(tokens, pos, train=train)
     x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm')(x).astype(jnp.float32)
     out = {'tokens': x[:, 1:] if self.use_cls else x, 'centers': centers}
     if self.use_cls:

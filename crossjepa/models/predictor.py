@@ -52,6 +52,7 @@ class Predictor(nn.Module):
   # over every token's key and value, projection, MLP): the same output, fewer FLOPs. False runs
   # every row of every block (the reference the tests and experiments/bench_predictor.py use).
   last_block_queries_only: bool = True
+  remat: str = 'none'              # layers.REMATS: what each block keeps for the backward pass
 
   @nn.compact
   def __call__(self, context: jax.Array, *, world_to_cam: Optional[jax.Array] = None,
@@ -104,7 +105,7 @@ class Predictor(nn.Module):
     x = jnp.concatenate(tokens, axis=1)
     x = layers.Transformer(self.depth, self.width, self.num_heads, self.mlp_ratio, self.qkv_bias,
                            self.drop_path, dtype=self.dtype, attention=self.attention,
-                           name='transformer')(
+                           remat=self.remat, name='transformer')(
                                x, train=train, out_rows=num_q if self.last_block_queries_only else None)
     x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm')(x[:, -num_q:])
     return nn.Dense(self.out_dim, dtype=self.dtype, name='out_proj')(x).astype(jnp.float32)

@@ -220,6 +220,7 @@ class ViT(nn.Module):
   drop_path_rate: float = 0.0         # stochastic depth, linear in depth (timm), only when train
   dtype: Any = jnp.float32            # compute dtype (e.g. bfloat16); params stay float32
   attention: str = 'einsum'           # layers.ATTENTIONS: how attention is computed (same params)
+  remat: str = 'none'                 # layers.REMATS: what each block keeps for the backward pass
 
   @property
   def mlp_hidden(self) -> int:
@@ -269,11 +270,12 @@ class ViT(nn.Module):
       prefix.append(jnp.broadcast_to(reg.astype(dtype), (batch, self.num_registers, self.width)))
     x = jnp.concatenate(prefix + [x], axis=1)
 
+    block = layers.checkpointed(Block, self.remat, static_argnums=(2,))   # deterministic
     for i in range(self.depth):
       rate = self.drop_path_rate * i / max(self.depth - 1, 1)
-      x = Block(self.width, self.num_heads, self.mlp_hidden, self.ffn_layer, self.layerscale_init,
+      x = block(self.width, self.num_heads, self.mlp_hidden, self.ffn_layer, self.layerscale_init,
                 self.layer_norm_eps, rate, dtype, self.attention,
-                name=f'blocks_{i}')(x, deterministic=not train)
+                name=f'blocks_{i}')(x, not train)
     x = _layer_norm(self.layer_norm_eps, dtype, 'norm')(x).astype(jnp.float32)
     first_patch = 1 + self.num_registers
     return {'cls': x[:, 0], 'registers': x[:, 1:first_patch], 'patches': x[:, first_patch:]}

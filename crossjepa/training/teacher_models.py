@@ -57,9 +57,10 @@ def block_shape(grid: int, scale: float, aspect: float) -> tuple[int, int]:
 
 def build_models(config, num_classes: int) -> TeacherModels:
   t = config.teacher.train
-  attention = str(config.model.attention)
+  # model.attention and model.remat set the trained modules' compute fields (not the architecture).
+  common = {'attention': str(config.model.attention), 'remat': str(config.model.remat)}
   overrides = config_util.as_dict(config.model.vit_overrides)
-  module = vit_lib.vit(config.model.vit, **{**overrides, 'attention': attention})
+  module = vit_lib.vit(config.model.vit, **{**overrides, **common})
   size = int(config.data.image_size)
   if size % module.patch_size:
     raise ValueError(f'config.data.image_size = {size} is not a multiple of the ViT patch size '
@@ -87,8 +88,8 @@ def build_models(config, num_classes: int) -> TeacherModels:
   context_block = int(np.clip(round(math.sqrt(float(ij.context_scale)) * grid), 1, grid))
   width = module.width
   pred = predictor_lib.predictor(str(ij.predictor), out_dim=width, query_dim=2, use_pose=False,
-                                 use_hist=False, attention=attention,
-                                 **config_util.as_dict(ij.predictor_overrides))
+                                 use_hist=False,
+                                 **{**config_util.as_dict(ij.predictor_overrides), **common})
   return TeacherModels('ijepa', module, predictor=pred, grid=grid, target_block=block,
                        num_targets=num_targets, context_block=context_block,
                        num_context=num_context)

@@ -72,8 +72,9 @@ def build_models(config, teacher: Optional[Mapping[str, Any]] = None) -> Models:
   """Builds the modules of `config.recipe`; the crossjepa recipe's output width is the teacher's."""
   dtype = compute_dtype(config)
   m = config.model
-  # dtype and model.attention set every module's field (over any *_overrides entry of the same name).
-  common = {'dtype': dtype, 'attention': str(m.attention)}
+  # dtype, model.attention and model.remat set every module's field (over any *_overrides entry of
+  # the same name).
+  common = {'dtype': dtype, 'attention': str(m.attention), 'remat': str(m.remat)}
   point = point_lib.point_encoder(m.point, **{**config_util.as_dict(m.point_overrides), **common})
   pred_over = {**config_util.as_dict(m.predictor_overrides), **common}
   recipe = config.recipe
@@ -114,7 +115,7 @@ def _view_encoder(config, common):
   # The checkpoint fixes the architecture; vit_overrides may still change fields that keep the
   # param shapes (drop_path_rate, ...); one that does not fails the check_params below.
   fields.update(config_util.as_dict(m.vit_overrides))
-  fields.update(common)   # the compute choices (dtype, attention), not the architecture
+  fields.update(common)   # the compute choices (dtype, attention, remat), not the architecture
   module = vit_lib.ViT(**fields)
   # Read (and check) the params here, outside any trace; seed's init then takes the cached copy.
   vit_lib.check_params(module, load_vit_params(os.path.abspath(init_dir)),
