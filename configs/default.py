@@ -107,10 +107,11 @@ def get_config(arg: str = ''):
   # multiple of 8 up to 128), else 'dot_product' with the reason logged once. The same values to
   # rounding (tests/test_attention.py).
   m.attention = 'einsum'          # einsum | dot_product | cudnn
-  # What every trained transformer block (point encoder, predictors, view encoder) keeps for the
-  # backward pass (nn.remat; same params, same values): 'none' all its activations; 'full' only
-  # its input, recomputing the rest; 'dots' the dense layers' outputs, recomputing the LayerNorms,
-  # attention products, softmax and GELU. Less memory for more compute: a bigger batch per device.
+  # What every trained transformer block (point encoder, predictors, view encoder) and the point
+  # encoder's mini-PointNet keep for the backward pass (nn.remat; same params, same values): 'none'
+  # all their activations; 'full' only their input, recomputing the rest; 'dots' the dense layers'
+  # outputs, recomputing the LayerNorms, attention products, softmax, GELU and ReLU. Less memory
+  # for more compute: a bigger batch per device (experiments/memory.py predicts what fits).
   m.remat = 'none'                # none | full | dots
 
   # ---------------------------------------------------------------- teacher

@@ -99,6 +99,29 @@ def test_residuals_shrink_as_predicted():
   assert kept['none'] > p_bytes + depth * 20 * act, kept
 
 
+
+def test_point_encoder_remats_its_tokenizer():
+  """The mini-PointNet's per-point activations are most of the point encoder's residuals:
+  'full' keeps only its [B,G,K,3] input (all that is left: < 5 % of no remat's), 'dots' its four
+  dense layers' outputs per point (conv1-conv4: w0 + w1 + w2 + D channels), beside the blocks'
+  dots (9 token activations a block) and what 'full' keeps anyway (the position MLP, the norm)."""
+  b, g, k, depth = 4, 16, 16, 1
+  points = jax.random.normal(jax.random.PRNGKey(0), (b, 256, 3))
+  kept = {}
+  for remat in layers.REMATS:
+    module = point_lib.point_encoder('tiny', num_groups=g, group_size=k, depth=depth, remat=remat)
+    params = module.init(jax.random.PRNGKey(1), points)
+    f = lambda p, m=module: _scalar(m.apply(p, points)['tokens'])
+    _, vjp = jax.vjp(f, params)
+    kept[remat] = sum(a.nbytes for a in jax.tree.leaves(vjp) if hasattr(a, 'nbytes'))
+    kept[remat] -= sum(a.nbytes for a in jax.tree.leaves(params))
+  token_act = b * g * module.width * 4
+  tokenizer_dots = b * g * k * (sum(module.tokenizer_widths) + module.width) * 4
+  assert kept['full'] < 0.05 * kept['none'], kept
+  low = tokenizer_dots
+  high = tokenizer_dots + kept['full'] + (9 * depth + 2) * token_act
+  assert low <= kept['dots'] <= high, (kept, low, high)
+
 def test_config_reaches_every_trained_transformer():
   _, modules = trained_transformers(remat='dots')
   for name, module in modules.items():

@@ -27,7 +27,9 @@ same values up to the matmuls' summation order.
 keeping them (`nn.remat`, same params and names, same values): 'none' keeps them all; 'full'
 keeps only each block's input; 'dots' keeps the outputs of the dense layers (qkv, proj, fc1,
 fc2: matmuls without batch dimensions, `jax.checkpoint_policies.dots_with_no_batch_dims_saveable`)
-and recomputes the LayerNorms, the attention's batched products and softmax, and the GELU.
+and recomputes the LayerNorms (their float32 copies included), the attention's batched products
+and softmax, and the GELU. The point encoder applies the same to its mini-PointNet
+(`checkpointed`).
 
 Parameter count of one Block of width D, hidden h = int(mlp_ratio * D), with qkv bias:
   2D (norm1) + 3D^2 + 3D (qkv) + D^2 + D (proj) + 2D (norm2) + D h + h (fc1) + h D + D (fc2)

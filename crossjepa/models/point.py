@@ -101,7 +101,7 @@ class PointEncoder(nn.Module):
   pos_every_layer: bool = True
   dtype: Dtype = jnp.float32
   attention: str = 'einsum'        # layers.ATTENTIONS: how attention is computed (same params)
-  remat: str = 'none'              # layers.REMATS: what each block keeps for the backward pass
+  remat: str = 'none'              # layers.REMATS: what the tokenizer and each block keep
 
   @nn.compact
   def __call__(self, points: jax.Array, centers: Optional[jax.Array] = None,
@@ -137,8 +137,11 @@ class PointEncoder(nn.Module):
       groups = ops.gather(groups, keep_idx)
 
     neighborhood = ops.gather(points, groups) - centers[:, :, None, :]      # [B,G,K,3]
-    tokens = MiniPointNet(tuple(self.tokenizer_widths), self.width, self.dtype,
-                          name='tokenizer')(neighborhood.astype(self.dtype))
+    # remat covers the mini-PointNet too: its per-point activations ([B,G,K,w] at four widths,
+    # LayerNorm's float32 copies among them) are most of what the step keeps for the backward.
+    tokenizer = layers.checkpointed(MiniPointNet, self.remat, static_argnums=())
+    tokens = tokenizer(tuple(self.tokenizer_widths), self.width, self.dtype,
+                       name='tokenizer')(neighborhood.astype(self.dtype))
     pos = layers.Mlp(self.pos_hidden, self.width, self.dtype, name='center_embed')(
         centers.astype(self.dtype))
     if self.use_cls:

@@ -1,0 +1,136 @@
+"""Bytes the pretraining step keeps for its backward pass, per model.remat, and the batch that fits.
+
+    .venv/bin/python experiments/memory.py [--config=configs/paper.py] [--dtype=bfloat16] \
+        [--views_per_step=0] [--remats=none,full,dots] [--at=512,2048] [--device_gib=80,139] \
+        [--out=FILE]
+
+For each remat value: the recipe's loss, `jax.vjp` over the trainable params, traced abstractly
+(`jax.eval_shape`: nothing runs, no device needed, a few seconds): the vjp function's leaves are
+what the backward pass reads, the params and every residual the forward keeps for it. Traced at
+batches 8 and 16, that splits into bytes per object and a fixed part. With the TrainState (params,
+AdamW moments, EMA; abstract_state) and the batch itself, the predicted footprint at batch B is
+
+    state + fixed + B * (kept per object + batch per object)
+
+jax's count, before XLA: its fusion may drop or re-derive cheap residuals (a dtype convert, a ReLU
+mask) and the backward has temporaries of its own, so this is the model to check a measurement
+against, not the measurement: bench_step.py's `peak_bytes_in_use` on a GPU (gpu_check.sh) is.
+`max_batch` is the largest multiple of 8 whose prediction fits in each `--device_gib`. The biggest
+residuals at batch 8 are listed by shape and dtype (`top`). Prints one JSON object.
+"""
+import argparse
+import collections
+import os
+import sys
+import time
+
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, REPO)
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+import bench_step  # noqa: E402
+from crossjepa import fileio  # noqa: E402
+from crossjepa import testing  # noqa: E402
+from crossjepa.models import layers  # noqa: E402
+from crossjepa.training import pretraining  # noqa: E402
+from crossjepa.training import recipes as recipes_lib  # noqa: E402
+from crossjepa.training.recipes import models as models_lib  # noqa: E402
+
+TRACE_BATCHES = (8, 16)
+
+
+def _nbytes(tree) -> int:
+  return int(sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))
+
+
+def kept(config, batch_size: int):
+  """(the vjp function's leaves as ShapeDtypeStructs, the abstract TrainState, the abstract
+  batch) of the config's pretraining loss at `batch_size`."""
+  config = config.copy_and_resolve_references()
+  config.train.batch_size = batch_size
+  dim = bench_step.teacher_dim(config)
+  teacher = models_lib.teacher_widths(dim)
+  models = models_lib.build_models(config, teacher)
+  state = pretraining.abstract_state(config, jax.random.PRNGKey(0), models, teacher)
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                       testing.synthetic_batch(config, batch_size, teacher_dim=dim))
+  recipe = recipes_lib.get_recipe(config.recipe)
+
+  def residuals(params, ema_params, batch, rng):
+    loss = lambda p: recipe.loss_fn(p, ema_params, batch, rng, config=config, models=models)[0]
+    return jax.tree.leaves(jax.vjp(loss, params)[1])
+  rng = jax.ShapeDtypeStruct((2,), np.uint32)
+  return jax.eval_shape(residuals, state.params, state.ema_params, batch, rng), state, batch
+
+
+def top(leaves, n: int = 8) -> list:
+  sizes = collections.Counter()
+  for x in leaves:
+    sizes[f'{list(x.shape)} {np.dtype(x.dtype).name}'] += _nbytes(x)
+  return [{'shape': k, 'mb': round(v / 1e6, 2)} for k, v in sizes.most_common(n)]
+
+
+def measure(config, remat: str, at, device_gib) -> dict:
+  config = config.copy_and_resolve_references()
+  config.model.remat = remat
+  traced = {b: kept(config, b) for b in TRACE_BATCHES}
+  (lo, hi) = TRACE_BATCHES
+  kept_lo, kept_hi = _nbytes(traced[lo][0]), _nbytes(traced[hi][0])
+  per_object = (kept_hi - kept_lo) / (hi - lo)
+  fixed = kept_lo - lo * per_object
+  state = _nbytes(traced[lo][1])
+  batch = _nbytes(traced[lo][2]) / lo
+  predicted = lambda b: state + fixed + b * (per_object + batch)
+  fits = {}
+  for gib in device_gib:
+    room = (gib * 2 ** 30 - state - fixed) / (per_object + batch)
+    fits[f'{gib:g}'] = int(room // 8 * 8) if room >= 8 else 0
+  return {
+      'remat': remat, 'kept_mb_per_object': round(per_object / 1e6, 3),
+      'kept_mb_fixed': round(fixed / 1e6, 2), 'state_mb': round(state / 1e6, 2),
+      'batch_mb_per_object': round(batch / 1e6, 4),
+      'predicted_gb': {str(b): round(predicted(b) / 1e9, 2) for b in at},
+      'max_batch': fits, 'top': top(traced[lo][0]),
+  }
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--config', default=os.path.join(REPO, 'configs', 'paper.py'))
+  p.add_argument('--dtype', default='bfloat16', help="train.dtype ('' = the config's)")
+  p.add_argument('--views_per_step', type=int, default=0, help="0 = the config's")
+  p.add_argument('--remats', default=','.join(layers.REMATS))
+  p.add_argument('--at', default='512,2048', help='batches to predict the footprint at')
+  p.add_argument('--device_gib', default='80,139', help='device memories for max_batch (GiB)')
+  p.add_argument('--out', default='')
+  args = p.parse_args()
+  remats = [r for r in args.remats.split(',') if r]
+  bad = sorted(set(remats) - set(layers.REMATS))
+  if bad:
+    p.error(f'--remats: {bad} not in {list(layers.REMATS)}')
+  try:
+    at = [int(b) for b in args.at.split(',') if b]
+    device_gib = [float(g) for g in args.device_gib.split(',') if g]
+  except ValueError as e:
+    p.error(f'--at / --device_gib: expected comma-separated numbers ({e})')
+  config = bench_step.load_config(args.config)
+  if args.dtype:
+    config.train.dtype = args.dtype
+  if args.views_per_step:
+    config.train.views_per_step = args.views_per_step
+  t0 = time.time()
+  rows = [measure(config, r, at, device_gib) for r in remats]
+  fileio.print_json({
+      'config': os.path.relpath(os.path.abspath(args.config), REPO), 'recipe': config.recipe,
+      'dtype': str(config.train.dtype), 'views_per_step': int(config.train.views_per_step),
+      'method': 'jax.vjp residuals over the trainable params, traced at batches 8 and 16',
+      'rows': rows, 'wall_s': round(time.time() - t0, 1)}, args.out)
+
+
+if __name__ == '__main__':
+  main()
