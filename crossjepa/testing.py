@@ -63,6 +63,25 @@ def synthetic_batch(config, batch_size: int, *, teacher_dim: int = 32, seed: int
   return jax.tree.map(lambda *xs: np.stack(xs), *examples)
 
 
+def nbytes(tree) -> int:
+  """The bytes of a tree of arrays or ShapeDtypeStructs (of a PRNG key array: its key data's)."""
+  def size(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      x = jax.eval_shape(jax.random.key_data, x)
+    return int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+  return sum(size(x) for x in jax.tree.leaves(tree))
+
+
+def backward_residuals(f, primals, *args) -> list:
+  """What `jax.vjp` of `f(primals, *args)` over `primals` keeps for the backward pass: the vjp
+  function's leaves (the primals it reads and every residual), as ShapeDtypeStructs (traced
+  abstractly with jax.eval_shape: nothing runs; `args` may be ShapeDtypeStructs too). How
+  model.remat's saving is counted (tests/test_remat.py, experiments/memory.py)."""
+  def leaves(p, *a):
+    return jax.tree.leaves(jax.vjp(lambda q: f(q, *a), p)[1])
+  return jax.eval_shape(leaves, primals, *args)
+
+
 def teacher_widths_of(batch) -> dict[str, int]:
   """The teacher widths a fake batch carries (teacher/cls, teacher/groups), for build_models."""
   width = int(batch['teacher']['cls'].shape[-1])

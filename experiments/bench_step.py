@@ -16,9 +16,10 @@ experiments/flops.py instead). MFU = FLOPs/step * steps/s / (peak_tflops * 1e12 
 model.attention, `--optimizer=chain` runs optax's per-leaf AdamW instead of the flat one,
 `--tokenizer=concat` the mini-PointNet's conv3 on the built concatenation (Point-MAE's form)
 instead of point.GlobalLocalDense, `--predictor_rows=all` the predictor's last block over every
-row instead of the query rows only, `--remat` sets model.remat (what the blocks keep for the
-backward pass). Memory: `temp_bytes` is XLA's compiled scratch size of the step (what remat
-shrinks), `peak_bytes_in_use` the device allocator's peak where it reports one (GPU, TPU).
+row instead of the query rows only, `--remat` sets model.remat (what the blocks and the
+mini-PointNet keep for the backward pass). Memory: `temp_bytes` is XLA's compiled scratch size of
+the step (the CPU backend's does not drop with remat: README), `peak_bytes_in_use` the device
+allocator's peak where it reports one (GPU, TPU).
 Prints one JSON object (`--out` also writes it to a file).
 """
 import argparse
@@ -79,10 +80,9 @@ def memory_of(compiled) -> dict:
     mem = compiled.memory_analysis()
   except Exception:  # pylint: disable=broad-except
     mem = None
-  out = {f'{k}_bytes': (int(getattr(mem, f'{k}_size_in_bytes')) if mem is not None and
-                        hasattr(mem, f'{k}_size_in_bytes') else None)
-         for k in ('temp', 'argument', 'output')}
-  return out
+  return {f'{k}_bytes': (int(getattr(mem, f'{k}_size_in_bytes')) if mem is not None and
+                         hasattr(mem, f'{k}_size_in_bytes') else None)
+          for k in ('temp', 'argument', 'output')}
 
 
 def peak_bytes_in_use():
@@ -132,7 +132,7 @@ def main():
   p.add_argument('--skip_cpu_flops', action='store_true')
   p.add_argument('--views_per_step', type=int, default=0,
                  help='train.views_per_step (0 = the config\'s)')
-  p.add_argument('--attention', default='', choices=('', 'einsum', 'dot_product', 'cudnn'),
+  p.add_argument('--attention', default='', choices=('',) + tuple(layers.ATTENTIONS),
                  help='model.attention (default: the config\'s)')
   p.add_argument('--optimizer', default='flat', choices=('flat', 'chain'),
                  help="flat: AdamW on one vector per parameter group (the replicated default); "

@@ -44,10 +44,6 @@ from crossjepa.training.recipes import models as models_lib  # noqa: E402
 TRACE_BATCHES = (8, 16)
 
 
-def _nbytes(tree) -> int:
-  return int(sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))
-
-
 def kept(config, batch_size: int):
   """(the vjp function's leaves as ShapeDtypeStructs, the abstract TrainState, the abstract
   batch) of the config's pretraining loss at `batch_size`."""
@@ -60,18 +56,17 @@ def kept(config, batch_size: int):
   batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                        testing.synthetic_batch(config, batch_size, teacher_dim=dim))
   recipe = recipes_lib.get_recipe(config.recipe)
-
-  def residuals(params, ema_params, batch, rng):
-    loss = lambda p: recipe.loss_fn(p, ema_params, batch, rng, config=config, models=models)[0]
-    return jax.tree.leaves(jax.vjp(loss, params)[1])
+  loss = lambda p, ema_params, batch, rng: recipe.loss_fn(p, ema_params, batch, rng, config=config,
+                                                          models=models)[0]
   rng = jax.ShapeDtypeStruct((2,), np.uint32)
-  return jax.eval_shape(residuals, state.params, state.ema_params, batch, rng), state, batch
+  leaves = testing.backward_residuals(loss, state.params, state.ema_params, batch, rng)
+  return leaves, state, batch
 
 
 def top(leaves, n: int = 8) -> list:
   sizes = collections.Counter()
   for x in leaves:
-    sizes[f'{list(x.shape)} {np.dtype(x.dtype).name}'] += _nbytes(x)
+    sizes[f'{list(x.shape)} {np.dtype(x.dtype).name}'] += testing.nbytes(x)
   return [{'shape': k, 'mb': round(v / 1e6, 2)} for k, v in sizes.most_common(n)]
 
 
@@ -80,11 +75,11 @@ def measure(config, remat: str, at, device_gib) -> dict:
   config.model.remat = remat
   traced = {b: kept(config, b) for b in TRACE_BATCHES}
   (lo, hi) = TRACE_BATCHES
-  kept_lo, kept_hi = _nbytes(traced[lo][0]), _nbytes(traced[hi][0])
+  kept_lo, kept_hi = testing.nbytes(traced[lo][0]), testing.nbytes(traced[hi][0])
   per_object = (kept_hi - kept_lo) / (hi - lo)
   fixed = kept_lo - lo * per_object
-  state = _nbytes(traced[lo][1])
-  batch = _nbytes(traced[lo][2]) / lo
+  state = testing.nbytes(traced[lo][1])
+  batch = testing.nbytes(traced[lo][2]) / lo
   predicted = lambda b: state + fixed + b * (per_object + batch)
   fits = {}
   for gib in device_gib:

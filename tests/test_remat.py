@@ -11,6 +11,7 @@ import numpy as np
 
 import pytest
 
+from crossjepa import testing
 from crossjepa.models import layers
 from crossjepa.models import point as point_lib
 from crossjepa.models import predictor as predictor_lib
@@ -90,14 +91,12 @@ def test_residuals_shrink_as_predicted():
     module = layers.Transformer(depth, d, 4, drop_path=0.1, remat=remat)
     params = module.init(jax.random.PRNGKey(1), x)
     f = lambda p, m=module: _scalar(m.apply(p, x, train=True, rngs=RNGS))
-    _, vjp = jax.vjp(f, params)
-    kept[remat] = sum(a.nbytes for a in jax.tree.leaves(vjp) if hasattr(a, 'nbytes'))
-  p_bytes = sum(a.nbytes for a in jax.tree.leaves(params))
+    kept[remat] = testing.nbytes(testing.backward_residuals(f, params))
+  p_bytes = testing.nbytes(params)
   for remat, per_block in (('full', 1), ('dots', 9)):
     predicted = p_bytes + depth * per_block * act
     assert predicted <= kept[remat] <= predicted + 2 * act, (remat, kept, predicted)
   assert kept['none'] > p_bytes + depth * 20 * act, kept
-
 
 
 def test_point_encoder_remats_its_tokenizer():
@@ -112,15 +111,14 @@ def test_point_encoder_remats_its_tokenizer():
     module = point_lib.point_encoder('tiny', num_groups=g, group_size=k, depth=depth, remat=remat)
     params = module.init(jax.random.PRNGKey(1), points)
     f = lambda p, m=module: _scalar(m.apply(p, points)['tokens'])
-    _, vjp = jax.vjp(f, params)
-    kept[remat] = sum(a.nbytes for a in jax.tree.leaves(vjp) if hasattr(a, 'nbytes'))
-    kept[remat] -= sum(a.nbytes for a in jax.tree.leaves(params))
+    kept[remat] = testing.nbytes(testing.backward_residuals(f, params)) - testing.nbytes(params)
   token_act = b * g * module.width * 4
   tokenizer_dots = b * g * k * (sum(module.tokenizer_widths) + module.width) * 4
   assert kept['full'] < 0.05 * kept['none'], kept
   low = tokenizer_dots
   high = tokenizer_dots + kept['full'] + (9 * depth + 2) * token_act
   assert low <= kept['dots'] <= high, (kept, low, high)
+
 
 def test_config_reaches_every_trained_transformer():
   _, modules = trained_transformers(remat='dots')
