@@ -84,6 +84,47 @@ def load_config_module(path: str):
   return module
 
 
+def import_config_file(path: str):
+  """load_config_module for a user's file: a missing or unreadable file, or one whose own code
+  raises while it imports, is a ConfigError naming the file (and the line); any other error is a
+  bug and keeps its traceback."""
+  if not os.path.isfile(path):
+    raise ConfigError(f'{path}: no such config file')
+  try:
+    return load_config_module(path)
+  except Exception as e:  # pylint: disable=broad-except
+    if isinstance(e, OSError) and user_code_error(path, e, 'importing it') is None:
+      raise ConfigError(f'{path}: cannot read the config file ({e.strerror or e})') from None
+    _raise_user_error(path, e, 'importing it')
+
+
+def call_config_code(path: str, fn, during: str):
+  """fn() of the config file at `path` (its get_config, its sweep): an error raised in that file's
+  own code is a ConfigError '<file>:<line>: <during> raised ...'; any other error propagates."""
+  try:
+    return fn()
+  except ConfigError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    _raise_user_error(path, e, during)
+
+
+def _raise_user_error(path: str, error: Exception, during: str):
+  msg = user_code_error(path, error, during)
+  if msg is None:
+    raise error
+  raise ConfigError(msg) from error
+
+
+def get_config_file(path: str) -> ml_collections.ConfigDict:
+  """`get_config()` of the config file at `path`, its mistakes (see import_config_file and
+  call_config_code) a ConfigError naming the file; what experiments/ scripts load `--config` with."""
+  fn = getattr(import_config_file(path), 'get_config', None)
+  if not callable(fn):
+    raise ConfigError(f'{path} defines no get_config() function')
+  return call_config_code(path, fn, 'loading the config (get_config())')
+
+
 def sibling_config(config_file: str, name: str):
   """The config module `name` beside `config_file` (e.g. the default that an experiment overrides)."""
   return load_config_module(os.path.join(os.path.dirname(os.path.abspath(config_file)), f'{name}.py'))

@@ -78,29 +78,15 @@ class SweepError(ValueError):
 def load_sweep(config_path: str) -> list[dict[str, Any]]:
   """Imports the config file and returns its validated `sweep()` list."""
   path = config_path.split(':', 1)[0]
-  if not os.path.isfile(path):
-    raise SweepError(f'{path}: no such config file')
   try:
-    module = config_util.load_config_module(path)
-  except OSError as e:
-    raise SweepError(f'{path}: cannot read the config file ({e.strerror or e})') from None
-  except Exception as e:  # pylint: disable=broad-except
-    # The user's file does not import: its line is enough to fix it, so no traceback.
-    msg = config_util.user_code_error(path, e, 'importing it')
-    if msg is None:
-      raise
-    raise SweepError(msg) from e
-  fn = getattr(module, 'sweep', None)
-  if not callable(fn):
-    raise SweepError(f'{path} defines no sweep() function; add `def sweep(): return '
-                     "[{'train.steps': 100}, ...]` to sweep this config")
-  try:
-    runs = fn()
-  except Exception as e:  # pylint: disable=broad-except
-    msg = config_util.user_code_error(path, e, 'sweep()')
-    if msg is None:
-      raise
-    raise SweepError(msg) from e
+    module = config_util.import_config_file(path)
+    fn = getattr(module, 'sweep', None)
+    if not callable(fn):
+      raise SweepError(f'{path} defines no sweep() function; add `def sweep(): return '
+                       "[{'train.steps': 100}, ...]` to sweep this config")
+    runs = config_util.call_config_code(path, fn, 'sweep()')
+  except config_util.ConfigError as e:  # the user's file does not load: its line is enough
+    raise SweepError(str(e)) from e
   if not isinstance(runs, (list, tuple)) or not runs:
     raise SweepError(f'{path}: sweep() must return a non-empty list of override dicts, got {runs!r}')
   for i, r in enumerate(runs):

@@ -23,7 +23,6 @@ allocator's peak where it reports one (GPU, TPU).
 Prints one JSON object (`--out` also writes it to a file).
 """
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -34,6 +33,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from crossjepa import config_util  # noqa: E402
+from crossjepa import console  # noqa: E402
 from crossjepa import fileio  # noqa: E402
 from crossjepa import testing  # noqa: E402
 from crossjepa.models import layers  # noqa: E402
@@ -46,11 +47,14 @@ from crossjepa.training.recipes import models as models_lib  # noqa: E402
 PREDICTOR_ROWS = {'queries': True, 'all': False}
 
 
-def load_config(path):
-  spec = importlib.util.spec_from_file_location('_bench_config', path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+def load_config(path, prog: str = ''):
+  """`get_config()` of the config file at `path` (crossjepa.config_util.get_config_file); a missing
+  file or one whose code raises is the user's mistake: one line naming it, exit 2 (`prog`, default
+  the running script's name)."""
+  try:
+    return config_util.get_config_file(path)
+  except config_util.ConfigError as e:
+    console.fail(prog or os.path.basename(sys.argv[0]), e)
 
 
 def teacher_dim(config):

@@ -24,7 +24,6 @@ Vetterli 2007). Writes WORKDIR/compare.md, compare.json and compare.png.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -37,6 +36,10 @@ from absl import logging
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
+
+from crossjepa import config_util  # noqa: E402  pylint: disable=g-import-not-at-top
+from crossjepa import console  # noqa: E402  pylint: disable=g-import-not-at-top
+from crossjepa import fileio  # noqa: E402  pylint: disable=g-import-not-at-top
 
 flags.DEFINE_string('workdir', None, 'output folder (shared data, runs, table, JSON, plot)')
 flags.DEFINE_string('config', os.path.join(_ROOT, 'configs', 'default.py'), 'base config file')
@@ -53,29 +56,15 @@ flags.DEFINE_bool('svm_standardize', False, 'eval.svm_standardize (StandardScale
 FLAGS = flags.FLAGS
 
 
-def load_config_file(path: str):
-  spec = importlib.util.spec_from_file_location('_compare_base_config', path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
-
-
-def _atomic_write(path: str, data: bytes | str) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'wb' if isinstance(data, bytes) else 'w') as f:
-    f.write(data)
-  os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------ configs
 
 
 def base_config(path: str, *, steps: int, batch_size: int, quick: bool, num_classes: int,
                 svm_standardize: bool = False):
   """The shared config: every method differs from it only in recipe / teacher / seed."""
-  c = load_config_file(path)
+  c = config_util.get_config_file(path)
   if quick:
-    c = load_config_file(os.path.join(_ROOT, 'configs', 'smoke.py'))
+    c = config_util.get_config_file(os.path.join(_ROOT, 'configs', 'smoke.py'))
     c.train.point_jepa.num_targets = 2   # G = 8: two blocks of <= 2 groups leave 4 for context
   if num_classes >= 0:
     c.data.synthetic.num_classes = num_classes
@@ -103,7 +92,7 @@ def method_config(base, method: str, seed: int, teacher: str):
   import ml_collections  # pylint: disable=g-import-not-at-top
   c = ml_collections.ConfigDict(base.to_dict())
   c.seed = seed
-  point_jepa = load_config_file(os.path.join(_ROOT, 'configs', 'point_jepa.py')).train.point_jepa
+  point_jepa = config_util.get_config_file(os.path.join(_ROOT, 'configs', 'point_jepa.py')).train.point_jepa
   if method.startswith('crossjepa'):
     c.recipe = 'crossjepa'
   elif method.startswith('seed'):
@@ -327,13 +316,10 @@ def compare(workdir: str, *, config_path: str, steps: int, seeds: list[int], tea
             num_classes: int = -1, svm_standardize: bool = False) -> dict:
   """Runs every method and seed; writes compare.md / compare.json / compare.png; returns the JSON."""
   import jax  # pylint: disable=g-import-not-at-top
-  os.makedirs(workdir, exist_ok=True)
-  # Seeds of one recipe compile the same programs: the persistent cache makes repeats cheap.
-  jax.config.update('jax_compilation_cache_dir', os.path.join(os.path.abspath(workdir), 'xla_cache'))
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  # Every mistake of the caller's (flags, the config file) is found before anything is written.
   if teacher and not os.path.exists(os.path.join(teacher, 'vit_config.json')):
-    raise ValueError(f'--teacher={teacher!r}: no vit_config.json there (a folder written by '
-                     'crossjepa.convert_teacher or --mode=teacher)')
+    raise config_util.ConfigError(f'--teacher={teacher!r}: no vit_config.json there (a folder '
+                                  'written by crossjepa.convert_teacher or --mode=teacher)')
   base = base_config(config_path, steps=steps, batch_size=batch_size, quick=quick,
                      num_classes=num_classes, svm_standardize=svm_standardize)
   suffix = '_std' if svm_standardize else ''
@@ -342,7 +328,11 @@ def compare(workdir: str, *, config_path: str, steps: int, seeds: list[int], tea
   methods = methods or all_methods
   unknown = sorted(set(methods) - set(all_methods))
   if unknown:
-    raise ValueError(f'--methods: unknown {unknown}; available {all_methods}')
+    raise config_util.ConfigError(f'--methods: unknown {unknown}; available {all_methods}')
+  os.makedirs(workdir, exist_ok=True)
+  # Seeds of one recipe compile the same programs: the persistent cache makes repeats cheap.
+  jax.config.update('jax_compilation_cache_dir', os.path.join(os.path.abspath(workdir), 'xla_cache'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
   t0 = time.time()
   data = {}
   for key in dict.fromkeys(data_key(m) for m in methods):
@@ -379,8 +369,8 @@ def compare(workdir: str, *, config_path: str, steps: int, seeds: list[int], tea
   result = {'summary': summary, 'protocol': protocol, 'runs': rows,
             'seconds': {'prepare': round(prepare_s, 1), 'total': round(time.time() - t0, 1)}}
   table = markdown_table(summary, protocol)
-  _atomic_write(os.path.join(workdir, f'compare{suffix}.md'), table)
-  _atomic_write(os.path.join(workdir, f'compare{suffix}.json'),
+  fileio.atomic_write_text(os.path.join(workdir, f'compare{suffix}.md'), table)
+  fileio.atomic_write_text(os.path.join(workdir, f'compare{suffix}.json'),
                 json.dumps(result, indent=2, default=str))
   bar_plot(summary, os.path.join(workdir, f'compare{suffix}.png'))
   print(table)
@@ -392,15 +382,19 @@ def compare(workdir: str, *, config_path: str, steps: int, seeds: list[int], tea
 def main(argv):
   del argv
   if not FLAGS.workdir:
-    raise app.UsageError('--workdir is required')
+    console.fail('compare_recipes', '--workdir is required')
   seeds = [int(s) for s in FLAGS.seeds]
   steps = FLAGS.steps
   if FLAGS.quick:
     seeds = seeds[:1]
     steps = min(steps, 6)
-  compare(FLAGS.workdir, config_path=FLAGS.config, steps=steps, seeds=seeds, teacher=FLAGS.teacher,
-          quick=FLAGS.quick, batch_size=FLAGS.batch_size, methods=FLAGS.methods or None,
-          num_classes=FLAGS.num_classes, svm_standardize=FLAGS.svm_standardize)
+  try:
+    compare(FLAGS.workdir, config_path=FLAGS.config, steps=steps, seeds=seeds,
+            teacher=FLAGS.teacher, quick=FLAGS.quick, batch_size=FLAGS.batch_size,
+            methods=FLAGS.methods or None, num_classes=FLAGS.num_classes,
+            svm_standardize=FLAGS.svm_standardize)
+  except config_util.ConfigError as e:  # a config file or value that cannot work: its name
+    console.fail('compare_recipes', e)
 
 
 if __name__ == '__main__':

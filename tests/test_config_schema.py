@@ -144,3 +144,52 @@ def test_main_flag_and_config_file_errors_exit_2(tmp_path):
     errors = [l for l in proc.stderr.splitlines() if l.startswith('crossjepa: error: ')]
     assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
     assert 'Traceback' not in proc.stderr
+
+
+@pytest.mark.parametrize('source,message', [
+    (None, 'cfg.py: no such config file'),
+    ('def get_config(:\n', 'cfg.py:1: '),
+    ('import no_such_module_here\n', "cfg.py:1: importing it raised ModuleNotFoundError: No module"),
+    ('def get_config():\n  return {}["data"]\n',
+     "cfg.py:2: loading the config (get_config()) raised KeyError: 'data'"),
+    ('x = 1\n', 'cfg.py defines no get_config() function'),
+])
+def test_get_config_file_names_the_mistake(tmp_path, source, message):
+  """config_util.get_config_file (what experiments/ scripts and compare_recipes load --config
+  with): every mistake of the file's own is a ConfigError naming the file and its line."""
+  path = tmp_path / 'cfg.py'
+  if source is not None:
+    path.write_text(source)
+  with pytest.raises(config_util.ConfigError) as e:
+    config_util.get_config_file(str(path))
+  assert str(e.value).startswith(str(tmp_path)) and message in str(e.value), str(e.value)
+
+
+def test_get_config_file_loads_and_lets_bugs_through(tmp_path, monkeypatch):
+  c = config_util.get_config_file(os.path.join(REPO, 'configs', 'smoke.py'))
+  config_util.check_config(c)
+  # An error raised outside the user's file is a bug of ours: it keeps its type and traceback.
+  monkeypatch.setattr(config_util, 'load_config_module', lambda p: 1 / 0)
+  (tmp_path / 'cfg.py').write_text('def get_config():\n  return None\n')
+  with pytest.raises(ZeroDivisionError):
+    config_util.get_config_file(str(tmp_path / 'cfg.py'))
+
+
+def test_experiment_scripts_exit_2_on_a_config_mistake(tmp_path):
+  """experiments/bench_step.py (and the scripts built on its load_config) and compare_recipes.py:
+  one line naming the file, exit 2, no workdir made."""
+  bad = tmp_path / 'bad.py'
+  bad.write_text('def get_config():\n  raise RuntimeError("no such dataset")\n')
+  cases = [
+      (['experiments/bench_step.py', f'--config={tmp_path}/nope.py'],
+       'bench_step.py: error: ', 'nope.py: no such config file'),
+      (['experiments/compare_recipes.py', f'--config={bad}', f'--workdir={tmp_path}/w'],
+       'compare_recipes: error: ', 'bad.py:2: loading the config (get_config()) raised RuntimeError'),
+  ]
+  for args, prefix, message in cases:
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, timeout=300)
+    errors = [l for l in proc.stderr.splitlines() if l.startswith(prefix)]
+    assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr
+  assert not (tmp_path / 'w').exists()
