@@ -18,9 +18,11 @@ class ConfigError(ValueError):
   """A config value is missing or out of range; the message names the key."""
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
+def check_config(config: ml_collections.ConfigDict, reads_data: bool = True) -> None:
   """Raises ConfigError naming every key whose value cannot work: first the declared schema
-  (config_schema: type, range, choices of every key), then the rules that tie keys together."""
+  (config_schema: type, range, choices of every key), then the rules that tie keys together.
+  `reads_data=False` leaves out the data.root rules, for programs that build batches of the
+  config's shapes themselves (experiments/bench_step.py and the scripts on its load_config)."""
   try:
     config_schema.check(config)
   except config_schema.SchemaError as e:
@@ -50,9 +52,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if optim.min_lr > optim.lr:
       raise ConfigError(f'config.{block}.min_lr = {optim.min_lr} exceeds config.{block}.lr = '
                         f'{optim.lr}')
-  if d.source != 'synthetic' and not d.root:
+  if reads_data and d.source != 'synthetic' and not d.root:
     raise ConfigError(f'config.data.root is empty; the {d.source!r} source reads its files from there')
-  if d.source == 'synthetic' and d.root:
+  if reads_data and d.source == 'synthetic' and d.root:
     raise ConfigError(f'config.data.root = {d.root!r}, but the synthetic source reads no files: '
                       'set config.data.source (mesh_folder, modelnet40, ...) or leave data.root empty')
   if d.source == 'synthetic' and d.synthetic.kind == 'scan' and d.synthetic.scan_points < d.num_points:

@@ -116,9 +116,7 @@ def main(doc: str, part: str, part_batch: int, batch_help: str, part_case: Calla
   p.add_argument('--out', default='')
   args = p.parse_args()
   t0 = time.time()
-  config = bench_step.load_config(args.config)
-  if args.views_per_step:
-    config.train.views_per_step = args.views_per_step
+  config = bench_step.load_config(args.config, {'train.views_per_step': args.views_per_step})
   models = models_lib.build_models(config, models_lib.teacher_widths(bench_step.teacher_dim(config)))
   problem = check(config, models) if check else ''
   if problem:

@@ -47,14 +47,27 @@ from crossjepa.training.recipes import models as models_lib  # noqa: E402
 PREDICTOR_ROWS = {'queries': True, 'all': False}
 
 
-def load_config(path, prog: str = ''):
-  """`get_config()` of the config file at `path` (crossjepa.config_util.get_config_file); a missing
-  file or one whose code raises is the user's mistake: one line naming it, exit 2 (`prog`, default
-  the running script's name)."""
+def load_config(path, overrides: dict | None = None, prog: str = ''):
+  """`get_config()` of the config file at `path` (crossjepa.config_util.get_config_file) with the
+  dotted-key `overrides` whose value is set (not None, 0 or ''), checked like crossjepa.main checks
+  it (config_util.check_config; data.root may be empty: the batches are made up). A missing file, one whose code raises or a value out of range is
+  the user's mistake: one line naming it, exit 2 (`prog`, default the running script's name)."""
   try:
-    return config_util.get_config_file(path)
+    config = config_util.get_config_file(path)
+    for key, value in (overrides or {}).items():
+      if value is None or (value == 0 and not isinstance(value, bool)) or value == '':
+        continue
+      *groups, leaf = key.split('.')
+      node = config
+      for group in groups:
+        node = node[group]
+      node[leaf] = value
+    config_util.check_config(config, reads_data=False)
+    return config
   except config_util.ConfigError as e:
-    console.fail(prog or os.path.basename(sys.argv[0]), e)
+    msg = str(e)
+    console.fail(prog or os.path.basename(sys.argv[0]),
+                 msg if msg.startswith(path) else f'{path}: {msg}')
 
 
 def teacher_dim(config):
@@ -153,19 +166,10 @@ def main():
   use_optimizer(args.optimizer)
   testing.use_tokenizer(args.tokenizer)
 
-  config = load_config(args.config)
-  if args.batch:
-    config.train.batch_size = args.batch
-  if args.dtype:
-    config.train.dtype = args.dtype
-  if args.recipe:
-    config.recipe = args.recipe
-  if args.views_per_step:
-    config.train.views_per_step = args.views_per_step
-  if args.attention:
-    config.model.attention = args.attention
-  if args.remat:
-    config.model.remat = args.remat
+  config = load_config(args.config, {
+      'train.batch_size': args.batch, 'train.dtype': args.dtype, 'recipe': args.recipe,
+      'train.views_per_step': args.views_per_step, 'model.attention': args.attention,
+      'model.remat': args.remat})
   if not PREDICTOR_ROWS[args.predictor_rows]:
     with config.unlocked():
       config.model.predictor_overrides.last_block_queries_only = False

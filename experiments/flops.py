@@ -313,10 +313,8 @@ def per_object(step: dict, fixed: dict, batch: int, at) -> dict:
 
 
 def project_variant(config_path: str, views: int, batch: int, at) -> dict:
-  config = bench_step.load_config(config_path)
-  if views:
-    config.train.views_per_step = views
-  config.train.batch_size = batch
+  config = bench_step.load_config(config_path, {'train.views_per_step': views,
+                                                'train.batch_size': batch})
   dim = bench_step.teacher_dim(config)
   teacher = bench_step.models_lib.teacher_widths(dim)
   models = bench_step.models_lib.build_models(config, teacher)

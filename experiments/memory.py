@@ -113,11 +113,8 @@ def main():
     device_gib = [float(g) for g in args.device_gib.split(',') if g]
   except ValueError as e:
     p.error(f'--at / --device_gib: expected comma-separated numbers ({e})')
-  config = bench_step.load_config(args.config)
-  if args.dtype:
-    config.train.dtype = args.dtype
-  if args.views_per_step:
-    config.train.views_per_step = args.views_per_step
+  config = bench_step.load_config(args.config, {'train.dtype': args.dtype,
+                                                'train.views_per_step': args.views_per_step})
   t0 = time.time()
   rows = [measure(config, r, at, device_gib) for r in remats]
   fileio.print_json({

@@ -190,15 +190,9 @@ def main():
   p.add_argument('--out', default='')
   args = p.parse_args()
 
-  config = bench_step.load_config(args.config)
-  config.train.batch_size = args.batch
-  config.mesh.data, config.mesh.fsdp = 1, 1
-  if args.dtype:
-    config.train.dtype = args.dtype
-  if args.views_per_step:
-    config.train.views_per_step = args.views_per_step
-  if args.attention:
-    config.model.attention = args.attention
+  config = bench_step.load_config(args.config, {
+      'train.batch_size': args.batch, 'mesh.data': 1, 'mesh.fsdp': 1, 'train.dtype': args.dtype,
+      'train.views_per_step': args.views_per_step, 'model.attention': args.attention})
   bench_step.use_optimizer(args.optimizer)
   dim = bench_step.teacher_dim(config)
   mesh = mesh_lib.make_mesh(config, jax.devices()[:1])

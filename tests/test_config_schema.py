@@ -193,3 +193,25 @@ def test_experiment_scripts_exit_2_on_a_config_mistake(tmp_path):
     assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
     assert 'Traceback' not in proc.stderr
   assert not (tmp_path / 'w').exists()
+
+
+def test_bench_load_config_applies_and_checks_overrides(capsys):
+  """bench_step.load_config (every experiments/ step script's): the paper config loads without a
+  data.root (its batches are made up), set overrides apply, unset ones (0, '', None) do not, and
+  a value out of range exits 2 naming the file and key."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      '_bench_step_under_test', os.path.join(REPO, 'experiments', 'bench_step.py'))
+  bench_step = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench_step)
+  paper = os.path.join(REPO, 'configs', 'paper.py')
+  c = bench_step.load_config(paper, {'train.views_per_step': 1, 'train.batch_size': 2048,
+                                     'model.remat': 'dots', 'train.dtype': '', 'recipe': None})
+  base = config_util.get_config_file(paper)
+  assert (c.train.views_per_step, c.train.batch_size, c.model.remat) == (1, 2048, 'dots')
+  assert (c.train.dtype, c.recipe) == (base.train.dtype, base.recipe)
+  with pytest.raises(SystemExit) as e:
+    bench_step.load_config(paper, {'train.views_per_step': 99}, prog='bench')
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith(f'bench: error: {paper}: config.train.views_per_step = 99 exceeds'), err
