@@ -2,6 +2,8 @@
 meshes: sampling, normalisation."""
 import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -299,6 +301,29 @@ def test_mesh_folder_reads_stl_glb_and_reports_the_rest(tmp_path):
   (tmp_path / 'box' / 'b5.stl').write_bytes(b'')
   with pytest.raises(ValueError, match=r'b5\.stl: no faces'):
     list(sources.iter_shapes(data, 'pretrain'))
+
+
+def test_main_prepare_stops_at_a_malformed_mesh_with_exit_2(tmp_path):
+  """`python -m crossjepa.main --mode=prepare` on a mesh folder whose first file is malformed: one
+  line naming the file and line, exit 2. It stops while the FPS / grouping programs still compile
+  in the background (sampling.compile_ahead): those threads are waited for at exit, not torn down
+  mid-compile (that aborted the process: SIGABRT, exit 134, after the right message)."""
+  root = tmp_path / 'meshes'
+  for cls in ('chair', 'table'):
+    (root / cls).mkdir(parents=True)
+  (root / 'chair' / 'a.obj').write_text('v 0 0 0\nv 1 2\n')
+  (root / 'table' / 'b.obj').write_text('v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n')
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  proc = subprocess.run(
+      [sys.executable, '-m', 'crossjepa.main', '--config=configs/smoke.py', '--mode=prepare',
+       f'--workdir={tmp_path / "w"}', '--config.data.source=mesh_folder',
+       f'--config.data.root={root}', "--config.data.pretrain_splits=('pretrain',)"],
+      capture_output=True, text=True, cwd=repo, timeout=300, env={**env, 'JAX_PLATFORMS': 'cpu'})
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('crossjepa: error: ')]
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert len(errors) == 1 and "a.obj: line 2: expected `v x y z`, got 'v 1 2'" in errors[0], errors
+  assert 'Traceback' not in proc.stderr and 'Fatal Python error' not in proc.stderr
 
 
 def test_read_mesh_dispatch_and_errors(tmp_path):

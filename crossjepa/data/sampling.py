@@ -121,8 +121,10 @@ def group_chunk(points: np.ndarray, data_config, chunk_objects: int):
 
 
 def _compile_in_background(fn, shape) -> threading.Thread:
-  """`fn.lower(...).compile()` for float32 `shape` in a daemon thread: it fills the jit's cache, so
-  the first real call dispatches at once (a failure is left to that call to raise)."""
+  """`fn.lower(...).compile()` for float32 `shape` in a background thread: it fills the jit's cache,
+  so the first real call dispatches at once (a failure is left to that call to raise). Not a daemon:
+  a program that ends while XLA compiles (prepare stopping at a malformed mesh: exit 2) waits for
+  the compile at shutdown instead of aborting in the middle of it (SIGABRT, exit 134)."""
   import jax  # pylint: disable=g-import-not-at-top
 
   def run():
@@ -131,7 +133,7 @@ def _compile_in_background(fn, shape) -> threading.Thread:
     except Exception:  # pylint: disable=broad-except
       pass
 
-  thread = threading.Thread(target=run, name='prepare-compile', daemon=True)
+  thread = threading.Thread(target=run, name='prepare-compile')
   thread.start()
   return thread
 
