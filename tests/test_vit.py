@@ -279,7 +279,13 @@ def test_save_load_roundtrip(tmp_path):
 
   with pytest.raises(FileNotFoundError, match='missing_dir'):
     vit_io.load(str(tmp_path / 'missing_dir'))
-  os.remove(os.path.join(out_dir, 'vit_config.json'))
+  config_path = os.path.join(out_dir, 'vit_config.json')
+  for text in ('{bad json', '[1, 2]', '\xff'):   # not JSON, not an object, not text
+    with open(config_path, 'wb') as f:
+      f.write(text.encode('latin-1'))
+    with pytest.raises(ValueError, match=r'vit_config\.json: (not a readable|missing the "fields")'):
+      vit_io.load_info(out_dir)
+  os.remove(config_path)
   with pytest.raises(FileNotFoundError, match='vit_config.json'):
     vit_io.load_info(out_dir)
   with pytest.raises(ValueError, match='missing'):

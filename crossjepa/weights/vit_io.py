@@ -49,9 +49,13 @@ def load_info(directory: str) -> dict[str, Any]:
     raise FileNotFoundError(f'ViT checkpoint folder not found: {directory}')
   if not os.path.isfile(path):
     raise FileNotFoundError(f'ViT checkpoint {directory} has no {CONFIG_FILE} (expected {path})')
-  with open(path) as f:
-    info = json.load(f)
-  if 'fields' not in info:
+  try:
+    with open(path) as f:
+      info = json.load(f)
+  except (OSError, ValueError) as e:   # ValueError: JSONDecodeError, UnicodeDecodeError
+    raise ValueError(f'{path}: not a readable ViT checkpoint config ({e}); expected the JSON '
+                     'object written with the checkpoint') from None
+  if not isinstance(info, dict) or 'fields' not in info:
     raise ValueError(f'{path}: missing the "fields" entry (not a crossjepa ViT checkpoint?)')
   return info
 
