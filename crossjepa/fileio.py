@@ -69,6 +69,20 @@ def atomic_dir(directory: str) -> Iterator[str]:
       shutil.rmtree(tmp, ignore_errors=True)
 
 
+def output_folder(path: str, flag: str = '--workdir') -> str:
+  """Makes the folder `path` a program writes into (parents too) and checks it can be written;
+  ValueError naming `flag` when it is a file, cannot be made or is read-only."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f'{flag}={path}: exists and is not a folder')
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f'{flag}={path}: cannot make the folder ({e.strerror or e})') from None
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise ValueError(f'{flag}={path}: the folder is not writable')
+  return path
+
+
 def atomic_write_text(path: str, text: str) -> None:
   """Writes `text` to `path` atomically."""
   with atomic_write(path) as f:

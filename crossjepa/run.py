@@ -187,7 +187,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'all') -> d
     config_util.check_config(config)
   except config_util.ConfigError as e:
     raise UserError(str(e)) from None
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    fileio.output_folder(workdir)
+  except ValueError as e:
+    raise UserError(str(e)) from None
   config_text = config_util.to_json(config)
   with console.log_to_file(workdir) as log:
     logging.info('run: mode=%s workdir=%s; config attempted:\n%s', mode, workdir, config_text)

@@ -203,8 +203,11 @@ def run_sweep(config: ml_collections.ConfigDict, config_path: str, workdir: str,
     except (SweepError, config_util.ConfigError) as e:
       raise SweepError(f'{path}: sweep()[{i}]: {e}') from e
   names = [run_dirname(i, o) for i, o in enumerate(sweep)]
-  if not dry_run and os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise SweepError(f'{workdir}: --workdir exists and is not a folder')
+  if not dry_run:
+    try:
+      fileio.output_folder(workdir)
+    except ValueError as e:
+      raise SweepError(str(e)) from None
   if dry_run:
     for name, o in zip(names, sweep):
       print_fn(command_line(config_path, os.path.join(workdir, name), o, base_overrides))

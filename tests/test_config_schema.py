@@ -136,6 +136,10 @@ def test_main_flag_and_config_file_errors_exit_2(tmp_path):
        'bad.py:2: loading the config (get_config()) raised RuntimeError: no such dataset'),
       ([f'--config={REPO}/configs/smoke.py', f'--workdir={tmp_path}/w', '--mode=bogus'],
        'flag --mode=bogus: value should be one of'),
+      ([f'--config={REPO}/configs/smoke.py', f'--workdir={bad}', '--mode=prepare'],
+       f'--workdir={bad}: exists and is not a folder'),
+      ([f'--config={REPO}/configs/smoke.py', f'--workdir={bad}/w', '--mode=prepare'],
+       f'--workdir={bad}/w: cannot make the folder (Not a directory)'),
   ]
   for args, message in cases:
     proc = subprocess.run([sys.executable, '-m', 'crossjepa.main', *args], capture_output=True,

@@ -166,6 +166,13 @@ def test_sweep_file_errors_name_the_file_and_line(tmp_path):
   with pytest.raises(sweep.SweepError, match=rf"^{bad}: sweep\(\)\[0\]: sweep override "
                                              "'train.steps' = 'many'"):
     sweep.run_sweep(default_config.get_config(), bad, str(tmp_path / 'out'), dry_run=True)
+  good = write_config(tmp_path, [{}], 'good.py')
+  (tmp_path / 'a_file').write_text('')
+  for workdir, message in ((tmp_path / 'a_file', 'exists and is not a folder'),
+                           (tmp_path / 'a_file' / 'w', 'cannot make the folder')):
+    with pytest.raises(sweep.SweepError, match=rf'^--workdir={workdir}: {message}'):
+      sweep.run_sweep(default_config.get_config(), good, str(workdir),
+                      run_fn=lambda *a, **k: pytest.fail('a run started'))
 
 
 @pytest.mark.parametrize('case', ['missing_file', 'syntax_error', 'unknown_override', 'run_fails'])
