@@ -285,9 +285,20 @@ def test_modelnet40_normal_resampled_errors(tmp_path):
   data.strict_counts = True
   with pytest.raises(ValueError, match="expected the release's 40 class names, found 1"):
     sources.class_names(data)
+  with pytest.raises(ValueError, match=r"found 1 \(set data.strict_counts=False for a subset\)"):
+    sources.class_names(data)
   data.strict_counts = False
   with pytest.raises(ValueError, match='data.variant'):
     sources.class_names(_config(source='modelnet40', root=str(tmp_path), variant='x'))
+  # The text tree read as the default variant (the h5 release, always 40 classes): the message
+  # names the variant to set, not data.strict_counts (which cannot relax the h5 release).
+  (tmp_path / 'shape_names.txt').write_text('airplane\n')
+  h5 = _config(source='modelnet40', root=str(tmp_path), variant='')
+  h5.strict_counts = False
+  with pytest.raises(ValueError, match=r"found 1 \(data.variant = '' reads the default, "
+                                       r"ply_hdf5_2048.*holds the text release's "
+                                       r"modelnet40_train\.txt: set data.variant=normal_resampled"):
+    sources.class_names(h5)
 
 
 def _write_h5(path, n, points=2048, label_shape=None, keys=('data', 'label'), mask=False, labels=None):

@@ -56,8 +56,24 @@ def class_names(data_config) -> list[str]:
   if variant == 'ply_hdf5_2048' or strict_counts(data_config):
     if len(names) != expected:
       raise ValueError(f'{path}: expected the release\'s {expected} class names, found '
-                       f'{len(names)} (set data.strict_counts=False for a subset)')
+                       f'{len(names)} ({_subset_hint(data_config, variant, root)})')
   return names
+
+
+def _subset_hint(data_config, variant: str, root: str) -> str:
+  """How to read a tree whose class list is not the release's full one."""
+  if variant != 'ply_hdf5_2048':
+    return 'set data.strict_counts=False for a subset'
+  chosen = (f'data.variant = {variant!r}' if data_config.variant else
+            "data.variant = '' reads the default, ply_hdf5_2048")
+  text_lists = [f for f in ('modelnet40_train.txt', 'modelnet10_train.txt')
+                if os.path.isfile(os.path.join(root, f))]
+  if text_lists:
+    return (f'{chosen}, which has all 40 classes; this root holds the text release\'s '
+            f'{text_lists[0]}: set data.variant=normal_resampled (or '
+            'modelnet10_normal_resampled), where data.strict_counts=False allows a subset')
+  return (f'{chosen}, which always has all 40 classes; a subset of classes is read from the '
+          'text release (data.variant=normal_resampled) with data.strict_counts=False')
 
 
 def _modelnet_class_of(shape_id: str) -> str:
