@@ -145,6 +145,10 @@ def test_messages_name_the_file_and_nothing_is_written(tmp_path, monkeypatch):
     with pytest.raises(errors.ConvertError, match='refusing to replace|not a folder'):
       teacher_conversion.convert_vit('hf', str(folder), str(target))
   assert (keep / 'notes.txt').read_text() == 'mine'
+  under_a_file = folder / 'config.json' / 'teacher'   # checked before any work, nothing made
+  with pytest.raises(errors.ConvertError, match=rf'^{under_a_file}: --output cannot be made: '
+                                                rf'{folder / "config.json"} is a file'):
+    teacher_conversion.convert_vit('hf', str(folder), str(under_a_file))
 
   def broken_swap(tmp, directory):
     raise OSError(28, 'No space left on device', directory)

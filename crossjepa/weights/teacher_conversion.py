@@ -38,6 +38,14 @@ def check_output(output: str) -> None:
   if os.path.exists(output) and not os.path.isdir(output):
     raise errors.ConvertError(f'{output}: --output exists and is not a folder; expected a new or a '
                               'teacher folder')
+  ancestor = os.path.dirname(os.path.abspath(output))   # the nearest existing one: made there
+  while not os.path.exists(ancestor):
+    ancestor = os.path.dirname(ancestor)
+  if not os.path.isdir(ancestor):
+    raise errors.ConvertError(f'{output}: --output cannot be made: {ancestor} is a file, not a '
+                              'folder')
+  if not os.access(ancestor, os.W_OK | os.X_OK):
+    raise errors.ConvertError(f'{output}: --output cannot be made: {ancestor} is not writable')
   if os.path.isdir(output) and os.listdir(output) and not teacher_io.is_teacher_dir(output):
     raise errors.ConvertError(f'{output}: --output is a folder that holds no '
                               f'{teacher_io.SPEC_FILE} or {vit_io.CONFIG_FILE}, so not a teacher '
