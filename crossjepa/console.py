@@ -69,6 +69,25 @@ def configure_terminal() -> None:
   logging.get_absl_handler().setLevel(terminal_level())
   if py_logging.root.level > py_logging.INFO:
     py_logging.root.setLevel(py_logging.INFO)
+  if not getattr(sys.unraisablehook, 'crossjepa', False):
+    sys.unraisablehook = _log_closed_loop_callbacks(sys.unraisablehook)
+
+
+def _log_closed_loop_callbacks(previous):
+  """An unraisable-exception hook that sends 'Event loop is closed' to the log, not the terminal.
+
+  When an Orbax restore fails (a damaged checkpoint: the error names it), tensorstore still
+  completes the reads in flight and calls back into the asyncio loop orbax has closed: dozens of
+  tracebacks after the one-line error, none of them news. Every other unraisable goes to `previous`.
+  """
+  def hook(unraisable):
+    e = unraisable.exc_value
+    if isinstance(e, RuntimeError) and str(e) == 'Event loop is closed':
+      logging.info('ignored: a tensorstore callback after its asyncio loop closed (%s)', e)
+      return
+    previous(unraisable)
+  hook.crossjepa = True
+  return hook
 
 
 def one_line(text) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from typing import IO, Iterator
@@ -67,6 +68,24 @@ def atomic_dir(directory: str) -> Iterator[str]:
   finally:
     if os.path.exists(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
+
+
+# tensorstore appends the JSON spec of the store it failed on: kilobytes that name no cause.
+_TENSORSTORE_SPEC = re.compile(r"\s*\[tensorstore_spec='.*'\]\s*$", re.S)
+
+
+@contextlib.contextmanager
+def reading_checkpoint(path: str) -> Iterator[None]:
+  """Around an Orbax restore of the checkpoint folder `path` (an export, a teacher's params, a
+  training checkpoint): a folder that does not read (a failed checksum, a truncated or missing
+  file, metadata gone) is a ValueError naming it, with tensorstore's message cut to its cause."""
+  try:
+    yield
+  except (ValueError, OSError, KeyError, AttributeError) as e:
+    text = _TENSORSTORE_SPEC.sub('', '; '.join(l.strip() for l in str(e).splitlines() if l.strip()))
+    raise ValueError(f'{path}: the Orbax checkpoint does not read ({type(e).__name__}: {text}); '
+                     'it is damaged or incomplete: write it again, or copy it again from its '
+                     'source') from e
 
 
 def output_folder(path: str, flag: str = '--workdir') -> str:

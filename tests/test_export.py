@@ -136,3 +136,67 @@ def test_load_encoder_refuses_non_finite_points(exported):
   huge[1] *= 1e30   # finite, but overflows float32 inside the encoder
   with pytest.raises(ValueError, match=r'features of batch rows \[1\].*unit sphere'):
     encoder(huge)
+
+
+def _damaged_copy(path, dest, what):
+  """A copy of the export at `path` with 64 bytes flipped in its largest params file ('data': the
+  arrays) or in a b-tree node of Orbax's OCDBT index ('index': params/d/*, CRC-checked), or its
+  _METADATA cut short ('metadata')."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.copytree(path, dest)
+  params = os.path.join(dest, 'params')
+  if what == 'metadata':
+    target = os.path.join(params, '_METADATA')
+    with open(target, 'r+b') as f:
+      f.truncate(40)
+    return str(dest)
+  if what == 'index':
+    target = max((os.path.join(params, 'd', f) for f in os.listdir(os.path.join(params, 'd'))),
+                 key=os.path.getsize)
+  else:
+    target = max((os.path.join(d, f) for d, _, fs in os.walk(params) for f in fs),
+                 key=os.path.getsize)
+  data = bytearray(open(target, 'rb').read())
+  for i in range(len(data) // 2, len(data) // 2 + 64):
+    data[i] ^= 0xFF
+  with open(target, 'wb') as f:
+    f.write(data)
+  return str(dest)
+
+
+@pytest.mark.parametrize('what', ['data', 'index', 'metadata'])
+def test_a_damaged_export_is_one_error_naming_it(exported, tmp_path, what):
+  """Flipped array bytes (encoder.json's param_checksum), a flipped index node (tensorstore's
+  CRC-32C) or a cut _METADATA: a ValueError naming the params folder, on one line, without
+  tensorstore's JSON spec."""
+  damaged = _damaged_copy(exported[-1], tmp_path / 'damaged', what)
+  with pytest.raises(ValueError) as e:
+    export_lib.load_encoder(damaged)
+  msg = str(e.value)
+  if what == 'data':   # the arrays' bytes are not Orbax's to check: encoder.json's checksum is
+    assert msg.startswith(f'load_encoder: {damaged}/params: the parameters\' checksum does not '
+                          "match encoder.json's param_checksum"), msg
+  else:
+    assert msg.startswith(f'{damaged}/params: the Orbax checkpoint does not read ('), msg
+    assert 'damaged or incomplete' in msg and 'tensorstore_spec' not in msg, msg
+  if what == 'index':
+    assert 'checksum verification failed' in msg, msg
+  assert '\n' not in msg, msg
+
+
+def test_main_on_a_damaged_export_prints_one_error_and_no_tracebacks(exported, tmp_path):
+  """crossjepa.main evaluating a damaged export: exit 2, the one line naming it, and none of the
+  'Event loop is closed' tracebacks tensorstore's late callbacks raise (console sends them to
+  the log)."""
+  damaged = _damaged_copy(exported[-1], tmp_path / 'damaged', 'index')
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  proc = subprocess.run(
+      [sys.executable, '-m', 'crossjepa.main', '--config=configs/smoke.py', '--mode=all',
+       f'--workdir={tmp_path / "w"}', f'--config.eval.encoder={damaged}',
+       '--config.data.num_points=64'],
+      capture_output=True, text=True, cwd=REPO, timeout=300, env={**env, 'JAX_PLATFORMS': 'cpu'})
+  errors = [l for l in proc.stderr.splitlines() if l.startswith('crossjepa: error: ')]
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert len(errors) == 1 and f'{damaged}/params: the Orbax checkpoint does not read' in errors[0]
+  assert 'Traceback' not in proc.stderr and 'Event loop is closed' not in proc.stderr, \
+      proc.stderr[-3000:]

@@ -280,6 +280,13 @@ def test_save_load_roundtrip(tmp_path):
   with pytest.raises(FileNotFoundError, match='missing_dir'):
     vit_io.load(str(tmp_path / 'missing_dir'))
   config_path = os.path.join(out_dir, 'vit_config.json')
+  with open(config_path) as f:
+    saved_info = json.load(f)
+  with open(config_path, 'w') as f:   # weights that are not the ones recorded
+    json.dump(dict(saved_info, param_checksum='0' * 64), f)
+  with pytest.raises(ValueError, match=r"params: the parameters' checksum does not match "
+                                       r"vit_config\.json's param_checksum 0000"):
+    vit_io.load(out_dir)
   for text in ('{bad json', '[1, 2]', '\xff'):   # not JSON, not an object, not text
     with open(config_path, 'wb') as f:
       f.write(text.encode('latin-1'))

@@ -151,6 +151,7 @@ def write_export(out_dir: str, module, encoder_params, info: dict) -> str:
         'module': 'crossjepa.models.point.PointEncoder',
         'fields': module_fields(module),
         'param_count': int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(host_params))),
+        'param_checksum': _param_checksum(host_params),
         **info,
     }
     with open(os.path.join(tmp, INFO_FILE), 'w') as f:
@@ -198,17 +199,25 @@ def read_info(export_dir: str) -> dict:
   if not os.path.isfile(path) or not os.path.isdir(os.path.join(export_dir, PARAMS_DIR)):
     raise ValueError(f'load_encoder: {export_dir} is not a crossjepa export (expected {INFO_FILE} '
                      f'and {PARAMS_DIR}/, found {sorted(os.listdir(export_dir))})')
-  with open(path) as f:
+  with open(path, 'rb') as f:
     try:
       info = json.load(f)
-    except json.JSONDecodeError as e:
+    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
       raise ValueError(f'load_encoder: {path} is not valid JSON: {e}') from e
+  if not isinstance(info, dict):
+    raise ValueError(f'load_encoder: {path} holds a JSON {type(info).__name__}; expected the '
+                     'object export() writes')
   if info.get('format') != FORMAT:
     raise ValueError(f'load_encoder: {path} has format {info.get("format")!r}; expected {FORMAT!r}')
   for key in ('fields', 'pooling', 'num_points'):
     if key not in info:
       raise ValueError(f'load_encoder: {path} lacks the key {key!r}')
   return info
+
+
+def _param_checksum(params) -> str:
+  from crossjepa.models import vit as vit_lib  # pylint: disable=g-import-not-at-top
+  return vit_lib.param_checksum(params)
 
 
 def build_module(info: dict):
@@ -274,9 +283,16 @@ def load_encoder(export_dir: str) -> LoadedEncoder:
   info = read_info(export_dir)
   module = build_module(info)
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  with ocp.StandardCheckpointer() as ckptr:
-    params = ckptr.restore(os.path.join(export_dir, PARAMS_DIR))
+  params_dir = os.path.join(export_dir, PARAMS_DIR)
+  with ocp.StandardCheckpointer() as ckptr, fileio.reading_checkpoint(params_dir):
+    params = ckptr.restore(params_dir)
   check_params(params, abstract_params(module, int(info['num_points'])),
                f'load_encoder({export_dir})')
+  # Orbax checks its index (a CRC-32C per b-tree node), not the arrays' bytes: the checksum is.
+  # Exports written before it was recorded have none.
+  if info.get('param_checksum') and _param_checksum(params) != info['param_checksum']:
+    raise ValueError(f'load_encoder: {params_dir}: the parameters\' checksum does not match '
+                     f'{INFO_FILE}\'s param_checksum {info["param_checksum"][:16]}... (the folder '
+                     'was modified or damaged): export it again, or copy it again from its source')
   params = jax.tree.map(jnp.asarray, params)
   return LoadedEncoder(module, params, info)

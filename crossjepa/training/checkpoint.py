@@ -21,6 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from crossjepa import fileio
 from crossjepa.training import state as state_lib
 
 ITEMS = ('state', 'data', 'config')
@@ -89,7 +90,8 @@ def _shapes(tree, prefixes=('params', 'ema_params')) -> dict[str, tuple]:
 
 def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state) -> None:
   """Raises ValueError listing param paths/shapes that differ between checkpoint and config."""
-  saved = _shapes(manager.item_metadata(step)['state'])
+  with fileio.reading_checkpoint(f'{manager.directory}/{step}'):
+    saved = _shapes(manager.item_metadata(step)['state'])
   wanted = _shapes(abstract_state)
   diffs = []
   for name in sorted(set(saved) | set(wanted)):
@@ -125,14 +127,15 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, shardings
   items = {}
   if data_iterator is not None:
     items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
-  metadata = manager.item_metadata(step)['state']
-  if _opt_layout(metadata) == _opt_layout(abstract_state):
-    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          abstract_state, shardings)
-    items['state'] = _restore_args(target)
-    return manager.restore(int(step), args=ocp.args.Composite(**items))['state']
-  items['state'] = _restore_args(jax.tree.map(lambda m: np.empty(m.shape, m.dtype), metadata))
-  saved = manager.restore(int(step), args=ocp.args.Composite(**items))['state']
+  with fileio.reading_checkpoint(f'{manager.directory}/{step}'):
+    metadata = manager.item_metadata(step)['state']
+    if _opt_layout(metadata) == _opt_layout(abstract_state):
+      target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            abstract_state, shardings)
+      items['state'] = _restore_args(target)
+      return manager.restore(int(step), args=ocp.args.Composite(**items))['state']
+    items['state'] = _restore_args(jax.tree.map(lambda m: np.empty(m.shape, m.dtype), metadata))
+    saved = manager.restore(int(step), args=ocp.args.Composite(**items))['state']
   labels = state_lib.param_labels(abstract_state.params, param_rules)
   where = f'checkpoint {manager.directory}/{step}'
   opt = state_lib.opt_entries(saved)
@@ -163,8 +166,9 @@ def restore_params(workdir, config=None, step: Optional[int] = None) -> tuple[An
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f'no checkpoint under {checkpoint_dir(workdir)}')
-  metadata = manager.item_metadata(step)['state']
-  target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), metadata)
-  restored = manager.restore(step, args=ocp.args.Composite(state=_restore_args(target)))['state']
+  with fileio.reading_checkpoint(f'{manager.directory}/{step}'):
+    metadata = manager.item_metadata(step)['state']
+    target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), metadata)
+    restored = manager.restore(step, args=ocp.args.Composite(state=_restore_args(target)))['state']
   manager.close()
   return restored['params'], restored['ema_params'], int(restored['step'])

@@ -31,7 +31,9 @@ def write(directory: str, tree, json_name: str, info: dict[str, Any]) -> None:
 def restore(path: str):
   """The tree of the Orbax checkpoint folder `path` (absolute), as numpy arrays."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  with ocp.PyTreeCheckpointer() as checkpointer:
-    tree = checkpointer.metadata(path).item_metadata.tree
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  with ocp.PyTreeCheckpointer() as checkpointer, fileio.reading_checkpoint(path):
+    metadata = checkpointer.metadata(path).item_metadata
+    if metadata is None:   # orbax logs a warning and returns None for unreadable metadata
+      raise ValueError('its tree metadata (_METADATA) is missing or unreadable')
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata.tree)
     return checkpointer.restore(path, restore_args=restore_args)
