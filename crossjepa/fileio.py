@@ -75,7 +75,8 @@ _TENSORSTORE_SPEC = re.compile(r"\s*\[tensorstore_spec='.*'\]\s*$", re.S)
 
 
 @contextlib.contextmanager
-def reading_checkpoint(path: str) -> Iterator[None]:
+def reading_checkpoint(path: str, remedy: str = 'write it again, or copy it again from its source'
+                       ) -> Iterator[None]:
   """Around an Orbax restore of the checkpoint folder `path` (an export, a teacher's params, a
   training checkpoint): a folder that does not read (a failed checksum, a truncated or missing
   file, metadata gone) is a ValueError naming it, with tensorstore's message cut to its cause."""
@@ -84,8 +85,7 @@ def reading_checkpoint(path: str) -> Iterator[None]:
   except (ValueError, OSError, KeyError, AttributeError) as e:
     text = _TENSORSTORE_SPEC.sub('', '; '.join(l.strip() for l in str(e).splitlines() if l.strip()))
     raise ValueError(f'{path}: the Orbax checkpoint does not read ({type(e).__name__}: {text}); '
-                     'it is damaged or incomplete: write it again, or copy it again from its '
-                     'source') from e
+                     f'it is damaged or incomplete: {remedy}') from e
 
 
 def output_folder(path: str, flag: str = '--workdir') -> str:

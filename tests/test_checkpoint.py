@@ -146,3 +146,32 @@ def test_optimizer_state_moves_between_the_flat_and_the_per_leaf_layout(tmp_path
       checkpoint.restore(manager, 3, thawed, jax.tree.map(lambda _: rep, thawed),
                          param_rules=rules[1:])
     manager.close()
+
+
+def test_a_damaged_checkpoint_is_one_error_naming_the_step(tmp_path):
+  """A flipped b-tree node of the step's OCDBT index: restore raises one ValueError naming the
+  step's folder and the way out (delete it: the run resumes from the one
+  before), not tensorstore's JSON spec."""
+  import os  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  state, rep = _replicated_state()
+  manager = checkpoint.make_manager(str(tmp_path))
+  checkpoint.save(manager, 7, state, None, ml_collections.ConfigDict({'note': 'test'}))
+  manager.wait_until_finished()
+  index = os.path.join(str(checkpoint.checkpoint_dir(tmp_path)), '7', 'state', 'd')
+  node = max((os.path.join(index, f) for f in os.listdir(index)), key=os.path.getsize)
+  data = bytearray(open(node, 'rb').read())
+  for i in range(len(data) // 2, len(data) // 2 + 64):
+    data[i] ^= 0xFF
+  with open(node, 'wb') as f:
+    f.write(data)
+  abstract = jax.eval_shape(lambda: state)
+  where = f'{manager.directory}/7'
+  with pytest.raises(ValueError) as e:
+    checkpoint.restore(manager, 7, abstract, jax.tree.map(lambda _: rep, state))
+  manager.close()
+  msg = str(e.value)
+  assert msg.startswith(f'{where}: the Orbax checkpoint does not read ('), msg
+  assert 'checksum verification failed' in msg and 'tensorstore_spec' not in msg, msg
+  assert msg.endswith(f'delete {where} to resume from the checkpoint before it (or use a fresh '
+                      '--workdir)') and '\n' not in msg, msg

@@ -88,9 +88,16 @@ def _shapes(tree, prefixes=('params', 'ema_params')) -> dict[str, tuple]:
           for name, leaf in state_lib.leaf_paths(tree).items() if name.split('/')[0] in prefixes}
 
 
+def _reading(manager: ocp.CheckpointManager, step: int):
+  """fileio.reading_checkpoint for step `step`'s folder, with the way out a run has."""
+  where = f'{manager.directory}/{step}'
+  return fileio.reading_checkpoint(
+      where, f'delete {where} to resume from the checkpoint before it (or use a fresh --workdir)')
+
+
 def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state) -> None:
   """Raises ValueError listing param paths/shapes that differ between checkpoint and config."""
-  with fileio.reading_checkpoint(f'{manager.directory}/{step}'):
+  with _reading(manager, step):
     saved = _shapes(manager.item_metadata(step)['state'])
   wanted = _shapes(abstract_state)
   diffs = []
@@ -127,7 +134,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state, shardings
   items = {}
   if data_iterator is not None:
     items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
-  with fileio.reading_checkpoint(f'{manager.directory}/{step}'):
+  with _reading(manager, step):
     metadata = manager.item_metadata(step)['state']
     if _opt_layout(metadata) == _opt_layout(abstract_state):
       target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -166,7 +173,7 @@ def restore_params(workdir, config=None, step: Optional[int] = None) -> tuple[An
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f'no checkpoint under {checkpoint_dir(workdir)}')
-  with fileio.reading_checkpoint(f'{manager.directory}/{step}'):
+  with _reading(manager, step):
     metadata = manager.item_metadata(step)['state']
     target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), metadata)
     restored = manager.restore(step, args=ocp.args.Composite(state=_restore_args(target)))['state']
