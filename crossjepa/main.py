@@ -10,6 +10,7 @@ INFO record (ours, orbax, TFDS, grain, jax) goes to WORKDIR/log.txt only, unless
 or `-v 1` (absl's flag) asks for them on the terminal too (crossjepa/console.py).
 """
 import os
+import signal
 import sys
 
 from absl import app
@@ -74,6 +75,12 @@ def main(argv):
     if os.path.exists(log):
       print(f'{PROG}: full log: {log}', file=sys.stderr)
     sys.exit(2)
+  except run_lib.Stopped as e:   # SIGTERM / Ctrl-C during pretrain: checkpoint saved
+    print(f'{PROG}: {e}', file=sys.stderr)
+    sys.exit(e.exit_status)
+  except KeyboardInterrupt:      # Ctrl-C anywhere else (or twice): no traceback
+    print(f'\n{PROG}: interrupted (Ctrl-C); {run_lib.RERUN}', file=sys.stderr)
+    sys.exit(128 + signal.SIGINT)
 
 
 def _parse_flags(argv):

@@ -17,6 +17,7 @@ exported encoder without a teacher, pretraining or export of their own.
 """
 import json
 import os
+import signal
 import time
 
 from absl import logging
@@ -31,6 +32,18 @@ MODES = ['all', 'teacher', 'prepare', 'pretrain', 'evaluate', 'benchmark', 'expo
 
 class UserError(Exception):
   """An error caused by the user's input (config, files): printed without a traceback."""
+
+
+class Stopped(Exception):
+  """Pretraining stopped on a signal (SIGTERM: a preemption; Ctrl-C) after saving a checkpoint:
+  the run ends there (no evaluation of an unfinished encoder), exit status 128 + the signal."""
+
+  def __init__(self, message: str, exit_status: int):
+    super().__init__(message)
+    self.exit_status = exit_status
+
+
+RERUN = 'run the same command again to go on (the teacher, prepared records and checkpoints are reused)'
 
 
 def teacher_dir(workdir: str) -> str:
@@ -231,6 +244,11 @@ def _run_stages(config: ml_collections.ConfigDict, workdir: str, mode: str) -> d
       # the message that names it; programming errors keep their traceback.
       raise UserError(f'stage {stage}: {e}') from e
     report[stage] = {'seconds': round(time.time() - start, 2), **(out or {})}
+    if stage == 'pretrain' and (out or {}).get('preempted'):
+      name = out.get('signal') or 'SIGTERM'
+      logging.info('run: pretrain stopped by %s at step %d; the run ends here', name, out['step'])
+      raise Stopped(f'stopped by {name}: pretrain saved its checkpoint at step {out["step"]} of '
+                    f'{out["total_steps"]}; {RERUN}', 128 + int(getattr(signal, name)))
     logging.info('stage %s done in %.1f s', stage, report[stage]['seconds'])
     console.say(f'   {stage}: {report[stage]["seconds"]:.1f} s{_stage_note(stage, out or {})}')
   return report

@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import sys
 import traceback
 from typing import Any, Callable, Optional, Sequence
@@ -226,6 +227,9 @@ def run_sweep(config: ml_collections.ConfigDict, config_path: str, workdir: str,
       logging.info('sweep: run %s with %s', name, o)
       try:
         run_fn(cfg, run_workdir, mode='all')
+      except run_lib.Stopped:   # a signal stops the sweep, not just this run
+        write_table(workdir, runs)
+        raise
       except Exception as e:  # pylint: disable=broad-except
         # Recorded, not swallowed: the table shows it and the sweep exits 2 at the end. The exit
         # status is crossjepa.main's for the same run: 2 for a user error, 1 for a crash.
@@ -291,6 +295,16 @@ def main(argv):
                       base_overrides=base)
   except SweepError as e:
     fail(str(e))
+  except KeyboardInterrupt:
+    print(f'\n{PROG}: interrupted (Ctrl-C); run the same command again: finished runs are '
+          'collected, the others go on', file=sys.stderr)
+    sys.exit(128 + signal.SIGINT)
+  except Exception as e:  # pylint: disable=broad-except
+    from crossjepa import run as run_lib  # pylint: disable=g-import-not-at-top
+    if not isinstance(e, run_lib.Stopped):
+      raise
+    print(f'{PROG}: {e}; the sweep stops at this run', file=sys.stderr)
+    sys.exit(e.exit_status)
   if not _FLAGS['dry_run'].value:
     with open(os.path.join(workdir, 'sweep.md')) as f:
       print(f.read())

@@ -108,6 +108,21 @@ def test_failed_run_leaves_config_json_untouched(tmp_path):
   assert '"num_points": 256' in log and 'run failed: UserError' in log   # the attempt is logged
 
 
+def test_a_stopped_pretrain_ends_the_run(tmp_path, monkeypatch):
+  """Pretraining that a signal stopped (checkpoint saved) ends the run: run.Stopped with exit
+  status 128 + the signal, no evaluation of the unfinished encoder, no config.json."""
+  done = []
+  for stage in ('teacher', 'prepare', 'evaluate', 'export'):
+    monkeypatch.setitem(run_lib.STAGES, stage, lambda c, w, s=stage: done.append(s) or {})
+  monkeypatch.setitem(run_lib.STAGES, 'pretrain', lambda c, w: done.append('pretrain') or {
+      'preempted': True, 'signal': 'SIGTERM', 'step': 3, 'total_steps': 6})
+  with pytest.raises(run_lib.Stopped, match=r'^stopped by SIGTERM: pretrain saved its checkpoint '
+                                            r'at step 3 of 6; run the same command again') as e:
+    run_lib.run(smoke_config(), str(tmp_path), 'all')
+  assert e.value.exit_status == 128 + 15
+  assert done == ['teacher', 'prepare', 'pretrain'] and not (tmp_path / 'config.json').exists()
+
+
 # ------------------------------------------------------------------ the main job as a user runs it
 def test_smoke_main_job_terminal_and_failed_rerun(tmp_path):
   workdir = str(tmp_path / 'w')

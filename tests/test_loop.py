@@ -39,6 +39,20 @@ def _params(workdir):
   return jax.tree.map(np.asarray, params), jax.tree.map(np.asarray, ema), step
 
 
+def test_ctrl_c_stops_like_sigterm_and_twice_interrupts():
+  """The first SIGINT sets the stop flag (the loop then checkpoints and returns); a second one
+  interrupts at once; the previous handlers come back."""
+  before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+  with loop._StopFlag() as stop:   # pylint: disable=protected-access
+    os.kill(os.getpid(), signal.SIGINT)
+    assert stop.requested and stop.signum == signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+      for _ in range(1000):   # the handler runs between bytecodes of the main thread
+        pass
+  assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
 def test_resume_is_bitwise_and_sigterm_checkpoints(tmp_path):
   c = loop_config()
   full = loop.pretrain(c, tmp_path / 'full', teacher=TEACHER, data_iterator=fake_iterator(c))
@@ -57,7 +71,7 @@ def test_resume_is_bitwise_and_sigterm_checkpoints(tmp_path):
   c_probe = loop_config(probe_every=1)
   r1 = loop.pretrain(c_probe, tmp_path / 'stop', teacher=TEACHER,
                      data_iterator=fake_iterator(c), probe_fn=probe)
-  assert r1['preempted'] and r1['step'] == 2 and not r1['finished']
+  assert r1['preempted'] and r1['signal'] == 'SIGTERM' and r1['step'] == 2 and not r1['finished']
   assert ckpt_lib.make_manager(tmp_path / 'stop').latest_step() == 2
   # Run 2: a fresh iterator (as a new process would build), resumed, stopped after 2 more steps.
   r2 = loop.pretrain(c, tmp_path / 'stop', teacher=TEACHER,

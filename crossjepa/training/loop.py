@@ -6,8 +6,9 @@
   WORKDIR/checkpoints (together with the data iterator's position). Because every schedule and the
   step randomness are functions of `state.step`, a run stopped and resumed ends with bitwise the
   same params as one that never stopped (tests/test_loop.py checks it on CPU);
-- checkpoints every train.checkpoint_every steps, at the end, on SIGTERM (the handler sets a flag
-  checked each step; the loop saves and returns cleanly) and when `max_steps_this_run` is reached;
+- checkpoints every train.checkpoint_every steps, at the end, on SIGTERM or a first Ctrl-C (the
+  handler sets a flag checked each step; the loop saves and returns with `preempted`, which ends
+  crossjepa.run's run: exit 143 / 130) and when `max_steps_this_run` is reached;
 - a non-finite loss raises FloatingPointError naming the step; the last saved checkpoint is kept
   (the step's loss is checked before any later checkpoint is written);
 - logging: TensorBoard scalars (WORKDIR/tb, tensorboardX), WORKDIR/metrics.jsonl (one JSON per
@@ -62,25 +63,34 @@ from crossjepa.training.recipes import models as models_lib
 
 
 class _StopFlag:
-  """SIGTERM -> flag (checked once per step); the previous handler is restored afterwards."""
+  """SIGTERM or the first SIGINT (Ctrl-C) -> flag, checked once per step: the loop saves a
+  checkpoint and returns (`preempted`, `signal`). A second Ctrl-C interrupts at once
+  (KeyboardInterrupt). The previous handlers are restored afterwards."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.requested = False
-    self._previous = None
+    self.signum = 0
+    self._previous = {}
 
   def _handler(self, signum, frame):
     del frame
-    logging.warning('pretrain: signal %d received; saving a checkpoint and stopping', signum)
-    self.requested = True
+    if self.requested and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.requested, self.signum = True, signum
+    extra = ' (Ctrl-C again to quit at once)' if signum == signal.SIGINT else ''
+    logging.warning('pretrain: %s received; saving a checkpoint and stopping%s',
+                    signal.Signals(signum).name, extra)
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handler)
+      self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
     return self
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for s, previous in self._previous.items():
+      signal.signal(s, previous)
 
 
 class _Writer:
@@ -285,7 +295,7 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
   pending = None            # (step, metrics) of the last dispatched step, not yet checked
   last_host: dict[str, float] = {}
   saved_step = latest
-  preempted = False
+  preempted, stop_signal = False, 0
   step = start
   t_loop = None
   bar = console.progress(total=total, initial=start, desc=f'pretrain[{config.recipe}]', unit='step',
@@ -327,7 +337,7 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
                                                                step).items()}
           writer.write(step, probe)
         if stop.requested:
-          preempted = True
+          preempted, stop_signal = True, stop.signum
           checkpoint(step)
           break
         if (ckpt_every > 0 and step % ckpt_every == 0) or step == end:
@@ -354,6 +364,7 @@ def pretrain(config, workdir, *, data_iterator: Optional[Iterator] = None,
       'resumed': latest is not None,
       'device_resident': resident,
       'preempted': preempted,
+      'signal': signal.Signals(stop_signal).name if stop_signal else '',
       'finished': step >= total,
       'num_params': num_params,
       'checkpoint_dir': os.fspath(manager.directory),
