@@ -28,6 +28,7 @@ import numpy as np
 from crossjepa import config_util
 from crossjepa import fileio
 from crossjepa import version
+from crossjepa.weights import param_folder
 
 FORMAT = 'crossjepa.point_encoder/1'
 INFO_FILE = 'encoder.json'
@@ -142,6 +143,7 @@ def write_export(out_dir: str, module, encoder_params, info: dict) -> str:
   num_points = int(info['num_points'])
   check_params(encoder_params, abstract_params(module, num_points), 'export')
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from crossjepa.models import vit as vit_lib  # pylint: disable=g-import-not-at-top
   with fileio.atomic_dir(out_dir) as tmp:
     host_params = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), encoder_params)
     with ocp.StandardCheckpointer() as ckptr:
@@ -151,7 +153,7 @@ def write_export(out_dir: str, module, encoder_params, info: dict) -> str:
         'module': 'crossjepa.models.point.PointEncoder',
         'fields': module_fields(module),
         'param_count': int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(host_params))),
-        'param_checksum': _param_checksum(host_params),
+        'param_checksum': vit_lib.param_checksum(host_params),
         **info,
     }
     with open(os.path.join(tmp, INFO_FILE), 'w') as f:
@@ -213,11 +215,6 @@ def read_info(export_dir: str) -> dict:
     if key not in info:
       raise ValueError(f'load_encoder: {path} lacks the key {key!r}')
   return info
-
-
-def _param_checksum(params) -> str:
-  from crossjepa.models import vit as vit_lib  # pylint: disable=g-import-not-at-top
-  return vit_lib.param_checksum(params)
 
 
 def build_module(info: dict):
@@ -288,11 +285,9 @@ def load_encoder(export_dir: str) -> LoadedEncoder:
     params = ckptr.restore(params_dir)
   check_params(params, abstract_params(module, int(info['num_points'])),
                f'load_encoder({export_dir})')
-  # Orbax checks its index (a CRC-32C per b-tree node), not the arrays' bytes: the checksum is.
-  # Exports written before it was recorded have none.
-  if info.get('param_checksum') and _param_checksum(params) != info['param_checksum']:
-    raise ValueError(f'load_encoder: {params_dir}: the parameters\' checksum does not match '
-                     f'{INFO_FILE}\'s param_checksum {info["param_checksum"][:16]}... (the folder '
-                     'was modified or damaged): export it again, or copy it again from its source')
+  # Exports written before the checksum was recorded have none.
+  param_folder.check_checksum(params, info.get('param_checksum', ''),
+                              f'load_encoder: {params_dir}', INFO_FILE,
+                              'export it again, or copy it again from its source')
   params = jax.tree.map(jnp.asarray, params)
   return LoadedEncoder(module, params, info)

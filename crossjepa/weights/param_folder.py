@@ -28,6 +28,17 @@ def write(directory: str, tree, json_name: str, info: dict[str, Any]) -> None:
       json.dump(info, f, indent=2, sort_keys=True)
 
 
+def check_checksum(tree, expected: str, where: str, recorded_in: str, remedy: str) -> None:
+  """Raises ValueError when `expected` (the param_checksum `recorded_in` holds; '' = none recorded)
+  is not the checksum of `tree` (crossjepa.models.vit.param_checksum). Orbax checks its index, not
+  the arrays' bytes: this is what catches a modified or damaged weights folder."""
+  from crossjepa.models import vit as vit_lib  # pylint: disable=g-import-not-at-top
+  if expected and vit_lib.param_checksum(tree) != expected:
+    raise ValueError(f'{where}: the parameters\' checksum does not match {recorded_in}\'s '
+                     f'param_checksum {str(expected)[:16]}... (the folder was modified or '
+                     f'damaged): {remedy}')
+
+
 def restore(path: str):
   """The tree of the Orbax checkpoint folder `path` (absolute), as numpy arrays."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top

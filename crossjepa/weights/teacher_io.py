@@ -76,10 +76,8 @@ def load_teacher(directory: str, *, feature_stage: str = '') -> teacher_lib.Teac
   tree = param_folder.restore(path)
   variables = arch.variables(tree)
   teacher_lib.check_variables(spec, module, variables, where=f'the weights in {weights}')
-  if spec.param_checksum and vit_lib.param_checksum(tree) != spec.param_checksum:
-    raise ValueError(f'{directory}: the weights\' checksum does not match the spec\'s '
-                     f'param_checksum {spec.param_checksum[:16]}... (the folder was modified or '
-                     'half-written): convert the teacher again')
+  param_folder.check_checksum(tree, spec.param_checksum, directory, 'the spec',
+                              'convert the teacher again')
   return teacher_lib.Teacher(spec, module, jax.tree.map(jnp.asarray, variables))
 
 

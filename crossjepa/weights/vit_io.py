@@ -73,8 +73,6 @@ def load(directory: str, **overrides) -> tuple[vit_lib.ViT, Any]:
                             f'(expected {path})')
   params = param_folder.restore(path)
   vit_lib.check_params(module, params, where=f'params in {path}')
-  if info.get('param_checksum') and vit_lib.param_checksum(params) != info['param_checksum']:
-    raise ValueError(f'{path}: the parameters\' checksum does not match {CONFIG_FILE}\'s '
-                     f'param_checksum {str(info["param_checksum"])[:16]}... (the folder was '
-                     'modified or damaged): write it again, or copy it again from its source')
+  param_folder.check_checksum(params, info.get('param_checksum', ''), path, CONFIG_FILE,
+                              'write it again, or copy it again from its source')
   return module, jax.tree.map(jnp.asarray, params)
