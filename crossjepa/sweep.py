@@ -48,6 +48,7 @@ from ml_collections import config_flags
 from crossjepa import config_util
 from crossjepa import console
 from crossjepa import fileio
+from crossjepa import run as run_lib
 
 PROG = 'crossjepa.sweep'
 _FLAGS: dict[str, Any] = {}
@@ -213,7 +214,6 @@ def run_sweep(config: ml_collections.ConfigDict, config_path: str, workdir: str,
     for name, o in zip(names, sweep):
       print_fn(command_line(config_path, os.path.join(workdir, name), o, base_overrides))
     return {'commands': len(sweep)}
-  from crossjepa import run as run_lib  # pylint: disable=g-import-not-at-top
   if run_fn is None:
     run_fn = run_lib.run
   runs = []
@@ -299,10 +299,7 @@ def main(argv):
     print(f'\n{PROG}: interrupted (Ctrl-C); run the same command again: finished runs are '
           'collected, the others go on', file=sys.stderr)
     sys.exit(128 + signal.SIGINT)
-  except Exception as e:  # pylint: disable=broad-except
-    from crossjepa import run as run_lib  # pylint: disable=g-import-not-at-top
-    if not isinstance(e, run_lib.Stopped):
-      raise
+  except run_lib.Stopped as e:
     print(f'{PROG}: {e}; the sweep stops at this run', file=sys.stderr)
     sys.exit(e.exit_status)
   if not _FLAGS['dry_run'].value:

@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 from crossjepa import config_util  # noqa: E402
 from crossjepa import console  # noqa: E402
 from crossjepa import fileio  # noqa: E402
+from crossjepa import sweep  # noqa: E402
 from crossjepa import testing  # noqa: E402
 from crossjepa.models import layers  # noqa: E402
 from crossjepa.training import mesh as mesh_lib  # noqa: E402
@@ -54,17 +55,12 @@ def load_config(path, overrides: dict | None = None, prog: str = ''):
   the user's mistake: one line naming it, exit 2 (`prog`, default the running script's name)."""
   try:
     config = config_util.get_config_file(path)
-    for key, value in (overrides or {}).items():
-      if value is None or (value == 0 and not isinstance(value, bool)) or value == '':
-        continue
-      *groups, leaf = key.split('.')
-      node = config
-      for group in groups:
-        node = node[group]
-      node[leaf] = value
+    config = sweep.apply_overrides(config, {
+        key: value for key, value in (overrides or {}).items()
+        if not (value is None or (value == 0 and not isinstance(value, bool)) or value == '')})
     config_util.check_config(config, reads_data=False)
     return config
-  except config_util.ConfigError as e:
+  except (config_util.ConfigError, sweep.SweepError) as e:
     msg = str(e)
     console.fail(prog or os.path.basename(sys.argv[0]),
                  msg if msg.startswith(path) else f'{path}: {msg}')

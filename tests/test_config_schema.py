@@ -219,3 +219,10 @@ def test_bench_load_config_applies_and_checks_overrides(capsys):
   assert e.value.code == 2
   err = capsys.readouterr().err.strip()
   assert err.startswith(f'bench: error: {paper}: config.train.views_per_step = 99 exceeds'), err
+  # A value of the wrong type is refused by ml_collections (through crossjepa.sweep.apply_overrides):
+  # one line naming the file, the key and the value.
+  with pytest.raises(SystemExit) as e:
+    bench_step.load_config(paper, {'train.batch_size': 'many'}, prog='bench')
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith(f'bench: error: {paper}: ') and "'train.batch_size' = 'many'" in err, err
