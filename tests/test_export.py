@@ -140,8 +140,9 @@ def test_load_encoder_refuses_non_finite_points(exported):
 
 def _damaged_copy(path, dest, what):
   """A copy of the export at `path` with 64 bytes flipped in its largest params file ('data': the
-  arrays) or in a b-tree node of Orbax's OCDBT index ('index': params/d/*, CRC-checked), or its
-  _METADATA cut short ('metadata')."""
+  arrays) or in a b-tree node of Orbax's OCDBT index ('index': params/d/*, CRC-checked), its
+  _METADATA cut short ('metadata'), or its params rewritten by Orbax with one value changed
+  ('modified': a well-formed checkpoint that is not the exported one)."""
   import shutil  # pylint: disable=g-import-not-at-top
   shutil.copytree(path, dest)
   params = os.path.join(dest, 'params')
@@ -149,6 +150,18 @@ def _damaged_copy(path, dest, what):
     target = os.path.join(params, '_METADATA')
     with open(target, 'r+b') as f:
       f.truncate(40)
+    return str(dest)
+  if what == 'modified':
+    import jax  # pylint: disable=g-import-not-at-top
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    from crossjepa.weights import param_folder  # pylint: disable=g-import-not-at-top
+    tree = param_folder.restore(os.path.abspath(params))
+    leaves, treedef = jax.tree.flatten(tree)
+    leaves[0] = leaves[0].copy()
+    leaves[0].flat[0] += 1e-3
+    shutil.rmtree(params)
+    with ocp.PyTreeCheckpointer() as checkpointer:
+      checkpointer.save(os.path.abspath(params), jax.tree.unflatten(treedef, leaves))
     return str(dest)
   if what == 'index':
     target = max((os.path.join(params, 'd', f) for f in os.listdir(os.path.join(params, 'd'))),
@@ -164,20 +177,26 @@ def _damaged_copy(path, dest, what):
   return str(dest)
 
 
-@pytest.mark.parametrize('what', ['data', 'index', 'metadata'])
+@pytest.mark.parametrize('what', ['modified', 'data', 'index', 'metadata'])
 def test_a_damaged_export_is_one_error_naming_it(exported, tmp_path, what):
-  """Flipped array bytes (encoder.json's param_checksum), a flipped index node (tensorstore's
-  CRC-32C) or a cut _METADATA: a ValueError naming the params folder, on one line, without
-  tensorstore's JSON spec."""
+  """A changed value in a well-formed checkpoint (encoder.json's param_checksum), flipped array
+  bytes (the checksum, or zstd where the flip lands in a compressed chunk's framing), a flipped
+  index node (tensorstore's CRC-32C) or a cut _METADATA: a ValueError naming the params folder, on
+  one line, without tensorstore's JSON spec."""
   damaged = _damaged_copy(exported[-1], tmp_path / 'damaged', what)
   with pytest.raises(ValueError) as e:
     export_lib.load_encoder(damaged)
   msg = str(e.value)
-  if what == 'data':   # the arrays' bytes are not Orbax's to check: encoder.json's checksum is
-    assert msg.startswith(f'load_encoder: {damaged}/params: the parameters\' checksum does not '
-                          "match encoder.json's param_checksum"), msg
+  checksum = (f'load_encoder: {damaged}/params: the parameters\' checksum does not '
+              "match encoder.json's param_checksum")
+  unreadable = f'{damaged}/params: the Orbax checkpoint does not read ('
+  if what == 'modified':   # the arrays' values are not Orbax's to check: encoder.json's checksum is
+    assert msg.startswith(checksum), msg
+  elif what == 'data':     # which of the two catches it depends on where the flipped bytes land
+    assert msg.startswith(checksum) or msg.startswith(unreadable), msg
   else:
-    assert msg.startswith(f'{damaged}/params: the Orbax checkpoint does not read ('), msg
+    assert msg.startswith(unreadable), msg
+  if msg.startswith(unreadable):
     assert 'damaged or incomplete' in msg and 'tensorstore_spec' not in msg, msg
   if what == 'index':
     assert 'checksum verification failed' in msg, msg
