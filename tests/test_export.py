@@ -151,17 +151,15 @@ def _damaged_copy(path, dest, what):
     with open(target, 'r+b') as f:
       f.truncate(40)
     return str(dest)
-  if what == 'modified':
-    import jax  # pylint: disable=g-import-not-at-top
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  if what == 'modified':   # params/ and encoder.json written again by the project's own writer
     from crossjepa.weights import param_folder  # pylint: disable=g-import-not-at-top
-    tree = param_folder.restore(os.path.abspath(params))
-    leaves, treedef = jax.tree.flatten(tree)
+    leaves, treedef = jax.tree.flatten(param_folder.restore(os.path.abspath(params)))
     leaves[0] = leaves[0].copy()
     leaves[0].flat[0] += 1e-3
-    shutil.rmtree(params)
-    with ocp.PyTreeCheckpointer() as checkpointer:
-      checkpointer.save(os.path.abspath(params), jax.tree.unflatten(treedef, leaves))
+    with open(os.path.join(dest, export_lib.INFO_FILE)) as f:
+      info = json.load(f)
+    param_folder.write(os.path.abspath(dest), jax.tree.unflatten(treedef, leaves),
+                       export_lib.INFO_FILE, info)
     return str(dest)
   if what == 'index':
     target = max((os.path.join(params, 'd', f) for f in os.listdir(os.path.join(params, 'd'))),
