@@ -23,6 +23,7 @@ runs, then clears it).
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import io
@@ -98,9 +99,68 @@ def one_line(text) -> str:
 def fail(prog: str, message) -> None:
   """Ends a command-line program for a user error: `PROG: error: MESSAGE` on one stderr line,
   exit status 2, no traceback (crossjepa.main's flag and config-file errors, crossjepa.convert_teacher,
-  crossjepa.sweep)."""
+  crossjepa.sweep, the experiments' scripts)."""
   print(f'{prog}: error: {one_line(message)}', file=sys.stderr)
   sys.exit(2)
+
+
+def parse_flags(argv: list[str], prog: str) -> list[str]:
+  """absl's flag parsing (app.run's flags_parser) for a program whose flags are all plain ones: an
+  unknown flag, a bad value or a missing required flag, and any positional argument, end it with
+  `fail` (one line, exit 2) instead of absl's usage text and exit 1. Entry points with a
+  `--config` file use config_util.parse_flags, which also names the config file's errors."""
+  try:
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:  # --objects=abc, --source=caffe, an unknown flag, ...
+    fail(prog, e)
+  if len(rest) > 1:
+    fail(prog, f'unexpected arguments {rest[1:]} (every option is a --flag=value)')
+  return rest
+
+
+def _number(kind: type, text: str, low, high, strict: bool):
+  noun = 'an integer' if kind is int else 'a number'
+  try:
+    value = kind(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'expected {noun}, got {text!r}') from None
+  if not math.isfinite(value) or value < low or (strict and value == low) or (
+      high is not None and value > high):
+    bound = f'> {low}' if strict else f'>= {low}'
+    if high is not None:
+      bound += f' and <= {high}'
+    raise argparse.ArgumentTypeError(f'expected {noun} {bound}, got {text!r}')
+  return value
+
+
+def int_arg(low: int, high: int | None = None):
+  """An argparse `type=`: an integer in [low, high]; anything else is argparse's one-line
+  `error: argument --x: expected ...` with exit 2 (not a traceback or a NaN result later)."""
+  return lambda text: _number(int, text, low, high, False)
+
+
+def float_arg(low: float, strict: bool = False):
+  """An argparse `type=`: a finite number >= low (> low when strict)."""
+  return lambda text: _number(float, text, low, None, strict)
+
+
+def list_arg(item=str, choices=None):
+  """An argparse `type=`: a non-empty comma-separated list, each item parsed by `item` (e.g.
+  int_arg(1)) and, with `choices`, one of them."""
+  def parse(text: str) -> list:
+    parts = [t.strip() for t in text.split(',') if t.strip()]
+    if not parts:
+      raise argparse.ArgumentTypeError('expected a comma-separated list, got an empty one')
+    values = []
+    for t in parts:
+      try:
+        values.append(item(t))
+      except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f'item {t!r}: {e}') from None
+      if choices is not None and values[-1] not in choices:
+        raise argparse.ArgumentTypeError(f'item {t!r}: expected one of {list(choices)}')
+    return values
+  return parse
 
 
 def header(text: str) -> None:

@@ -60,16 +60,14 @@ def fail(message: str) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, but a bad or missing flag fails like a user error (not usage, exit 1)."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:  # unknown --source, --num_heads=abc, an unknown flag, ...
-    fail(str(e))
+  """absl's flag parsing; a bad, unknown or missing flag, or a positional argument, fails like a
+  user error (one line, exit 2; not absl's usage text and exit 1)."""
+  from crossjepa import console  # pylint: disable=g-import-not-at-top
+  return console.parse_flags(argv, PROG)
 
 
 def main(argv):
-  if len(argv) > 1:
-    fail(f'unexpected arguments {argv[1:]} (every option is a --flag=value)')
+  del argv  # parse_flags refused positional arguments
   try:
     if FLAGS.source == 'efficientnet_lite':
       spec = teacher_conversion.convert_efficientnet_lite(

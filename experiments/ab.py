@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import bench_step
+from crossjepa import console
 from crossjepa import fileio
 from crossjepa import testing
 from crossjepa.training import mesh as mesh_lib
@@ -107,11 +108,11 @@ def main(doc: str, part: str, part_batch: int, batch_help: str, part_case: Calla
   message or '' (printed, exit 2). Prints one JSON object."""
   p = argparse.ArgumentParser(description=doc.split('\n')[0])
   p.add_argument('--config', default=os.path.join(REPO, 'configs', 'paper.py'))
-  p.add_argument('--batch', type=int, default=8, help='batch of the whole-step comparison')
-  p.add_argument('--views_per_step', type=int, default=0, help="0 = the config's")
-  p.add_argument(f'--{part}_batch', type=int, default=part_batch,
+  p.add_argument('--batch', type=console.int_arg(1), default=8, help='batch of the whole-step comparison')
+  p.add_argument('--views_per_step', type=console.int_arg(0), default=0, help="0 = the config's")
+  p.add_argument(f'--{part}_batch', type=console.int_arg(1), default=part_batch,
                  help=batch_help)
-  p.add_argument('--repeats', type=int, default=10)
+  p.add_argument('--repeats', type=console.int_arg(1), default=10)
   p.add_argument('--skip_step', action='store_true', help=f'the {part} alone')
   p.add_argument('--out', default='')
   args = p.parse_args()

@@ -24,11 +24,15 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
 
-flags.DEFINE_integer('objects', 8, 'objects timed at the default size')
-flags.DEFINE_integer('paper_objects', 2, 'objects timed at the paper size')
+from crossjepa import console  # noqa: E402
+
+flags.DEFINE_integer('objects', 8, 'objects timed at the default size', lower_bound=1)
+flags.DEFINE_integer('paper_objects', 2, 'objects timed at the paper size', lower_bound=1)
 flags.DEFINE_bool('paper', True, 'also time the paper size (ViT-B/14 at 224 px: slow on CPU)')
-flags.DEFINE_integer('modelnet_objects', 1024, 'objects of the written ModelNet40-format tree')
-flags.DEFINE_integer('modelnet_points', 10_000, 'points per written ModelNet40-format text file')
+flags.DEFINE_integer('modelnet_objects', 1024, 'objects of the written ModelNet40-format tree '
+                     '(its test list is the first 40)', lower_bound=40)
+flags.DEFINE_integer('modelnet_points', 10_000, 'points per written ModelNet40-format text file '
+                     '(at least the protocol\'s 1,024 of configs/modelnet40.py)', lower_bound=1024)
 flags.DEFINE_bool('modelnet_only', False, 'only the ModelNet40-format eval-only section')
 flags.DEFINE_string('out', '', 'with --modelnet_only: also write the JSON to this file')
 FLAGS = flags.FLAGS
@@ -319,4 +323,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: console.parse_flags(argv, 'bench_prepare.py'))

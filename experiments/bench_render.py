@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from crossjepa import console  # noqa: E402
 from crossjepa.data import cameras  # noqa: E402
 from crossjepa.data import correspondence  # noqa: E402
 from crossjepa.data import histograms  # noqa: E402
@@ -84,9 +85,9 @@ def bench(num_views, image_size, num_objects, subdiv, repeats, num_groups, num_p
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--objects', type=int, default=40)
-  parser.add_argument('--mesh_subdiv', type=int, default=3)
-  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--objects', type=console.int_arg(1), default=40)
+  parser.add_argument('--mesh_subdiv', type=console.int_arg(0, 6), default=3)
+  parser.add_argument('--repeats', type=console.int_arg(1), default=3)
   args = parser.parse_args()
   results = {
       'benchmark': 'bench_render',

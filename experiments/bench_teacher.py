@@ -29,7 +29,15 @@ sys.path.insert(0, REPO)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from crossjepa import console  # noqa: E402
 from crossjepa import fileio  # noqa: E402
+from crossjepa.models import efficientnet_lite  # noqa: E402
+from crossjepa.models import layers  # noqa: E402
+from crossjepa.models import vit as vit_lib  # noqa: E402
+
+TEACHERS = ('vit', 'lite0')
+DTYPES = ('float32', 'bfloat16')
+VIT_PATCH = vit_lib.ViT.patch_size   # every variant is a /14
 
 SHAPENET55 = 52_470   # shapes to prepare for the paper (ShapeNet-55), 12 views each
 
@@ -118,26 +126,34 @@ def time_teacher(config, teacher, chunk_objects: int, calls: int) -> dict:
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--teachers', default='vit,lite0')
-  p.add_argument('--dtypes', default='float32', help='compute dtypes to time: float32,bfloat16')
-  p.add_argument('--calls', type=int, default=5)
-  p.add_argument('--vit', default='B/14')
-  p.add_argument('--vit_image_size', type=int, default=224)
-  p.add_argument('--vit_views', type=int, default=12)
-  p.add_argument('--vit_chunk_objects', type=int, default=16, help='16 x 12 = 192 images per call')
-  p.add_argument('--lite_image_size', type=int, default=160)
-  p.add_argument('--lite_views', type=int, default=4)
-  p.add_argument('--lite_chunk_objects', type=int, default=64, help='64 x 4 = 256 images per call')
-  p.add_argument('--lite_stage', default='stage5')
-  p.add_argument('--attention', default='', choices=('', 'einsum', 'dot_product'),
+  p.add_argument('--teachers', type=console.list_arg(choices=TEACHERS), default='vit,lite0')
+  p.add_argument('--dtypes', type=console.list_arg(choices=DTYPES), default='float32',
+                 help='compute dtypes to time: float32,bfloat16')
+  p.add_argument('--calls', type=console.int_arg(1), default=5)
+  p.add_argument('--vit', default='B/14', choices=tuple(vit_lib.VARIANTS))
+  p.add_argument('--vit_image_size', type=console.int_arg(VIT_PATCH), default=224,
+                 help=f'a multiple of the patch size ({VIT_PATCH})')
+  p.add_argument('--vit_views', type=console.int_arg(1), default=12)
+  p.add_argument('--vit_chunk_objects', type=console.int_arg(1), default=16,
+                 help='16 x 12 = 192 images per call')
+  p.add_argument('--lite_image_size', type=console.int_arg(32), default=160,
+                 help='at least the network\'s stride (32)')
+  p.add_argument('--lite_views', type=console.int_arg(1), default=4)
+  p.add_argument('--lite_chunk_objects', type=console.int_arg(1), default=64,
+                 help='64 x 4 = 256 images per call')
+  p.add_argument('--lite_stage', default='stage5', choices=efficientnet_lite.STAGES)
+  p.add_argument('--attention', default='', choices=('',) + tuple(layers.ATTENTIONS),
                  help='model.attention of the ViT teacher (default: the config\'s)')
   p.add_argument('--out', default='')
   args = p.parse_args()
+  if args.vit_image_size % VIT_PATCH:
+    p.error(f'argument --vit_image_size: {args.vit_image_size} is not a multiple of the ViT\'s '
+            f'patch size {VIT_PATCH}')
   start = time.time()
   out = {'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind,
          'devices': jax.local_device_count(), 'calls': args.calls, 'runs': []}
-  for name in [t for t in args.teachers.split(',') if t]:
-    for dtype in [d for d in args.dtypes.split(',') if d]:
+  for name in args.teachers:
+    for dtype in args.dtypes:
       row = {'name': name, 'dtype': dtype}
       t0 = time.time()
       try:

@@ -40,20 +40,26 @@ if _ROOT not in sys.path:
 from crossjepa import config_util  # noqa: E402  pylint: disable=g-import-not-at-top
 from crossjepa import console  # noqa: E402  pylint: disable=g-import-not-at-top
 from crossjepa import fileio  # noqa: E402  pylint: disable=g-import-not-at-top
+from crossjepa import run as run_lib  # noqa: E402  pylint: disable=g-import-not-at-top
 
 flags.DEFINE_string('workdir', None, 'output folder (shared data, runs, table, JSON, plot)')
 flags.DEFINE_string('config', os.path.join(_ROOT, 'configs', 'default.py'), 'base config file')
-flags.DEFINE_integer('steps', 300, 'pretraining steps of every method (equal compute)')
-flags.DEFINE_integer('batch_size', 0, 'train.batch_size of every method (0 = the config\'s)')
+flags.DEFINE_integer('steps', 300, 'pretraining steps of every method (equal compute)',
+                     lower_bound=1)
+flags.DEFINE_integer('batch_size', 0, 'train.batch_size of every method (0 = the config\'s)',
+                     lower_bound=0)
 flags.DEFINE_list('seeds', ['0', '1', '2'], 'pretraining / init / protocol seeds')
 flags.DEFINE_string('teacher', '', 'a converted or offline-trained ViT folder (vit_config.json)')
 flags.DEFINE_list('methods', [], 'subset of methods to run (default: all that apply)')
-flags.DEFINE_integer('num_classes', -1, 'data.synthetic.num_classes override (-1 = the config\'s)')
+flags.DEFINE_integer('num_classes', -1, 'data.synthetic.num_classes override (-1 = the config\'s)',
+                     lower_bound=-1)
 flags.DEFINE_bool('quick', False, 'tiny sizes (configs/smoke.py geometry, 6 steps, 1 seed)')
 flags.DEFINE_bool('svm_standardize', False, 'eval.svm_standardize (StandardScaler fitted on train '
                   'only): a probe check independent of the feature scale; outputs get a _std suffix. '
                   'Finished runs are reused, so this only re-evaluates them.')
 FLAGS = flags.FLAGS
+flags.register_validator('seeds', lambda v: bool(v) and all(s.isdigit() for s in v),
+                         'expected comma-separated integers >= 0')
 
 
 # ------------------------------------------------------------------ configs
@@ -151,7 +157,6 @@ def evaluate_params(config, workdir, module, params, seed, embed_fn=None):
 
 
 def prepare_shared(base, workdir: str, key: str, teacher: str) -> str:
-  from crossjepa import run as run_lib  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   c = ml_collections.ConfigDict(base.to_dict())
   if key == 'teacher':
@@ -166,7 +171,6 @@ def prepare_shared(base, workdir: str, key: str, teacher: str) -> str:
 
 def run_method(base, workdir: str, method: str, seed: int, data_dir: str, teacher: str) -> dict:
   """Pretrains one (method, seed) in its own sub-workdir (resumes / reuses) and evaluates it."""
-  from crossjepa import run as run_lib  # pylint: disable=g-import-not-at-top
   from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
   from crossjepa.training import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   c = method_config(base, method, seed, teacher)
@@ -393,9 +397,9 @@ def main(argv):
             teacher=FLAGS.teacher, quick=FLAGS.quick, batch_size=FLAGS.batch_size,
             methods=FLAGS.methods or None, num_classes=FLAGS.num_classes,
             svm_standardize=FLAGS.svm_standardize)
-  except config_util.ConfigError as e:  # a config file or value that cannot work: its name
+  except (config_util.ConfigError, run_lib.UserError) as e:  # a config or input that cannot work
     console.fail('compare_recipes', e)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: console.parse_flags(argv, 'compare_recipes'))

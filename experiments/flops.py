@@ -41,6 +41,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bench_step  # noqa: E402
+from crossjepa import console  # noqa: E402
 from crossjepa import fileio  # noqa: E402
 
 # Rough flops per element of the elementwise work, forward + backward (as XLA counts: one per
@@ -381,17 +382,17 @@ def anchor(batch: int, at) -> dict:
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--config', default=os.path.join(REPO, 'configs', 'paper.py'))
-  p.add_argument('--batch', type=int, default=8, help='batch of the CPU compiles')
-  p.add_argument('--views', default='0,1', help='views_per_step values (0 = the config\'s)')
-  p.add_argument('--at', default='512,2048', help='batches to report per-object numbers at')
+  p.add_argument('--batch', type=console.int_arg(1), default=8, help='batch of the CPU compiles')
+  p.add_argument('--views', type=console.list_arg(console.int_arg(0)), default='0,1', help='views_per_step values (0 = the config\'s)')
+  p.add_argument('--at', type=console.list_arg(console.int_arg(1)), default='512,2048', help='batches to report per-object numbers at')
   p.add_argument('--skip_anchor', action='store_true')
   p.add_argument('--out', default='')
   args = p.parse_args()
   start = time.time()
-  at = [int(b) for b in args.at.split(',') if b]
+  at = args.at
   out = {'config': os.path.relpath(os.path.abspath(args.config), REPO), 'compile_batch': args.batch,
          'jax': jax.__version__, 'variants': {}}
-  for views in (int(v) for v in args.views.split(',') if v):
+  for views in args.views:
     res = project_variant(args.config, views, args.batch, at)
     out['variants'][f"views{res['views_per_step']}"] = res
   if not args.skip_anchor:

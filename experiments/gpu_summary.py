@@ -106,6 +106,13 @@ def main():
   p.add_argument('--flops_json', default=os.path.join(HERE, 'results', 'flops_paper.json'))
   p.add_argument('--wall_s', type=float, default=float('nan'))
   args = p.parse_args()
+  # The standard library only (this runs on the device even when the wheel installs failed).
+  if not (math.isfinite(args.peak_tflops) and args.peak_tflops > 0):
+    p.error(f'argument --peak_tflops: expected a number > 0, got {args.peak_tflops}')
+  if args.batch < 1:
+    p.error(f'argument --batch: expected an integer >= 1, got {args.batch}')
+  if not os.path.isdir(args.logs):
+    p.error(f'argument --logs: {args.logs}: no such folder (gpu_check.sh\'s $OUT/logs)')
   status = runs_status(args.logs)
   flops = _load(args.flops_json)
   ceiling = _load(os.path.join(args.logs, 'ceiling.json')) or {}

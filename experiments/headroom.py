@@ -18,6 +18,7 @@ values to the grid (reported separately, so the default-grid numbers stay the re
 Takes 1-3 minutes on two busy CPU cores.
 """
 import json
+import math
 import os
 import sys
 import time
@@ -29,12 +30,30 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
 
-flags.DEFINE_list('kinds', ['clean', 'scan'], 'synthetic kinds to measure')
-flags.DEFINE_integer('train_per_class', 24, 'train objects per class (default config: 24)')
-flags.DEFINE_integer('test_per_class', 12, 'test objects per class (default config: 12)')
+from crossjepa import console  # noqa: E402
+
+KINDS = ('clean', 'scan')
+
+flags.DEFINE_list('kinds', list(KINDS), 'synthetic kinds to measure')
+flags.DEFINE_integer('train_per_class', 24, 'train objects per class (default config: 24; at least '
+                     'the probe\'s 4 CV folds)', lower_bound=4)
+flags.DEFINE_integer('test_per_class', 12, 'test objects per class (default config: 12)',
+                     lower_bound=1)
 flags.DEFINE_list('extra_C', [], 'extra C values appended to config.eval.svm_C (e.g. 3,10)')
-flags.DEFINE_integer('batch_size', 64, 'objects per encoder call')
+flags.DEFINE_integer('batch_size', 64, 'objects per encoder call', lower_bound=1)
 FLAGS = flags.FLAGS
+
+
+def _positive_numbers(values) -> bool:
+  try:
+    return all(float(v) > 0 and math.isfinite(float(v)) for v in values)
+  except ValueError:
+    return False
+
+
+flags.register_validator('kinds', lambda v: bool(v) and set(v) <= set(KINDS),
+                         f'expected a comma-separated subset of {list(KINDS)}')
+flags.register_validator('extra_C', _positive_numbers, 'expected comma-separated numbers > 0')
 
 
 def build_split(config, split):
@@ -172,4 +191,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: console.parse_flags(argv, 'headroom.py'))

@@ -34,6 +34,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bench_step  # noqa: E402
+from crossjepa import console  # noqa: E402
 from crossjepa import fileio  # noqa: E402
 from crossjepa import testing  # noqa: E402
 from crossjepa.models import layers  # noqa: E402
@@ -98,21 +99,16 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--config', default=os.path.join(REPO, 'configs', 'paper.py'))
   p.add_argument('--dtype', default='bfloat16', help="train.dtype ('' = the config's)")
-  p.add_argument('--views_per_step', type=int, default=0, help="0 = the config's")
-  p.add_argument('--remats', default=','.join(layers.REMATS))
-  p.add_argument('--at', default='512,2048', help='batches to predict the footprint at')
-  p.add_argument('--device_gib', default='80,139', help='device memories for max_batch (GiB)')
+  p.add_argument('--views_per_step', type=console.int_arg(0), default=0, help="0 = the config's")
+  p.add_argument('--remats', type=console.list_arg(choices=layers.REMATS),
+                 default=','.join(layers.REMATS))
+  p.add_argument('--at', type=console.list_arg(console.int_arg(1)), default='512,2048',
+                 help='batches to predict the footprint at')
+  p.add_argument('--device_gib', type=console.list_arg(console.float_arg(0, strict=True)),
+                 default='80,139', help='device memories for max_batch (GiB)')
   p.add_argument('--out', default='')
   args = p.parse_args()
-  remats = [r for r in args.remats.split(',') if r]
-  bad = sorted(set(remats) - set(layers.REMATS))
-  if bad:
-    p.error(f'--remats: {bad} not in {list(layers.REMATS)}')
-  try:
-    at = [int(b) for b in args.at.split(',') if b]
-    device_gib = [float(g) for g in args.device_gib.split(',') if g]
-  except ValueError as e:
-    p.error(f'--at / --device_gib: expected comma-separated numbers ({e})')
+  remats, at, device_gib = args.remats, args.at, args.device_gib
   config = bench_step.load_config(args.config, {'train.dtype': args.dtype,
                                                 'train.views_per_step': args.views_per_step})
   t0 = time.time()

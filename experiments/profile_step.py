@@ -38,8 +38,10 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bench_step  # noqa: E402  (experiments/bench_step.py: config loading)
+from crossjepa import console  # noqa: E402
 from crossjepa import fileio  # noqa: E402
 from crossjepa import testing  # noqa: E402
+from crossjepa.models import layers  # noqa: E402
 from crossjepa.training import mesh as mesh_lib  # noqa: E402
 from crossjepa.training import pretraining  # noqa: E402
 from crossjepa.training.recipes import models as models_lib  # noqa: E402
@@ -175,17 +177,17 @@ def _table(totals: dict[str, float], steps: int, all_ns: float) -> dict[str, dic
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--config', required=True)
-  p.add_argument('--batch', type=int, default=16)
-  p.add_argument('--steps', type=int, default=3, help='profiled steps (after one warm-up)')
+  p.add_argument('--batch', type=console.int_arg(1), default=16)
+  p.add_argument('--steps', type=console.int_arg(1), default=3, help='profiled steps (after one warm-up)')
   p.add_argument('--dtype', default='', help='float32 | bfloat16 (default: the config)')
-  p.add_argument('--views_per_step', type=int, default=0, help="0 = the config's")
-  p.add_argument('--attention', default='', choices=('', 'einsum', 'dot_product', 'cudnn'))
+  p.add_argument('--views_per_step', type=console.int_arg(0), default=0, help="0 = the config's")
+  p.add_argument('--attention', default='', choices=('',) + tuple(layers.ATTENTIONS))
   p.add_argument('--optimizer', default='flat', choices=('flat', 'chain'),
                  help="flat: the update on one vector per parameter group (the default on a "
                       "replicated state); chain: optax's per-leaf chain (FSDP's), to compare")
-  p.add_argument('--depth', type=int, default=1,
+  p.add_argument('--depth', type=console.int_arg(1), default=1,
                  help='levels of the module path under the traced module in the part column')
-  p.add_argument('--top', type=int, default=15)
+  p.add_argument('--top', type=console.int_arg(1), default=15)
   p.add_argument('--trace_dir', default='', help='keep the trace here (default: a temp folder)')
   p.add_argument('--out', default='')
   args = p.parse_args()

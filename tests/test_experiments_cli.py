@@ -1,0 +1,110 @@
+"""The experiments' scripts answer a bad flag value like crossjepa.main: exit 2 and one
+`PROG: error: ...` line naming the flag, before any work; not a traceback, a NaN result, an error
+row in the JSON with exit 1, or absl's usage text with exit 1.
+
+The argparse scripts run in-process (runpy; argparse exits before the script's work starts), the
+absl ones in a subprocess each (their flags are module-level definitions in absl's global registry).
+"""
+import argparse
+import os
+import runpy
+import subprocess
+import sys
+
+import pytest
+
+from crossjepa import console
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = os.path.join(REPO, 'experiments')
+SMOKE = f"--config={os.path.join(REPO, 'configs', 'smoke.py')}"
+
+
+def test_argument_types_accept_and_refuse(capsys):
+  p = argparse.ArgumentParser(prog='x')
+  p.add_argument('--n', type=console.int_arg(1))
+  p.add_argument('--k', type=console.int_arg(0, 6))
+  p.add_argument('--f', type=console.float_arg(0, strict=True))
+  p.add_argument('--at', type=console.list_arg(console.int_arg(1)), default='512,2048')
+  p.add_argument('--kinds', type=console.list_arg(choices=('vit', 'lite0')))
+  args = p.parse_args(['--n=3', '--k=0', '--f=1e-3', '--kinds=lite0, vit'])
+  assert (args.n, args.k, args.f, args.at, args.kinds) == (3, 0, 1e-3, [512, 2048], ['lite0', 'vit'])
+  capsys.readouterr()
+  for bad, wanted in [('--n=0', "argument --n: expected an integer >= 1, got '0'"),
+                      ('--n=2.5', "argument --n: expected an integer, got '2.5'"),
+                      ('--k=7', "argument --k: expected an integer >= 0 and <= 6, got '7'"),
+                      ('--f=0', "argument --f: expected a number > 0, got '0'"),
+                      ('--f=nan', "argument --f: expected a number > 0, got 'nan'"),
+                      ('--f=inf', "argument --f: expected a number > 0, got 'inf'"),
+                      ('--at=512,x', "argument --at: item 'x': expected an integer, got 'x'"),
+                      ('--at=,', 'argument --at: expected a comma-separated list, got an empty one'),
+                      ('--kinds=vit,clip', "argument --kinds: item 'clip': expected one of "
+                                           "['vit', 'lite0']")]:
+    with pytest.raises(SystemExit) as e:
+      p.parse_args([bad])
+    assert e.value.code == 2, bad
+    assert capsys.readouterr().err.splitlines()[-1] == f'x: error: {wanted}', bad
+
+
+ARGPARSE_CASES = [
+    ('bench_step.py', [SMOKE, '--steps=0'],
+     "argument --steps: expected an integer >= 1, got '0'"),
+    ('bench_step.py', [SMOKE, '--device_resident', '--objects=3'],
+     '--objects=3: the device-resident set needs at least one batch (8 objects)'),
+    ('flops.py', ['--at=512,0'], "argument --at: item '0': expected an integer >= 1, got '0'"),
+    ('memory.py', ['--remats=none,bogus'],
+     "argument --remats: item 'bogus': expected one of ['none', 'full', 'dots']"),
+    ('bench_teacher.py', ['--dtypes=float32,float16'],
+     "argument --dtypes: item 'float16': expected one of ['float32', 'bfloat16']"),
+    ('bench_teacher.py', ['--vit_image_size=225'],
+     "argument --vit_image_size: 225 is not a multiple of the ViT's patch size 14"),
+    ('bench_render.py', ['--objects=0'], "argument --objects: expected an integer >= 1, got '0'"),
+    ('profile_step.py', [SMOKE, '--top=0'],
+     "argument --top: expected an integer >= 1, got '0'"),
+    ('bench_tokenizer.py', ['--repeats=0'], "argument --repeats: expected an integer >= 1, got '0'"),
+    ('gpu_summary.py', ['--logs=no/such/logs', '--out=o'],
+     "argument --logs: no/such/logs: no such folder"),
+]
+
+
+@pytest.mark.parametrize('script,args,wanted', ARGPARSE_CASES,
+                         ids=[f'{c[0]}:{c[1][-1]}' for c in ARGPARSE_CASES])
+def test_argparse_scripts_refuse_a_bad_value(script, args, wanted, tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.syspath_prepend(EXPERIMENTS)
+  monkeypatch.setattr(sys, 'argv', [script, *args])
+  with pytest.raises(SystemExit) as e:
+    runpy.run_path(os.path.join(EXPERIMENTS, script), run_name='__main__')
+  assert e.value.code == 2
+  out = capsys.readouterr()
+  errors = [l for l in out.err.splitlines() if l.startswith(f'{script}: error: ')]
+  assert len(errors) == 1 and wanted in errors[0], out.err[-2000:]
+  assert 'Traceback' not in out.err and not out.out.strip() and not os.listdir(tmp_path)
+
+
+ABSL_CASES = [
+    (['experiments/headroom.py', '--kinds=clean,bogus'],
+     "headroom.py: error: flag --kinds=['clean', 'bogus']: expected a comma-separated subset of "
+     "['clean', 'scan']"),
+    (['experiments/compare_recipes.py', '--workdir=w', '--seeds=0,a'],
+     "compare_recipes: error: flag --seeds=['0', 'a']: expected comma-separated integers >= 0"),
+    (['experiments/bench_prepare.py', '--modelnet_objects=10'],
+     'bench_prepare.py: error: flag --modelnet_objects=10: 10 is not integer >= 40'),
+    (['experiments/bench_prepare.py', '--config=configs/default.py'],
+     "bench_prepare.py: error: Unknown command line flag 'config'"),
+    (['-m', 'crossjepa.convert_teacher', '--source=hf', 'model.safetensors'],
+     "crossjepa.convert_teacher: error: unexpected arguments ['model.safetensors'] (every option "
+     'is a --flag=value)'),
+]
+
+
+@pytest.mark.parametrize('args,wanted', ABSL_CASES, ids=[c[0][-1] for c in ABSL_CASES])
+def test_absl_scripts_refuse_a_bad_flag_with_one_line_and_exit_2(args, wanted, tmp_path):
+  proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=tmp_path,
+                        env={**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': REPO},
+                        timeout=300) if args[0] == '-m' else subprocess.run(
+      [sys.executable, os.path.join(REPO, args[0]), *args[1:]], capture_output=True, text=True,
+      cwd=tmp_path, env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines() == [wanted]
+  assert not proc.stdout.strip() and not os.listdir(tmp_path)
