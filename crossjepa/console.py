@@ -163,6 +163,14 @@ def list_arg(item=str, choices=None):
   return parse
 
 
+def out_file_arg(text: str) -> str:
+  """An argparse `type=` for `--out` (where a script also writes its JSON): a file path, refused
+  at once when it names a folder (the write would fail only after the work)."""
+  if text and (text.endswith(('/', os.sep)) or os.path.isdir(text)):
+    raise argparse.ArgumentTypeError(f'{text} is a folder; expected the path of the JSON file')
+  return text
+
+
 def header(text: str) -> None:
   """`== text ==` on the terminal (stderr; process 0 only)."""
   say(f'== {text} ==')

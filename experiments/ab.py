@@ -114,7 +114,7 @@ def main(doc: str, part: str, part_batch: int, batch_help: str, part_case: Calla
                  help=batch_help)
   p.add_argument('--repeats', type=console.int_arg(1), default=10)
   p.add_argument('--skip_step', action='store_true', help=f'the {part} alone')
-  p.add_argument('--out', default='')
+  p.add_argument('--out', type=console.out_file_arg, default='')
   args = p.parse_args()
   t0 = time.time()
   config = bench_step.load_config(args.config, {'train.views_per_step': args.views_per_step})

@@ -36,6 +36,8 @@ flags.DEFINE_integer('modelnet_points', 10_000, 'points per written ModelNet40-f
 flags.DEFINE_bool('modelnet_only', False, 'only the ModelNet40-format eval-only section')
 flags.DEFINE_string('out', '', 'with --modelnet_only: also write the JSON to this file')
 FLAGS = flags.FLAGS
+flags.register_validator('out', lambda v: not (v.endswith(('/', os.sep)) or os.path.isdir(v)),
+                         'is a folder; expected the path of the JSON file')
 
 SHAPENET55 = 52_470
 # Assumption for the extrapolation: a frozen ViT-B/14 at 224 px (257 tokens), float32 inference,

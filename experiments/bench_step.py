@@ -157,7 +157,8 @@ def main():
                       "every row, to compare")
   p.add_argument('--remat', default='', choices=('',) + tuple(layers.REMATS),
                  help="model.remat (default: the config's)")
-  p.add_argument('--out', default='', help='also write the JSON to this file')
+  p.add_argument('--out', type=console.out_file_arg, default='',
+                 help='also write the JSON to this file')
   args = p.parse_args()
   use_optimizer(args.optimizer)
   testing.use_tokenizer(args.tokenizer)

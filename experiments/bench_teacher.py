@@ -144,7 +144,7 @@ def main():
   p.add_argument('--lite_stage', default='stage5', choices=efficientnet_lite.STAGES)
   p.add_argument('--attention', default='', choices=('',) + tuple(layers.ATTENTIONS),
                  help='model.attention of the ViT teacher (default: the config\'s)')
-  p.add_argument('--out', default='')
+  p.add_argument('--out', type=console.out_file_arg, default='')
   args = p.parse_args()
   if args.vit_image_size % VIT_PATCH:
     p.error(f'argument --vit_image_size: {args.vit_image_size} is not a multiple of the ViT\'s '

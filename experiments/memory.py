@@ -106,7 +106,7 @@ def main():
                  help='batches to predict the footprint at')
   p.add_argument('--device_gib', type=console.list_arg(console.float_arg(0, strict=True)),
                  default='80,139', help='device memories for max_batch (GiB)')
-  p.add_argument('--out', default='')
+  p.add_argument('--out', type=console.out_file_arg, default='')
   args = p.parse_args()
   remats, at, device_gib = args.remats, args.at, args.device_gib
   config = bench_step.load_config(args.config, {'train.dtype': args.dtype,

@@ -189,7 +189,7 @@ def main():
                  help='levels of the module path under the traced module in the part column')
   p.add_argument('--top', type=console.int_arg(1), default=15)
   p.add_argument('--trace_dir', default='', help='keep the trace here (default: a temp folder)')
-  p.add_argument('--out', default='')
+  p.add_argument('--out', type=console.out_file_arg, default='')
   args = p.parse_args()
 
   config = bench_step.load_config(args.config, {
