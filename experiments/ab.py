@@ -132,3 +132,8 @@ def main(doc: str, part: str, part_batch: int, batch_help: str, part_case: Calla
     out['step'] = step_ab(config, args.batch, args.repeats, step_forms, done)
   out['wall_s'] = round(time.time() - t0, 1)
   fileio.print_json(out, args.out)
+
+
+if __name__ == '__main__':
+  console.fail('ab.py', 'a library of bench_tokenizer.py and bench_predictor.py, not a script: '
+               'run one of those (--help for their flags)')

@@ -64,13 +64,14 @@ ARGPARSE_CASES = [
     ('profile_step.py', [SMOKE, '--top=0'],
      "argument --top: expected an integer >= 1, got '0'"),
     ('bench_tokenizer.py', ['--repeats=0'], "argument --repeats: expected an integer >= 1, got '0'"),
+    ('ab.py', [], 'a library of bench_tokenizer.py and bench_predictor.py, not a script'),
     ('gpu_summary.py', ['--logs=no/such/logs', '--out=o'],
      "argument --logs: no/such/logs: no such folder"),
 ]
 
 
 @pytest.mark.parametrize('script,args,wanted', ARGPARSE_CASES,
-                         ids=[f'{c[0]}:{c[1][-1]}' for c in ARGPARSE_CASES])
+                         ids=[':'.join([c[0], *c[1][-1:]]) for c in ARGPARSE_CASES])
 def test_argparse_scripts_refuse_a_bad_value(script, args, wanted, tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(tmp_path)
   monkeypatch.syspath_prepend(EXPERIMENTS)
