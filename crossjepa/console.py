@@ -163,10 +163,28 @@ def list_arg(item=str, choices=None):
   return parse
 
 
+def each_parses(item):
+  """An absl list-flag validator from an argparse type above (e.g. int_arg(0)): True when every
+  item parses."""
+  def ok(values) -> bool:
+    try:
+      for v in values:
+        item(v)
+    except argparse.ArgumentTypeError:
+      return False
+    return True
+  return ok
+
+
+def names_a_folder(path: str) -> bool:
+  """True for an `--out` value that is a folder (ends with a separator or is one)."""
+  return bool(path) and (path.endswith(('/', os.sep)) or os.path.isdir(path))
+
+
 def out_file_arg(text: str) -> str:
   """An argparse `type=` for `--out` (where a script also writes its JSON): a file path, refused
   at once when it names a folder (the write would fail only after the work)."""
-  if text and (text.endswith(('/', os.sep)) or os.path.isdir(text)):
+  if names_a_folder(text):
     raise argparse.ArgumentTypeError(f'{text} is a folder; expected the path of the JSON file')
   return text
 

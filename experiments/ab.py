@@ -108,7 +108,8 @@ def main(doc: str, part: str, part_batch: int, batch_help: str, part_case: Calla
   message or '' (printed, exit 2). Prints one JSON object."""
   p = argparse.ArgumentParser(description=doc.split('\n')[0])
   p.add_argument('--config', default=os.path.join(REPO, 'configs', 'paper.py'))
-  p.add_argument('--batch', type=console.int_arg(1), default=8, help='batch of the whole-step comparison')
+  p.add_argument('--batch', type=console.int_arg(1), default=8,
+                 help='batch of the whole-step comparison')
   p.add_argument('--views_per_step', type=console.int_arg(0), default=0, help="0 = the config's")
   p.add_argument(f'--{part}_batch', type=console.int_arg(1), default=part_batch,
                  help=batch_help)

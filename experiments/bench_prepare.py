@@ -36,7 +36,7 @@ flags.DEFINE_integer('modelnet_points', 10_000, 'points per written ModelNet40-f
 flags.DEFINE_bool('modelnet_only', False, 'only the ModelNet40-format eval-only section')
 flags.DEFINE_string('out', '', 'with --modelnet_only: also write the JSON to this file')
 FLAGS = flags.FLAGS
-flags.register_validator('out', lambda v: not (v.endswith(('/', os.sep)) or os.path.isdir(v)),
+flags.register_validator('out', lambda v: not console.names_a_folder(v),
                          'is a folder; expected the path of the JSON file')
 
 SHAPENET55 = 52_470

@@ -135,13 +135,16 @@ def cpu_cost(config, batch, models, teacher):
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--config', required=True)
-  p.add_argument('--batch', type=console.int_arg(0), default=0, help='global batch (0 = config.train.batch_size)')
+  p.add_argument('--batch', type=console.int_arg(0), default=0,
+                 help='global batch (0 = config.train.batch_size)')
   p.add_argument('--steps', type=console.int_arg(1), default=10)
-  p.add_argument('--peak_tflops', type=console.float_arg(0), default=0.0, help='per-device peak, for MFU')
+  p.add_argument('--peak_tflops', type=console.float_arg(0), default=0.0,
+                 help='per-device peak, for MFU')
   p.add_argument('--dtype', default='', help='float32 | bfloat16 (default: the config)')
   p.add_argument('--recipe', default='')
   p.add_argument('--device_resident', action='store_true')
-  p.add_argument('--objects', type=console.int_arg(1), default=1024, help='device-resident training set size')
+  p.add_argument('--objects', type=console.int_arg(1), default=1024,
+                 help='device-resident training set size')
   p.add_argument('--skip_cpu_flops', action='store_true')
   p.add_argument('--views_per_step', type=console.int_arg(0), default=0,
                  help='train.views_per_step (0 = the config\'s)')

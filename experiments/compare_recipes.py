@@ -58,7 +58,7 @@ flags.DEFINE_bool('svm_standardize', False, 'eval.svm_standardize (StandardScale
                   'only): a probe check independent of the feature scale; outputs get a _std suffix. '
                   'Finished runs are reused, so this only re-evaluates them.')
 FLAGS = flags.FLAGS
-flags.register_validator('seeds', lambda v: bool(v) and all(s.isdigit() for s in v),
+flags.register_validator('seeds', lambda v: bool(v) and console.each_parses(console.int_arg(0))(v),
                          'expected comma-separated integers >= 0')
 
 

@@ -383,8 +383,10 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--config', default=os.path.join(REPO, 'configs', 'paper.py'))
   p.add_argument('--batch', type=console.int_arg(1), default=8, help='batch of the CPU compiles')
-  p.add_argument('--views', type=console.list_arg(console.int_arg(0)), default='0,1', help='views_per_step values (0 = the config\'s)')
-  p.add_argument('--at', type=console.list_arg(console.int_arg(1)), default='512,2048', help='batches to report per-object numbers at')
+  p.add_argument('--views', type=console.list_arg(console.int_arg(0)), default='0,1',
+                 help='views_per_step values (0 = the config\'s)')
+  p.add_argument('--at', type=console.list_arg(console.int_arg(1)), default='512,2048',
+                 help='batches to report per-object numbers at')
   p.add_argument('--skip_anchor', action='store_true')
   p.add_argument('--out', type=console.out_file_arg, default='')
   args = p.parse_args()

@@ -18,7 +18,6 @@ values to the grid (reported separately, so the default-grid numbers stay the re
 Takes 1-3 minutes on two busy CPU cores.
 """
 import json
-import math
 import os
 import sys
 import time
@@ -44,16 +43,10 @@ flags.DEFINE_integer('batch_size', 64, 'objects per encoder call', lower_bound=1
 FLAGS = flags.FLAGS
 
 
-def _positive_numbers(values) -> bool:
-  try:
-    return all(float(v) > 0 and math.isfinite(float(v)) for v in values)
-  except ValueError:
-    return False
-
-
 flags.register_validator('kinds', lambda v: bool(v) and set(v) <= set(KINDS),
                          f'expected a comma-separated subset of {list(KINDS)}')
-flags.register_validator('extra_C', _positive_numbers, 'expected comma-separated numbers > 0')
+flags.register_validator('extra_C', console.each_parses(console.float_arg(0, strict=True)),
+                         'expected comma-separated numbers > 0')
 
 
 def build_split(config, split):

@@ -108,11 +108,10 @@ def main():
                  default='80,139', help='device memories for max_batch (GiB)')
   p.add_argument('--out', type=console.out_file_arg, default='')
   args = p.parse_args()
-  remats, at, device_gib = args.remats, args.at, args.device_gib
   config = bench_step.load_config(args.config, {'train.dtype': args.dtype,
                                                 'train.views_per_step': args.views_per_step})
   t0 = time.time()
-  rows = [measure(config, r, at, device_gib) for r in remats]
+  rows = [measure(config, r, args.at, args.device_gib) for r in args.remats]
   fileio.print_json({
       'config': os.path.relpath(os.path.abspath(args.config), REPO), 'recipe': config.recipe,
       'dtype': str(config.train.dtype), 'views_per_step': int(config.train.views_per_step),

@@ -178,7 +178,8 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--config', required=True)
   p.add_argument('--batch', type=console.int_arg(1), default=16)
-  p.add_argument('--steps', type=console.int_arg(1), default=3, help='profiled steps (after one warm-up)')
+  p.add_argument('--steps', type=console.int_arg(1), default=3,
+                 help='profiled steps (after one warm-up)')
   p.add_argument('--dtype', default='', help='float32 | bfloat16 (default: the config)')
   p.add_argument('--views_per_step', type=console.int_arg(0), default=0, help="0 = the config's")
   p.add_argument('--attention', default='', choices=('',) + tuple(layers.ATTENTIONS))
