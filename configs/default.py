@@ -8,7 +8,9 @@ pretrain -> evaluate -> benchmark -> export on the procedural `synthetic` benchm
 minutes on a 2-core CPU and prints the results tables (WORKDIR/results.json, WORKDIR/benchmark.md).
 Expected (3 pretraining seeds): crossjepa's clean linear probe about 8 points above random init.
 `:point_jepa` adds the in-modal Point-JEPA baseline at the same steps to the benchmark table
-(3 more pretraining runs: about 20 minutes in all).
+(3 more pretraining runs: about 7 minutes in all). `:long` pretrains ten times longer (3,000
+steps; about 19 minutes, 31 with `:long,point_jepa`): crossjepa's clean probe 90.7 +- 0.7, level
+with the teacher's own 91.0, against 71.7 at random init and 71.8 for point_jepa (README).
 """
 import ml_collections
 
@@ -23,9 +25,19 @@ POINT_JEPA = {
 }
 
 
+# configs/default.py:ARG, ARG a comma-separated subset of these (e.g. `:long,point_jepa`).
+ARGUMENTS = ('point_jepa', 'long')
+# `:long`: ten times the pretraining steps (LONG_STEPS on the same schedule shapes).
+LONG_STEPS = 3000
+
+
 def get_config(arg: str = ''):
-  if arg not in ('', 'point_jepa'):
-    raise ValueError(f'configs/default.py:{arg}: unknown argument; expected nothing or :point_jepa')
+  parts = arg.split(',') if arg else []
+  for part in parts:
+    if part not in ARGUMENTS or parts.count(part) > 1:
+      raise ValueError(f'configs/default.py:{arg}: {"repeated" if part in ARGUMENTS else "unknown"} '
+                       f'argument {part!r}; expected nothing or a comma-separated subset of '
+                       f'{", ".join(ARGUMENTS)} (e.g. :long,point_jepa)')
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.recipe = 'crossjepa'          # crossjepa | seed | point_jepa
@@ -257,8 +269,15 @@ def get_config(arg: str = ''):
   # The main run (crossjepa, train.target above) is seed 0 of the first variant; with the
   # `:point_jepa` argument the in-modal baseline runs at the same steps (configs/point_jepa.py's
   # settings) beside it (3 more pretraining runs; over the 15-minute budget, hence optional).
-  b.variants = (('crossjepa', {}),) + ((('point_jepa', POINT_JEPA),) if arg == 'point_jepa' else ())
+  b.variants = (('crossjepa', {}),) + ((('point_jepa', POINT_JEPA),) if 'point_jepa' in parts else ())
   b.seeds = (0, 1, 2)             # pretraining seeds per variant (mean +- std)
   b.eval_sets = ('clean', 'scan')
   b.teacher_probe = True
+
+  if 'long' in parts:
+    # Ten times the steps on the same schedule shapes (warm-up, cosine, EMA): the encoder keeps
+    # learning well past 300 steps (README, "What the embedded default shows"; experiments/README).
+    tr.steps = LONG_STEPS
+    tr.checkpoint_every = LONG_STEPS // 3
+    tr.probe_every = LONG_STEPS // 6
   return c

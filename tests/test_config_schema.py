@@ -9,7 +9,8 @@ from crossjepa import config_schema
 from crossjepa import config_util
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = [('default', None), ('default', 'point_jepa'), ('paper', None), ('point_jepa', None),
+CONFIGS = [('default', None), ('default', 'point_jepa'), ('default', 'long'),
+           ('default', 'long,point_jepa'), ('paper', None), ('point_jepa', None),
            ('seed', None), ('smoke', None), ('modelnet40', None), ('modelnet40', 'normal_resampled'),
            ('modelnet40', 'modelnet10_normal_resampled'), ('modelnet10', None),
            ('scanobjectnn', None), ('scanobjectnn', 'OBJ_BG')]
@@ -29,6 +30,21 @@ def test_shipped_configs_pass(name, arg):
   config_util.check_config(c)
   flat = config_schema.flatten(c)
   assert set(flat) == set(config_schema.SCHEMA)   # every key declared, every declared key set
+
+
+def test_default_arguments_combine_and_refuse_unknown_ones():
+  plain, long = _config('default'), _config('default', 'long')
+  both = _config('default', 'point_jepa,long')
+  assert long.train.steps == 10 * plain.train.steps == both.train.steps
+  assert [n for n, _ in plain.benchmark.variants] == [n for n, _ in long.benchmark.variants] == [
+      'crossjepa']
+  assert [n for n, _ in both.benchmark.variants] == ['crossjepa', 'point_jepa']
+  # :long changes the pretraining length and what goes with it, nothing else
+  diff = {k for k, v in config_schema.flatten(long).items() if config_schema.flatten(plain)[k] != v}
+  assert diff == {'train.steps', 'train.checkpoint_every', 'train.probe_every'}
+  for arg, word in (('lng', 'unknown'), ('long,long', 'repeated'), ('long,', 'unknown')):
+    with pytest.raises(ValueError, match=f"configs/default.py:{arg}: {word} argument"):
+      _config('default', arg)
 
 
 def test_schema_choices_follow_the_code():
