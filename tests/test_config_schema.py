@@ -39,6 +39,9 @@ def test_default_arguments_combine_and_refuse_unknown_ones():
   assert [n for n, _ in plain.benchmark.variants] == [n for n, _ in long.benchmark.variants] == [
       'crossjepa']
   assert [n for n, _ in both.benchmark.variants] == ['crossjepa', 'point_jepa']
+  pj = dict(both.benchmark.variants)['point_jepa']
+  assert pj['train.lr'] == 4e-3 != dict(_config('default', 'point_jepa').benchmark.variants)[
+      'point_jepa']['train.lr']
   # :long changes the pretraining length and what goes with it, nothing else
   diff = {k for k, v in config_schema.flatten(long).items() if config_schema.flatten(plain)[k] != v}
   assert diff == {'train.steps', 'train.checkpoint_every', 'train.probe_every'}
