@@ -271,7 +271,7 @@ def get_config(arg: str = ''):
   b.enabled = True
   # The main run (crossjepa, train.target above) is seed 0 of the first variant; with the
   # `:point_jepa` argument the in-modal baseline runs at the same steps (configs/point_jepa.py's
-  # settings) beside it (3 more pretraining runs; over the 15-minute budget, hence optional).
+  # settings; with `:long`, LONG_POINT_JEPA's lr) beside it (3 more pretraining runs, optional).
   baseline = LONG_POINT_JEPA if 'long' in parts else POINT_JEPA
   b.variants = (('crossjepa', {}),) + ((('point_jepa', baseline),) if 'point_jepa' in parts else ())
   b.seeds = (0, 1, 2)             # pretraining seeds per variant (mean +- std)
