@@ -10,7 +10,8 @@ with the time, pid and command line, the config attempted, and the traceback of 
 
 `--verbosity=N` (absl's flag, `-v N`) given on the command line shows absl's level N on the
 terminal too (0: INFO, 1: DEBUG, which then also reaches the file); without it the terminal keeps
-WARNING and above (`configure_terminal`, called by crossjepa.main).
+WARNING and above (`configure_terminal`, called by crossjepa.main and crossjepa.sweep, and by
+`run_app` for crossjepa.convert_teacher and the experiments' absl scripts).
 
 TFDS writes "Downloading and preparing dataset ..." with `print` (termcolor) and draws its own
 tqdm bars; `tfds_quiet` disables those bars and sends its prints to the log as INFO records.
@@ -116,6 +117,21 @@ def parse_flags(argv: list[str], prog: str) -> list[str]:
   if len(rest) > 1:
     fail(prog, f'unexpected arguments {rest[1:]} (every option is a --flag=value)')
   return rest
+
+
+def run_app(main, prog: str) -> None:
+  """absl's `app.run(main)` for a program whose flags are all plain ones, with this module's
+  console: flag mistakes are one line and exit 2 (`parse_flags`), and the terminal keeps WARNING
+  and above (`configure_terminal`) unless `--verbosity` is given, so third parties' INFO records
+  (orbax's dozens per save, jax's backend probe) stay off it (crossjepa.convert_teacher and the
+  experiments' absl scripts)."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+
+  def configured(argv):
+    configure_terminal()
+    return main(argv)
+
+  app.run(configured, flags_parser=lambda argv: parse_flags(argv, prog))
 
 
 def _number(kind: type, text: str, low, high, strict: bool):

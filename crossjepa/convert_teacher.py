@@ -31,7 +31,6 @@ folder is replaced only once the new one is complete.
 """
 from __future__ import annotations
 
-from absl import app
 from absl import flags
 
 from crossjepa.weights import errors
@@ -59,15 +58,8 @@ def fail(message: str) -> None:
   console.fail(PROG, message)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing; a bad, unknown or missing flag, or a positional argument, fails like a
-  user error (one line, exit 2; not absl's usage text and exit 1)."""
-  from crossjepa import console  # pylint: disable=g-import-not-at-top
-  return console.parse_flags(argv, PROG)
-
-
 def main(argv):
-  del argv  # parse_flags refused positional arguments
+  del argv  # console.parse_flags refused positional arguments
   try:
     if FLAGS.source == 'efficientnet_lite':
       spec = teacher_conversion.convert_efficientnet_lite(
@@ -94,4 +86,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  from crossjepa import console  # pylint: disable=g-import-not-at-top
+  # A bad, unknown or missing flag, or a positional argument: one line, exit 2; the terminal
+  # keeps WARNING and above (orbax's INFO records of the save stay off it).
+  console.run_app(main, PROG)

@@ -29,7 +29,6 @@ import os
 import sys
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -402,4 +401,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=lambda argv: console.parse_flags(argv, 'compare_recipes'))
+  console.run_app(main, 'compare_recipes')

@@ -25,7 +25,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -184,4 +183,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=lambda argv: console.parse_flags(argv, 'headroom.py'))
+  console.run_app(main, 'headroom.py')

