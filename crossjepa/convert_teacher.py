@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from absl import flags
 
+from crossjepa import console
 from crossjepa.weights import errors
 from crossjepa.weights import teacher_conversion
 
@@ -54,7 +55,6 @@ flags.DEFINE_string('feature_stage', 'head', 'efficientnet_lite: the stage whose
 
 def fail(message: str) -> None:
   """Ends the program like crossjepa.main does for a user error: one line on stderr, exit 2."""
-  from crossjepa import console  # pylint: disable=g-import-not-at-top
   console.fail(PROG, message)
 
 
@@ -86,7 +86,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from crossjepa import console  # pylint: disable=g-import-not-at-top
   # A bad, unknown or missing flag, or a positional argument: one line, exit 2; the terminal
   # keeps WARNING and above (orbax's INFO records of the save stay off it).
   console.run_app(main, PROG)

@@ -43,7 +43,8 @@ def test_default_arguments_combine_and_refuse_unknown_ones():
   assert pj['train.lr'] == 4e-3 != dict(_config('default', 'point_jepa').benchmark.variants)[
       'point_jepa']['train.lr']
   # :long changes the pretraining length and what goes with it, nothing else
-  diff = {k for k, v in config_schema.flatten(long).items() if config_schema.flatten(plain)[k] != v}
+  flat_plain = config_schema.flatten(plain)
+  diff = {k for k, v in config_schema.flatten(long).items() if flat_plain[k] != v}
   assert diff == {'train.steps', 'train.checkpoint_every', 'train.probe_every'}
   for arg, word in (('lng', 'unknown'), ('long,long', 'repeated'), ('long,', 'unknown')):
     with pytest.raises(ValueError, match=f"configs/default.py:{arg}: {word} argument"):
