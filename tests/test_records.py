@@ -191,6 +191,45 @@ def test_interrupted_prepare_leaves_nothing_and_rerun_completes(tmp_path):
   assert 'image' not in builder.info.features['views']
 
 
+def _read_all(config, workdir, split):
+  source = records.RecordSource(records.open_dataset(config, workdir), split)
+  return [source[i] for i in range(len(source))]
+
+
+def test_a_split_over_the_shufflers_memory_buffer_writes_the_same_records(tmp_path, monkeypatch):
+  """TFDS's shuffler moves a split over MAX_MEM_BUFFER_SIZE (1 GiB) to bucket files through
+  tf.io.gfile; without TensorFlow that raised "No module named 'tensorflow'" after the whole
+  split had been generated. Forced here with a 1-byte buffer: the spilled records equal the
+  in-memory ones, in the same order, and the shuffler's file backend is restored afterwards."""
+  from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
+  config = tiny_config(name='spill_objects')
+  sizes = {'train': 7, 'test': 3}
+  write_fake_records(config, str(tmp_path / 'memory'), sizes=sizes)
+  backend = shuffle.tf
+  monkeypatch.setattr(shuffle, 'MAX_MEM_BUFFER_SIZE', 1)
+  spilled = []
+  real_add = shuffle._Bucket.add   # pylint: disable=protected-access
+
+  def counting_add(bucket, key, data):
+    spilled.append(key)
+    return real_add(bucket, key, data)
+
+  monkeypatch.setattr(shuffle._Bucket, 'add', counting_add)   # pylint: disable=protected-access
+  write_fake_records(config, str(tmp_path / 'disk'), sizes=sizes)
+  assert len(spilled) == sum(sizes.values())      # every example went through a bucket file
+  assert shuffle.tf is backend
+  for split in sizes:
+    memory = _read_all(config, str(tmp_path / 'memory'), split)
+    disk = _read_all(config, str(tmp_path / 'disk'), split)
+    assert [m['id'] for m in memory] == [d['id'] for d in disk]
+    for m, d in zip(memory, disk):
+      for key in ('points', 'groups'):
+        np.testing.assert_array_equal(m[key], d[key])
+      np.testing.assert_array_equal(m['teacher']['groups'], d['teacher']['groups'])
+  leftovers = [p for p in (tmp_path / 'disk').rglob('bucket_*.tmp')]
+  assert not leftovers, leftovers
+
+
 def test_tfrecord_without_tensorflow_is_a_clear_error(tmp_path):
   try:
     import tensorflow  # noqa: F401

@@ -28,12 +28,15 @@ input size, param checksum), the renderer settings, the class names, the source 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -256,10 +259,73 @@ def remove_stale_incomplete(config, workdir) -> list[str]:
   return stale
 
 
+class _PathFiles:
+  """The three `tf.io.gfile` calls of TFDS's split shuffler (`GFile`, `exists`, `remove`), on
+  etils.epath instead of TensorFlow; `errors.ResourceExhaustedError` is an error nothing raises
+  (open() reports "Too many open files" as OSError; `_spilling_without_tensorflow` raises the
+  descriptor limit first)."""
+
+  class errors:  # pylint: disable=invalid-name
+    class ResourceExhaustedError(Exception):
+      pass
+
+  class io:  # pylint: disable=invalid-name
+    class gfile:  # pylint: disable=invalid-name
+      @staticmethod
+      def GFile(path, mode='r'):  # pylint: disable=invalid-name
+        return epath.Path(path).open(mode)
+
+      @staticmethod
+      def exists(path) -> bool:
+        return epath.Path(path).exists()
+
+      @staticmethod
+      def remove(path) -> None:
+        epath.Path(path).unlink()
+
+
+# TFDS's shuffler holds a split's serialized examples in memory up to 1 GiB, then moves them to
+# 1,000 bucket files on disk, which it opens through TensorFlow's tf.io.gfile. Without TensorFlow
+# (not a dependency: ArrayRecord needs none) the first split over 1 GiB failed after all of its
+# objects had been rendered and cached ("No module named 'tensorflow'"): ShapeNet-55 at the paper's
+# geometry passes it after about 850 objects. `_spilling_without_tensorflow` gives the shuffler
+# these files through etils.epath for the time of a write; the records are the same, in the same
+# order, as when the split fits in memory (tests/test_records.py).
+SHUFFLE_BUCKETS_MIN_FILES = 4096   # open descriptors wanted while the shuffler's buckets are open
+
+
+@contextlib.contextmanager
+def _spilling_without_tensorflow():
+  try:
+    import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    yield   # TFDS's own path
+    return
+  except ImportError:
+    pass
+  from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
+  if not hasattr(shuffle, 'tf') or not hasattr(shuffle, '_Bucket'):
+    raise RuntimeError(
+        f'tensorflow-datasets {tfds.__version__} no longer has the split shuffler this project '
+        'writes through (tensorflow_datasets.core.shuffle); install tensorflow-datasets 4.9.x')
+  soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+  wanted = SHUFFLE_BUCKETS_MIN_FILES if hard == resource.RLIM_INFINITY else min(
+      hard, SHUFFLE_BUCKETS_MIN_FILES)
+  if soft != resource.RLIM_INFINITY and soft < wanted:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+  saved = shuffle.tf
+  shuffle.tf = _PathFiles
+  try:
+    yield
+  finally:
+    shuffle.tf = saved
+
+
 def write(builder: tfds.core.GeneratorBasedBuilder, num_shards: int | None) -> None:
-  """Generates all splits (TFDS: temporary `incomplete.*` folder, renamed at the end)."""
+  """Generates all splits (TFDS: temporary `incomplete.*` folder, renamed at the end); a split of
+  any size, with or without TensorFlow installed (`_spilling_without_tensorflow`)."""
   cfg = tfds.download.DownloadConfig(num_shards=int(num_shards) if num_shards else None)
-  builder.download_and_prepare(download_config=cfg)
+  with _spilling_without_tensorflow():
+    builder.download_and_prepare(download_config=cfg)
 
 
 # ------------------------------------------------------------------------------------------ reading
