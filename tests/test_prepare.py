@@ -210,7 +210,7 @@ def test_mesh_folder_records_follow_the_files(tmp_path):
   _mesh_tree(root, ['chair', 'table'])
   config = prepare_config(source='mesh_folder', root=root, eval_only=True)
   workdir = str(tmp_path / 'w')
-  stale = os.path.join(records.data_dir(workdir), config.data.name, 'incomplete.AB12CD_1.0.0')
+  stale = os.path.join(records.data_dir(workdir), config.data.name, f'incomplete.AB12CD_{records.VERSION}')
   os.makedirs(stale)
   first = prepare.prepare(config, workdir)
   assert not first['skipped'] and first['splits'] == {'train': 2, 'test': 2}

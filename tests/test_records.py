@@ -1,8 +1,10 @@
 """Records: TFDS builder round trip with the DESIGN.md §3 schema, metadata checks, interruption."""
 import os
 
+import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from crossjepa.data import records
 
@@ -162,6 +164,34 @@ def test_missing_dataset_and_split(prepared, tmp_path):
   builder = records.open_dataset(config, workdir)
   with pytest.raises(KeyError, match=r"split 'valid'.*\['pretrain', 'test', 'train'\]"):
     records.RecordSource(builder, 'valid')
+
+
+def test_records_of_an_older_version_are_named(prepared, tmp_path):
+  config, workdir = prepared
+  import shutil  # pylint: disable=g-import-not-at-top
+  old = os.path.join(str(tmp_path), 'data', config.data.name, '1.0.0')
+  shutil.copytree(records.dataset_dir(config, workdir), old)
+  with pytest.raises(FileNotFoundError, match=r'holds records of version 1\.0\.0.*run --mode=prepare'):
+    records.open_dataset(config, str(tmp_path))
+
+
+def test_arrays_are_stored_at_their_own_width(prepared):
+  """Raw bytes, not tf.train.Example value lists: a float16 value takes 2 bytes (a float list
+  took 4), an int32 4; one record is its arrays' bytes plus a small framing overhead."""
+  config, workdir = prepared
+  builder = records.open_dataset(config, workdir)
+  raw = builder.as_data_source('train', deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+  example = records.RecordSource(builder, 'train')[0]
+  arrays = [np.asarray(x) for x in jax.tree.leaves(example) if np.ndim(x) > 0]
+  payload = sum(a.nbytes for a in arrays if a.dtype != np.uint8)   # images: zlib
+  image = example['views']['image']
+  assert payload == (64 * 3 * 4 + 8 * 3 * 4 + 8 * 8 * 4 + 2 * (16 + 9 + 12 + 8) * 4
+                     + 2 * WIDTH * 2 + 2 * 8 * WIDTH * 2)
+  encoded = tfds.features.Tensor(shape=image.shape, dtype=np.uint8,
+                                 encoding=tfds.features.Encoding.ZLIB).encode_example(image)
+  overhead = len(raw[0]) - payload - len(encoded)
+  assert 0 < overhead < 320, overhead   # keys, lengths, the id and the label (269 measured;
+  # the same record with value lists: 632)
 
 
 def test_partial_decoding(prepared):

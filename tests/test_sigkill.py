@@ -67,7 +67,8 @@ def _kill_when(workdir, mode, ready, cache_env, timeout=300.0):
 
 
 def _dataset_dir(workdir):
-  return os.path.join(workdir, 'data', 'crossjepa_objects', '1.0.0')
+  from crossjepa.data import records
+  return os.path.join(workdir, 'data', 'crossjepa_objects', records.VERSION)
 
 
 def _records(workdir):

@@ -42,8 +42,10 @@ import tensorflow_datasets as tfds
 
 from crossjepa import version
 
-# Bump when the schema or the meaning of a field changes: readers refuse other versions.
-VERSION = '1.0.0'
+# Bump when the schema, the encoding or the meaning of a field changes: readers refuse other
+# versions. 1.1.0: arrays stored as raw bytes (Encoding.BYTES) instead of tf.train.Example's
+# float / int64 lists (which widened float16 teacher features to 4 bytes a value).
+VERSION = '1.1.0'
 
 ExampleFn = Callable[[str], Iterator[tuple[str, dict[str, Any]]]]
 
@@ -61,7 +63,14 @@ def features(data_config, teacher_width: int, feature_width: int | None = None
   d = data_config
   n, g, k, v = int(d.num_points), int(d.num_groups), int(d.group_size), int(d.num_views)
   h = w = int(d.image_size)
-  t = tfds.features.Tensor
+
+  def t(shape, dtype):
+    # Raw bytes, not tf.train.Example's value lists: a float list stores float16 as 4 bytes a
+    # value and an int64 list int32 as varints; bytes keep each dtype's width and decode with one
+    # frombuffer (paper geometry, ViT-B/14 features: 2.42 -> 1.25 MB a record; experiments/README).
+    if shape == ():
+      return tfds.features.Tensor(shape=shape, dtype=dtype)
+    return tfds.features.Tensor(shape=shape, dtype=dtype, encoding=tfds.features.Encoding.BYTES)
   geometry = {
       'id': tfds.features.Text(),
       'label': t(shape=(), dtype=np.int64),
@@ -80,7 +89,8 @@ def features(data_config, teacher_width: int, feature_width: int | None = None
   }
   if d.keep_images:
     # zlib: renders are mostly flat background, they compress several-fold.
-    views['image'] = t(shape=(v, h, w, 3), dtype=np.uint8, encoding=tfds.features.Encoding.ZLIB)
+    views['image'] = tfds.features.Tensor(shape=(v, h, w, 3), dtype=np.uint8,
+                                          encoding=tfds.features.Encoding.ZLIB)
   return tfds.features.FeaturesDict({
       **geometry,
       'views': views,
@@ -386,8 +396,14 @@ def open_dataset(config, workdir, *, check: bool = True) -> tfds.core.DatasetBui
   """The prepared dataset of `config` under WORKDIR/data (a read-only TFDS builder)."""
   path = dataset_dir(config, workdir)
   if not os.path.exists(os.path.join(path, 'dataset_info.json')):
+    parent = os.path.dirname(path)
+    older = sorted(n for n in (os.listdir(parent) if os.path.isdir(parent) else [])
+                   if n != VERSION and os.path.exists(os.path.join(parent, n, 'dataset_info.json')))
+    note = (f' (it holds records of version {", ".join(older)}, written by an earlier crossjepa '
+            f'in a format this one does not read: prepare writes {VERSION} beside them, and the '
+            'old folder can be deleted)' if older else '')
     raise FileNotFoundError(
-        f'no prepared dataset {config.data.name!r} (version {VERSION}) in {path}: '
+        f'no prepared dataset {config.data.name!r} (version {VERSION}) in {path}{note}: '
         f'run --mode=prepare first (python -m crossjepa.main --mode=prepare --workdir={workdir}).')
   builder = tfds.builder_from_directory(path)
   if check:
