@@ -61,6 +61,7 @@ def get_config(arg: str = ''):
   d.hist_bins = 8                 # per RGB channel -> hist dim = 3 * hist_bins
   d.colored = True                # views rendered with the object's base colour (else grey)
   d.keep_images = True            # keep views/image in the records
+  d.cache_group_features = True   # keep teacher/groups (the teacher's map cell per visible group): train.target='groups' reads them
   d.depth_tolerance = 0.10        # visibility test |z_proj - z_rendered| <= tol (unit-sphere units)
   d.shards = 4
   d.num_workers = 0               # prepare worker processes (0 = in-process, -1 = one per CPU core, <= 16)

@@ -95,6 +95,7 @@ SCHEMA: dict[str, Any] = {
     'data.hist_bins': Int(1, 256),
     'data.colored': Bool(),
     'data.keep_images': Bool(),
+    'data.cache_group_features': Bool(),
     'data.depth_tolerance': POSITIVE,
     'data.shards': Int(1),
     'data.num_workers': Int(0, also=(-1,)),   # -1 = one per usable CPU core

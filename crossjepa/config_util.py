@@ -42,6 +42,11 @@ def check_config(config: ml_collections.ConfigDict, reads_data: bool = True) -> 
   if d.num_groups > d.num_points or d.group_size > d.num_points:
     raise ConfigError(f'config.data.num_groups ({d.num_groups}) and config.data.group_size '
                       f'({d.group_size}) must not exceed config.data.num_points ({d.num_points})')
+  if config.recipe == 'crossjepa' and tr.target == 'groups' and not d.cache_group_features:
+    raise ConfigError('config.train.target = groups reads the teacher\'s per-group features, '
+                      'which config.data.cache_group_features = False leaves out of the records: '
+                      'set it True (the records are then prepared again) or use the cls or '
+                      'object target')
   if tr.views_per_step > d.num_views:
     raise ConfigError(f'config.train.views_per_step = {tr.views_per_step} exceeds '
                       f'config.data.num_views = {d.num_views}')

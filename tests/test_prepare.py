@@ -182,6 +182,39 @@ def test_teacher_stats_brute_force(prepared):
   np.testing.assert_array_equal(again['cls']['mean'], stats['cls']['mean'])
 
 
+def test_records_without_group_features(prepared, teacher, tmp_path):
+  """data.cache_group_features=False: the same records but teacher/groups, whose bytes are then
+  gone (ViT-B/14 at the paper's geometry: 95 % of a record); the CLS statistics unchanged; a
+  config that wants them is refused by name; the groups target is refused up front."""
+  from crossjepa import config_util  # pylint: disable=g-import-not-at-top
+  config, workdir, _ = prepared
+  lean = prepare_config(cache_group_features=False)
+  lean_dir = str(tmp_path)
+  prepare.prepare(lean, lean_dir, teacher=teacher)
+  builder = records.open_dataset(lean, lean_dir)
+  assert 'groups' not in builder.info.features['teacher']
+  keys = ('id', 'points', 'groups', 'views/corr', 'teacher/cls')
+  full, part = (pipeline.load_split(c, w, 'train', keys) for c, w in ((config, workdir), (lean, lean_dir)))
+  order = np.argsort(part['id'])
+  np.testing.assert_array_equal(np.sort(full['id']), part['id'][order])
+  full_order = np.argsort(full['id'])
+  for key in keys[1:]:
+    np.testing.assert_array_equal(full[key][full_order], part[key][order], err_msg=key)
+  full_builder = records.open_dataset(config, workdir)
+  lean_bytes = builder.info.splits['train'].num_bytes
+  full_bytes = full_builder.info.splits['train'].num_bytes
+  grp = 4 * 2 * 8 * teacher.feature_width * 2     # 4 objects x [V=2, G=8, C] float16
+  assert abs((full_bytes - lean_bytes) - grp) < 0.05 * grp, (full_bytes, lean_bytes, grp)
+  stats = pipeline.teacher_stats(lean, lean_dir)
+  assert set(stats) == {'cls'}
+  np.testing.assert_allclose(stats['cls']['mean'], pipeline.teacher_stats(config, workdir)['cls']['mean'])
+  with pytest.raises(ValueError, match='cache_group_features: dataset has False, config has True'):
+    prepare.prepare(prepare_config(), lean_dir, teacher=teacher)
+  lean.train.target = 'groups'
+  with pytest.raises(config_util.ConfigError, match='target = groups.*cache_group_features = False'):
+    config_util.check_config(lean)
+
+
 def test_records_of_other_synthetic_data_are_not_reused(prepared, teacher):
   config, workdir, _ = prepared
   other = prepare_config()

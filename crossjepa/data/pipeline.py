@@ -61,17 +61,19 @@ def teacher_stats(config, workdir, splits: Sequence[str] | None = None) -> dict[
               for k in ('cls', 'groups') if f'{k}/mean' in f}
   builder = records.open_dataset(config, workdir)
   records.check_full_records(builder)
-  keys = ['teacher/cls', 'teacher/groups', 'views/corr']
+  keys = ['teacher/cls', 'views/corr']
+  if 'teacher/groups' in records.flat_keys(builder.info.features):   # data.cache_group_features
+    keys.append('teacher/groups')
   sums: dict[str, list] = {}
   for split in splits:
     source = records.RecordSource(builder, split, keys)
     for start in range(0, len(source), 256):
       for item in source.__getitems__(range(start, min(len(source), start + 256))):
-        t = item['teacher']
-        cls = np.asarray(t['cls'], np.float64).reshape(-1, t['cls'].shape[-1])
         visible = np.asarray(item['views']['corr']).reshape(-1) >= 0
-        groups = np.asarray(t['groups'], np.float64).reshape(-1, t['groups'].shape[-1])[visible]
-        for key, x in (('cls', cls), ('groups', groups)):
+        for key, x in item['teacher'].items():
+          x = np.asarray(x, np.float64).reshape(-1, x.shape[-1])
+          if key == 'groups':
+            x = x[visible]
           acc = sums.setdefault(key, [0, 0.0, 0.0])
           acc[0] += len(x)
           acc[1] = acc[1] + x.sum(0)

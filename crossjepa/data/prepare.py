@@ -68,9 +68,11 @@ def finish_chunk(partials: Sequence[dict[str, Any]], config, teacher, *, dispatc
     views = dict(p['views'], corr=corr[i])
     if not d.keep_images:
       views.pop('image')
+    cached = {'cls': cls[i]}
+    if d.cache_group_features:
+      cached['groups'] = group_feats[i]
     out.append({'id': p['id'], 'label': np.int64(p['label']), 'points': p['points'],
-                'centers': centers[i], 'groups': groups[i], 'views': views,
-                'teacher': {'cls': cls[i], 'groups': group_feats[i]}})
+                'centers': centers[i], 'groups': groups[i], 'views': views, 'teacher': cached})
   return out
 
 

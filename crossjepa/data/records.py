@@ -5,7 +5,7 @@ One example per object, with the nested FeaturesDict of DESIGN.md §3:
   id, label, points [N,3] f32, centers [G,3] f32, groups [G,K] i32,
   views/{image [V,H,W,3] u8 (optional), world_to_cam [V,4,4] f32, intrinsics [V,3,3] f32,
          hist [V,3*bins] f32, corr [V,G] i32},
-  teacher/{cls [V,D] f16, groups [V,G,D] f16}.
+  teacher/{cls [V,D] f16, groups [V,G,C] f16 (with data.cache_group_features)}.
 
 With data.eval_only the records hold only id, label, points, centers and groups (what frozen-feature
 evaluation reads; no renders, no teacher): the metadata says so and training refuses them.
@@ -91,14 +91,10 @@ def features(data_config, teacher_width: int, feature_width: int | None = None
     # zlib: renders are mostly flat background, they compress several-fold.
     views['image'] = tfds.features.Tensor(shape=(v, h, w, 3), dtype=np.uint8,
                                           encoding=tfds.features.Encoding.ZLIB)
-  return tfds.features.FeaturesDict({
-      **geometry,
-      'views': views,
-      'teacher': {
-          'cls': t(shape=(v, int(teacher_width)), dtype=np.float16),
-          'groups': t(shape=(v, g, int(feature_width or teacher_width)), dtype=np.float16),
-      },
-  })
+  teacher = {'cls': t(shape=(v, int(teacher_width)), dtype=np.float16)}
+  if d.cache_group_features:
+    teacher['groups'] = t(shape=(v, g, int(feature_width or teacher_width)), dtype=np.float16)
+  return tfds.features.FeaturesDict({**geometry, 'views': views, 'teacher': teacher})
 
 
 def _jsonable(x):
@@ -149,6 +145,7 @@ def metadata(config, teacher_info: Mapping[str, Any], class_names: Sequence[str]
   meta = {
       **geometry(d),
       'keep_images': bool(d.keep_images),
+      'cache_group_features': bool(d.cache_group_features) and not is_eval_only(d),
       'eval_only': is_eval_only(d),
       'teacher': _jsonable(dict(teacher_info)),
       'renderer': renderer_settings(d),
@@ -355,6 +352,8 @@ def check_metadata(meta: Mapping[str, Any], config, *, teacher_info: Mapping[str
       'source.variant': str(d.variant),
       'eval_only': is_eval_only(d),
   }
+  if not is_eval_only(d):   # eval-only records have no teacher cache either way
+    want['cache_group_features'] = bool(d.cache_group_features)
   have = dict(meta)
   have.setdefault('eval_only', False)   # datasets written before the key existed are full records
   have_src = _jsonable(have.get('source') or {})
