@@ -6,6 +6,7 @@ The argparse scripts run in-process (runpy; argparse exits before the script's w
 absl ones in a subprocess each (their flags are module-level definitions in absl's global registry).
 """
 import argparse
+import json
 import os
 import runpy
 import subprocess
@@ -97,6 +98,12 @@ ABSL_CASES = [
      'bench_prepare.py: error: flag --out=results/: is a folder; expected the path of the JSON file'),
     (['experiments/bench_prepare.py', '--config=configs/default.py'],
      "bench_prepare.py: error: Unknown command line flag 'config'"),
+    (['experiments/bench_input.py', '--objects=100'],
+     'bench_input.py: error: flags objects=100, batch_size=128: --objects must be at least two '
+     'batches of --batch_size'),
+    (['experiments/bench_input.py', '--cache_group_features=true,maybe'],
+     "bench_input.py: error: flag --cache_group_features=['true', 'maybe']: expected a list of "
+     'true / false'),
     (['-m', 'crossjepa.convert_teacher', '--source=hf', 'model.safetensors'],
      "crossjepa.convert_teacher: error: unexpected arguments ['model.safetensors'] (every option "
      'is a --flag=value)'),
@@ -113,3 +120,27 @@ def test_absl_scripts_refuse_a_bad_flag_with_one_line_and_exit_2(args, wanted, t
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert proc.stderr.strip().splitlines() == [wanted]
   assert not proc.stdout.strip() and not os.listdir(tmp_path)
+
+
+def test_bench_input_counts_the_paper_records_bytes(tmp_path):
+  """experiments/bench_input.py at tiny counts: the paper geometry's record is its arrays' bytes
+  plus a little framing, and the per-group features add exactly their float16 bytes."""
+  out = tmp_path / 'input.json'
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'experiments/bench_input.py'), '--objects=4',
+       '--batch_size=2', '--workers=0', '--repeats=1', '--seconds=0.2', f'--out={out}'],
+      capture_output=True, text=True, cwd=tmp_path, env={**os.environ, 'JAX_PLATFORMS': 'cpu'},
+      timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert not proc.stderr.strip(), proc.stderr[-3000:]     # TFDS's prints and INFO records: log only
+  rows = {r['cache_group_features']: r for r in json.loads(out.read_text())['rows']}
+  v, g, k, n, width = 12, 64, 32, 1024, 768
+  arrays = (n * 3 * 4 + g * 3 * 4 + g * k * 4 + v * (16 + 9 + 24) * 4 + v * g * 4
+            + v * width * 2)
+  assert 0 < rows[False]['record_bytes'] - arrays < 320, rows[False]
+  assert 0 <= rows[True]['record_bytes'] - rows[False]['record_bytes'] - v * g * width * 2 < 64
+  for row in rows.values():
+    assert row['objects'] == 4
+    for key in ('read_objects_per_s', 'decode_objects_per_s', 'transform_objects_per_s',
+                'iterator_objects_per_s_workers0'):
+      assert row[key] > 0, (key, row)
