@@ -33,7 +33,7 @@ def get_config():
   d.colored = True                 # our choice
   d.keep_images = False            # cached teacher targets make the images unnecessary for training
   # The CLS target reads no per-group features; ViT-B/14's would be 12 x 64 x 768 float16 per
-  # object, 95 % of a record (1.25 MB against 66 KB; 52 GB for ShapeNet-55 train instead of 2.8):
+  # object, 96 % of a record (1.23 MB against 45 KB; 51 GB for ShapeNet-55 train instead of 1.9):
   # experiments/README.md "bench_input.py". Set True (and prepare again) for train.target='groups'.
   d.cache_group_features = False
   d.shards = 64                    # our choice

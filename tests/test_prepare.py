@@ -184,7 +184,7 @@ def test_teacher_stats_brute_force(prepared):
 
 def test_records_without_group_features(prepared, teacher, tmp_path):
   """data.cache_group_features=False: the same records but teacher/groups, whose bytes are then
-  gone (ViT-B/14 at the paper's geometry: 95 % of a record); the CLS statistics unchanged; a
+  gone (ViT-B/14 at the paper's geometry: 96 % of a record); the CLS statistics unchanged; a
   config that wants them is refused by name; the groups target is refused up front."""
   from crossjepa import config_util  # pylint: disable=g-import-not-at-top
   config, workdir, _ = prepared
