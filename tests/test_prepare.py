@@ -215,6 +215,21 @@ def test_records_without_group_features(prepared, teacher, tmp_path):
     config_util.check_config(lean)
 
 
+def test_records_of_an_older_schema_are_named_and_left(prepared, teacher, tmp_path, caplog):
+  """Records of another schema version are never read: prepare writes this version beside them
+  and says which folder holds the old ones, and how much, instead of leaving them unmentioned."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  config, workdir, _ = prepared
+  old = os.path.join(str(tmp_path), 'data', config.data.name, '1.0.0')
+  shutil.copytree(records.dataset_dir(config, workdir), old)
+  with caplog.at_level('WARNING'):
+    summary = prepare.prepare(config, str(tmp_path), teacher=teacher)
+  assert not summary['skipped'] and os.path.isdir(old)
+  size = prepare._dir_bytes(old) / 1e6   # pylint: disable=protected-access
+  assert any(f'{old} holds records of schema 1.0.0 ({size:.1f} MB)' in r.getMessage()
+             for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
 def test_records_of_other_synthetic_data_are_not_reused(prepared, teacher):
   config, workdir, _ = prepared
   other = prepare_config()

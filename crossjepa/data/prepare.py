@@ -244,6 +244,11 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
     logging.info('prepare: reusing %s %s', path, sizes)
     return {'data_dir': path, 'skipped': True, 'splits': sizes}
 
+  for old in records.other_versions(config, workdir):
+    logging.warning('prepare: %s holds records of schema %s (%.1f MB), written by another crossjepa '
+                    'and not read by this one (%s); they are left as they are: delete that folder '
+                    'to free the space', old, os.path.basename(old), _dir_bytes(old) / 1e6,
+                    records.VERSION)
   if splits is None:
     splits = splits_to_prepare(config)
   check_num_classes(d, class_names)

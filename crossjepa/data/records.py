@@ -393,13 +393,20 @@ def check_full_records(builder) -> None:
         'exported encoder with --config.eval.encoder=EXPORT_DIR.')
 
 
+def other_versions(config, workdir) -> list[str]:
+  """The finished datasets of `data.name` under WORKDIR/data in another schema VERSION (written by
+  another crossjepa; never read by this one)."""
+  parent = os.path.dirname(dataset_dir(config, workdir))
+  names = sorted(os.listdir(parent)) if os.path.isdir(parent) else []
+  return [os.path.join(parent, n) for n in names
+          if n != VERSION and os.path.exists(os.path.join(parent, n, 'dataset_info.json'))]
+
+
 def open_dataset(config, workdir, *, check: bool = True) -> tfds.core.DatasetBuilder:
   """The prepared dataset of `config` under WORKDIR/data (a read-only TFDS builder)."""
   path = dataset_dir(config, workdir)
   if not os.path.exists(os.path.join(path, 'dataset_info.json')):
-    parent = os.path.dirname(path)
-    older = sorted(n for n in (os.listdir(parent) if os.path.isdir(parent) else [])
-                   if n != VERSION and os.path.exists(os.path.join(parent, n, 'dataset_info.json')))
+    older = [os.path.basename(p) for p in other_versions(config, workdir)]
     note = (f' (it holds records of version {", ".join(older)}, written by an earlier crossjepa '
             f'in a format this one does not read: prepare writes {VERSION} beside them, and the '
             'old folder can be deleted)' if older else '')
