@@ -14,6 +14,7 @@
 #   then the ViT in bf16, the step with the per-leaf optimizer, with Point-MAE's concatenating
 #     tokenizer and with the predictor's last block over every row (budget left) ... 200 s
 #   the step at 2048 with model.remat=dots (budget left) ........... 50-70 s
+#   bench_input.py: the host's grain input at 0 and 8 workers (budget left) .... 40-60 s
 #   summary + tar ................................................   5 s
 #   total 6.5-9 min; everything from the start shares a budget of GPU_CHECK_BUDGET_S (default
 #   450 s, so about 7.6 min in all with the summary), each run capped by its own `timeout` too, in
@@ -193,11 +194,13 @@ if [ "$DRY" = 1 ]; then
   TEACHER_ARGS=(--vit tiny/14 --vit_image_size 28 --vit_views 2 --vit_chunk_objects 2
                 --lite_image_size 32 --lite_views 2 --lite_chunk_objects 2 --calls 2)
   CEIL_N=512
+  INPUT_ARGS=(--objects=8 --batch_size=2 --workers=0,1 --repeats=1 --seconds=1)
 else
   CFG=configs/paper.py; B1=512; B2=2048; S1=20; S2=10; OBJ=2048
   ANCHOR_ARGS=()
   TEACHER_ARGS=(--calls 5)
   CEIL_N=8192
+  INPUT_ARGS=(--objects=1024 --workers=0,8 --repeats=2 --seconds=5)
 fi
 STEP=(experiments/bench_step.py --config=$CFG --dtype=bfloat16 --peak_tflops=$PEAK --skip_cpu_flops)
 
@@ -280,6 +283,12 @@ run step_b${B1}_vpaper_allrows 80 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --a
 # (+2.4 %), 20.90 with full (+24.8 %).
 [ -s "$LOGS/step_b${B2}_vpaper_dots.json" ] || run step_b${B2}_vpaper_dots 100 "$PY" \
     "${STEP[@]}" "${DOTS_B2[@]}"
+# The host's training input at the paper's record geometry (no per-group features, as
+# configs/paper.py prepares them): can the device host's cores feed the step through grain, or is
+# the device-resident set (paper.py's choice) needed? 2-core dev CPU: 1,207 objects/s in one
+# process, 2,575 with 2 workers (experiments/results/bench_input_paper_cpu.json).
+run input 70 "$PY" experiments/bench_input.py "${INPUT_ARGS[@]}" --cache_group_features=false \
+    --out="$LOGS/input.json"
 
 # ------------------------------------------------------------------ summary
 echo "runs done at $(elapsed)s"

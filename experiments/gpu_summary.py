@@ -92,7 +92,7 @@ def anchor_flops(run, flops, dry):
 def fmt(x, nd=1):
   if x is None or (isinstance(x, float) and not math.isfinite(x)):
     return '-'
-  if isinstance(x, float) and abs(x) >= 1000:
+  if isinstance(x, int) or (isinstance(x, float) and abs(x) >= 1000):
     return f'{x:,.0f}'
   return f'{x:.{nd}f}'
 
@@ -189,6 +189,10 @@ def main():
                                           'by_pass', 'by_part')}
       profile['top'] = (prof.get('top') or [])[:5]
 
+  host_input = None
+  for r in ((_load(os.path.join(args.logs, 'input.json')) or {}).get('rows') or []):
+    host_input = {k: v for k, v in r.items() if k.startswith(('iterator_', 'decode_', 'record_'))}
+
   b = args.batch
   big = max([r['batch'] for r in rows] or [b])
   def ops(name):
@@ -217,7 +221,7 @@ def main():
                              'dots': peak(f'step_b{big}_vpaper_dots')},
       f'ratio_b{big}': ratio(ops(f'step_b{big}_vpaper'), ops(f'anchor_b{big}')),
       f'ratio_views1_b{big}': ratio(ops(f'step_b{big}_v1'), ops(f'anchor_b{big}')),
-      'teacher_views_per_s': teacher, 'profile': profile,
+      'teacher_views_per_s': teacher, 'profile': profile, 'host_input': host_input,
       'peak_tflops': args.peak_tflops, 'ceiling': ceiling,
       'flops_json': os.path.relpath(args.flops_json) if flops else None,
       'rows': rows, 'teacher_rows': teacher_rows, 'runs': status, 'failed': failed,
@@ -257,6 +261,9 @@ def main():
                    f"{r.get('views_per_object', '-')} | {r.get('chunk_images', '-')} | {r['dtype']} | "
                    f"{fmt(r.get('views_per_s'))} | {fmt(r.get('views_per_s_device'))} | "
                    f"{fmt(r.get('compile_s'))} | {r.get('error', '')[:120]} |")
+  if host_input:
+    lines += ['', 'Host input, paper records without per-group features (experiments/bench_input.py): '
+              + ', '.join(f'{k} {fmt(v)}' for k, v in host_input.items()) + '.']
   if profile:
     share = lambda table: ', '.join(f"{k} {100 * v['share']:.0f} %" for k, v in
                                     list((table or {}).items())[:5])
