@@ -211,6 +211,7 @@ def get_config(arg: str = ''):
   tr.keep_checkpoints = 2
   tr.log_every = 20
   tr.probe_every = 100            # cheap linear probe on a held-out split (0 = off)
+  tr.probe_per_class = 0          # that probe fits on at most this many train objects per class (a fixed seeded subset; 0 = all)
   tr.device_resident = False      # sample batches on the device from a device-resident training set
   tr.device_resident_max_gb = 8.0   # refuse a device-resident training set larger than this
   tr.num_workers = 0              # grain worker processes

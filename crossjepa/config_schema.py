@@ -178,6 +178,7 @@ SCHEMA: dict[str, Any] = {
     'train.keep_checkpoints': Int(1),
     'train.log_every': Int(1),
     'train.probe_every': Int(0),
+    'train.probe_per_class': Int(0),
     'train.device_resident': Bool(),
     'train.device_resident_max_gb': POSITIVE,
     'train.num_workers': Int(0),

@@ -219,3 +219,53 @@ def test_plots(tmp_path):
   out = plots.plot_confusion([0, 1, 1, 2], [0, 1, 2, 2], ['a', 'b', 'c'], str(tmp_path / 'cm.png'))
   assert os.path.getsize(out) > 1000
   assert sorted(os.listdir(tmp_path)) == ['cm.png', 'metrics.jsonl', 'p', 'tsne.png']
+
+
+def test_per_class_subset_brute_force():
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 6, 300)
+  labels[labels == 5] = 4          # class 5 empty, class 4 large
+  labels[:3] = 7                   # a class of 3, under the cap
+  keep = protocol.per_class_subset(labels, 20, seed=1)
+  assert np.all(np.diff(keep) > 0)                       # sorted, no repeats
+  for c in np.unique(labels):
+    assert np.sum(labels[keep] == c) == min(20, np.sum(labels == c)), c
+  np.testing.assert_array_equal(keep, protocol.per_class_subset(labels, 20, seed=1))
+  assert not np.array_equal(keep, protocol.per_class_subset(labels, 20, seed=2))
+
+
+def test_probe_during_pretraining_fits_on_the_per_class_subset(monkeypatch):
+  """train.probe_per_class: the probe's classifier sees that subset of the train split (the same
+  objects in every probe) and every test object; 0 keeps the whole split."""
+  from crossjepa import ops  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
+  from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
+  config = default_config.get_config()
+  config.data.num_points, config.data.num_groups, config.data.group_size = N_POINTS, GROUPS, K
+  config.model.point_overrides = {'depth': 1}
+  config.eval.svm_C = (0.1, 1.0)
+  config.eval.cv_folds = 2
+
+  def split(n, seed):
+    pts, y = clouds(n, seed)
+    centers, groups = ops.group_points(pts, GROUPS, K)
+    return {'points': pts, 'centers': np.asarray(centers), 'groups': np.asarray(groups), 'label': y}
+
+  data = {'train': split(40, 0), 'test': split(10, 1)}
+  monkeypatch.setattr(pipeline, 'load_split', lambda c, w, s, *a, **k: dict(data[s]))
+  seen = []
+  real = probe_lib.linear_probe
+
+  def recording(train_x, train_y, test_x, test_y, **kw):
+    seen.append((len(train_y), len(test_y)))
+    return real(train_x, train_y, test_x, test_y, **kw)
+
+  monkeypatch.setattr(probe_lib, 'linear_probe', recording)
+  module = export_lib.point_encoder_from_config(config)
+  params = module.init(jax.random.PRNGKey(0), data['train']['points'][:1])['params']
+  for per_class, train_n in ((6, 12), (0, 40)):
+    config.train.probe_per_class = per_class
+    probe = protocol.make_probe_fn(config, 'unused')
+    first, again = probe(params, None, 1), probe(params, None, 2)
+    assert first == again and 0.0 <= first['accuracy'] <= 1.0
+    assert seen[-2:] == [(train_n, 10)] * 2
