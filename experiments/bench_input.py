@@ -146,12 +146,14 @@ def _iterator_rate(config, workdir: str, seconds: float) -> float:
 def bench(cache_group_features: bool, args) -> dict:
   from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
   from crossjepa.data import records  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   workdir = tempfile.mkdtemp(prefix='bench_input_')
   try:
     config = paper_config(cache_group_features, args.batch_size, 0)
     write_s = write_records(config, workdir, args.objects)
     builder = records.open_dataset(config, workdir)
-    raw = builder.as_data_source('train', deserialize_method=records.tfds.decode.DeserializeMethod.RAW_BYTES)
+    raw = builder.as_data_source('train',
+                                 deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
     source = records.RecordSource(builder, 'train', pipeline.train_keys(config))
     n = len(source)
     shards = records.dataset_dir(config, workdir)

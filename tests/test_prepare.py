@@ -194,7 +194,8 @@ def test_records_without_group_features(prepared, teacher, tmp_path):
   builder = records.open_dataset(lean, lean_dir)
   assert 'groups' not in builder.info.features['teacher']
   keys = ('id', 'points', 'groups', 'views/corr', 'teacher/cls')
-  full, part = (pipeline.load_split(c, w, 'train', keys) for c, w in ((config, workdir), (lean, lean_dir)))
+  full, part = (pipeline.load_split(c, w, 'train', keys)
+                for c, w in ((config, workdir), (lean, lean_dir)))
   order = np.argsort(part['id'])
   np.testing.assert_array_equal(np.sort(full['id']), part['id'][order])
   full_order = np.argsort(full['id'])

@@ -171,7 +171,8 @@ def test_records_of_an_older_version_are_named(prepared, tmp_path):
   import shutil  # pylint: disable=g-import-not-at-top
   old = os.path.join(str(tmp_path), 'data', config.data.name, '1.0.0')
   shutil.copytree(records.dataset_dir(config, workdir), old)
-  with pytest.raises(FileNotFoundError, match=r'holds records of version 1\.0\.0.*run --mode=prepare'):
+  with pytest.raises(FileNotFoundError,
+                     match=r'holds records of version 1\.0\.0.*run --mode=prepare'):
     records.open_dataset(config, str(tmp_path))
 
 
