@@ -74,9 +74,10 @@ def get_config():
   tr.keep_checkpoints = 3
   tr.log_every = 100
   tr.probe_every = 5000            # our choice: a probe on ShapeNet-55's test split during training
-  # ... fit on at most 40 train objects a class (2,200 of 41,952): a linear SVC's fit grows about
-  # as n^1.9 (55 classes, 576-d features: 1.1 s at 2,200 objects, 46.7 s at 16,000 on the dev CPU),
-  # so the whole split would cost about 80 min a probe (28 CV fits), 30 s with the cap.
+  # ... fit on at most 40 train objects a class (2,200 of 41,952): a linear SVC's fit grows as
+  # n^1.6-1.9 (synthetic 55-class 576-d features on the dev CPU: 0.5-1.1 s at 2,200 objects,
+  # 13-47 s at 16,000, the less separable classes the slower), so the whole split would cost about
+  # 20-80 min a probe (28 CV fits and the final one), 15-30 s with the cap.
   tr.probe_per_class = 40
   tr.num_workers = 8               # the grain pipeline's workers (train.device_resident=False)
   # ShapeNet-55 train's records without per-group features hold 45 KB an object (1.9 GB in all):

@@ -133,8 +133,8 @@ def make_probe_fn(config, workdir: str) -> Callable[[Any, Any, int], dict]:
   The eval splits are read once; the embed function compiles once. Same linear-probe protocol as
   the final evaluation (C by CV on the train split only), so the curve is comparable to it; with
   train.probe_per_class > 0 its classifier fits on at most that many train objects per class (a
-  linear SVC's fit grows about as n^1.7: ShapeNet-55's 41,952 train objects would cost tens of
-  minutes a probe), on every test object.
+  linear SVC's fit grows as n^1.6-1.9: ShapeNet-55's 41,952 train objects would cost 20-80 min a
+  probe), on every test object.
   """
   from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
   from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
