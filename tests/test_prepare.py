@@ -163,6 +163,48 @@ def test_worker_processes_give_the_same_examples(teacher):
     np.testing.assert_array_equal(x['teacher']['groups'], y['teacher']['groups'])
 
 
+def test_in_flight_bounds_what_the_workers_run_ahead():
+  """Pool.imap takes every task at once and keeps every result until read: with a consumer
+  slower than the workers the backlog grew to the whole source (renders of 4 MB each at the
+  paper's size). Through InFlight the tasks handed out minus the results read stay <= the limit,
+  in the source's order; stopping it lets terminate() end while the feeder waits for a slot."""
+  import multiprocessing  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  total, limit = 60, prepare.in_flight_limit(workers=2, chunksize=2, chunk_objects=4)
+  assert limit == 8
+  for bounded in (False, True):
+    handed = [0]
+
+    def counted(tasks):   # what the pool's feeder takes
+      for task in tasks:
+        handed[0] += 1
+        yield task
+
+    flow = prepare.InFlight(limit)
+    pool = multiprocessing.get_context('spawn').Pool(2)
+    try:
+      tasks = (-i for i in range(total))
+      results = (flow.consumed(pool.imap(abs, counted(flow.feed(tasks)), chunksize=2)) if bounded
+                 else pool.imap(abs, counted(tasks), chunksize=2))
+      ahead = []
+      for read, value in enumerate(results, 1):
+        assert value == read - 1                        # the source's order
+        time.sleep(0.01)                                # a consumer slower than the workers
+        ahead.append(handed[0] - read)
+        if bounded and read == total // 2:
+          break
+    finally:
+      flow.stop()
+      start = time.time()
+      pool.terminate()
+      pool.join()
+      assert time.time() - start < 5
+    if bounded:
+      assert max(ahead) <= limit and handed[0] < total, (max(ahead), handed[0])
+    else:
+      assert max(ahead) == total - 1                    # every task taken at the first read
+
+
 def test_teacher_stats_brute_force(prepared):
   config, workdir, _ = prepared
   stats = pipeline.teacher_stats(config, workdir)

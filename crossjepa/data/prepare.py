@@ -33,6 +33,7 @@ import functools
 import itertools
 import multiprocessing
 import os
+import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -98,6 +99,46 @@ def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
     yield chunk
 
 
+class InFlight:
+  """At most `limit` objects between a Pool's task feeder and the consumer of its results.
+
+  multiprocessing.Pool.imap takes its whole task iterator at once (its feeder thread) and keeps
+  every finished result until it is read, so with workers faster than the main process (rendering
+  in 8 processes, the teacher slower: a CPU, a small GPU) the renders piled up in memory, about
+  4 MB an object at the paper's size, without bound. `feed` wraps the tasks: it hands one out only
+  when a slot is free; `consumed` wraps the results: each one read frees a slot. `stop` lets a
+  feeder waiting for a slot end, so that Pool.terminate (which joins the feeder) cannot hang.
+  """
+
+  def __init__(self, limit: int):
+    self._slots = threading.Semaphore(int(limit))
+    self._stopped = threading.Event()
+
+  def feed(self, tasks: Iterable) -> Iterator:
+    for task in tasks:
+      while not self._slots.acquire(timeout=0.1):
+        if self._stopped.is_set():
+          return
+      if self._stopped.is_set():
+        return
+      yield task
+
+  def consumed(self, results: Iterable) -> Iterator:
+    for result in results:
+      self._slots.release()
+      yield result
+
+  def stop(self) -> None:
+    self._stopped.set()
+
+
+def in_flight_limit(workers: int, chunksize: int, chunk_objects: int) -> int:
+  """Objects allowed between the pool's feeder and the main process: every worker busy with one
+  batch of `chunksize` and one more queued, and two of the main process's chunks (no fewer than
+  one imap batch, which the feeder must fill before it sends it)."""
+  return max(2 * workers * chunksize, 2 * chunk_objects, chunksize)
+
+
 def generate_examples(config, split: str, teacher, *, shapes: Iterable | None = None,
                       on_example: Callable[[dict[str, Any]], None] | None = None
                       ) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -115,11 +156,15 @@ def generate_examples(config, split: str, teacher, *, shapes: Iterable | None = 
     shapes = sources.iter_shapes(d, split, deferred=True)
   tasks = ((s, d, per_object.object_seed(config.seed, s.id), eval_only) for s in shapes)
   workers = per_object.worker_count(d)
-  pool = None
+  pool = flow = None
   if workers > 0:
-    # spawn: safe with jax/threads in the parent; imap keeps the source order.
+    # spawn: safe with jax/threads in the parent; imap keeps the source order; InFlight bounds
+    # what the workers may run ahead of the main process.
+    chunksize = max(1, chunk_objects // workers)
+    flow = InFlight(in_flight_limit(workers, chunksize, chunk_objects))
     pool = multiprocessing.get_context('spawn').Pool(workers)
-    partials = pool.imap(per_object.process_task, tasks, chunksize=max(1, chunk_objects // workers))
+    partials = flow.consumed(pool.imap(per_object.process_task, flow.feed(tasks),
+                                       chunksize=chunksize))
   else:
     partials = map(per_object.process_task, tasks)
 
@@ -141,6 +186,7 @@ def generate_examples(config, split: str, teacher, *, shapes: Iterable | None = 
       yield from _emit(finish(*previous), on_example)
   finally:
     if pool is not None:
+      flow.stop()
       pool.terminate()
       pool.join()
 
