@@ -17,15 +17,14 @@ in this process after one warm-up pass:
   iterator         pipeline.train_iterator batches (train.batch_size 128) for each --workers
                    (0: two read threads of this process; N: N grain worker processes), objects/s
 
-Each rate is the median of --repeats timed passes over the objects (wall time: the decode and
-the transform run on one thread). The GPU step it feeds runs 13.4k objects/s for the plain-JAX
+Each rate is the median of --repeats timed passes over the objects, the three stages timed in
+turn (ab.interleaved; wall time: the decode and the transform run on one thread). The GPU step it feeds runs 13.4k objects/s for the plain-JAX
 yardstick on an H100 (../shared/anchors/RESULTS.md); the device-resident path
 (train.device_resident) samples inside the step instead and needs none of this per step.
 """
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -116,16 +115,6 @@ def write_records(config, workdir: str, num_objects: int) -> float:
   return time.perf_counter() - start
 
 
-def _median_rate(fn, count: int, repeats: int) -> float:
-  fn()   # warm-up: imports, file handles, page cache
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return count / statistics.median(times)
-
-
 def _iterator_rate(config, workdir: str, seconds: float) -> float:
   from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
   it = pipeline.train_iterator(config, workdir)
@@ -138,12 +127,12 @@ def _iterator_rate(config, workdir: str, seconds: float) -> float:
       count += batch
     return count / (time.perf_counter() - start)
   finally:
-    close = getattr(it, 'close', None)
-    if close is not None:
-      close()
+    it.close()   # grain's worker processes and read threads
 
 
 def bench(cache_group_features: bool, args) -> dict:
+  # Here, not at the top: grain's spawned workers import this module, and ab brings the step's.
+  import ab  # pylint: disable=g-import-not-at-top
   from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
   from crossjepa.data import records  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -163,18 +152,17 @@ def bench(cache_group_features: bool, args) -> dict:
     examples = [source[int(i)] for i in order]
     transform = pipeline.TrainTransform(config, need_images=False)
     rng = np.random.default_rng(2)
+    seconds = ab.interleaved({   # median of --repeats passes in turn, after one warm-up each
+        'read': lambda: [raw[int(i)] for i in order],
+        'decode': lambda: [source[int(i)] for i in order],
+        'transform': lambda: [transform(e, rng) for e in examples]}, args.repeats)
     row = {
         'cache_group_features': cache_group_features,
         'objects': n,
         'record_bytes': len(raw[0]),
         'disk_bytes_per_object': round(disk / n),
         'write_objects_per_s': round(n / write_s, 1),
-        'read_objects_per_s': round(_median_rate(lambda: [raw[int(i)] for i in order], n,
-                                                 args.repeats), 1),
-        'decode_objects_per_s': round(_median_rate(lambda: [source[int(i)] for i in order], n,
-                                                   args.repeats), 1),
-        'transform_objects_per_s': round(_median_rate(lambda: [transform(e, rng) for e in examples],
-                                                      n, args.repeats), 1),
+        **{f'{k}_objects_per_s': round(n / v, 1) for k, v in seconds.items()},
     }
     for workers in map(int, args.workers):
       config = paper_config(cache_group_features, args.batch_size, workers)
