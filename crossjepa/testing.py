@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crossjepa import ops
+from crossjepa.models import layers
 from crossjepa.models import point
 
 
@@ -99,12 +100,12 @@ class ConcatMiniPointNet(point.MiniPointNet):
   def __call__(self, neighborhood: jax.Array) -> jax.Array:
     w0, w1, w2 = self.widths
     x = nn.Dense(w0, dtype=self.dtype, name='conv1')(neighborhood)
-    x = nn.relu(nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm1')(x))
+    x = nn.relu(layers.norm(1e-5, self.dtype, 'norm1')(x))
     x = nn.Dense(w1, dtype=self.dtype, name='conv2')(x)
     global_feat = jnp.max(x, axis=-2, keepdims=True)
     x = jnp.concatenate([jnp.broadcast_to(global_feat, x.shape), x], axis=-1)
     x = nn.Dense(w2, dtype=self.dtype, name='conv3')(x)
-    x = nn.relu(nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm2')(x))
+    x = nn.relu(layers.norm(1e-5, self.dtype, 'norm2')(x))
     x = nn.Dense(self.out, dtype=self.dtype, name='conv4')(x)
     return jnp.max(x, axis=-2)
 
@@ -112,6 +113,22 @@ class ConcatMiniPointNet(point.MiniPointNet):
 # The mini-PointNet forms by name: point.MiniPointNet (conv3 as GlobalLocalDense, the default) and
 # Point-MAE's concatenating form.
 TOKENIZERS = {'split': point.MiniPointNet, 'concat': ConcatMiniPointNet}
+
+
+def flax_norm(epsilon: float, dtype, name: str) -> nn.Module:
+  """nn.LayerNorm for every dtype: what layers.norm gave before layers.LayerNorm."""
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, name=name)
+
+
+NORMS = {'kept': layers.norm, 'flax': flax_norm}
+
+
+def use_norm(name: str) -> None:
+  """NORMS[name] as the trained models' LayerNorm (layers.norm) for every model applied after
+  this call: the A/B switch of experiments/bench_norm.py."""
+  if name not in NORMS:
+    raise ValueError(f'norm must be one of {sorted(NORMS)}, got {name!r}')
+  layers.norm = NORMS[name]
 
 
 def use_tokenizer(name: str) -> None:

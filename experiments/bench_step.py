@@ -4,6 +4,7 @@
         --peak_tflops=989 [--dtype=bfloat16] [--device_resident --objects=4096] \
         [--views_per_step=1] [--attention=einsum|dot_product|cudnn] [--optimizer=flat|chain]
         [--tokenizer=split|concat] [--predictor_rows=queries|all] [--remat=none|full|dots]
+        [--norm=kept|flax]
         [--skip_cpu_flops] [--out=FILE]
 
 Fake batches with the config's shapes (crossjepa.testing.synthetic_batch); no data needed.
@@ -16,7 +17,9 @@ experiments/flops.py instead). MFU = FLOPs/step * steps/s / (peak_tflops * 1e12 
 model.attention, `--optimizer=chain` runs optax's per-leaf AdamW instead of the flat one,
 `--tokenizer=concat` the mini-PointNet's conv3 on the built concatenation (Point-MAE's form)
 instead of point.GlobalLocalDense, `--predictor_rows=all` the predictor's last block over every
-row instead of the query rows only, `--remat` sets model.remat (what the blocks and the
+row instead of the query rows only, `--norm=flax` autodiff of nn.LayerNorm in a bfloat16 step
+instead of layers.LayerNorm's own backward pass (which keeps x and two numbers a row, not three
+float32 copies of x), `--remat` sets model.remat (what the blocks and the
 mini-PointNet keep for the backward pass). Memory: `temp_bytes` is XLA's compiled scratch size of
 the step (the CPU backend's does not drop with remat: README), `peak_bytes_in_use` the device
 allocator's peak where it reports one (GPU, TPU).
@@ -158,6 +161,9 @@ def main():
   p.add_argument('--predictor_rows', default='queries', choices=tuple(PREDICTOR_ROWS),
                  help="the predictor's last block over the query rows only (the default) or over "
                       "every row, to compare")
+  p.add_argument('--norm', default='kept', choices=tuple(testing.NORMS),
+                 help="the trained models' LayerNorm in a bfloat16 step: 'kept' (layers.LayerNorm, "
+                      "the default) or 'flax' (autodiff of nn.LayerNorm), to compare")
   p.add_argument('--remat', default='', choices=('',) + tuple(layers.REMATS),
                  help="model.remat (default: the config's)")
   p.add_argument('--out', type=console.out_file_arg, default='',
@@ -165,6 +171,7 @@ def main():
   args = p.parse_args()
   use_optimizer(args.optimizer)
   testing.use_tokenizer(args.tokenizer)
+  testing.use_norm(args.norm)
 
   config = load_config(args.config, {
       'train.batch_size': args.batch, 'train.dtype': args.dtype, 'recipe': args.recipe,
@@ -224,7 +231,8 @@ def main():
       'objects': args.objects if args.device_resident else None,
       'views_per_step': int(config.train.views_per_step),
       'attention': str(config.model.attention), 'optimizer': args.optimizer,
-      'tokenizer': args.tokenizer, 'predictor_rows': args.predictor_rows, 'steps': args.steps,
+      'tokenizer': args.tokenizer, 'predictor_rows': args.predictor_rows, 'norm': args.norm,
+      'steps': args.steps,
       'remat': str(config.model.remat),
       'compile_s': round(compile_s, 2), 'median_step_ms': round(step_s * 1e3, 3),
       'min_step_ms': round(float(np.min(times)) * 1e3, 3),

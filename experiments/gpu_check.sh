@@ -11,8 +11,9 @@
 #   step_jax.py at 512 and 2048 (compile 15-25 s each) ........... 50-70 s
 #   bench_teacher.py: ViT-B/14 224 px + Lite0 160 px, float32 .... 60-90 s
 #   profile_step.py at 512 (only with budget left) ................ 40-60 s
-#   then the ViT in bf16, the step with the per-leaf optimizer, with Point-MAE's concatenating
-#     tokenizer and with the predictor's last block over every row (budget left) ... 200 s
+#   then the ViT in bf16, the step with the per-leaf optimizer, with flax's LayerNorm, with
+#     Point-MAE's concatenating tokenizer and with the predictor's last block over every row
+#     (budget left) ................................................ 260 s
 #   the step at 2048 with model.remat=dots (budget left) ........... 50-70 s
 #   bench_input.py: the host's grain input at 0 and 8 workers (budget left) .... 40-60 s
 #   summary + tar ................................................   5 s
@@ -236,10 +237,10 @@ if [ -n "$ANCHOR" ]; then
 fi
 run step_b${B2}_vpaper 100 "$PY" "${STEP[@]}" --batch=$B2 --steps=$S2 --attention=einsum \
     --out="$LOGS/step_b${B2}_vpaper.json"
-# Close to the H200's memory: jax's count of what the step keeps for its backward pass predicts
-# 142.5 GB at batch 2048 without remat (experiments/results/memory_paper.json, before XLA's fusion
-# trims it), 33.2 GB with model.remat=dots. If the run above failed (out of memory), the same
-# batch with dots right away, so that the big-batch figure is not lost.
+# jax's count of what the step keeps for its backward pass predicts 90.8 GB at batch 2048 without
+# remat (experiments/results/memory_paper.json, before XLA's fusion trims it: it fits an H200's
+# 139 GiB, not an H100's 80), 32.8 GB with model.remat=dots. If the run above failed (out of
+# memory), the same batch with dots right away, so that the big-batch figure is not lost.
 DOTS_B2=(--batch=$B2 --steps=$S2 --attention=einsum --remat=dots
          --out="$LOGS/step_b${B2}_vpaper_dots.json")
 [ -s "$LOGS/step_b${B2}_vpaper.json" ] || run step_b${B2}_vpaper_dots 100 "$PY" "${STEP[@]}" \
@@ -258,8 +259,8 @@ run step_b${B2}_v1 90 "$PY" "${STEP[@]}" --batch=$B2 --steps=$S2 --views_per_ste
 run resident_b${B1}_vpaper 90 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --device_resident \
     --objects=$OBJ --attention=einsum --out="$LOGS/resident_b${B1}_vpaper.json"
 # Extras, only with budget left: where the headline step's time goes (op kinds, passes, model
-# parts, top instructions), the ViT teacher in bfloat16, the per-leaf optimizer, the concatenating
-# tokenizer, the predictor over every row, remat at the big batch.
+# parts, top instructions), the ViT teacher in bfloat16, the per-leaf optimizer, flax's
+# LayerNorm, the concatenating tokenizer, the predictor over every row, remat at the big batch.
 run profile_b$B1 90 "$PY" experiments/profile_step.py --config=$CFG --batch=$B1 --steps=3 \
     --dtype=bfloat16 --attention=einsum --out="$LOGS/profile_b$B1.json"
 run teacher_bf16 60 "$PY" experiments/bench_teacher.py --teachers=vit --dtypes=bfloat16 \
@@ -267,6 +268,14 @@ run teacher_bf16 60 "$PY" experiments/bench_teacher.py --teachers=vit --dtypes=b
 # The headline step with optax's per-leaf AdamW (what FSDP states use), against the flat update.
 run step_b${B1}_vpaper_chain 80 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --attention=einsum \
     --optimizer=chain --out="$LOGS/step_b${B1}_vpaper_chain.json"
+# The headline step with autodiff of nn.LayerNorm instead of layers.LayerNorm's own backward pass.
+# jax's count of what the step keeps: 69.4 MB/object with flax's (three float32 copies of x per
+# norm), 44.2 with ours (x in bfloat16 and two numbers a row). If XLA writes and reads those
+# copies, the difference is 25 MB/object each way: 26 GB a step at batch 512, 5-8 ms at the
+# H200's / H100's 4.8 / 3.35 TB/s; if its fusion already recomputes them, nothing. Predicted
+# ratio kept / flax 1.00-1.15 (the CPU: 1.02 at batch 8, experiments/bench_norm.py).
+run step_b${B1}_vpaper_flaxnorm 80 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --attention=einsum \
+    --norm=flax --out="$LOGS/step_b${B1}_vpaper_flaxnorm.json"
 # The headline step with the mini-PointNet's conv3 on the built concatenation (Point-MAE's form),
 # against point.GlobalLocalDense (predicted: about 1.16x at 1 view, 1.09x at the paper's 4, if
 # time follows FLOPs).

@@ -134,6 +134,7 @@ def main():
                                  if run.get('tokenizer') == 'concat' else '')
                               + (' predictor every row (MFU on query-row FLOPs)'
                                  if run.get('predictor_rows') == 'all' else '')
+                              + (' flax LayerNorm' if run.get('norm') == 'flax' else '')
                               + (f" remat {run['remat']} (MFU on no-remat FLOPs)"
                                  if run.get('remat', 'none') != 'none' else ''),
         'batch': run['batch'], 'views_per_step': run.get('views_per_step'),
@@ -215,6 +216,7 @@ def main():
       'ratio_flat_over_per_leaf_optimizer': ratio(proj, ops(f'step_b{b}_vpaper_chain')),
       'ratio_split_over_concat_tokenizer': ratio(proj, ops(f'step_b{b}_vpaper_concat')),
       'ratio_query_rows_over_all_rows_predictor': ratio(proj, ops(f'step_b{b}_vpaper_allrows')),
+      'ratio_kept_over_flax_norm': ratio(proj, ops(f'step_b{b}_vpaper_flaxnorm')),
       f'ratio_no_remat_over_dots_b{big}': ratio(ops(f'step_b{big}_vpaper'),
                                                  ops(f'step_b{big}_vpaper_dots')),
       f'peak_bytes_b{big}': {'none': peak(f'step_b{big}_vpaper'),
@@ -247,7 +249,8 @@ def main():
                f"{fmt(summary['ratio_device_resident_over_fed'], 3)}; flat / per-leaf optimizer "
                f"{fmt(summary['ratio_flat_over_per_leaf_optimizer'], 3)}; split / concat tokenizer "
                f"{fmt(summary['ratio_split_over_concat_tokenizer'], 3)}; query rows / every row "
-               f"{fmt(summary['ratio_query_rows_over_all_rows_predictor'], 3)}; batch {big} no remat"
+               f"{fmt(summary['ratio_query_rows_over_all_rows_predictor'], 3)}; LayerNorm kept / flax "
+               f"{fmt(summary['ratio_kept_over_flax_norm'], 3)}; batch {big} no remat"
                f" / remat dots {fmt(summary[f'ratio_no_remat_over_dots_b{big}'], 3)} (peak bytes "
                f"{summary[f'peak_bytes_b{big}']}).")
   if ceiling:

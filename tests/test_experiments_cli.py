@@ -65,6 +65,8 @@ ARGPARSE_CASES = [
     ('profile_step.py', [SMOKE, '--top=0'],
      "argument --top: expected an integer >= 1, got '0'"),
     ('bench_tokenizer.py', ['--repeats=0'], "argument --repeats: expected an integer >= 1, got '0'"),
+    ('bench_norm.py', ['--norm_batch=0'],
+     "argument --norm_batch: expected an integer >= 1, got '0'"),
     ('ab.py', [], 'a library of bench_tokenizer.py and bench_predictor.py, not a script'),
     ('gpu_summary.py', ['--logs=no/such/logs', '--out=o'],
      "argument --logs: no/such/logs: no such folder"),

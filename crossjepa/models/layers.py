@@ -6,7 +6,9 @@ stochastic depth. The DINOv2-compatible ViT (vit.py) builds its own block (Layer
 LayerNorm) from the same `Attention` and `Mlp`, with its truncated-normal `kernel_init`.
 
 Parameters are float32; `dtype` is the compute dtype (e.g. bfloat16). Softmax and LayerNorm
-statistics run in float32 whatever the compute dtype, for stability.
+statistics run in float32 whatever the compute dtype, for stability. The trained models'
+LayerNorm is `norm(...)`: in a bfloat16 step `LayerNorm`, whose own backward pass keeps x and two
+numbers a row instead of autodiff's three float32 copies of x; nn.LayerNorm in float32.
 
 `attention` (config model.attention) picks how `Attention` computes softmax(q k^T / sqrt(d)) v:
 'einsum' writes it out; 'dot_product' calls `jax.nn.dot_product_attention(implementation=None)`
@@ -27,7 +29,7 @@ same values up to the matmuls' summation order.
 keeping them (`nn.remat`, same params and names, same values): 'none' keeps them all; 'full'
 keeps only each block's input; 'dots' keeps the outputs of the dense layers (qkv, proj, fc1,
 fc2: matmuls without batch dimensions, `jax.checkpoint_policies.dots_with_no_batch_dims_saveable`)
-and recomputes the LayerNorms (their float32 copies included), the attention's batched products
+and recomputes the LayerNorms, the attention's batched products
 and softmax, and the GELU. The point encoder applies the same to its mini-PointNet
 (`checkpointed`).
 
@@ -37,6 +39,7 @@ Parameter count of one Block of width D, hidden h = int(mlp_ratio * D), with qkv
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional
 
 from absl import logging
@@ -90,6 +93,79 @@ def block_param_count(width: int, mlp_ratio: float = 4.0, qkv_bias: bool = True)
 def check_rows(rows: Optional[int], tokens: int, where: str) -> None:
   if rows is not None and not 1 <= rows <= tokens:
     raise ValueError(f'{where}: rows must be in [1, {tokens}] (the tokens), got {rows}')
+
+
+def _layer_norm_stats(x: jax.Array, epsilon: float):
+  # nn.LayerNorm's statistics (use_fast_variance): in float32 (or wider), E[x^2] - E[x]^2
+  # clipped at 0, then 1 / sqrt(var + eps).
+  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mean = xf.mean(-1, keepdims=True)
+  var = jnp.maximum(0.0, jax.lax.square(xf).mean(-1, keepdims=True) - jax.lax.square(mean))
+  return xf, mean, jax.lax.rsqrt(var + epsilon)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
+               dtype: Any) -> jax.Array:
+  """nn.LayerNorm's function over the last axis: ((x - mean) * (rsqrt(var + eps) * scale) +
+  bias) in float32, in the same order of operations, cast to `dtype`. Its backward pass keeps x
+  as it came (bfloat16 in a bfloat16 step) and two float32 numbers a row, where autodiff of
+  nn.LayerNorm keeps float32 copies of x-sized intermediates (`LayerNorm`)."""
+  return _layer_norm_fwd(x, scale, bias, epsilon, dtype)[0]
+
+
+def _layer_norm_fwd(x, scale, bias, epsilon, dtype):
+  xf, mean, rstd = _layer_norm_stats(x, epsilon)
+  y = (xf - mean) * (rstd * scale) + bias
+  return y.astype(dtype), (x, mean, rstd, scale)
+
+
+def _layer_norm_bwd(epsilon, dtype, residuals, dy):
+  # d/dx of (x - m) r with m = mean(x), r = (var(x) + eps)^-1/2 over the last axis, g = dy scale:
+  #   dx = r (g - mean(g) - xhat mean(g xhat)),  xhat = (x - m) r.
+  del epsilon, dtype
+  x, mean, rstd, scale = residuals
+  xhat = (x.astype(mean.dtype) - mean) * rstd
+  dy = dy.astype(mean.dtype)
+  g = dy * scale
+  dx = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))
+  rows = tuple(range(x.ndim - 1))
+  return (dx.astype(x.dtype), (dy * xhat).sum(rows).astype(scale.dtype),
+          dy.sum(rows).astype(scale.dtype))
+
+
+layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+class LayerNorm(nn.Module):
+  """nn.LayerNorm over the last axis (its 'scale' and 'bias' params, initialisers and float32
+  statistics; the same forward values), with a backward pass that keeps less.
+
+  Autodiff of nn.LayerNorm keeps, for a bfloat16 input, three float32 arrays the size of x (x
+  widened for its statistics, x - mean, and their product with rsqrt(var) * scale): 12 bytes an
+  element beside the input's 2. `layer_norm`'s own vjp keeps x (2 bytes an element) and the row's
+  mean and 1 / std, and recomputes x_hat in the backward pass. In the paper step (bfloat16, 1
+  view) the LayerNorms were about half of what the backward pass keeps (experiments/memory.py).
+  """
+  epsilon: float = 1e-6
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones_init(), (features,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros_init(), (features,), jnp.float32)
+    return layer_norm(x, scale, bias, self.epsilon, jnp.dtype(self.dtype))
+
+
+def norm(epsilon: float, dtype: Dtype, name: str) -> nn.Module:
+  """The trained models' LayerNorm: `LayerNorm` for a compute dtype narrower than float32, where
+  it keeps a sixth of the bytes; nn.LayerNorm itself for float32, where autodiff's copies are
+  x-sized anyway (it keeps x - mean and its scaled product: 8 bytes an element against 4) and
+  the float32 results recorded so far stay bitwise. The same params either way."""
+  if jnp.finfo(dtype).bits >= 32:
+    return nn.LayerNorm(epsilon=epsilon, dtype=dtype, name=name)
+  return LayerNorm(epsilon, dtype, name=name)
 
 
 class Mlp(nn.Module):
@@ -178,13 +254,13 @@ class Block(nn.Module):
     """[B,T,D] -> [B,T,D], or with `rows` the last `rows` tokens' outputs only, [B,rows,D]: the
     same values, without the other tokens' attention rows, projection and MLP (`Attention`)."""
     check_rows(rows, x.shape[1], 'Block')
-    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm1')(x)
+    y = norm(1e-6, self.dtype, 'norm1')(x)
     y = Attention(self.width, self.num_heads, self.qkv_bias, self.dtype,
                   attention=self.attention, name='attn')(y, rows=rows)
     if rows is not None:
       x = x[:, x.shape[1] - rows:]
     x = x + self._drop_path(y, train)
-    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm2')(x)
+    y = norm(1e-6, self.dtype, 'norm2')(x)
     y = Mlp(int(self.mlp_ratio * self.width), self.width, self.dtype, name='mlp')(y)
     return x + self._drop_path(y, train)
 

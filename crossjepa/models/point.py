@@ -73,11 +73,11 @@ class MiniPointNet(nn.Module):
   def __call__(self, neighborhood: jax.Array) -> jax.Array:
     w0, w1, w2 = self.widths
     x = nn.Dense(w0, dtype=self.dtype, name='conv1')(neighborhood)
-    x = nn.relu(nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm1')(x))
+    x = nn.relu(layers.norm(1e-5, self.dtype, 'norm1')(x))
     x = nn.Dense(w1, dtype=self.dtype, name='conv2')(x)                      # [B,G,K,w1]
     global_feat = jnp.max(x, axis=-2)                                         # [B,G,w1]
     x = GlobalLocalDense(w2, self.dtype, name='conv3')(global_feat, x)        # [B,G,K,w2]
-    x = nn.relu(nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name='norm2')(x))
+    x = nn.relu(layers.norm(1e-5, self.dtype, 'norm2')(x))
     x = nn.Dense(self.out, dtype=self.dtype, name='conv4')(x)
     return jnp.max(x, axis=-2)
 
@@ -137,8 +137,8 @@ class PointEncoder(nn.Module):
       groups = ops.gather(groups, keep_idx)
 
     neighborhood = ops.gather(points, groups) - centers[:, :, None, :]      # [B,G,K,3]
-    # remat covers the mini-PointNet too: its per-point activations ([B,G,K,w] at four widths,
-    # LayerNorm's float32 copies among them) are most of what the step keeps for the backward.
+    # remat covers the mini-PointNet too: its per-point activations ([B,G,K,w] at four widths)
+    # are a large part of what the step keeps for the backward.
     tokenizer = layers.checkpointed(MiniPointNet, self.remat, static_argnums=())
     tokens = tokenizer(tuple(self.tokenizer_widths), self.width, self.dtype,
                        name='tokenizer')(neighborhood.astype(self.dtype))
@@ -155,7 +155,7 @@ class PointEncoder(nn.Module):
     x = layers.Transformer(self.depth, self.width, self.num_heads, self.mlp_ratio, self.qkv_bias,
                            self.drop_path, self.pos_every_layer, self.dtype, self.attention,
                            self.remat, name='transformer')(tokens, pos, train=train)
-    x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm')(x).astype(jnp.float32)
+    x = layers.norm(1e-6, self.dtype, 'norm')(x).astype(jnp.float32)
     out = {'tokens': x[:, 1:] if self.use_cls else x, 'centers': centers}
     if self.use_cls:
       out['cls'] = x[:, 0]

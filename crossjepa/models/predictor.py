@@ -107,7 +107,7 @@ class Predictor(nn.Module):
                            self.drop_path, dtype=self.dtype, attention=self.attention,
                            remat=self.remat, name='transformer')(
                                x, train=train, out_rows=num_q if self.last_block_queries_only else None)
-    x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name='norm')(x[:, -num_q:])
+    x = layers.norm(1e-6, self.dtype, 'norm')(x[:, -num_q:])
     return nn.Dense(self.out_dim, dtype=self.dtype, name='out_proj')(x).astype(jnp.float32)
 
 
