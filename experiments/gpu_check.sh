@@ -270,10 +270,12 @@ run step_b${B1}_vpaper_chain 80 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --att
     --optimizer=chain --out="$LOGS/step_b${B1}_vpaper_chain.json"
 # The headline step with autodiff of nn.LayerNorm instead of layers.LayerNorm's own backward pass.
 # jax's count of what the step keeps: 69.4 MB/object with flax's (three float32 copies of x per
-# norm), 44.2 with ours (x in bfloat16 and two numbers a row). If XLA writes and reads those
-# copies, the difference is 25 MB/object each way: 26 GB a step at batch 512, 5-8 ms at the
-# H200's / H100's 4.8 / 3.35 TB/s; if its fusion already recomputes them, nothing. Predicted
-# ratio kept / flax 1.00-1.15 (the CPU: 1.02 at batch 8, experiments/bench_norm.py).
+# norm), 44.2 with ours (x in bfloat16 and two numbers a row). XLA's fusion recomputes most of
+# those copies by itself: the CPU compile's bytes accessed drop only 884.8 -> 871.7 MB/object
+# (batch 512, 4 views; experiments/results/flops_paper.json). If the GPU compile is alike, 13 MB
+# an object less, 6.7 GB a step at batch 512: 1.4-2 ms at the H200's / H100's 4.8 / 3.35 TB/s.
+# Predicted ratio kept / flax 1.00-1.05 (the CPU: 1.02 at batch 8, experiments/bench_norm.py);
+# the memory it frees shows at batch 2048 (peak_bytes_in_use, 90.8 GB predicted by jax's count).
 run step_b${B1}_vpaper_flaxnorm 80 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --attention=einsum \
     --norm=flax --out="$LOGS/step_b${B1}_vpaper_flaxnorm.json"
 # The headline step with the mini-PointNet's conv3 on the built concatenation (Point-MAE's form),
