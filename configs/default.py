@@ -248,6 +248,9 @@ def get_config(arg: str = ''):
   # Standardised features: the SVM's C then means the same for encoders whose features differ
   # in scale (pretrained features have ~1/3 of random init's std; raw, C <= 1 under-fits them).
   e.svm_standardize = True        # StandardScaler fitted on train only (inside CV folds) when True
+  # Threads for the probe's len(svm_C) x cv_folds CV fits (libsvm; the same results as one at a
+  # time): 0 = one per usable core (at most 32), 1 = one at a time.
+  e.svm_workers = 0
   e.fewshot_C = 0.01               # fixed C of the few-shot linear SVM (nothing selected per fold)
   e.finetune = ml_collections.ConfigDict()
   e.finetune.enabled = False

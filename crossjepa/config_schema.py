@@ -203,6 +203,7 @@ SCHEMA: dict[str, Any] = {
     'eval.encoder': Str(),
     'eval.svm_classifier': Choice(('svc_linear', 'linear_svc')),
     'eval.svm_standardize': Bool(),
+    'eval.svm_workers': Int(0),
     'eval.fewshot_C': POSITIVE,
     'eval.finetune.enabled': Bool(),
     'eval.finetune.votes': Int(1),

@@ -83,6 +83,7 @@ BAD = [
     ('eval.svm_standardize', 'yes', r'config.eval.svm_standardize = .yes.: expected True or False'),
     ('eval.svm_C', (), r'at least 1 value'),
     ('eval.cv_folds', 1, r'expected an integer >= 2'),
+    ('eval.svm_workers', -1, r'expected an integer >= 0'),
     ('data.image_size', 0, r'config.data.image_size = 0: expected an integer in \[8, 4096\]'),
     ('data.name', 'My Data', r'a TFDS dataset name'),
     ('data.camera.fov', 180.0, r'config.data.camera.fov'),

@@ -1,6 +1,8 @@
 """Evaluation protocol: pooling, linear SVM probe (CV on train only), few-shot, fine-tuning, plots."""
 import json
 import os
+import threading
+import time
 
 import jax
 import numpy as np
@@ -88,6 +90,48 @@ def test_linear_probe_errors():
     probe_lib.linear_probe(x[:4], np.array([0, 0, 0, 1]), x, y, C_grid=(1.0,), cv_folds=2, seed=0)
   with pytest.raises(ValueError, match='svm_C'):
     probe_lib.linear_probe(x, y, x, y, C_grid=(), cv_folds=2, seed=0)
+
+
+def test_linear_probe_threads_give_the_same_results(monkeypatch):
+  """eval.svm_workers: the CV fits of the libsvm probe on several threads give the same scores,
+  C, accuracy and predictions, bit for bit, as one at a time; they do run on several threads;
+  liblinear's stay on one (its random generator is process-wide)."""
+  x, y = blobs(40, 6, 24, sep=0.6, seed=5)    # overlapping: the CV scores differ across C
+  xt, yt = blobs(15, 6, 24, sep=0.6, seed=6)
+  threads = []
+  fit = probe_lib._fit
+
+  def recording_fit(*args, **kwargs):
+    threads.append(threading.get_ident())
+    time.sleep(0.01)                          # every fit outlasts the pool's start-up
+    return fit(*args, **kwargs)
+  monkeypatch.setattr(probe_lib, '_fit', recording_fit)
+  kw = dict(C_grid=(0.001, 0.01, 0.1, 1.0), cv_folds=3, seed=3, standardize=True)
+  results = {}
+  for classifier in ('svc_linear', 'linear_svc'):
+    for workers in (1, 4):
+      threads.clear()
+      r = probe_lib.linear_probe(x, y, xt, yt, classifier=classifier, workers=workers, **kw)
+      results[classifier, workers] = (r, len(set(threads[:-1])), len(threads))
+  for classifier in ('svc_linear', 'linear_svc'):
+    one, many = results[classifier, 1][0], results[classifier, 4][0]
+    assert len(set(one['cv_scores'].values())) > 1, one['cv_scores']
+    for key in ('cv_scores', 'cv_scores_std', 'best_C', 'accuracy', 'mean_class_accuracy'):
+      assert one[key] == many[key], (classifier, key)
+    np.testing.assert_array_equal(one['predictions'], many['predictions'])
+  assert results['svc_linear', 1][1:] == (1, 13)        # 4 C x 3 folds, then the refit
+  assert results['svc_linear', 4][1:] == (4, 13)        # the CV fits on 4 threads
+  assert results['linear_svc', 4][1:] == (1, 13)
+
+
+def test_worker_count():
+  cores = len(os.sched_getaffinity(0))
+  assert probe_lib.worker_count(0) == max(1, min(cores, probe_lib.MAX_AUTO_WORKERS))
+  assert probe_lib.worker_count(3) == 3
+  with pytest.raises(ValueError, match=r'eval.svm_workers: expected an integer >= 0'):
+    probe_lib.worker_count(-1)
+  config = default_config.get_config()
+  assert probe_lib.probe_kwargs(config.eval, 0)['workers'] == 0
 
 
 # ------------------------------------------------------------------ few-shot
