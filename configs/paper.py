@@ -77,7 +77,8 @@ def get_config():
   # ... fit on at most 40 train objects a class (2,200 of 41,952): a linear SVC's fit grows as
   # n^1.6-1.9 (synthetic 55-class 576-d features on the dev CPU: 0.5-1.1 s at 2,200 objects,
   # 13-47 s at 16,000, the less separable classes the slower), so the whole split would cost about
-  # 20-80 min a probe (28 CV fits and the final one), 15-30 s with the cap.
+  # 20-80 min a probe (28 CV fits and the final one), 15-30 s with the cap, one fit at a time;
+  # eval.svm_workers (default 0) runs the CV fits on every core, with the same results.
   tr.probe_per_class = 40
   tr.num_workers = 8               # the grain pipeline's workers (train.device_resident=False)
   # ShapeNet-55 train's records without per-group features hold 45 KB an object (1.9 GB in all):

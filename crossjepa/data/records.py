@@ -440,6 +440,23 @@ def flat_keys(feats: tfds.features.FeaturesDict, prefix: str = '') -> list[str]:
   return out
 
 
+# Features only some records carry: what leaves them out.
+_OPTIONAL_FEATURES = {
+    'views/image': 'they were prepared with data.keep_images=False',
+    'teacher/groups': ('they were prepared with data.cache_group_features=False (set it True and '
+                       'prepare again)'),
+}
+
+
+def missing_features_hint(missing: Sequence[str]) -> str:
+  """Why records lack `missing` features: the prepare setting that leaves each out, or, for
+  other views/ and teacher/ features, that eval-only records carry neither."""
+  hints = [_OPTIONAL_FEATURES[k] for k in missing if k in _OPTIONAL_FEATURES]
+  if any(k.split('/')[0] in ('views', 'teacher') and k not in _OPTIONAL_FEATURES for k in missing):
+    hints.append('records prepared with data.eval_only=True carry no views and no teacher targets')
+  return '; '.join(dict.fromkeys(hints)) or 'no prepare setting writes them'
+
+
 class PartialDecoder:
   """Decodes only some features of a serialized example (picklable, for grain workers).
 
@@ -452,8 +469,8 @@ class PartialDecoder:
     keys = available if keys is None else list(keys)
     missing = [k for k in keys if k not in available]
     if missing:
-      raise KeyError(f'features {missing} are not in the records (they have {available}); '
-                     'was the dataset prepared with data.keep_images=False?')
+      raise KeyError(f'features {missing} are not in the records (they have {available}): '
+                     + missing_features_hint(missing))
     self.keys = keys
     nested: dict[str, Any] = {}
     for key in keys:
