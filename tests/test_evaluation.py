@@ -124,6 +124,25 @@ def test_linear_probe_threads_give_the_same_results(monkeypatch):
   assert results['linear_svc', 4][1:] == (1, 13)
 
 
+def test_linear_probe_threads_stop_at_the_first_error(monkeypatch):
+  """A fit that raises (or Ctrl-C in the main thread) drops the CV fits not yet started: only
+  those already running finish."""
+  x, y = blobs(10, 2, 4, sep=3.0, seed=0)
+  calls = []
+
+  def failing_fit(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 1:
+      raise ValueError('bad fold')
+    time.sleep(0.2)
+  monkeypatch.setattr(probe_lib, '_fit', failing_fit)
+  with pytest.raises(ValueError, match='bad fold'):
+    probe_lib.linear_probe(x, y, x, y, C_grid=(0.01, 0.1, 1.0, 10.0), cv_folds=3, seed=0,
+                           workers=2)
+  time.sleep(0.5)                        # what was still running has finished by now
+  assert len(calls) <= 3, len(calls)     # of 12 CV fits: the failed one and the running ones
+
+
 def test_worker_count():
   cores = len(os.sched_getaffinity(0))
   assert probe_lib.worker_count(0) == max(1, min(cores, probe_lib.MAX_AUTO_WORKERS))

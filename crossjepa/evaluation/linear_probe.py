@@ -143,6 +143,8 @@ def linear_probe(train_x, train_y, test_x, test_y, *, C_grid: Sequence[float], c
   threads = min(worker_count(int(workers)), len(jobs)) if classifier == 'svc_linear' else 1
   if threads > 1:
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+      # A fit that raises, or Ctrl-C: map's iterator cancels the fits not started, so only the
+      # running ones finish (a libsvm fit cannot be stopped midway).
       scores = dict(zip(jobs, pool.map(fold_score, jobs)))
   else:
     scores = {job: fold_score(job) for job in jobs}
