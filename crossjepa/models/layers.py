@@ -95,35 +95,40 @@ def check_rows(rows: Optional[int], tokens: int, where: str) -> None:
     raise ValueError(f'{where}: rows must be in [1, {tokens}] (the tokens), got {rows}')
 
 
-def _layer_norm_stats(x: jax.Array, epsilon: float):
-  # nn.LayerNorm's statistics (use_fast_variance): in float32 (or wider), E[x^2] - E[x]^2
-  # clipped at 0, then 1 / sqrt(var + eps).
+def _layer_norm_stats(x: jax.Array, epsilon: float, fast_variance: bool):
+  # nn.LayerNorm's statistics, in float32 (or wider): with use_fast_variance E[x^2] - E[x]^2
+  # clipped at 0, else E[(x - E[x])^2] (torch's, the ViT's); then 1 / sqrt(var + eps).
   xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   mean = xf.mean(-1, keepdims=True)
-  var = jnp.maximum(0.0, jax.lax.square(xf).mean(-1, keepdims=True) - jax.lax.square(mean))
+  if fast_variance:
+    var = jnp.maximum(0.0, jax.lax.square(xf).mean(-1, keepdims=True) - jax.lax.square(mean))
+  else:
+    var = jax.lax.square(xf - mean).mean(-1, keepdims=True)
   return xf, mean, jax.lax.rsqrt(var + epsilon)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
-               dtype: Any) -> jax.Array:
+               dtype: Any, fast_variance: bool = True) -> jax.Array:
   """nn.LayerNorm's function over the last axis: ((x - mean) * (rsqrt(var + eps) * scale) +
-  bias) in float32, in the same order of operations, cast to `dtype`. Its backward pass keeps x
-  as it came (bfloat16 in a bfloat16 step) and two float32 numbers a row, where autodiff of
-  nn.LayerNorm keeps float32 copies of x-sized intermediates (`LayerNorm`)."""
-  return _layer_norm_fwd(x, scale, bias, epsilon, dtype)[0]
+  bias) in float32, in the same order of operations, cast to `dtype` (`fast_variance`: its
+  use_fast_variance). Its backward pass keeps x as it came (bfloat16 in a bfloat16 step) and two
+  float32 numbers a row, where autodiff of nn.LayerNorm keeps float32 copies of x-sized
+  intermediates (`LayerNorm`)."""
+  return _layer_norm_fwd(x, scale, bias, epsilon, dtype, fast_variance)[0]
 
 
-def _layer_norm_fwd(x, scale, bias, epsilon, dtype):
-  xf, mean, rstd = _layer_norm_stats(x, epsilon)
+def _layer_norm_fwd(x, scale, bias, epsilon, dtype, fast_variance):
+  xf, mean, rstd = _layer_norm_stats(x, epsilon, fast_variance)
   y = (xf - mean) * (rstd * scale) + bias
   return y.astype(dtype), (x, mean, rstd, scale)
 
 
-def _layer_norm_bwd(epsilon, dtype, residuals, dy):
+def _layer_norm_bwd(epsilon, dtype, fast_variance, residuals, dy):
   # d/dx of (x - m) r with m = mean(x), r = (var(x) + eps)^-1/2 over the last axis, g = dy scale:
-  #   dx = r (g - mean(g) - xhat mean(g xhat)),  xhat = (x - m) r.
-  del epsilon, dtype
+  #   dx = r (g - mean(g) - xhat mean(g xhat)),  xhat = (x - m) r
+  # (both variance formulas have the same derivative, 2 (x - m) / n).
+  del epsilon, dtype, fast_variance
   x, mean, rstd, scale = residuals
   xhat = (x.astype(mean.dtype) - mean) * rstd
   dy = dy.astype(mean.dtype)
@@ -150,23 +155,25 @@ class LayerNorm(nn.Module):
   """
   epsilon: float = 1e-6
   dtype: Dtype = jnp.float32
+  fast_variance: bool = True       # nn.LayerNorm's use_fast_variance (False: the ViT's, torch's)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     features = x.shape[-1]
     scale = self.param('scale', nn.initializers.ones_init(), (features,), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros_init(), (features,), jnp.float32)
-    return layer_norm(x, scale, bias, self.epsilon, jnp.dtype(self.dtype))
+    return layer_norm(x, scale, bias, self.epsilon, jnp.dtype(self.dtype), self.fast_variance)
 
 
-def norm(epsilon: float, dtype: Dtype, name: str) -> nn.Module:
+def norm(epsilon: float, dtype: Dtype, name: str, fast_variance: bool = True) -> nn.Module:
   """The trained models' LayerNorm: `LayerNorm` for a compute dtype narrower than float32, where
   it keeps a sixth of the bytes; nn.LayerNorm itself for float32, where autodiff's copies are
   x-sized anyway (it keeps x - mean and its scaled product: 8 bytes an element against 4) and
   the float32 results recorded so far stay bitwise. The same params either way."""
   if jnp.finfo(dtype).bits >= 32:
-    return nn.LayerNorm(epsilon=epsilon, dtype=dtype, name=name)
-  return LayerNorm(epsilon, dtype, name=name)
+    return nn.LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32,
+                        use_fast_variance=fast_variance, name=name)
+  return LayerNorm(epsilon, dtype, fast_variance, name=name)
 
 
 class Mlp(nn.Module):
