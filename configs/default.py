@@ -249,7 +249,7 @@ def get_config(arg: str = ''):
   # in scale (pretrained features have ~1/3 of random init's std; raw, C <= 1 under-fits them).
   e.svm_standardize = True        # StandardScaler fitted on train only (inside CV folds) when True
   # Threads for the probe's len(svm_C) x cv_folds CV fits (libsvm; the same results as one at a
-  # time): 0 = one per usable core (at most 32), 1 = one at a time.
+  # time): 0 = one per usable core (at most 16), 1 = one at a time.
   e.svm_workers = 0
   e.fewshot_C = 0.01               # fixed C of the few-shot linear SVM (nothing selected per fold)
   e.finetune = ml_collections.ConfigDict()

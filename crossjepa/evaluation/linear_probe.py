@@ -15,7 +15,7 @@ classifier they run on that many threads (libsvm fits and predicts without the G
 random numbers without probability=True), so the scores, C and predictions are the same as one at
 a time, bit for bit (tests/test_evaluation.py). liblinear ('linear_svc') draws from one
 process-wide random generator: its fits stay one at a time. Each running fit holds its fold's
-features (float64) and libsvm's 200 MB kernel cache.
+features (float64, and a standardised copy) and libsvm's 200 MB kernel cache.
 
 The field mostly reports a C tuned on the test set (or a fixed C copied from a paper): the numbers
 here are lower-variance-of-selection and honest, not comparable to those without saying so.
@@ -40,7 +40,9 @@ CLASSIFIERS = {
 }
 
 
-MAX_AUTO_WORKERS = 32   # eval.svm_workers = 0 stops here (one thread per core below it)
+MAX_AUTO_WORKERS = 16   # eval.svm_workers = 0 stops here: each running fit holds its fold and
+                        # its standardised copy (ShapeNet-55 train: ~300 MB in float64) and
+                        # libsvm's 200 MB kernel cache
 
 
 def worker_count(workers: int) -> int:
