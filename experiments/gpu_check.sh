@@ -16,6 +16,7 @@
 #     (budget left) ................................................ 260 s
 #   the step at 2048 with model.remat=dots (budget left) ........... 50-70 s
 #   bench_input.py: the host's grain input at 0 and 8 workers (budget left) .... 40-60 s
+#   bench_probe.py: the probe's CV fits on the host's cores and one at a time (budget left) 30-40 s
 #   summary + tar ................................................   5 s
 #   total 6.5-9 min; everything from the start shares a budget of GPU_CHECK_BUDGET_S (default
 #   450 s, so about 7.6 min in all with the summary), each run capped by its own `timeout` too, in
@@ -196,12 +197,14 @@ if [ "$DRY" = 1 ]; then
                 --lite_image_size 32 --lite_views 2 --lite_chunk_objects 2 --calls 2)
   CEIL_N=512
   INPUT_ARGS=(--objects=8 --batch_size=2 --workers=0,1 --repeats=1 --seconds=1)
+  PROBE_ARGS=(--train=200 --test=60)
 else
   CFG=configs/paper.py; B1=512; B2=2048; S1=20; S2=10; OBJ=2048
   ANCHOR_ARGS=()
   TEACHER_ARGS=(--calls 5)
   CEIL_N=8192
   INPUT_ARGS=(--objects=1024 --workers=0,8 --repeats=2 --seconds=5)
+  PROBE_ARGS=(--train=2000 --test=600)
 fi
 STEP=(experiments/bench_step.py --config=$CFG --dtype=bfloat16 --peak_tflops=$PEAK --skip_cpu_flops)
 
@@ -300,6 +303,11 @@ run step_b${B1}_vpaper_allrows 80 "$PY" "${STEP[@]}" --batch=$B1 --steps=$S1 --a
 # process, 2,575 with 2 workers (experiments/results/bench_input_paper_cpu.json).
 run input 70 "$PY" experiments/bench_input.py "${INPUT_ARGS[@]}" --cache_group_features=false \
     --out="$LOGS/input.json"
+# The linear probe's CV fits on the host's cores (eval.svm_workers=0) against one at a time:
+# paper.py's probe (7 C x 4 folds + the refit) on 2,000 synthetic 55-class features. 2-core dev
+# CPU: 1.86x at 3,000 (experiments/results/bench_probe_paper_cpu.json); predicted on 16 cores:
+# about 8x (two rounds of 16 fits and the refit, against 29 fits). The image has scikit-learn.
+run probe 60 "$PY" experiments/bench_probe.py "${PROBE_ARGS[@]}" --out="$LOGS/probe.json"
 
 # ------------------------------------------------------------------ summary
 echo "runs done at $(elapsed)s"

@@ -193,6 +193,9 @@ def main():
   host_input = None
   for r in ((_load(os.path.join(args.logs, 'input.json')) or {}).get('rows') or []):
     host_input = {k: v for k, v in r.items() if k.startswith(('iterator_', 'decode_', 'record_'))}
+  probe_run = _load(os.path.join(args.logs, 'probe.json')) or {}
+  host_probe = {k: v for k, v in probe_run.items()
+                if k in ('cores', 'train', 'median_s', 'same_results') or k.startswith('speedup_')}
 
   b = args.batch
   big = max([r['batch'] for r in rows] or [b])
@@ -224,6 +227,7 @@ def main():
       f'ratio_b{big}': ratio(ops(f'step_b{big}_vpaper'), ops(f'anchor_b{big}')),
       f'ratio_views1_b{big}': ratio(ops(f'step_b{big}_v1'), ops(f'anchor_b{big}')),
       'teacher_views_per_s': teacher, 'profile': profile, 'host_input': host_input,
+      'host_probe': host_probe or None,
       'peak_tflops': args.peak_tflops, 'ceiling': ceiling,
       'flops_json': os.path.relpath(args.flops_json) if flops else None,
       'rows': rows, 'teacher_rows': teacher_rows, 'runs': status, 'failed': failed,
@@ -267,6 +271,10 @@ def main():
   if host_input:
     lines += ['', 'Host input, paper records without per-group features (experiments/bench_input.py): '
               + ', '.join(f'{k} {fmt(v)}' for k, v in host_input.items()) + '.']
+  if host_probe:
+    lines += ['', 'Host linear probe, CV fits on threads against one at a time '
+              '(experiments/bench_probe.py): ' + ', '.join(f'{k} {v}' for k, v in host_probe.items())
+              + '.']
   if profile:
     share = lambda table: ', '.join(f"{k} {100 * v['share']:.0f} %" for k, v in
                                     list((table or {}).items())[:5])
