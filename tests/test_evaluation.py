@@ -103,7 +103,7 @@ def test_linear_probe_threads_give_the_same_results(monkeypatch):
 
   def recording_fit(*args, **kwargs):
     threads.append(threading.get_ident())
-    time.sleep(0.01)                          # every fit outlasts the pool's start-up
+    time.sleep(0.05)                          # every fit outlasts the start of 4 threads
     return fit(*args, **kwargs)
   monkeypatch.setattr(probe_lib, '_fit', recording_fit)
   kw = dict(C_grid=(0.001, 0.01, 0.1, 1.0), cv_folds=3, seed=3, standardize=True)
