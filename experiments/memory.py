@@ -2,7 +2,7 @@
 
     .venv/bin/python experiments/memory.py [--config=configs/paper.py] [--dtype=bfloat16] \
         [--views_per_step=0] [--remats=none,full,dots] [--at=512,2048] [--device_gib=80,139] \
-        [--out=FILE]
+        [--skip_anchor] [--out=FILE]
 
 For each remat value: the recipe's loss, `jax.vjp` over the trainable params, traced abstractly
 (`jax.eval_shape`: nothing runs, no device needed, a few seconds): the vjp function's leaves are
@@ -16,7 +16,9 @@ jax's count, before XLA: its fusion may drop or re-derive cheap residuals (a dty
 mask) and the backward has temporaries of its own, so this is the model to check a measurement
 against, not the measurement: bench_step.py's `peak_bytes_in_use` on a GPU (gpu_check.sh) is.
 `max_batch` is the largest multiple of 8 whose prediction fits in each `--device_gib`. The biggest
-residuals at batch 8 are listed by shape and dtype (`top`). Prints one JSON object.
+residuals at batch 8 are listed by shape and dtype (`top`). Also the same count for the
+yardstick step_jax.py's model (`anchor_step_jax`: 1 view, bf16, its MSE loss; `--skip_anchor`
+leaves it out). Prints one JSON object.
 """
 import argparse
 import collections
@@ -95,6 +97,45 @@ def measure(config, remat: str, at, device_gib) -> dict:
   }
 
 
+ANCHOR_MODEL_END = 'B, G, K = a.batch'   # step_jax.py: its model ends where its data begins
+
+
+def anchor_kept() -> dict:
+  """The same count for the yardstick step_jax.py's model (1 view, its default sizes, bf16):
+  its source up to ANCHOR_MODEL_END (argument parsing, the modules) run with its defaults, its
+  MSE loss's vjp traced at batches 8 and 16. {'error': ...} when the file is missing or changed."""
+  import flops  # pylint: disable=g-import-not-at-top  (anchor_path: where the file lives)
+  path = flops.anchor_path()
+  if not path:
+    return {'error': 'step_jax.py not found (shared/anchors, ../shared/anchors, .device_wheels/anchors)'}
+  source = open(path).read()
+  if ANCHOR_MODEL_END not in source:
+    return {'error': f'{path}: no line {ANCHOR_MODEL_END!r}; the yardstick changed'}
+  namespace, argv = {'__name__': 'step_jax_model'}, sys.argv
+  try:
+    sys.argv = [path]
+    exec(compile(source.split(ANCHOR_MODEL_END)[0], path, 'exec'), namespace)  # pylint: disable=exec-used
+  finally:
+    sys.argv = argv
+  model, f32 = namespace['Model'](), np.float32
+  inputs = lambda b: {'nbhd': jax.ShapeDtypeStruct((b, 64, 32, 3), f32),
+                      'centers': jax.ShapeDtypeStruct((b, 64, 3), f32),
+                      'pose': jax.ShapeDtypeStruct((b, 12), f32),
+                      'hist': jax.ShapeDtypeStruct((b, 48), f32),
+                      'target': jax.ShapeDtypeStruct((b, 768), f32)}
+  params = jax.eval_shape(lambda x: model.init(jax.random.key(0), x['nbhd'], x['centers'],
+                                               x['pose'], x['hist']), inputs(2))
+
+  def loss(p, x):
+    pred = model.apply(p, x['nbhd'], x['centers'], x['pose'], x['hist'])
+    return ((pred - x['target']) ** 2).mean()
+  sizes = {b: testing.nbytes(testing.backward_residuals(loss, params, inputs(b)))
+           for b in TRACE_BATCHES}
+  (lo, hi) = TRACE_BATCHES
+  return {'path': os.path.relpath(path, REPO), 'views_per_step': 1,
+          'kept_mb_per_object': round((sizes[hi] - sizes[lo]) / (hi - lo) / 1e6, 3)}
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--config', default=os.path.join(REPO, 'configs', 'paper.py'))
@@ -106,6 +147,7 @@ def main():
                  help='batches to predict the footprint at')
   p.add_argument('--device_gib', type=console.list_arg(console.float_arg(0, strict=True)),
                  default='80,139', help='device memories for max_batch (GiB)')
+  p.add_argument('--skip_anchor', action='store_true', help="leave step_jax.py's count out")
   p.add_argument('--out', type=console.out_file_arg, default='')
   args = p.parse_args()
   config = bench_step.load_config(args.config, {'train.dtype': args.dtype,
@@ -116,7 +158,8 @@ def main():
       'config': os.path.relpath(os.path.abspath(args.config), REPO), 'recipe': config.recipe,
       'dtype': str(config.train.dtype), 'views_per_step': int(config.train.views_per_step),
       'method': 'jax.vjp residuals over the trainable params, traced at batches 8 and 16',
-      'rows': rows, 'wall_s': round(time.time() - t0, 1)}, args.out)
+      'rows': rows, 'anchor_step_jax': None if args.skip_anchor else anchor_kept(),
+      'wall_s': round(time.time() - t0, 1)}, args.out)
 
 
 if __name__ == '__main__':
