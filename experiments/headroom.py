@@ -100,7 +100,7 @@ def probe(config, train, test, seed, C_grid):
   r = linear_probe.linear_probe(
       train[0], train[1], test[0], test[1], C_grid=C_grid, cv_folds=int(e.cv_folds), seed=seed,
       classifier=str(e.get('svm_classifier', 'svc_linear')),
-      standardize=bool(e.get('svm_standardize', False)))
+      standardize=bool(e.get('svm_standardize', False)), workers=int(e.get('svm_workers', 0)))
   return {'accuracy': r['accuracy'], 'best_C': r['best_C']}
 
 
