@@ -22,14 +22,18 @@ MAX_AUTO_WORKERS = 16   # data.num_workers = -1 stops here: the main process's F
                         # the bound, and each worker holds its own Python + NumPy + pyarrow
 
 
+def usable_cores(at_most: int) -> int:
+  """The CPU cores this process may run on (its affinity where the OS tells it), 1 to at_most:
+  what an automatic worker count means (here and eval.svm_workers = 0)."""
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  return max(1, min(int(cores or 1), at_most))
+
+
 def worker_count(data_config) -> int:
   """Prepare's worker processes: data.num_workers, or when it is -1 one per usable CPU core (at
   most MAX_AUTO_WORKERS)."""
   workers = int(data_config.num_workers)
-  if workers == -1:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    return max(1, min(int(cores or 1), MAX_AUTO_WORKERS))
-  return workers
+  return usable_cores(MAX_AUTO_WORKERS) if workers == -1 else workers
 
 
 def object_seed(seed: int, object_id: str) -> int:

@@ -23,7 +23,6 @@ here are lower-variance-of-selection and honest, not comparable to those without
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import warnings
 from typing import Sequence
 
@@ -33,6 +32,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
+
+from crossjepa.data import per_object
 
 CLASSIFIERS = {
     'svc_linear': "SVC(kernel='linear')",
@@ -50,10 +51,7 @@ def worker_count(workers: int) -> int:
   MAX_AUTO_WORKERS)."""
   if workers < 0:
     raise ValueError(f'eval.svm_workers: expected an integer >= 0 (0 = one per core), got {workers}')
-  if workers == 0:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    return max(1, min(int(cores or 1), MAX_AUTO_WORKERS))
-  return workers
+  return per_object.usable_cores(MAX_AUTO_WORKERS) if workers == 0 else workers
 
 
 def make_classifier(C: float, *, classifier: str = 'svc_linear', standardize: bool = False,
