@@ -61,9 +61,9 @@ def norm_case(config, batch: int, repeats: int) -> dict:
 
 def kept_per_object(config) -> float:
   """MB per object the config's step keeps for its backward pass (memory.py's count)."""
-  (lo, hi) = memory.TRACE_BATCHES
-  sizes = {b: testing.nbytes(memory.kept(config, b)[0]) for b in (lo, hi)}
-  return round((sizes[hi] - sizes[lo]) / (hi - lo) / 1e6, 3)
+  per_object, _ = memory.split_per_object(
+      {b: testing.nbytes(memory.kept(config, b)[0]) for b in memory.TRACE_BATCHES})
+  return round(per_object / 1e6, 3)
 
 
 def main():

@@ -66,6 +66,14 @@ def kept(config, batch_size: int):
   return leaves, state, batch
 
 
+def split_per_object(kept_bytes: dict) -> tuple[float, float]:
+  """(bytes per object, fixed bytes) from {batch: kept bytes} at the two TRACE_BATCHES: the line
+  through both."""
+  (lo, hi) = TRACE_BATCHES
+  per_object = (kept_bytes[hi] - kept_bytes[lo]) / (hi - lo)
+  return per_object, kept_bytes[lo] - lo * per_object
+
+
 def top(leaves, n: int = 8) -> list:
   sizes = collections.Counter()
   for x in leaves:
@@ -77,10 +85,8 @@ def measure(config, remat: str, at, device_gib) -> dict:
   config = config.copy_and_resolve_references()
   config.model.remat = remat
   traced = {b: kept(config, b) for b in TRACE_BATCHES}
-  (lo, hi) = TRACE_BATCHES
-  kept_lo, kept_hi = testing.nbytes(traced[lo][0]), testing.nbytes(traced[hi][0])
-  per_object = (kept_hi - kept_lo) / (hi - lo)
-  fixed = kept_lo - lo * per_object
+  lo = TRACE_BATCHES[0]
+  per_object, fixed = split_per_object({b: testing.nbytes(t[0]) for b, t in traced.items()})
   state = testing.nbytes(traced[lo][1])
   batch = testing.nbytes(traced[lo][2]) / lo
   predicted = lambda b: state + fixed + b * (per_object + batch)
@@ -129,11 +135,11 @@ def anchor_kept() -> dict:
   def loss(p, x):
     pred = model.apply(p, x['nbhd'], x['centers'], x['pose'], x['hist'])
     return ((pred - x['target']) ** 2).mean()
-  sizes = {b: testing.nbytes(testing.backward_residuals(loss, params, inputs(b)))
-           for b in TRACE_BATCHES}
-  (lo, hi) = TRACE_BATCHES
+  per_object, _ = split_per_object({
+      b: testing.nbytes(testing.backward_residuals(loss, params, inputs(b)))
+      for b in TRACE_BATCHES})
   return {'path': os.path.relpath(path, REPO), 'views_per_step': 1,
-          'kept_mb_per_object': round((sizes[hi] - sizes[lo]) / (hi - lo) / 1e6, 3)}
+          'kept_mb_per_object': round(per_object / 1e6, 3)}
 
 
 def main():
