@@ -1,8 +1,10 @@
-"""A/B timing in one process, shared by bench_tokenizer.py and bench_predictor.py: each form
-compiled once, then timed interleaved (a, b, a, b, ...), so drift on a shared machine hits all.
+"""A/B timing in one process, shared by bench_tokenizer.py, bench_predictor.py and bench_norm.py:
+each form compiled once, then timed interleaved (a, b, a, b, ...), so drift on a shared machine
+hits all.
 
-`main` is both scripts' entry point: (a) one part of the model alone (forward + backward, float32
-and bfloat16) and (b) the whole pretraining step, each compared across the forms."""
+`main` is their entry point: (a) one part of the model alone (forward + backward, float32 and
+bfloat16 unless the script names its dtypes) and (b) the whole pretraining step, each compared
+across the forms."""
 import argparse
 import os
 import sys
@@ -100,12 +102,14 @@ def step_ab(config, batch: int, repeats: int, forms: dict[str, Callable],
 
 
 def main(doc: str, part: str, part_batch: int, batch_help: str, part_case: Callable,
-         step_forms: dict, done: Callable = None, check: Callable = None):
+         step_forms: dict, done: Callable = None, check: Callable = None,
+         dtypes: tuple = (jnp.float32, jnp.bfloat16), step_extra: Callable = None):
   """Entry point of a two-form benchmark: flags --config, --batch (the whole step's),
   --{part}_batch (default part_batch), --views_per_step (0 = the config's), --repeats,
   --skip_step, --out. part_case(config, models, batch, dtype, repeats) -> dict times the part
-  alone, once per dtype; step_forms and done go to step_ab; check(config, models) -> an error
-  message or '' (printed, exit 2). Prints one JSON object."""
+  alone, once per dtype of `dtypes`; step_forms and done go to step_ab; step_extra(config) ->
+  dict, when given, adds keys to the step's result; check(config, models) -> an error message
+  or '' (printed, exit 2). Prints one JSON object."""
   p = argparse.ArgumentParser(description=doc.split('\n')[0])
   p.add_argument('--config', default=os.path.join(REPO, 'configs', 'paper.py'))
   p.add_argument('--batch', type=console.int_arg(1), default=8,
@@ -127,14 +131,15 @@ def main(doc: str, part: str, part_batch: int, batch_help: str, part_case: Calla
   batch = getattr(args, f'{part}_batch')
   out = {'config': os.path.relpath(args.config), 'backend': jax.default_backend(),
          'device': jax.devices()[0].device_kind, 'repeats': args.repeats,
-         part: [part_case(config, models, batch, dt, args.repeats)
-                for dt in (jnp.float32, jnp.bfloat16)]}
+         part: [part_case(config, models, batch, dt, args.repeats) for dt in dtypes]}
   if not args.skip_step:
     out['step'] = step_ab(config, args.batch, args.repeats, step_forms, done)
+    if step_extra:
+      out['step'].update(step_extra(config))
   out['wall_s'] = round(time.time() - t0, 1)
   fileio.print_json(out, args.out)
 
 
 if __name__ == '__main__':
-  console.fail('ab.py', 'a library of bench_tokenizer.py and bench_predictor.py, not a script: '
-               'run one of those (--help for their flags)')
+  console.fail('ab.py', 'a library of bench_tokenizer.py, bench_predictor.py and bench_norm.py, '
+               'not a script: run one of those (--help for their flags)')

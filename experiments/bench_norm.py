@@ -5,18 +5,17 @@ uses: 'kept') against autodiff of nn.LayerNorm ('flax'), in one process.
         [--views_per_step=0] [--norm_batch=16] [--repeats=10] [--skip_step] [--out=FILE]
 
 (a) one LayerNorm alone on the mini-PointNet's widest activation ([norm_batch, G, K, w2]):
-    gradients of its params and its input, bfloat16; (b) the whole pretraining step of the config
-    (its dtype, batch --batch, one device, --views_per_step: 0 = the config's). Each pair compiled
-    once per form and timed interleaved (experiments/ab.py): medians, their ratio, XLA's FLOPs
-    and bytes accessed of each compile (CPU), and what the backward pass keeps per object (jax's
-    count of the vjp's residuals, as experiments/memory.py counts them). The bytes are the point:
+    gradients of its params and its input, bfloat16 (the `norm` list's one entry); (b) the whole
+    pretraining step of the config (its dtype, batch --batch, one device, --views_per_step: 0 =
+    the config's). Each pair compiled once per form and timed interleaved (experiments/ab.py's
+    main, as bench_tokenizer.py and bench_predictor.py): medians, their ratio, XLA's FLOPs of
+    each compile (CPU), and what the backward pass keeps per object (jax's count of the vjp's
+    residuals, as experiments/memory.py counts them). The bytes are the point:
     on a GPU the LayerNorms' element-wise passes are bound by memory traffic. Prints one JSON
     object.
 """
-import argparse
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -27,10 +26,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ab  # noqa: E402
-import bench_step  # noqa: E402
 import memory  # noqa: E402
-from crossjepa import console  # noqa: E402
-from crossjepa import fileio  # noqa: E402
 from crossjepa import testing  # noqa: E402
 from crossjepa.models import layers  # noqa: E402
 from crossjepa.training.recipes import models as models_lib  # noqa: E402
@@ -38,15 +34,14 @@ from crossjepa.training.recipes import models as models_lib  # noqa: E402
 FORMS = ('kept', 'flax')
 
 
-def norm_case(config, batch: int, repeats: int) -> dict:
-  encoder = models_lib.build_models(
-      config, models_lib.teacher_widths(bench_step.teacher_dim(config))).point
+def norm_case(config, models, batch: int, dtype, repeats: int) -> dict:
+  del config
+  encoder = models.point
   g, k, w = int(encoder.num_groups), int(encoder.group_size), int(encoder.tokenizer_widths[2])
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(batch, g, k, w)) * 2 + 0.5, jnp.bfloat16)
+  x = jnp.asarray(rng.normal(size=(batch, g, k, w)) * 2 + 0.5, dtype)
   weights = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
-  modules = {'kept': layers.LayerNorm(1e-5, jnp.bfloat16),
-             'flax': testing.flax_norm(1e-5, jnp.bfloat16, None)}
+  modules = {'kept': layers.LayerNorm(1e-5, dtype), 'flax': testing.flax_norm(1e-5, dtype, None)}
   params = {'norm': modules['kept'].init(jax.random.key(0), x), 'x': x}
   losses = {f: lambda p, w, m=m: jnp.sum(m.apply(p['norm'], p['x']).astype(jnp.float32) * w)
             for f, m in modules.items()}
@@ -55,7 +50,7 @@ def norm_case(config, batch: int, repeats: int) -> dict:
     linear = lambda p, m=m: jnp.sum(m.apply(p['norm'], p['x']).astype(jnp.float32))
     leaves = testing.backward_residuals(linear, params)
     kept[f] = round((testing.nbytes(leaves) - testing.nbytes(params['norm'])) / batch / 1e6, 3)
-  return {'shape': list(x.shape), 'dtype': 'bfloat16', 'kept_mb_per_object': kept,
+  return {'shape': list(x.shape), 'dtype': jnp.dtype(dtype).name, 'kept_mb_per_object': kept,
           **ab.grad_ab(losses, params, weights, repeats)}
 
 
@@ -66,41 +61,26 @@ def kept_per_object(config) -> float:
   return round(per_object / 1e6, 3)
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--config', default=os.path.join(os.path.dirname(HERE), 'configs', 'paper.py'))
-  p.add_argument('--batch', type=console.int_arg(1), default=8,
-                 help='batch of the whole-step comparison')
-  p.add_argument('--views_per_step', type=console.int_arg(0), default=0, help="0 = the config's")
-  p.add_argument('--norm_batch', type=console.int_arg(1), default=16,
-                 help='objects in the LayerNorm-only case')
-  p.add_argument('--repeats', type=console.int_arg(1), default=10)
-  p.add_argument('--skip_step', action='store_true', help='the LayerNorm alone')
-  p.add_argument('--out', type=console.out_file_arg, default='')
-  args = p.parse_args()
-  t0 = time.time()
-  config = bench_step.load_config(args.config, {'train.views_per_step': args.views_per_step})
-  out = {'config': os.path.relpath(args.config), 'backend': jax.default_backend(),
-         'device': jax.devices()[0].device_kind, 'repeats': args.repeats,
-         'norm': norm_case(config, args.norm_batch, args.repeats)}
-  if not args.skip_step:
-    kept = {}
-    for f in FORMS:
-      testing.use_norm(f)
+def step_kept(config) -> dict:
+  """What the whole step keeps per object with each form (added to the step's result)."""
+  kept = {}
+  for f in FORMS:
+    testing.use_norm(f)
+    try:
       kept[f] = kept_per_object(config)
-    testing.use_norm('kept')
+    finally:
+      testing.use_norm('kept')
+  return {'kept_mb_per_object': kept}
 
-    def form(name):
-      def build(c, teacher):
-        testing.use_norm(name)             # traced (hence fixed) at this form's lower()
-        return models_lib.build_models(c, teacher)
-      return build
-    out['step'] = ab.step_ab(config, args.batch, args.repeats, {f: form(f) for f in FORMS},
-                             done=lambda: testing.use_norm('kept'))
-    out['step']['kept_mb_per_object'] = kept
-  out['wall_s'] = round(time.time() - t0, 1)
-  fileio.print_json(out, args.out)
+
+def form(name):
+  def build(config, teacher):
+    testing.use_norm(name)             # traced (hence fixed) at this form's lower()
+    return models_lib.build_models(config, teacher)
+  return build
 
 
 if __name__ == '__main__':
-  main()
+  ab.main(__doc__, 'norm', 16, 'objects in the LayerNorm-only case', norm_case,
+          {f: form(f) for f in FORMS}, done=lambda: testing.use_norm('kept'),
+          dtypes=(jnp.bfloat16,), step_extra=step_kept)

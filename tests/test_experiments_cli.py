@@ -68,7 +68,7 @@ ARGPARSE_CASES = [
     ('bench_norm.py', ['--norm_batch=0'],
      "argument --norm_batch: expected an integer >= 1, got '0'"),
     ('bench_probe.py', ['--train=100'], "argument --train: expected an integer >= 200, got '100'"),
-    ('ab.py', [], 'a library of bench_tokenizer.py and bench_predictor.py, not a script'),
+    ('ab.py', [], 'a library of bench_tokenizer.py, bench_predictor.py and bench_norm.py, not a script'),
     ('gpu_summary.py', ['--logs=no/such/logs', '--out=o'],
      "argument --logs: no/such/logs: no such folder"),
 ]
