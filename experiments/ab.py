@@ -64,6 +64,17 @@ def grad_ab(losses: dict[str, Callable], params, x, repeats: int) -> dict:
           **compare(med, flops)}
 
 
+def switched_forms(use: Callable[[str], None], names) -> dict[str, Callable]:
+  """step_ab's forms for a module swap: name -> build(config, teacher) that calls use(name) (a
+  crossjepa.testing switch, traced hence fixed at that form's lower()) and builds the models."""
+  def build(name):
+    def models(config, teacher):
+      use(name)
+      return models_lib.build_models(config, teacher)
+    return models
+  return {name: build(name) for name in names}
+
+
 def step_ab(config, batch: int, repeats: int, forms: dict[str, Callable],
             done: Callable = None) -> dict:
   """The config's whole pretraining step (its dtype, `batch`, one device) once per form: forms[name]

@@ -29,7 +29,6 @@ import ab  # noqa: E402
 import memory  # noqa: E402
 from crossjepa import testing  # noqa: E402
 from crossjepa.models import layers  # noqa: E402
-from crossjepa.training.recipes import models as models_lib  # noqa: E402
 
 FORMS = ('kept', 'flax')
 
@@ -73,14 +72,7 @@ def step_kept(config) -> dict:
   return {'kept_mb_per_object': kept}
 
 
-def form(name):
-  def build(config, teacher):
-    testing.use_norm(name)             # traced (hence fixed) at this form's lower()
-    return models_lib.build_models(config, teacher)
-  return build
-
-
 if __name__ == '__main__':
   ab.main(__doc__, 'norm', 16, 'objects in the LayerNorm-only case', norm_case,
-          {f: form(f) for f in FORMS}, done=lambda: testing.use_norm('kept'),
+          ab.switched_forms(testing.use_norm, FORMS), done=lambda: testing.use_norm('kept'),
           dtypes=(jnp.bfloat16,), step_extra=step_kept)

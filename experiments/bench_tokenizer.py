@@ -24,7 +24,6 @@ import numpy as np  # noqa: E402
 
 import ab  # noqa: E402
 from crossjepa import testing  # noqa: E402
-from crossjepa.training.recipes import models as models_lib  # noqa: E402
 
 FORMS = tuple(testing.TOKENIZERS)
 
@@ -42,13 +41,7 @@ def tokenizer_case(config, models, batch: int, dtype, repeats: int) -> dict:
           'widths': list(widths), 'out': out, **ab.grad_ab(losses, params, nb, repeats)}
 
 
-def form(name):
-  def build(config, teacher):
-    testing.use_tokenizer(name)            # traced (hence fixed) at this form's lower()
-    return models_lib.build_models(config, teacher)
-  return build
-
-
 if __name__ == '__main__':
   ab.main(__doc__, 'tokenizer', 16, 'objects in the tokenizer-only case', tokenizer_case,
-          {f: form(f) for f in FORMS}, done=lambda: testing.use_tokenizer('split'))
+          ab.switched_forms(testing.use_tokenizer, FORMS),
+          done=lambda: testing.use_tokenizer('split'))
