@@ -7,7 +7,8 @@ A trainable ViT (model.vit; optionally started from model.vit_init, a converted 
 view's pose and colour histogram and is queried at the 3D centres of the point groups visible in
 that view (views/corr >= 0); the targets are the EMA point encoder's tokens of those groups
 (stop-gradient, layer-normed). A local Point-JEPA loss (weight train.seed_local_weight) against
-the same EMA targets trains the point encoder itself. Everything else (data, embedded synthetic
+the same EMA targets trains the point encoder itself; it is the only loss that does (the targets are
+stop-gradient, so the cross loss trains the ViT and predictor alone). Everything else (data, embedded synthetic
 benchmark, evaluation) is configs/default.py; see crossjepa/training/recipes/ and
 experiments/README.md for how it compares with crossjepa and point_jepa at equal steps.
 """

@@ -171,3 +171,33 @@ def test_seed_cross_loss_ignores_invisible_groups_and_normalize_flag():
   ref = models.point.apply({'params': ema['student']}, batch['points'], batch['centers'],
                            batch['groups'])['tokens']
   np.testing.assert_allclose(raw, np.asarray(ref), rtol=1e-5, atol=1e-6)
+
+
+def test_seed_cross_loss_trains_the_2d_side_only():
+  """The design card's contract, measured on the gradients: the cross-modal loss reaches the ViT
+  view encoder and its predictor only (the EMA targets are stop-gradient), the local in-modal loss
+  the student point encoder and its own predictor only. So the seed recipe's point encoder learns
+  from the 3D side alone; nothing of what the 2D side knows reaches it (README: Configs)."""
+  c = recipe_config('seed')
+  batch = fake_batch(c, 4)
+  models = models_lib.build_models(c, testing.teacher_widths_of(batch))
+  init_params = recipes.get_recipe(c.recipe).init_params
+  params = jax.jit(lambda r: init_params(c, r, batch, models))(jax.random.PRNGKey(0))
+  # EMA params unlike the student's, as after some steps: the targets still depend on the batch.
+  ema = jax.tree.map(lambda x: x * 1.5, recipes.ema_source(params))
+
+  def grads(term):
+    def f(p):
+      return seed_recipe.loss_fn(p, ema, batch, jax.random.PRNGKey(3), config=c, models=models)[1][term]
+    return jax.jit(jax.grad(f))(params)
+
+  def norms(g):
+    return {part: float(np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64)))
+                                    for x in jax.tree.leaves(g[part])))) for part in g}
+
+  cross, local = norms(grads('cross_loss')), norms(grads('local_loss'))
+  assert set(cross) == {'student', 'vit', 'predictor', 'local_predictor'}
+  assert cross['student'] == 0.0 and cross['local_predictor'] == 0.0, cross
+  assert cross['vit'] > 1e-4 and cross['predictor'] > 1e-4, cross
+  assert local['vit'] == 0.0 and local['predictor'] == 0.0, local
+  assert local['student'] > 1e-4 and local['local_predictor'] > 1e-4, local
