@@ -3,6 +3,8 @@
     python -m crossjepa.convert_teacher --source=efficientnet_lite --output=/ckpt/lite0 [--variant=lite0]
     python -m crossjepa.convert_teacher --source=efficientnet_lite --input=efficientnet-lite3.pth \
         --variant=lite3 --output=/ckpt/lite3
+    python -m crossjepa.convert_teacher --source=efficientnet_lite --random_weights --seed=0 \
+        --output=/ckpt/lite0_random     # the control: Lite0's architecture, nothing learnt
 
     python -m crossjepa.convert_teacher --source=hf --input=/models/dinov2-base --output=/ckpt/dinov2_b14
     python -m crossjepa.convert_teacher --source=timm --input=vit_base_patch14_dinov2.safetensors \
@@ -49,6 +51,10 @@ flags.DEFINE_string('variant', '', 'ViT: expected variant (e.g. B/14), checked a
 flags.DEFINE_string('name', '', 'Teacher name recorded in the folder (default: from the input).')
 flags.DEFINE_integer('image_size', 224, 'ViT: input size (px) the teacher is used at; recorded.')
 flags.DEFINE_integer('num_heads', 0, 'ViT: attention heads (0: HF config.json, else width / 64).')
+flags.DEFINE_bool('random_weights', False, 'efficientnet_lite: the --variant\'s architecture with '
+                  'random weights (flax\'s initialisers under --seed) instead of pretrained ones: '
+                  'the control that shows what the pretrained weights add.')
+flags.DEFINE_integer('seed', 0, 'With --random_weights: the initialisation seed.')
 flags.DEFINE_string('feature_stage', 'head', 'efficientnet_lite: the stage whose map is the '
                     '"feature_map" (stage1..stage7 | head); can be changed at load time.')
 
@@ -64,11 +70,16 @@ def main(argv):
     if FLAGS.source == 'efficientnet_lite':
       spec = teacher_conversion.convert_efficientnet_lite(
           FLAGS.output or '', input_path=FLAGS.input or '', variant=FLAGS.variant or 'lite0',
-          feature_stage=FLAGS.feature_stage, name=FLAGS.name)
+          feature_stage=FLAGS.feature_stage, name=FLAGS.name,
+          random_seed=FLAGS.seed if FLAGS.random_weights else None)
       print(f'wrote {FLAGS.output}: {spec.name} ({spec.architecture}), {spec.param_count / 1e6:.2f} M '
             f'values, feature map {spec.feature_stage} (stride {spec.stride}, {spec.feature_width}-d), '
             f'checksum {spec.param_checksum[:16]}')
       return
+    if FLAGS.random_weights:
+      raise errors.ConvertError(f'--random_weights: only for --source=efficientnet_lite (a random '
+                                'ViT teacher is teacher.random_init=True), not '
+                                f'--source={FLAGS.source}')
     if not FLAGS.input:
       raise errors.ConvertError(f'--input is required for --source={FLAGS.source} (a .safetensors, '
                                 '.bin or .pth file or an HF model folder)')

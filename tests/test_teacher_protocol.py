@@ -15,6 +15,7 @@ from crossjepa.data import correspondence
 from crossjepa.data import pipeline
 from crossjepa.data import teacher_cache
 from crossjepa.models import vit
+from crossjepa.weights import errors
 from crossjepa.weights import param_folder
 from crossjepa.weights import teacher_conversion
 from crossjepa.weights import teacher_io
@@ -84,6 +85,40 @@ def test_lite0_from_the_wheel_classifies_imagenet_samples(lite0_dir):
                              rtol=1e-4, atol=1e-4)
 
 
+def test_random_weights_teacher_is_lite0_without_its_knowledge(lite0_dir, tmp_path):
+  """convert_teacher --random_weights: the ImageNet teacher's architecture, spec and preprocessing
+  with weights drawn from flax's initialisers under a seed (the transfer control)."""
+  path, spec = lite0_dir
+  ref = param_folder.restore(os.path.join(path, param_folder.PARAMS_DIR))
+  a = teacher_conversion.convert_efficientnet_lite(str(tmp_path / 'a'), feature_stage='stage5',
+                                                   random_seed=0)
+  again = teacher_conversion.convert_efficientnet_lite(str(tmp_path / 'b'), feature_stage='stage5',
+                                                       random_seed=0)
+  other = teacher_conversion.convert_efficientnet_lite(str(tmp_path / 'c'), feature_stage='stage5',
+                                                       random_seed=1)
+  assert a.name == 'efficientnet_lite0_random_seed0' and a.extra['input'] == ''
+  assert a.param_checksum == again.param_checksum != other.param_checksum != spec.param_checksum
+  assert (a.input_size, a.stride, a.feature_width, a.mean, a.std, a.fields, a.param_count) == (
+      spec.input_size, spec.stride, spec.feature_width, spec.mean, spec.std, spec.fields,
+      spec.param_count)
+  rand = param_folder.restore(str(tmp_path / 'a' / param_folder.PARAMS_DIR))
+  assert jax.tree.structure(rand) == jax.tree.structure(ref)
+  stem = np.asarray(rand['params']['stem']['conv']['kernel'])             # [3,3,3,32]
+  assert abs(stem.std() * np.sqrt(27) - 1) < 0.15                         # LeCun normal, fan-in 27
+  assert not np.allclose(stem, ref['params']['stem']['conv']['kernel'], atol=1e-2)
+  for leaf in ('mean', 'var'):                                            # batch norm at identity
+    np.testing.assert_array_equal(rand['batch_stats']['stem']['bn'][leaf], float(leaf == 'var'))
+  images = _images(4, 224)
+  out_rand = teacher_io.load_teacher(str(tmp_path / 'a'))(images)
+  out_ref = teacher_io.load_teacher(path)(images)
+  assert out_rand['feature_map'].shape == out_ref['feature_map'].shape == (4, 14, 14, 112)
+  assert np.all(np.isfinite(out_rand['global'])) and np.std(out_rand['global']) > 0
+  with pytest.raises(errors.ConvertError, match='--input=.*--random_weights'):
+    teacher_conversion.convert_efficientnet_lite(str(tmp_path / 'd'), input_path='x.pth',
+                                                 random_seed=0)
+  assert not (tmp_path / 'd').exists()
+
+
 def test_cache_gathers_cells_of_the_teachers_grid(lite0_dir):
   path, _ = lite0_dir
   config = tiny_config()
@@ -143,7 +178,8 @@ def test_checksum_and_spec_errors(lite0_dir, tmp_path):
 def test_convert_teacher_cli_errors_exit_2(tmp_path):
   garbage = tmp_path / 'weights.pth'
   garbage.write_bytes(b'not a checkpoint at all')
-  for args in ([f'--input={garbage}'], [f'--input={tmp_path / "missing.pth"}']):
+  for args in ([f'--input={garbage}'], [f'--input={tmp_path / "missing.pth"}'],
+               [f'--input={garbage}', '--random_weights']):
     proc = subprocess.run(
         [sys.executable, '-m', 'crossjepa.convert_teacher', '--source=efficientnet_lite',
          f'--output={tmp_path / "out"}', *args], capture_output=True, text=True, cwd=ROOT,

