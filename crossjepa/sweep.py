@@ -7,7 +7,8 @@ A config file may define `sweep()` returning a list of override dicts, e.g.
 to the config it sweeps). Run i goes to DIR/<i>_<slug of its overrides> through
 `crossjepa.run.run(config, workdir, mode='all')`; afterwards every run's results.json is collected
 into DIR/sweep.json (full results, overrides, status) and DIR/sweep.md (a table of the headline
-numbers). `--dry_run` prints the equivalent `python -m crossjepa.main` command of each run
+numbers; with the embedded benchmark, also its table's every row as mean ± std over its seeds,
+from each run's benchmark.json). `--dry_run` prints the equivalent `python -m crossjepa.main` command of each run
 instead, so a sweep can be handed to a cluster scheduler. `--config.a.b=v` overrides on the sweep's
 command line apply to every run (and appear in the printed commands).
 
@@ -165,21 +166,42 @@ def headline_metrics(results: dict) -> dict[str, float]:
           and '.protocol.' not in f'.{k}.' and '.per_seed.' not in f'.{k}.'}
 
 
+def benchmark_metrics(benchmark: dict) -> dict[str, float]:
+  """The benchmark's table (a run's benchmark.json: every row over its seeds) as
+  'benchmark.<set>.<row>.<metric>.mean' / '.std' scalars; per-seed lists and counts left out."""
+  flat = flatten(benchmark.get('table', {}), 'benchmark')
+  return {k: v for k, v in flat.items()
+          if isinstance(v, (int, float)) and not isinstance(v, bool) and k.endswith(('.mean', '.std'))}
+
+
 def write_table(workdir: str, runs: list[dict]) -> dict:
-  """Writes WORKDIR/sweep.json and WORKDIR/sweep.md from the collected runs; returns the table."""
+  """Writes WORKDIR/sweep.json and WORKDIR/sweep.md from the collected runs; returns the table.
+
+  sweep.json keeps every column; sweep.md shows a `X.mean` column and its `X.std` as one column
+  `X`, cells `mean ± std`.
+  """
   columns = sorted({k for r in runs for k in r.get('metrics', {})},
                    key=lambda k: (HEADLINE.index(k) if k in HEADLINE else len(HEADLINE), k))
-  lines = ['| run | overrides | status | ' + ' | '.join(columns) + ' |',
-           '|---|---|---|' + '---|' * len(columns)]
+  paired = {c[:-len('.mean')] for c in columns
+            if c.endswith('.mean') and c[:-len('.mean')] + '.std' in columns}
+  shown = [c for c in columns if not (c.endswith('.std') and c[:-len('.std')] in paired)]
+  headers = [c[:-len('.mean')] if c.endswith('.mean') and c[:-len('.mean')] in paired else c
+             for c in shown]
+  lines = ['| run | overrides | status | ' + ' | '.join(headers) + ' |',
+           '|---|---|---|' + '---|' * len(shown)]
   for r in runs:
     status = r['status']
     if r.get('exit_status') is not None and status != 'ok':
       status += f' (exit {r["exit_status"]})'
     cells = [r['name'], ', '.join(f'`{k}={_value_text(v)}`' for k, v in r['overrides'].items()),
              status]
-    for c in columns:
-      v = r.get('metrics', {}).get(c)
-      cells.append('' if v is None else f'{v:.4f}')
+    metrics = r.get('metrics', {})
+    for c, h in zip(shown, headers):
+      v = metrics.get(c)
+      text = '' if v is None else f'{v:.4f}'
+      if v is not None and h != c and metrics.get(h + '.std') is not None:
+        text += f' ± {metrics[h + ".std"]:.4f}'
+      cells.append(text)
     lines.append('| ' + ' | '.join(cells) + ' |')
   table = {'columns': columns, 'runs': runs}
   fileio.atomic_write_text(os.path.join(workdir, 'sweep.json'),
@@ -254,6 +276,16 @@ def run_sweep(config: ml_collections.ConfigDict, config_path: str, workdir: str,
         record.update(status='failed', error=f'{results_path}: not a readable results file ({e})')
       else:
         record.update(status='ok', metrics=headline_metrics(results), results=results)
+        bench_path = os.path.join(run_workdir, 'benchmark.json')
+        if os.path.exists(bench_path):   # the embedded benchmark's table, over its seeds
+          try:
+            with open(bench_path) as f:
+              bench = json.load(f)
+          except (OSError, ValueError) as e:
+            record.update(status='failed', error=f'{bench_path}: not a readable benchmark file ({e})')
+          else:
+            record['metrics'].update(benchmark_metrics(bench))
+            record['benchmark'] = bench
     runs.append(record)
     write_table(workdir, runs)  # after every run, so a long sweep can be watched
   return write_table(workdir, runs)

