@@ -334,6 +334,11 @@ def main(argv):
   except run_lib.Stopped as e:
     print(f'{PROG}: {e}; the sweep stops at this run', file=sys.stderr)
     sys.exit(e.exit_status)
+  except BrokenPipeError:
+    # `--dry_run | head`: the reader has what it wanted. Python's own flush of stdout at exit
+    # would fail again on the closed pipe, so stdout is pointed at /dev/null first.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(0)
   if not _FLAGS['dry_run'].value:
     with open(os.path.join(workdir, 'sweep.md')) as f:
       print(f.read())

@@ -85,6 +85,13 @@ def test_dry_run_cli(tmp_path):
                          f'--workdir={tmp_path / "w"}'], env=env, cwd=REPO,
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2 and 'defines no sweep()' in proc.stderr
+  # `--dry_run | head -1`: the reader closes the pipe first; no traceback, exit 0.
+  proc = subprocess.Popen([sys.executable, '-m', 'crossjepa.sweep', f'--config={path}',
+                           f'--workdir={tmp_path / "w"}', '--dry_run'], env=env, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  proc.stdout.close()        # long before the child's imports are done and it prints
+  err = proc.stderr.read()
+  assert proc.wait(timeout=120) == 0 and 'Traceback' not in err, err[-2000:]
 
 
 def test_run_and_collect_with_fake_run(tmp_path):
