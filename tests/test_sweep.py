@@ -169,6 +169,12 @@ def test_benchmark_rows_are_collected_as_mean_and_std(tmp_path):
   assert md[2].endswith('| ok | 0.7800 | 0.7000 | 0.8000 ± 0.0125 | 0.7170 ± 0.0230 | 0.9000 |'), md[2]
   assert md[3].startswith('| 01_random_weights=True |')
   assert md[3].endswith('| 0.7000 | 0.7000 | 0.7200 ± 0.0125 | 0.7170 ± 0.0230 | 0.5000 |'), md[3]
+  # A damaged benchmark.json is that run's failure, named; the finished runs are not rerun.
+  (tmp_path / 'sw' / '01_random_weights=True' / 'benchmark.json').write_text('{"table": ')
+  table = sweep.run_sweep(default_config.get_config(), path, str(tmp_path / 'sw'),
+                          run_fn=lambda *a, **k: pytest.fail('a finished run was rerun'))
+  assert [r['status'] for r in table['runs']] == ['ok', 'failed']
+  assert 'benchmark.json: not a readable benchmark file' in table['runs'][1]['error']
 
 
 def test_a_missing_weights_wheel_stops_the_sweep_before_its_first_run(tmp_path, monkeypatch):
