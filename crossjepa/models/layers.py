@@ -165,14 +165,20 @@ class LayerNorm(nn.Module):
     return layer_norm(x, scale, bias, self.epsilon, jnp.dtype(self.dtype), self.fast_variance)
 
 
+def flax_layer_norm(epsilon: float, dtype: Dtype, name: Optional[str],
+                    fast_variance: bool = True) -> nn.LayerNorm:
+  """nn.LayerNorm with float32 params (`fast_variance`: its use_fast_variance)."""
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32,
+                      use_fast_variance=fast_variance, name=name)
+
+
 def norm(epsilon: float, dtype: Dtype, name: str, fast_variance: bool = True) -> nn.Module:
   """The trained models' LayerNorm: `LayerNorm` for a compute dtype narrower than float32, where
   it keeps a sixth of the bytes; nn.LayerNorm itself for float32, where autodiff's copies are
   x-sized anyway (it keeps x - mean and its scaled product: 8 bytes an element against 4) and
   the float32 results recorded so far stay bitwise. The same params either way."""
   if jnp.finfo(dtype).bits >= 32:
-    return nn.LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32,
-                        use_fast_variance=fast_variance, name=name)
+    return flax_layer_norm(epsilon, dtype, name, fast_variance)
   return LayerNorm(epsilon, dtype, fast_variance, name=name)
 
 
