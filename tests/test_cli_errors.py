@@ -78,7 +78,7 @@ def _make_case(case, tmp_path):
     return (['--source=hf', f'--input={path}', out],
             [path, "missing keys (1): ['encoder.layer.0.norm2.bias']"])
   if case == 'unknown_source':
-    return ['--source=caffe', '--input=x.pth', out], ['--source=caffe', 'hf|timm|efficientnet_lite']
+    return ['--source=caffe', '--input=x.pth', out], ['--source=caffe', 'hf|timm|hf_clip|open_clip|efficientnet_lite']
   raise AssertionError(case)
 
 

