@@ -219,14 +219,18 @@ def test_open_clip_parity(act, layerscale, tmp_path):
 
 
 def test_open_clip_folder_config_gives_the_activation(tmp_path):
-  """An open_clip hub folder: open_clip_config.json's quick_gelu says the activation; a --activation
-  that contradicts it, or a pooling other than the CLS token, is refused."""
+  """An open_clip hub folder: open_clip_config.json's quick_gelu says the activation (not the HF
+  config.json beside it); a --activation that contradicts it, or a pooling other than the CLS token,
+  is refused."""
   visual, path = _open_clip_file(tmp_path, nn.GELU, False, seed=8)
   folder = tmp_path / 'hub'
   folder.mkdir()
   os.rename(path, folder / 'open_clip_model.safetensors')
   (folder / 'open_clip_config.json').write_text(
       '{"model_cfg": {"embed_dim": 24, "vision_cfg": {"head_width": 32}}}')
+  # a hub folder of a LAION CLIP holds the HF layout beside it: --source=open_clip reads neither
+  (folder / 'config.json').write_text('{"vision_config": {"hidden_act": "quick_gelu"}}')
+  (folder / 'model.safetensors').write_bytes(b'not the open_clip weights')
   spec = teacher_conversion.convert_clip('open_clip', str(folder), str(tmp_path / 't'))
   assert spec.fields['act'] == 'gelu' and spec.fields['num_heads'] == 2    # 64 / head_width 32
   images = _uint8(2, SIZE, seed=13)

@@ -67,21 +67,28 @@ def _read_hf_config(cfg_path: str) -> dict[str, Any]:
   return hf_config
 
 
-def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+_HF_FILES = (('config.json',), ('model.safetensors', 'pytorch_model.bin'))
+_OPEN_CLIP_FILES = (('open_clip_config.json',),
+                    ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin'))
+
+
+def read_state_dict(path: str, *,
+                    open_clip: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """Reads a state dict from a .safetensors / .bin / .pth file or an HF folder.
 
   Returns (state dict as float32 numpy, the folder's config.json or {}). A missing file raises
   FileNotFoundError, an unreadable or corrupt one ConvertError; both messages start with the file.
+  open_clip: a folder's open_clip files (open_clip_config.json, open_clip_model.safetensors, ...)
+  come first: a hub folder of a LAION CLIP holds both layouts side by side.
   """
   hf_config: dict[str, Any] = {}
   if os.path.isdir(path):
-    # An HF model folder, or an open_clip one of the hub (open_clip_config.json + its weights).
-    for cfg_name in ('config.json', 'open_clip_config.json'):
+    order = (_OPEN_CLIP_FILES, _HF_FILES) if open_clip else (_HF_FILES, _OPEN_CLIP_FILES)
+    for cfg_name in order[0][0] + order[1][0]:
       hf_config = _read_hf_config(os.path.join(path, cfg_name))
       if hf_config:
         break
-    names = ('model.safetensors', 'pytorch_model.bin', 'open_clip_model.safetensors',
-             'open_clip_pytorch_model.bin')
+    names = order[0][1] + order[1][1]
     for name in names:
       if os.path.isfile(os.path.join(path, name)):
         path = os.path.join(path, name)

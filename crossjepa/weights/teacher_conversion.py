@@ -161,7 +161,8 @@ def convert_clip(source: str, input_path: str, output: str, *, activation: str =
     raise errors.ConvertError(f'--num_heads={num_heads}: expected a positive count (0: from the '
                               'weights)')
   check_output(output)
-  state_dict, config = state_dict_files.read_state_dict(input_path)
+  state_dict, config = state_dict_files.read_state_dict(input_path,
+                                                       open_clip=source == 'open_clip')
   act = _clip_activation(source, input_path, config, activation)
   vision = config.get('vision_config') if isinstance(config.get('vision_config'), dict) else config
   try:
