@@ -137,6 +137,12 @@ def test_vit_init_mismatch_is_a_clear_error(tmp_path):
   c.model.vit_init = str(tmp_path / 'missing')
   with pytest.raises(FileNotFoundError, match='model.vit_init'):
     models_lib.build_models(c, testing.teacher_widths_of(batch))
+  # A teacher folder (a converted CLIP or EfficientNet-Lite) is not a ViT checkpoint: said so.
+  (tmp_path / 'clip').mkdir()
+  (tmp_path / 'clip' / 'teacher.json').write_text('{}')
+  c.model.vit_init = str(tmp_path / 'clip')
+  with pytest.raises(ValueError, match=r"vit_init=.*clip': a teacher folder .*teacher.checkpoint"):
+    models_lib.build_models(c, testing.teacher_widths_of(batch))
   # A saved depth-2 ViT cannot start a config that overrides depth=1: the extra leaves are named.
   module = vit_lib.vit(c.model.vit)
   params = module.init(jax.random.PRNGKey(0), np.zeros((1, 28, 28, 3), np.float32))['params']

@@ -22,6 +22,7 @@ from crossjepa import config_util
 from crossjepa.models import point as point_lib
 from crossjepa.models import predictor as predictor_lib
 from crossjepa.models import vit as vit_lib
+from crossjepa.weights import teacher_io
 from crossjepa.weights import vit_io
 
 
@@ -107,10 +108,18 @@ def _view_encoder(config, common):
   init_dir = str(m.vit_init)
   if not init_dir:
     return vit_lib.vit(m.vit, **{**config_util.as_dict(m.vit_overrides), **common})
+  if (not os.path.exists(os.path.join(init_dir, vit_io.CONFIG_FILE))
+      and os.path.exists(os.path.join(init_dir, teacher_io.SPEC_FILE))):
+    raise ValueError(
+        f'config.model.vit_init={init_dir!r}: a teacher folder (teacher.json: a converted CLIP or '
+        'EfficientNet-Lite), not a ViT checkpoint; the view encoder starts from a ViT checkpoint '
+        'folder (vit_config.json: convert_teacher --source=hf|timm, or --mode=teacher). Give this '
+        'folder as teacher.checkpoint')
   if not os.path.exists(os.path.join(init_dir, vit_io.CONFIG_FILE)):
     raise FileNotFoundError(
         f'config.model.vit_init={init_dir!r}: no vit_config.json there (expected a folder written '
-        'by crossjepa.convert_teacher or --mode=teacher, i.e. crossjepa.weights.vit_io.save)')
+        'by crossjepa.convert_teacher --source=hf|timm or --mode=teacher, i.e. '
+        'crossjepa.weights.vit_io.save)')
   fields = dict(vit_io.load_info(init_dir)['fields'])
   # The checkpoint fixes the architecture; vit_overrides may still change fields that keep the
   # param shapes (drop_path_rate, ...); one that does not fails the check_params below.
