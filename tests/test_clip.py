@@ -100,6 +100,21 @@ def test_hf_clip_folder_parity_trained_and_interpolated(act, tmp_path):
   assert np.abs(_hf_reference(wrong.eval(), images)[0] - teacher(images)['global']).max() > 1e-3
 
 
+def test_hf_clip_vision_model_without_projection(tmp_path):
+  """A CLIPVisionModel (transformers 5 saves it without the vision_model. prefix) has no
+  projection: 'global' is its pooler output, the normed CLS token."""
+  torch.manual_seed(2)
+  model = _randomise(transformers.CLIPVisionModel(_hf_config()), seed=3)
+  model.save_pretrained(str(tmp_path / 'hf'))
+  spec = teacher_conversion.convert_clip('hf_clip', str(tmp_path / 'hf'), str(tmp_path / 't'))
+  assert spec.global_width == WIDTH and spec.fields['proj_dim'] is None and spec.name == 'hf'
+  images = _uint8(2, SIZE, seed=4)
+  with torch.no_grad():
+    want = model(pixel_values=_clip_pixels(images)).pooler_output.numpy()
+  np.testing.assert_allclose(teacher_io.load_teacher(str(tmp_path / 't'))(images)['global'], want,
+                             atol=ATOL, rtol=0)
+
+
 def test_hf_full_clip_model_reads_the_image_tower(tmp_path):
   """A whole CLIPModel file (text tower, logit_scale): its image features, the text ignored."""
   torch.manual_seed(1)
