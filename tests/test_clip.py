@@ -3,6 +3,7 @@ reference (built here from torch.nn.MultiheadAttention, as open_clip's ResidualA
 at the trained grid and interpolated, through convert_clip -> teacher folder -> load_teacher; the
 teacher cache on a CLIP grid; the user errors of the conversion."""
 import collections
+import json
 import os
 import subprocess
 import sys
@@ -93,6 +94,13 @@ def test_hf_clip_folder_parity_trained_and_interpolated(act, tmp_path):
   _check(teacher, images, *_hf_reference(model, images))      # 4 x 4: the trained grid
   big = _uint8(2, 48, seed=3)
   _check(teacher, big, *_hf_reference(model, big))            # 6 x 6: bicubic positions
+  # a config saved as a diff from transformers' defaults leaves QuickGELU out: still QuickGELU
+  cfg = json.loads((tmp_path / 'hf' / 'config.json').read_text())
+  del cfg['hidden_act']
+  (tmp_path / 'hf' / 'config.json').write_text(json.dumps(cfg))
+  if act == 'quick_gelu':
+    again = teacher_conversion.convert_clip('hf_clip', str(tmp_path / 'hf'), str(tmp_path / 'again'))
+    assert again.param_checksum == spec.param_checksum and again.fields['act'] == 'quick_gelu'
   # the other activation is a different function: the parity above would have caught a mix-up
   wrong = transformers.CLIPVisionModelWithProjection(
       _hf_config('gelu' if act == 'quick_gelu' else 'quick_gelu'))

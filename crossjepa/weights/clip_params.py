@@ -34,6 +34,7 @@ ACTIVATIONS = ('gelu', 'quick_gelu')
 
 # HF's names of the hidden_act values of CLIP configs -> ours.
 _HF_ACTS = {'quick_gelu': 'quick_gelu', 'gelu': 'gelu'}
+_HF_CLIP_TYPES = ('clip', 'clip_vision_model')    # config.json model_type of HF's CLIP classes
 
 
 def _vision_part(sd: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
@@ -151,12 +152,14 @@ def _block(sd: dict[str, np.ndarray], b: str, source: str, names: _Names) -> dic
 
 def config_activation(source: str, config: dict[str, Any]) -> str | None:
   """The activation a checkpoint's config names: an HF config's `hidden_act` (top level or under
-  `vision_config`), open_clip_config.json's `model_cfg.quick_gelu`; None when it names none."""
+  `vision_config`; an HF CLIP config without one means transformers' default, QuickGELU: configs
+  saved as a diff from the defaults leave it out), open_clip_config.json's `model_cfg.quick_gelu`;
+  None when there is no such config."""
   if source == 'hf_clip':
     vision = config.get('vision_config')
     act = (vision if isinstance(vision, dict) else config).get('hidden_act')
     if act is None:
-      return None
+      return 'quick_gelu' if config.get('model_type') in _HF_CLIP_TYPES else None
     if act not in _HF_ACTS:
       raise ValueError(f'hidden_act={act!r} in the config: expected one of {sorted(_HF_ACTS)}')
     return _HF_ACTS[act]
