@@ -277,6 +277,12 @@ def test_wrong_layout_and_attentional_pooler_are_refused(tmp_path):
                      r"'embeddings.patch_embedding.weight'"):
     teacher_conversion.convert_clip('hf_clip', path, str(tmp_path / 't'), activation='gelu')
   sd = safetensors_torch.load_file(path)
+  resnet = str(tmp_path / 'rn50.safetensors')       # OpenAI's RN50 tower: a 3 x 3 stem conv1
+  safetensors_torch.save_file({'visual.conv1.weight': torch.zeros(32, 3, 3, 3),
+                               'visual.layer1.0.conv1.weight': torch.zeros(64, 32, 1, 1),
+                               'visual.attnpool.c_proj.weight': torch.zeros(PROJ, 64)}, resnet)
+  with pytest.raises(errors.ConvertError, match='rn50.safetensors: .*ResNet image tower'):
+    teacher_conversion.convert_clip('open_clip', resnet, str(tmp_path / 't'), activation='gelu')
   sd['visual.attn_pool.query'] = torch.zeros(4, WIDTH)
   safetensors_torch.save_file(sd, path)
   with pytest.raises(errors.ConvertError, match='attentional pooler'):

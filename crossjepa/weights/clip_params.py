@@ -17,7 +17,7 @@ ViT-bigG-14's are 104 wide). What the weights cannot tell is the activation:
 QuickGELU for OpenAI's weights, exact GELU for most open_clip ones (LAION, DataComp). It comes from
 the HF config's `hidden_act`, from open_clip_config.json's `quick_gelu`, or from the caller; with
 none of them the conversion is refused rather than guessed. Image towers CLIP pools otherwise (an
-attentional pooler, average pooling) are refused by name.
+attentional pooler, average pooling) and ResNet towers (RN50, ...) are refused by name.
 """
 from __future__ import annotations
 
@@ -200,6 +200,9 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], source: str, *, activa
     raise ValueError(f'activation must be one of {ACTIVATIONS}, got {activation!r}')
   names = _Names(source)
   sd = {k: np.asarray(v, np.float32) for k, v in _vision_part(state_dict, source).items()}
+  if source == 'open_clip' and any(k.startswith(('attnpool.', 'layer1.')) for k in sd):
+    raise ValueError('open_clip state dict is a ResNet image tower (layer1.*, attnpool.*: '
+                     'RN50 and its kin): only ViT towers are supported')
   cfg = _infer_config(sd, source, names, num_heads, head_width)
   if source == 'open_clip' and any(k.startswith('attn_pool') for k in sd):
     raise ValueError('open_clip state dict has an attentional pooler (attn_pool.*): only CLIP '
