@@ -101,6 +101,10 @@ def test_hf_clip_folder_parity_trained_and_interpolated(act, tmp_path):
   if act == 'quick_gelu':
     again = teacher_conversion.convert_clip('hf_clip', str(tmp_path / 'hf'), str(tmp_path / 'again'))
     assert again.param_checksum == spec.param_checksum and again.fields['act'] == 'quick_gelu'
+  else:   # an activation the ViT does not have is refused, naming the folder
+    (tmp_path / 'hf' / 'config.json').write_text(json.dumps(dict(cfg, hidden_act='gelu_new')))
+    with pytest.raises(errors.ConvertError, match=r"hf: hidden_act='gelu_new' in the config"):
+      teacher_conversion.convert_clip('hf_clip', str(tmp_path / 'hf'), str(tmp_path / 'again'))
   # the other activation is a different function: the parity above would have caught a mix-up
   wrong = transformers.CLIPVisionModelWithProjection(
       _hf_config('gelu' if act == 'quick_gelu' else 'quick_gelu'))

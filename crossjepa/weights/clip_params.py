@@ -30,10 +30,7 @@ from crossjepa.models import vit as vit_lib
 from crossjepa.weights import dinov2_params
 
 SOURCES = ('hf_clip', 'open_clip')
-ACTIVATIONS = ('gelu', 'quick_gelu')
-
-# HF's names of the hidden_act values of CLIP configs -> ours.
-_HF_ACTS = {'quick_gelu': 'quick_gelu', 'gelu': 'gelu'}
+ACTIVATIONS = ('gelu', 'quick_gelu')    # ViT.act values; also HF's hidden_act names for them
 _HF_CLIP_TYPES = ('clip', 'clip_vision_model')    # config.json model_type of HF's CLIP classes
 
 
@@ -160,9 +157,9 @@ def config_activation(source: str, config: dict[str, Any]) -> str | None:
     act = (vision if isinstance(vision, dict) else config).get('hidden_act')
     if act is None:
       return 'quick_gelu' if config.get('model_type') in _HF_CLIP_TYPES else None
-    if act not in _HF_ACTS:
-      raise ValueError(f'hidden_act={act!r} in the config: expected one of {sorted(_HF_ACTS)}')
-    return _HF_ACTS[act]
+    if act not in ACTIVATIONS:
+      raise ValueError(f'hidden_act={act!r} in the config: expected one of {list(ACTIVATIONS)}')
+    return act
   model_cfg = config.get('model_cfg')
   if not isinstance(model_cfg, dict):
     return None
