@@ -18,8 +18,9 @@
 Inputs (nothing is downloaded; torch files are read without torch by
 `crossjepa.weights.torch_reader`, which admits only tensor-rebuild globals):
   * `--source=hf`: a `Dinov2Model` / `Dinov2WithRegistersModel` state dict: a .safetensors file, a
-    .bin/.pth file, or an HF folder with model.safetensors / pytorch_model.bin (its config.json, when
-    present, gives num_attention_heads and layer_norm_eps).
+    .bin/.pth file, or an HF folder with model.safetensors / pytorch_model.bin, or sharded (an
+    *.index.json and the shards it names; its config.json, when present, gives num_attention_heads
+    and layer_norm_eps).
   * `--source=timm`: a `vit_*_patch14_dinov2` / `vit_*_patch14_reg4_dinov2` state dict, also the
     original facebookresearch/dinov2 hub files.
   * `--source=hf_clip`: a `CLIPModel` / `CLIPVisionModelWithProjection` state dict or HF folder

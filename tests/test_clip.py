@@ -338,3 +338,31 @@ def test_convert_teacher_cli_clip_errors_exit_2(args, names, tmp_path):
   assert last.startswith('crossjepa.convert_teacher: error:') and names in last, last
   assert 'Traceback' not in proc.stderr
   assert not (tmp_path / 'out').exists()
+
+
+def test_sharded_hf_folder(tmp_path):
+  """HF's layout for large models (ViT-bigG, DINOv2-g): model.safetensors.index.json + shards; a
+  missing shard, or a key its shard lacks, is named."""
+  torch.manual_seed(5)
+  model = _randomise(transformers.CLIPVisionModelWithProjection(_hf_config()), seed=6)
+  folder = tmp_path / 'hf'
+  model.save_pretrained(str(folder), max_shard_size='100KB')
+  shards = sorted(p.name for p in folder.glob('model-*.safetensors'))
+  assert len(shards) > 2 and (folder / 'model.safetensors.index.json').exists()
+  spec = teacher_conversion.convert_clip('hf_clip', str(folder), str(tmp_path / 't'))
+  images = _uint8(2, SIZE, seed=7)
+  _check(teacher_io.load_teacher(str(tmp_path / 't')), images, *_hf_reference(model, images))
+  assert spec.param_count == sum(p.numel() for p in model.parameters())
+  good = (folder / 'model.safetensors.index.json').read_text()
+  index = json.loads(good)
+  key = sorted(index['weight_map'])[0]
+  index['weight_map'][key + '.renamed'] = index['weight_map'][key]
+  (folder / 'model.safetensors.index.json').write_text(json.dumps(index))
+  with pytest.raises(errors.ConvertError, match=r"lacks 1 key\(s\) its index "
+                     r"model.safetensors.index.json puts there"):
+    teacher_conversion.convert_clip('hf_clip', str(folder), str(tmp_path / 'u'))
+  (folder / 'model.safetensors.index.json').write_text(good)
+  os.remove(folder / shards[-1])
+  with pytest.raises(FileNotFoundError, match=shards[-1] + ': no such file .*a shard'):
+    teacher_conversion.convert_clip('hf_clip', str(folder), str(tmp_path / 'u'))
+  assert not (tmp_path / 'u').exists()
