@@ -110,7 +110,6 @@ class Architecture:
   """How one registered architecture builds its module and maps its outputs to the protocol."""
   build: Callable[[dict[str, Any]], Any]                  # fields -> flax module
   outputs: Callable[[Any, Any, jax.Array], dict]          # (module, variables, x) -> protocol dict
-  variables: Callable[[Any], Any]                         # stored tree -> apply() variables
 
 
 def _vit_build(fields):
@@ -125,13 +124,6 @@ def _vit_outputs(module, variables, x):
           'feature_map': out['patches'].reshape(b, h, w, d)}
 
 
-def _vit_variables(tree):
-  # ViT checkpoint folders (vit_io) store the 'params' collection itself; a teacher.json folder
-  # (a converted CLIP) stores {'params': ...} like every save_teacher folder. A ViT has no param
-  # named 'params'.
-  return tree if set(tree) == {'params'} else {'params': tree}
-
-
 def _efficientnet_build(fields):
   return efficientnet_lite.EfficientNetLite(**fields_lib.from_config(fields))
 
@@ -141,10 +133,8 @@ def _efficientnet_outputs(module, variables, x):
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    # ViT checkpoints store the 'params' collection only (vit_io.save), a CLIP teacher folder
-    # {'params'}; EfficientNet-Lite stores {'params', 'batch_stats'} (inference-mode batch norm).
-    'vit': Architecture(_vit_build, _vit_outputs, _vit_variables),
-    'efficientnet_lite': Architecture(_efficientnet_build, _efficientnet_outputs, lambda tree: tree),
+    'vit': Architecture(_vit_build, _vit_outputs),
+    'efficientnet_lite': Architecture(_efficientnet_build, _efficientnet_outputs),
 }
 
 

@@ -21,7 +21,6 @@ attentional pooler, average pooling) and ResNet towers (RN50, ...) are refused b
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -82,10 +81,7 @@ def _infer_config(sd: dict[str, np.ndarray], source: str, names: _Names,
   if pos.ndim != 2 or pos.shape[1] != width:
     raise ValueError(f'{names.pos}: expected [1 + grid^2, {width}], got {pos.shape}')
   pos_grid = dinov2_params.square_side(int(pos.shape[0]) - 1, names.pos)
-  pattern = '^' + re.escape(names.block).replace(r'\{\}', r'(\d+)')
-  blocks = sorted({int(m[1]) for k in sd if (m := re.match(pattern, k))})
-  if not blocks:
-    raise ValueError(f'{source} state dict has no transformer blocks (keys like {pattern})')
+  blocks = dinov2_params.block_indices(sd, names.block, source)
   fc1 = names.block.format(0) + names.fc1 + 'weight'
   if fc1 not in sd:
     raise ValueError(f'{source} state dict has no {fc1!r} (MLP of block 0)')
@@ -147,14 +143,26 @@ def _block(sd: dict[str, np.ndarray], b: str, source: str, names: _Names) -> dic
   return block
 
 
+def hf_vision_config(config: dict[str, Any]) -> dict[str, Any]:
+  """An HF config's image-tower part: `vision_config` of a whole CLIPModel's, else the config."""
+  vision = config.get('vision_config')
+  return vision if isinstance(vision, dict) else config
+
+
+def _open_clip_vision_cfg(config: dict[str, Any]) -> dict[str, Any]:
+  """open_clip_config.json's model_cfg.vision_cfg ({} when absent or not an object)."""
+  model_cfg = config.get('model_cfg')
+  vision = model_cfg.get('vision_cfg') if isinstance(model_cfg, dict) else None
+  return vision if isinstance(vision, dict) else {}
+
+
 def config_activation(source: str, config: dict[str, Any]) -> str | None:
   """The activation a checkpoint's config names: an HF config's `hidden_act` (top level or under
   `vision_config`; an HF CLIP config without one means transformers' default, QuickGELU: configs
   saved as a diff from the defaults leave it out), open_clip_config.json's `model_cfg.quick_gelu`;
   None when there is no such config."""
   if source == 'hf_clip':
-    vision = config.get('vision_config')
-    act = (vision if isinstance(vision, dict) else config).get('hidden_act')
+    act = hf_vision_config(config).get('hidden_act')
     if act is None:
       return 'quick_gelu' if config.get('model_type') in _HF_CLIP_TYPES else None
     if act not in ACTIVATIONS:
@@ -168,15 +176,12 @@ def config_activation(source: str, config: dict[str, Any]) -> str | None:
 
 def open_clip_head_width(config: dict[str, Any]) -> int:
   """open_clip_config.json's model_cfg.vision_cfg.head_width (open_clip's default 64)."""
-  vision = (config.get('model_cfg') or {}).get('vision_cfg') or {}
-  return int(vision.get('head_width', 64)) if isinstance(vision, dict) else 64
+  return int(_open_clip_vision_cfg(config).get('head_width', 64))
 
 
 def check_open_clip_config(config: dict[str, Any]) -> None:
   """Refuses an open_clip_config.json whose image tower pools otherwise than by its CLS token."""
-  vision = (config.get('model_cfg') or {}).get('vision_cfg') or {}
-  if not isinstance(vision, dict):
-    return
+  vision = _open_clip_vision_cfg(config)
   pool = vision.get('pool_type', 'tok')
   if pool not in (None, 'tok'):
     raise ValueError(f"model_cfg.vision_cfg.pool_type={pool!r}: only CLS pooling ('tok') is "
@@ -200,10 +205,10 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], source: str, *, activa
   if source == 'open_clip' and any(k.startswith(('attnpool.', 'layer1.')) for k in sd):
     raise ValueError('open_clip state dict is a ResNet image tower (layer1.*, attnpool.*: '
                      'RN50 and its kin): only ViT towers are supported')
-  cfg = _infer_config(sd, source, names, num_heads, head_width)
   if source == 'open_clip' and any(k.startswith('attn_pool') for k in sd):
     raise ValueError('open_clip state dict has an attentional pooler (attn_pool.*): only CLIP '
                      'image towers that pool their CLS token are supported')
+  cfg = _infer_config(sd, source, names, num_heads, head_width)
   dinov2_params.check_keys(sd, expected_keys(source, cfg), source, [], model='CLIP')
   d = cfg['width']
   module = vit_lib.ViT(
@@ -213,9 +218,8 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], source: str, *, activa
       pos_interp_antialias=False,   # HF's interpolate_pos_encoding, open_clip's resize_pos_embed
       layer_norm_eps=layer_norm_eps, patch_bias=False, pre_norm=cfg['pre_norm'], act=activation,
       proj_dim=cfg['proj_dim'])
-  cls = sd[names.cls]
   params: dict[str, Any] = {
-      'cls_token': cls.reshape(1, 1, d), 'pos_embed': sd[names.pos][None],
+      'cls_token': sd[names.cls].reshape(1, 1, d), 'pos_embed': sd[names.pos][None],
       'patch_embed': {'kernel': sd[names.patch].transpose(2, 3, 1, 0)},
       'norm': dinov2_params.norm(sd, names.post)}
   if cfg['pre_norm']:

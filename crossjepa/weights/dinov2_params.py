@@ -103,8 +103,14 @@ def _normalise_timm(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   return out
 
 
-def _block_indices(keys, pattern: str) -> list[int]:
-  return sorted({int(m[1]) for k in keys if (m := re.match(pattern, k))})
+def block_indices(keys, template: str, source: str) -> list[int]:
+  """The sorted block indices i of the keys that start with template.format(i) (e.g.
+  'encoder.layer.{}.'); raises naming the pattern when there are none."""
+  pattern = '^' + re.escape(template).replace(r'\{\}', r'(\d+)')
+  blocks = sorted({int(m[1]) for k in keys if (m := re.match(pattern, k))})
+  if not blocks:
+    raise ValueError(f'{source} state dict has no transformer blocks (keys like {pattern})')
+  return blocks
 
 
 def square_side(n: int, what: str) -> int:
@@ -183,10 +189,7 @@ def _infer_config(sd: dict[str, np.ndarray], source: str, num_heads: int | None)
   if patch.ndim != 4 or patch.shape[1] != 3 or patch.shape[2] != patch.shape[3]:
     raise ValueError(f'{patch_key}: expected [width, 3, p, p], got {patch.shape}')
   width, patch_size = int(patch.shape[0]), int(patch.shape[2])
-  block_pattern = '^' + re.escape(names.block).replace(r'\{\}', r'(\d+)')
-  blocks = _block_indices(sd, block_pattern)
-  if not blocks:
-    raise ValueError(f'{source} state dict has no transformer blocks (keys like {block_pattern})')
+  blocks = block_indices(sd, names.block, source)
   depth = blocks[-1] + 1  # a gap in the indices shows up as missing keys
   heads = num_heads or max(width // 64, 1)  # DINOv2's heads are 64 wide
   if width % heads:

@@ -164,7 +164,7 @@ def convert_clip(source: str, input_path: str, output: str, *, activation: str =
   state_dict, config = state_dict_files.read_state_dict(input_path,
                                                        open_clip=source == 'open_clip')
   act = _clip_activation(source, input_path, config, activation)
-  vision = config.get('vision_config') if isinstance(config.get('vision_config'), dict) else config
+  vision = clip_params.hf_vision_config(config)
   try:
     heads = num_heads or int(vision.get('num_attention_heads') or 0) or None
     eps = float(vision.get('layer_norm_eps', 1e-5))

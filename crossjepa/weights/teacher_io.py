@@ -74,7 +74,10 @@ def load_teacher(directory: str, *, feature_stage: str = '') -> teacher_lib.Teac
   if not os.path.isdir(path):
     raise FileNotFoundError(f'teacher weights not found: expected the folder {path}')
   tree = param_folder.restore(path)
-  variables = arch.variables(tree)
+  # A teacher.json folder holds the module's variables as save_teacher wrote them ({'params'},
+  # + 'batch_stats' for EfficientNet-Lite); a ViT checkpoint folder (vit_io) the params alone.
+  has_spec = os.path.isfile(os.path.join(directory, SPEC_FILE))
+  variables = tree if has_spec else {'params': tree}
   teacher_lib.check_variables(spec, module, variables, where=f'the weights in {weights}')
   param_folder.check_checksum(tree, spec.param_checksum, directory, 'the spec',
                               'convert the teacher again')
