@@ -76,6 +76,12 @@ def get_config(arg: str = ''):
   d.camera.distance = 2.6
   d.camera.elevation_range = (-10.0, 50.0)   # degrees (random); ring uses the mean
   d.camera.fov = 45.0             # degrees, vertical
+  # given renders + poses instead of our renderer (crossjepa/data/render_set.py): the views, their
+  # cameras and colour histograms come from these PNGs; data.camera is then unused
+  d.render_set = ml_collections.ConfigDict()
+  d.render_set.root = ''          # '' = render the views here
+  d.render_set.layout = 'transforms_json'   # transforms_json (<root>/<object id>/transforms.json) | shapenet_rendering (3D-R2N2)
+  d.render_set.min_agreement = 0.9   # an object's surface points on its renders' masks, mean over views (0 = no check)
   # synthetic source
   d.synthetic = ml_collections.ConfigDict()
   d.synthetic.kind = 'clean'      # clean | scan

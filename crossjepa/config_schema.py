@@ -54,6 +54,7 @@ class Variants:
 # here are the config-level vocabulary.
 RECIPES = ('crossjepa', 'seed', 'point_jepa')
 SOURCES = ('synthetic', 'mesh_folder', 'modelnet40', 'scanobjectnn', 'shapenet55')
+RENDER_SET_LAYOUTS = ('transforms_json', 'shapenet_rendering')
 TARGETS = ('cls', 'groups', 'object')
 LOSSES = ('mse', 'smooth_l1', 'cosine')
 TEACHER_KINDS = ('efficientnet_lite', 'offline_vit')
@@ -107,6 +108,9 @@ SCHEMA: dict[str, Any] = {
     'data.camera.distance': POSITIVE,
     'data.camera.elevation_range': Seq(Float(-90.0, 90.0), length=2, ordered=True),
     'data.camera.fov': Float(0.0, 180.0, lo_open=True, hi_open=True),
+    'data.render_set.root': Str(),
+    'data.render_set.layout': Choice(RENDER_SET_LAYOUTS),
+    'data.render_set.min_agreement': Float(0.0, 1.0),
     'data.synthetic.kind': Choice(('clean', 'scan')),
     'data.synthetic.train_per_class': Int(1),
     'data.synthetic.test_per_class': Int(1),

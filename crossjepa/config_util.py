@@ -67,6 +67,15 @@ def check_config(config: ml_collections.ConfigDict, reads_data: bool = True) -> 
   if reads_data and d.source == 'synthetic' and d.root:
     raise ConfigError(f'config.data.root = {d.root!r}, but the synthetic source reads no files: '
                       'set config.data.source (mesh_folder, modelnet40, ...) or leave data.root empty')
+  rs = d.render_set
+  if rs.root and rs.layout == 'shapenet_rendering' and d.source != 'shapenet55':
+    raise ConfigError(f'config.data.render_set.layout = shapenet_rendering finds renders by '
+                      f'ShapeNet-55 ids (<synset>/<modelid>/rendering/): it needs '
+                      f'config.data.source = shapenet55, got {d.source!r}; other sources use '
+                      f'layout transforms_json')
+  if reads_data and rs.root and not d.eval_only and not os.path.isdir(rs.root):
+    raise ConfigError(f'config.data.render_set.root = {rs.root!r} is not a folder; expected the '
+                      f'render set ({rs.layout}), or \'\' to render the views here')
   if d.source == 'synthetic' and d.synthetic.kind == 'scan' and d.synthetic.scan_points < d.num_points:
     raise ConfigError(f'config.data.synthetic.scan_points = {d.synthetic.scan_points} is below '
                       f'config.data.num_points = {d.num_points}')

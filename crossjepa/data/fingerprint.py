@@ -3,8 +3,9 @@
 `source_fingerprint(data_config)` describes everything outside the records that determines them and
 that the geometry / renderer / teacher checks (records.check_metadata) do not already cover: the
 source, its variant and root, the list of its files with their sizes and modification times (one
-SHA-256 digest over the sorted list, plus the count and total bytes), the class names and the
-synthetic generator's settings. Prepare writes it into the records' metadata and, before reusing
+SHA-256 digest over the sorted list, plus the count and total bytes), the class names, the
+synthetic generator's settings and, when the views come from given renders, the render set (its
+root, layout, threshold and files). Prepare writes it into the records' metadata and, before reusing
 records, compares it with the source as it is now: a change (a file added, removed or edited,
 another root, another class folder, other synthetic counts) stops the run with the differing fields;
 records are never reused for other data.
@@ -64,7 +65,17 @@ def source_fingerprint(data_config, class_names: Sequence[str] | None, *,
     # (source_mesh_folder.py).
     fp['mesh_folder'] = {**_plain(d.mesh_folder), 'pretrain_splits': _plain(d.pretrain_splits)}
   fp['class_names'] = None if class_names is None else [str(c) for c in class_names]
+  if d.render_set.root and not d.eval_only:   # the views' renders (render_set.py)
+    fp['render_set'] = render_set_fingerprint(d.render_set)
   return fp
+
+
+def render_set_fingerprint(render_config) -> dict[str, Any]:
+  """A render set's root, layout, silhouette threshold and file listing."""
+  root = os.path.abspath(str(render_config.root))
+  return {'root': root, 'layout': str(render_config.layout),
+          'min_agreement': float(render_config.min_agreement),
+          'files': file_listing(root) if os.path.isdir(root) else None}
 
 
 def differences(have: Mapping[str, Any] | None, want: Mapping[str, Any]) -> list[str]:
@@ -84,6 +95,12 @@ def differences(have: Mapping[str, Any] | None, want: Mapping[str, Any]) -> list
         detail = (f'records were built from {a["count"]} files ({a["bytes"]} bytes), the root now '
                   f'has {b["count"]} files ({b["bytes"]} bytes)')
       out.append(f'files under data.root: {detail}')
+    elif key == 'render_set' and isinstance(a, Mapping) and isinstance(b, Mapping):
+      fields = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+      detail = ', '.join(f'{k} {a.get(k)!r} -> {b.get(k)!r}' for k in fields if k != 'files')
+      if 'files' in fields:
+        detail += (', ' if detail else '') + 'its files (added, removed or modified)'
+      out.append(f'data.render_set: the views were taken from another render set: {detail}')
     elif key == 'class_names' and isinstance(a, list) and isinstance(b, list):
       gone, new = sorted(set(a) - set(b)), sorted(set(b) - set(a))
       detail = f'removed {gone}' if gone else ''

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from crossjepa.data import render_set
 from crossjepa.data import sampling
 from crossjepa.data import shape as shape_lib
 from crossjepa.data.shape import GREY
@@ -54,6 +55,11 @@ def normalized_geometry(shape, data_config, rng: np.random.Generator, *, defer_f
   With `defer_fps`, a cloud of at least N points comes back with points None: the caller takes the
   N points by batched FPS over a chunk (`sampling.sample_clouds`).
   """
+  return normalize(shape, data_config, rng, defer_fps=defer_fps)[:3]
+
+
+def normalize(shape, data_config, rng: np.random.Generator, *, defer_fps: bool = False):
+  """normalized_geometry's three, then the frame (center [3], scale): normalised = (p - c) / s."""
   from crossjepa.data import meshes  # pylint: disable=g-import-not-at-top
   n = int(data_config.num_points)
   if (shape.mesh is None) == (shape.points is None):
@@ -61,19 +67,20 @@ def normalized_geometry(shape, data_config, rng: np.random.Generator, *, defer_f
   if shape.mesh is not None:
     sampled = meshes.sample_surface(shape.mesh, n, rng)
     points, center, scale = meshes.normalize_unit_sphere(sampled)
-    return points, meshes.apply_normalization(shape.mesh, center, scale), None
+    return points, meshes.apply_normalization(shape.mesh, center, scale), None, (center, scale)
   cloud = np.asarray(shape.points, np.float32)
   if cloud.ndim != 2 or cloud.shape[1] != 3 or len(cloud) == 0:
     raise ValueError(f'shape {shape.id!r}: points must be [M,3] with M > 0, got {cloud.shape}')
-  cloud, _, _ = meshes.normalize_unit_sphere(cloud)
+  cloud, center, scale = meshes.normalize_unit_sphere(cloud)
+  frame = (center, scale)
   if len(cloud) >= n:
     if defer_fps:
-      return None, None, cloud
+      return None, None, cloud, frame
     points = cloud[sampling.farthest_point_sampling_np(cloud, n)]
   else:   # too few points: keep them all, repeat random ones (FPS then picks them as duplicates)
     extra = rng.choice(len(cloud), n - len(cloud), replace=True)
     points = np.concatenate([cloud, cloud[extra]])
-  return points.astype(np.float32), None, cloud
+  return points.astype(np.float32), None, cloud, frame
 
 
 def _render(mesh, cloud, color, world_to_cam, intrinsics, image_size):
@@ -84,6 +91,7 @@ def _render(mesh, cloud, color, world_to_cam, intrinsics, image_size):
 
 
 def _views(shape, data_config, seed, mesh, cloud) -> dict[str, np.ndarray]:
+  """Our renderer's V views of the normalised object: cameras from the object's seed."""
   from crossjepa.data import cameras  # pylint: disable=g-import-not-at-top
   from crossjepa.data import histograms  # pylint: disable=g-import-not-at-top
   size = int(data_config.image_size)
@@ -93,6 +101,27 @@ def _views(shape, data_config, seed, mesh, cloud) -> dict[str, np.ndarray]:
                                                   size, cam_rng)
   rgb, depth = _render(mesh, cloud, base_color(shape, data_config), world_to_cam, intrinsics, size)
   hist = histograms.color_histogram(rgb, depth, int(data_config.hist_bins))
+  return _view_dict(rgb, world_to_cam, intrinsics, hist, depth)
+
+
+def _given_views(shape, data_config, surface, mesh, cloud, frame) -> dict[str, np.ndarray]:
+  """The object's V views from data.render_set (render_set.py): its images and cameras moved into
+  the normalised frame; depth from our rasteriser at those cameras (for the correspondence maps);
+  the silhouette check on the `surface` points [P,3] (the sampled points, or the full cloud)
+  before anything is kept."""
+  from crossjepa.data import histograms  # pylint: disable=g-import-not-at-top
+  given = render_set.read_views(data_config, str(shape.id))
+  world_to_cam = render_set.to_normalized_frame(given.world_to_cam, *frame)
+  render_set.check_agreement(
+      render_set.silhouette_agreement(surface, world_to_cam, given.intrinsics, given.mask),
+      data_config, str(shape.id), given.files)
+  _, depth = _render(mesh, cloud, base_color(shape, data_config), world_to_cam, given.intrinsics,
+                     int(data_config.image_size))
+  hist = histograms.masked_color_histogram(given.image, given.mask, int(data_config.hist_bins))
+  return _view_dict(given.image, world_to_cam, given.intrinsics, hist, depth)
+
+
+def _view_dict(rgb, world_to_cam, intrinsics, hist, depth) -> dict[str, np.ndarray]:
   return {'image': np.asarray(rgb, np.uint8),
           'world_to_cam': np.asarray(world_to_cam, np.float32),
           'intrinsics': np.asarray(intrinsics, np.float32),
@@ -104,7 +133,8 @@ def render_views(shape, data_config, seed: int) -> dict[str, np.ndarray]:
   """Normalises a shape and renders its V views (the 2D-teacher stage reuses this).
 
   Returns dict(image u8 [V,H,W,3], world_to_cam [V,4,4], intrinsics [V,3,3], hist [V,3B],
-  depth [V,H,W] (inf = background)), identical to what `process_shape` stores for the same seed.
+  depth [V,H,W] (inf = background)), identical to what `process_shape` stores for the same seed
+  without data.render_set (with it, the records hold the given renders).
   """
   _, mesh, cloud = normalized_geometry(shape, data_config, np.random.default_rng([int(seed), 0]))
   return _views(shape, data_config, seed, mesh, cloud)
@@ -116,9 +146,12 @@ def process_shape(shape, data_config, seed: int) -> dict[str, Any]:
   Returns a partial example: id, label, points [N,3], views/{image, world_to_cam, intrinsics, hist},
   and depth [V,H,W] (for the correspondence map; not stored).
   """
-  points, mesh, cloud = normalized_geometry(shape, data_config,
-                                            np.random.default_rng([int(seed), 0]), defer_fps=True)
-  views = _views(shape, data_config, seed, mesh, cloud)
+  points, mesh, cloud, frame = normalize(shape, data_config,
+                                          np.random.default_rng([int(seed), 0]), defer_fps=True)
+  if render_set.enabled(data_config):
+    views = _given_views(shape, data_config, cloud if points is None else points, mesh, cloud, frame)
+  else:
+    views = _views(shape, data_config, seed, mesh, cloud)
   depth = views.pop('depth')
   return {'id': str(shape.id), 'label': int(shape.label), **_points_or_cloud(points, cloud),
           'views': views, 'depth': depth}

@@ -1,0 +1,286 @@
+"""Given renders with camera poses (DESIGN.md §2: "our renderer, or given renders + poses").
+
+With `data.render_set.root` set, prepare takes each object's views from a folder of renders that
+the user already has instead of rendering them; everything after the views (correspondence maps,
+teacher cache, records) is unchanged. Two layouts (`data.render_set.layout`):
+
+- `transforms_json`: `<root>/<object id>/transforms.json` in the NeRF / instant-ngp form that
+  Blender scripts (BlenderProc, the NeRF-synthetic renderer) write: `frames[i].file_path` (relative
+  to the folder; '.png' is added when it has no extension) and `frames[i].transform_matrix`, the
+  camera-to-world matrix in the OpenGL / Blender camera convention (x right, y up, looking down -z);
+  intrinsics from `fl_x` / `fl_y` (and `cx` / `cy`, default the image centre) or `camera_angle_x`
+  (radians, square pixels), at the PNGs' size (`w` / `h` when given must match them). The object
+  id is the record id (`synthetic/train/cube_0000`, `chair/train/chair_0001` for a mesh folder,
+  `shapenet55/<synset>-<modelid>`), '/' being a sub-folder.
+- `shapenet_rendering`: 3D-R2N2's ShapeNetRendering for the `shapenet55` source:
+  `<root>/<synset>/<modelid>/rendering/` with `renderings.txt` (the PNG names) and
+  `rendering_metadata.txt` (one row per PNG; cameras.cameras_from_rendering_metadata gives its
+  assumed convention, which is not verified against the real renders: the silhouette check below
+  says when it does not hold).
+
+The cameras are in the coordinates of the source's file (the mesh or cloud as read); prepare moves
+them into the unit-sphere frame with the object. The PNGs must have an alpha channel: it is the
+object's mask (the colour histogram's pixels, the silhouette check) and the colour is composited
+over the renderer's white background, then resized to data.image_size (bicubic; the intrinsics are
+scaled with it). Of an object's n renders, V = data.num_views evenly spaced ones are taken (indices
+floor(i n / V)), so a ring of renders stays a ring.
+
+The visibility test of the correspondence maps needs depth, which render sets rarely carry: the
+depth is our rasteriser's, of the same normalised mesh (or point splats) seen by the given cameras.
+
+Silhouette check (nothing silent): a camera convention or coordinate frame that does not match the
+renders would pair every view with the wrong pose and the wrong patches without an error. So each
+object's surface points are projected with its cameras; the fraction that falls on the render's
+mask (dilated by one pixel) is its agreement. An object whose mean agreement over its views is
+below data.render_set.min_agreement stops prepare, naming the folder and each view's fraction.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, NamedTuple
+
+import numpy as np
+
+LAYOUTS = ('transforms_json', 'shapenet_rendering')
+_BACKGROUND = 255.0         # the renderer's background (render.RENDER_SETTINGS['background'])
+_ALPHA_OBJECT = 128         # alpha at or above this (after resizing) is the object
+_GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])   # OpenGL camera axes (y up, -z forward) -> OpenCV
+
+
+class GivenViews(NamedTuple):
+  """One object's views from a render set, at data.image_size, cameras in the file's frame."""
+  image: np.ndarray          # [V,S,S,3] uint8, composited over white
+  mask: np.ndarray           # [V,S,S] bool: alpha >= 128
+  world_to_cam: np.ndarray   # [V,4,4] float64 OpenCV extrinsics
+  intrinsics: np.ndarray     # [V,3,3] float64 pixel intrinsics at S x S
+  files: list[str]           # the PNGs taken
+
+
+def enabled(data_config) -> bool:
+  return bool(str(data_config.render_set.root))
+
+
+def object_dir(render_config, object_id: str) -> str:
+  """The folder of an object's renders under render_set.root."""
+  root = str(render_config.root)
+  if render_config.layout == 'shapenet_rendering':
+    prefix = 'shapenet55/'
+    if not object_id.startswith(prefix) or '-' not in object_id[len(prefix):]:
+      raise ValueError(f'data.render_set.layout = shapenet_rendering reads ShapeNet-55 objects '
+                       f'(ids shapenet55/<synset>-<modelid>), got id {object_id!r}')
+    synset, model = object_id[len(prefix):].split('-', 1)
+    return os.path.join(root, synset, model, 'rendering')
+  return os.path.join(root, *object_id.split('/'))
+
+
+def evenly_spaced(available: int, num_views: int, where: str) -> np.ndarray:
+  """Indices floor(i * n / V) of V views out of n (an error naming `where` when n < V)."""
+  if available < num_views:
+    raise ValueError(f'{where}: {available} render(s), data.num_views = {num_views} needs at least '
+                     f'{num_views}')
+  return (np.arange(num_views) * available) // num_views
+
+
+# --------------------------------------------------------------------------------- the layouts
+def _read_json(path: str) -> dict[str, Any]:
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path}: missing; the render set\'s layout transforms_json expects one '
+                            'transforms.json per object folder')
+  try:
+    with open(path, 'r', encoding='utf-8') as f:
+      data = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f'{path}: not valid JSON ({e})') from None
+  if not isinstance(data, dict):
+    raise ValueError(f'{path}: expected a JSON object with "frames", got {type(data).__name__}')
+  return data
+
+
+def _number(data: dict, key: str, path: str, *, positive: bool = True) -> float:
+  value = data[key]
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or (
+      positive and value <= 0):
+    raise ValueError(f'{path}: "{key}" must be a {"positive " if positive else ""}finite number, '
+                     f'got {value!r}')
+  return float(value)
+
+
+def _transforms_intrinsics(data: dict, path: str, width: int, height: int) -> np.ndarray:
+  for key, size in (('w', width), ('h', height)):
+    if key in data and _number(data, key, path) != size:
+      raise ValueError(f'{path}: "{key}" = {data[key]} but the PNGs are {width} x {height}')
+  if 'fl_x' in data:
+    fx = _number(data, 'fl_x', path)
+    fy = _number(data, 'fl_y', path) if 'fl_y' in data else fx
+  elif 'camera_angle_x' in data:
+    angle = _number(data, 'camera_angle_x', path)
+    if angle >= np.pi:
+      raise ValueError(f'{path}: "camera_angle_x" = {angle} radians; expected the horizontal field '
+                       'of view in (0, pi)')
+    fx = fy = 0.5 * width / np.tan(0.5 * angle)
+  else:
+    raise ValueError(f'{path}: no intrinsics; expected "fl_x" (and "fl_y", "cx", "cy") in pixels or '
+                     '"camera_angle_x" in radians')
+  cx = _number(data, 'cx', path, positive=False) if 'cx' in data else width / 2.0
+  cy = _number(data, 'cy', path, positive=False) if 'cy' in data else height / 2.0
+  return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+def _transforms_frames(folder: str) -> tuple[dict, str, list[str], np.ndarray]:
+  """(the json, its path, PNG paths [n], OpenCV world_to_cam [n,4,4]) of a transforms.json."""
+  path = os.path.join(folder, 'transforms.json')
+  data = _read_json(path)
+  frames = data.get('frames')
+  if not isinstance(frames, list) or not frames:
+    raise ValueError(f'{path}: "frames" must be a non-empty list of {{"file_path", '
+                     '"transform_matrix"}')
+  files, w2c = [], []
+  for i, frame in enumerate(frames):
+    if not isinstance(frame, dict) or not isinstance(frame.get('file_path'), str):
+      raise ValueError(f'{path}: frames[{i}] has no "file_path" string')
+    name = frame['file_path']
+    if not os.path.splitext(name)[1]:
+      name += '.png'
+    try:
+      c2w = np.asarray(frame.get('transform_matrix'), np.float64)
+    except (TypeError, ValueError):
+      c2w = np.zeros(0)
+    if c2w.shape != (4, 4) or not np.all(np.isfinite(c2w)):
+      raise ValueError(f'{path}: frames[{i}].transform_matrix must be a finite 4 x 4 '
+                       f'camera-to-world matrix, got shape {c2w.shape}')
+    rotation = c2w[:3, :3]
+    if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-3) or np.linalg.det(rotation) <= 0:
+      raise ValueError(f'{path}: frames[{i}].transform_matrix is not a rigid transform (its 3 x 3 '
+                       'part must be a rotation: orthonormal, determinant +1)')
+    files.append(os.path.normpath(os.path.join(folder, name)))
+    w2c.append(np.linalg.inv(c2w @ _GL_TO_CV))
+  return data, path, files, np.stack(w2c)
+
+
+def _shapenet_rendering_frames(folder: str) -> tuple[list[str], np.ndarray]:
+  """(PNG paths [n], rows [n,5]) of a ShapeNetRendering object folder."""
+  from crossjepa.data import cameras  # pylint: disable=g-import-not-at-top
+  listing = os.path.join(folder, 'renderings.txt')
+  metadata = os.path.join(folder, 'rendering_metadata.txt')
+  for path in (listing, metadata):
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f'{path}: missing; a ShapeNetRendering object folder holds '
+                              'renderings.txt, rendering_metadata.txt and the PNGs they list')
+  with open(listing, 'r', encoding='utf-8') as f:
+    names = [line.strip() for line in f if line.strip()]
+  rows = cameras.read_rendering_metadata(metadata)
+  if len(names) != len(rows):
+    raise ValueError(f'{folder}: renderings.txt lists {len(names)} PNGs but '
+                     f'rendering_metadata.txt has {len(rows)} rows; expected one row per PNG')
+  return [os.path.join(folder, n) for n in names], rows
+
+
+def _load_rgba(path: str, size: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+  """(rgb uint8 [S,S,3] composited over white, mask [S,S], the PNG's (width, height))."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path}: missing (a render listed for this object)')
+  try:
+    with Image.open(path) as im:
+      im.load()
+      mode, native = im.mode, im.size
+      if mode not in ('RGBA', 'LA', 'PA') and not (mode == 'P' and 'transparency' in im.info):
+        raise ValueError(f'{path}: mode {mode} has no alpha channel; a render set\'s PNGs must be '
+                         'RGBA: the alpha is the object\'s mask')
+      rgba = np.asarray(im.convert('RGBA'), np.float64)
+  except OSError as e:
+    raise ValueError(f'{path}: not a readable image ({e})') from None
+  alpha = rgba[..., 3:] / 255.0
+  rgb = np.rint(rgba[..., :3] * alpha + _BACKGROUND * (1.0 - alpha)).astype(np.uint8)
+  a8 = rgba[..., 3].astype(np.uint8)
+  if native != (size, size):
+    rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC))
+    a8 = np.asarray(Image.fromarray(a8).resize((size, size), Image.Resampling.BILINEAR))
+  return rgb, a8 >= _ALPHA_OBJECT, native
+
+
+def read_views(data_config, object_id: str) -> GivenViews:
+  """The V views of one object from data.render_set, at data.image_size (see the module docstring)."""
+  from crossjepa.data import cameras  # pylint: disable=g-import-not-at-top
+  rs = data_config.render_set
+  size, num_views = int(data_config.image_size), int(data_config.num_views)
+  folder = object_dir(rs, object_id)
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f'{folder}: missing; data.render_set.root has no renders of object '
+                            f'{object_id!r} (layout {rs.layout})')
+  if rs.layout == 'transforms_json':
+    data, json_path, files, w2c_all = _transforms_frames(folder)
+    where = json_path
+  else:
+    files, rows = _shapenet_rendering_frames(folder)
+    where = folder
+  take = evenly_spaced(len(files), num_views, where)
+  images, masks, w2c, intrinsics, taken = [], [], [], [], []
+  for i in take:
+    rgb, mask, (width, height) = _load_rgba(files[i], size)
+    if rs.layout == 'transforms_json':
+      k = _transforms_intrinsics(data, json_path, width, height)
+      extrinsic = w2c_all[i]
+    else:
+      if width != height:
+        raise ValueError(f'{files[i]}: {width} x {height}; ShapeNetRendering\'s renders are square')
+      e, k = cameras.cameras_from_rendering_metadata(rows[i:i + 1], width)
+      extrinsic, k = e[0].astype(np.float64), k[0].astype(np.float64)
+    scale = np.diag([size / width, size / height, 1.0])
+    images.append(rgb)
+    masks.append(mask)
+    w2c.append(extrinsic)
+    intrinsics.append(scale @ k)
+    taken.append(files[i])
+  return GivenViews(np.stack(images), np.stack(masks), np.stack(w2c), np.stack(intrinsics), taken)
+
+
+# ---------------------------------------------------------------------------- frames and checks
+def to_normalized_frame(world_to_cam, center, scale: float) -> np.ndarray:
+  """Extrinsics that see the normalised object ((p - center) / scale) as `world_to_cam` sees p.
+
+  With x = x' s + c: R x + t = s (R x' + (R c + t) / s), and a camera-space scale by 1 / s moves no
+  pixel, so [R | (R c + t) / s] is a rigid camera of the normalised frame (depth in its units)."""
+  w2c = np.array(world_to_cam, np.float64)
+  rotation, translation = w2c[..., :3, :3], w2c[..., :3, 3]
+  center = np.asarray(center, np.float64)
+  w2c[..., :3, 3] = (np.einsum('...ij,j->...i', rotation, center) + translation) / float(scale)
+  return w2c
+
+
+def silhouette_agreement(points, world_to_cam, intrinsics, mask) -> np.ndarray:
+  """[V] fraction of `points` [P,3] that project in front of the camera onto the mask [V,S,S]
+  dilated by one pixel (a 3 x 3 window)."""
+  from crossjepa.data import correspondence  # pylint: disable=g-import-not-at-top
+  mask = np.asarray(mask, bool)
+  size = mask.shape[1]
+  uv, z = correspondence.project(points, world_to_cam, intrinsics)            # [V,P,2], [V,P]
+  padded = np.pad(mask, [(0, 0), (1, 1), (1, 1)])
+  grown = np.zeros_like(mask)
+  for di in range(3):
+    for dj in range(3):
+      grown |= padded[:, di:di + size, dj:dj + size]
+  with np.errstate(invalid='ignore'):
+    col, row = np.floor(uv[..., 0]), np.floor(uv[..., 1])
+    inside = (z > 0) & (col >= 0) & (col < size) & (row >= 0) & (row < size)
+  col = np.where(inside, col, 0).astype(np.int64)
+  row = np.where(inside, row, 0).astype(np.int64)
+  hit = inside & grown[np.arange(len(mask))[:, None], row, col]
+  return hit.mean(axis=1)
+
+
+def check_agreement(agreement, data_config, object_id: str, files) -> None:
+  """Raises when the object's mean silhouette agreement is below data.render_set.min_agreement."""
+  least = float(data_config.render_set.min_agreement)
+  agreement = np.asarray(agreement, np.float64)
+  if float(agreement.mean()) >= least:
+    return
+  folder = os.path.dirname(files[0]) if files else ''
+  per_view = ', '.join(f'{os.path.basename(f)} {a:.2f}' for f, a in zip(files, agreement))
+  raise ValueError(
+      f'{folder}: the given cameras do not see object {object_id!r} where its renders show it: '
+      f'{agreement.mean():.2f} of its surface points project onto the render\'s mask (alpha), '
+      f'data.render_set.min_agreement = {least} ({per_view}). Expected the cameras in the '
+      f'coordinates of the source\'s file with the layout\'s convention '
+      f'({data_config.render_set.layout}); another convention, axis order or frame does not match')
