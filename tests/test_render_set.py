@@ -254,9 +254,11 @@ def test_transforms_json_refusals(tmp_path):
   half[..., :3] = (200, 100, 0)
   half[:, :10, 3] = 255
   Image.fromarray(half, 'RGBA').save(os.path.join(folder, 'b.png'))
+  _transforms(folder, [two[0], {**two[1], 'fl_x': 15.0, 'cx': 9.0}], fl_x=30.0)  # b's own intrinsics
   views = render_set.read_views(d, 'obj')
   assert views.image.shape == (2, 28, 28, 3) and views.mask.shape == (2, 28, 28)
   np.testing.assert_allclose(views.intrinsics[0], [[42.0, 0, 14.0], [0, 42.0, 14.0], [0, 0, 1]])
+  np.testing.assert_allclose(views.intrinsics[1], [[21.0, 0, 12.6], [0, 21.0, 14.0], [0, 0, 1]])
   np.testing.assert_array_equal(views.image[1, 5, 2], [200, 100, 0])
   np.testing.assert_array_equal(views.image[1, 5, 25], [255, 255, 255])
   assert views.mask[1, :, :13].all() and not views.mask[1, :, 15:].any()

@@ -9,7 +9,8 @@ teacher cache, records) is unchanged. Two layouts (`data.render_set.layout`):
   to the folder; '.png' is added when it has no extension) and `frames[i].transform_matrix`, the
   camera-to-world matrix in the OpenGL / Blender camera convention (x right, y up, looking down -z);
   intrinsics from `fl_x` / `fl_y` (and `cx` / `cy`, default the image centre) or `camera_angle_x`
-  (radians, square pixels), at the PNGs' size (`w` / `h` when given must match them). The object
+  (radians, square pixels), at the PNGs' size (`w` / `h` when given must match them), the file's
+  or a frame's own. The object
   id is the record id (`synthetic/train/cube_0000`, `chair/train/chair_0001` for a mesh folder,
   `shapenet55/<synset>-<modelid>`), '/' being a sub-folder.
 - `shapenet_rendering`: 3D-R2N2's ShapeNetRendering for the `shapenet55` source:
@@ -127,15 +128,19 @@ def _transforms_intrinsics(data: dict, path: str, width: int, height: int) -> np
   return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
-def _transforms_frames(folder: str) -> tuple[dict, str, list[str], np.ndarray]:
-  """(the json, its path, PNG paths [n], OpenCV world_to_cam [n,4,4]) of a transforms.json."""
+_INTRINSIC_KEYS = ('fl_x', 'fl_y', 'cx', 'cy', 'w', 'h', 'camera_angle_x')
+
+
+def _transforms_frames(folder: str) -> tuple[list[dict], str, list[str], np.ndarray]:
+  """(each frame's intrinsic keys: the file's, overridden by the frame's own as instant-ngp allows;
+  the json's path; PNG paths [n]; OpenCV world_to_cam [n,4,4]) of a transforms.json."""
   path = os.path.join(folder, 'transforms.json')
   data = _read_json(path)
   frames = data.get('frames')
   if not isinstance(frames, list) or not frames:
     raise ValueError(f'{path}: "frames" must be a non-empty list of {{"file_path", '
                      '"transform_matrix"}')
-  files, w2c = [], []
+  intrinsics, files, w2c = [], [], []
   for i, frame in enumerate(frames):
     if not isinstance(frame, dict) or not isinstance(frame.get('file_path'), str):
       raise ValueError(f'{path}: frames[{i}] has no "file_path" string')
@@ -155,7 +160,9 @@ def _transforms_frames(folder: str) -> tuple[dict, str, list[str], np.ndarray]:
                        'part must be a rotation: orthonormal, determinant +1)')
     files.append(os.path.normpath(os.path.join(folder, name)))
     w2c.append(np.linalg.inv(c2w @ _GL_TO_CV))
-  return data, path, files, np.stack(w2c)
+    intrinsics.append({k: v for source in (data, frame) for k, v in source.items()
+                       if k in _INTRINSIC_KEYS})
+  return intrinsics, path, files, np.stack(w2c)
 
 
 def _shapenet_rendering_frames(folder: str) -> tuple[list[str], np.ndarray]:
@@ -210,7 +217,7 @@ def read_views(data_config, object_id: str) -> GivenViews:
     raise FileNotFoundError(f'{folder}: missing; data.render_set.root has no renders of object '
                             f'{object_id!r} (layout {rs.layout})')
   if rs.layout == 'transforms_json':
-    data, json_path, files, w2c_all = _transforms_frames(folder)
+    frame_intrinsics, json_path, files, w2c_all = _transforms_frames(folder)
     where = json_path
   else:
     files, rows = _shapenet_rendering_frames(folder)
@@ -220,7 +227,7 @@ def read_views(data_config, object_id: str) -> GivenViews:
   for i in take:
     rgb, mask, (width, height) = _load_rgba(files[i], size)
     if rs.layout == 'transforms_json':
-      k = _transforms_intrinsics(data, json_path, width, height)
+      k = _transforms_intrinsics(frame_intrinsics[i], json_path, width, height)
       extrinsic = w2c_all[i]
     else:
       if width != height:
