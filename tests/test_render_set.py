@@ -33,12 +33,9 @@ def _write_png(path, rgb, depth):
 def _to_file_frame(w2c_normalised, center, scale):
   """The inverse of render_set.to_normalized_frame: t = s t' - R c."""
   w2c = np.array(w2c_normalised, np.float64)
-  w2c[:3, 3] = scale * w2c[:3, 3] - w2c[:3, :3] @ np.asarray(center, np.float64)
+  w2c[..., :3, 3] = scale * w2c[..., :3, 3] - np.einsum('...ij,j->...i', w2c[..., :3, :3],
+                                                        np.asarray(center, np.float64))
   return w2c
-
-
-def _gl_pose(w2c):
-  return (np.linalg.inv(w2c) @ np.diag([1.0, -1.0, -1.0, 1.0])).tolist()
 
 
 def write_transforms_set(config, root, shapes, *, extra=1, opencv_poses=False):
@@ -46,8 +43,8 @@ def write_transforms_set(config, root, shapes, *, extra=1, opencv_poses=False):
 
   Each object gets (1 + extra) * V renders; the evenly spaced ones (every (1 + extra)-th) are
   exactly the views prepare renders for the object's seed, the others another camera ring, so
-  prepare's records must come out as without the render set. opencv_poses writes the OpenCV
-  camera-to-world (a convention mistake the silhouette check must catch)."""
+  prepare's records must come out as without the render set. opencv_poses rewrites the poses as
+  OpenCV camera-to-world matrices (a convention mistake the silhouette check must catch)."""
   d = config.data
   size, num_views = int(d.image_size), int(d.num_views)
   for shape in shapes:
@@ -56,20 +53,23 @@ def write_transforms_set(config, root, shapes, *, extra=1, opencv_poses=False):
     w2c, k = cameras.make_cameras(d.camera, num_views, size, np.random.default_rng([seed, 1]))
     other, _ = cameras.make_cameras(d.camera, num_views * extra, size,
                                     np.random.default_rng([seed, 99]))
-    frames = []
-    for i in range(num_views * (1 + extra)):
-      cam = w2c[i // (1 + extra)] if i % (1 + extra) == 0 else other[i - i // (1 + extra) - 1]
-      rgb, depth = per_object._render(mesh, cloud, per_object.base_color(shape, d), cam[None],
-                                      k[:1], size)
-      folder = os.path.join(root, *shape.id.split('/'))
-      _write_png(os.path.join(folder, f'r_{i}.png'), rgb[0], depth[0])
-      pose = _to_file_frame(cam, center, scale)
-      frames.append({'file_path': f'./r_{i}',
-                     'transform_matrix': np.linalg.inv(pose).tolist() if opencv_poses
-                     else _gl_pose(pose)})
-    with open(os.path.join(folder, 'transforms.json'), 'w') as f:
-      json.dump({'fl_x': float(k[0, 0, 0]), 'fl_y': float(k[0, 1, 1]), 'cx': float(k[0, 0, 2]),
-                 'cy': float(k[0, 1, 2]), 'w': size, 'h': size, 'frames': frames}, f)
+    step = 1 + extra
+    order = np.stack([w2c[i // step] if i % step == 0 else other[i - i // step - 1]
+                      for i in range(num_views * step)])
+    k = np.broadcast_to(k[:1], (len(order), 3, 3))
+    rgb, depth = per_object._render(mesh, cloud, per_object.base_color(shape, d), order, k, size)
+    folder = os.path.join(root, *shape.id.split('/'))
+    render_set.write_transforms_json(folder, rgb, np.isfinite(depth),
+                                     _to_file_frame(order, center, scale), k)
+    if opencv_poses:
+      path = os.path.join(folder, 'transforms.json')
+      with open(path) as f:
+        data = json.load(f)
+      for frame in data['frames']:
+        frame['transform_matrix'] = (np.asarray(frame['transform_matrix'])
+                                     @ np.diag([1.0, -1.0, -1.0, 1.0])).tolist()
+      with open(path, 'w') as f:
+        json.dump(data, f)
 
 
 @pytest.fixture(scope='module')

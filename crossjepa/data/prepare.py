@@ -13,7 +13,10 @@ Per object (DESIGN.md §2, CrossJEPA arXiv 2511.18424 §3 "offline rendering and
      move the mesh before rendering, so the 2D-3D pairing is exact.
   3. V cameras seeded by (config.seed, object id): deterministic, independent of order and workers.
   4. renders (mesh rasteriser, or point splats for point-only sources), base colour = the shape's
-     colour when data.colored else grey; colour histogram per view.
+     colour when data.colored else grey; colour histogram per view. With data.render_set, steps 3
+     and 4 read the object's given renders and poses instead (render_set.py: V evenly spaced of
+     them, the poses moved into the unit-sphere frame, the silhouette check; the rasteriser then
+     gives only the depth for step 6).
   5. FPS centres + kNN groups (crossjepa.ops, jitted once over a padded chunk of objects).
   6. correspondence map per view on the teacher's feature grid (its stride; depth test within
      data.depth_tolerance).

@@ -243,6 +243,30 @@ def read_views(data_config, object_id: str) -> GivenViews:
   return GivenViews(np.stack(images), np.stack(masks), np.stack(w2c), np.stack(intrinsics), taken)
 
 
+def write_transforms_json(folder: str, rgb, mask, world_to_cam, intrinsics) -> None:
+  """Writes views as a transforms_json render set folder: r_<i>.png (RGBA, alpha 255 on `mask`)
+  and transforms.json (OpenGL camera-to-world poses, each frame's fl_x / fl_y / cx / cy, w, h),
+  the json last under a temporary name, then renamed. rgb [V,H,W,3] uint8, mask [V,H,W],
+  world_to_cam [V,4,4] OpenCV, intrinsics [V,3,3] pixel."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rgb = np.asarray(rgb, np.uint8)
+  alpha = np.where(np.asarray(mask, bool), 255, 0).astype(np.uint8)
+  os.makedirs(folder, exist_ok=True)
+  frames = []
+  for i, (w2c, k) in enumerate(zip(np.asarray(world_to_cam, np.float64),
+                                   np.asarray(intrinsics, np.float64))):
+    Image.fromarray(np.concatenate([rgb[i], alpha[i][..., None]], -1), 'RGBA').save(
+        os.path.join(folder, f'r_{i}.png'))
+    frames.append({'file_path': f'./r_{i}',
+                   'transform_matrix': (np.linalg.inv(w2c) @ _GL_TO_CV).tolist(),
+                   'fl_x': float(k[0, 0]), 'fl_y': float(k[1, 1]), 'cx': float(k[0, 2]),
+                   'cy': float(k[1, 2]), 'w': int(rgb.shape[2]), 'h': int(rgb.shape[1])})
+  path = os.path.join(folder, 'transforms.json')
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    json.dump({'frames': frames}, f)
+  os.replace(path + '.tmp', path)
+
+
 # ---------------------------------------------------------------------------- frames and checks
 def to_normalized_frame(world_to_cam, center, scale: float) -> np.ndarray:
   """Extrinsics that see the normalised object ((p - center) / scale) as `world_to_cam` sees p.
