@@ -49,8 +49,7 @@ def _write_set(shapes, data_config, root):
     _, mesh, cloud, (center, scale) = per_object.normalize(shape, data_config,
                                                            np.random.default_rng([seed, 0]))
     rendered = per_object.render_views(shape, data_config, seed)
-    w2c = np.asarray(rendered['world_to_cam'], np.float64).copy()
-    w2c[:, :3, 3] = scale * w2c[:, :3, 3] - np.einsum('vij,j->vi', w2c[:, :3, :3], center)
+    w2c = render_set.to_file_frame(rendered['world_to_cam'], center, scale)
     assert rendered['image'].shape == (views, size, size, 3)
     render_set.write_transforms_json(os.path.join(root, *shape.id.split('/')), rendered['image'],
                                      np.isfinite(rendered['depth']), w2c, rendered['intrinsics'])

@@ -30,14 +30,6 @@ def _write_png(path, rgb, depth):
   Image.fromarray(np.concatenate([rgb, alpha[..., None]], -1), 'RGBA').save(path)
 
 
-def _to_file_frame(w2c_normalised, center, scale):
-  """The inverse of render_set.to_normalized_frame: t = s t' - R c."""
-  w2c = np.array(w2c_normalised, np.float64)
-  w2c[..., :3, 3] = scale * w2c[..., :3, 3] - np.einsum('...ij,j->...i', w2c[..., :3, :3],
-                                                        np.asarray(center, np.float64))
-  return w2c
-
-
 def write_transforms_set(config, root, shapes, *, extra=1, opencv_poses=False):
   """A transforms_json render set of `shapes` from our own renderer, in each file's frame.
 
@@ -60,7 +52,7 @@ def write_transforms_set(config, root, shapes, *, extra=1, opencv_poses=False):
     rgb, depth = per_object._render(mesh, cloud, per_object.base_color(shape, d), order, k, size)
     folder = os.path.join(root, *shape.id.split('/'))
     render_set.write_transforms_json(folder, rgb, np.isfinite(depth),
-                                     _to_file_frame(order, center, scale), k)
+                                     render_set.to_file_frame(order, center, scale), k)
     if opencv_poses:
       path = os.path.join(folder, 'transforms.json')
       with open(path) as f:
@@ -103,6 +95,7 @@ def test_frame_change_moves_no_pixel():
   center, scale = np.array([0.4, -0.9, 2.1]), 2.5
   moved = render_set.to_normalized_frame(w2c, center, scale)
   np.testing.assert_allclose(moved[:, :3, :3], w2c[:, :3, :3])
+  np.testing.assert_allclose(render_set.to_file_frame(moved, center, scale), w2c, atol=1e-12)
   from crossjepa.data import correspondence  # pylint: disable=g-import-not-at-top
   uv, z = correspondence.project(points, w2c, k)
   uv2, z2 = correspondence.project((points - center) / scale, moved, k)

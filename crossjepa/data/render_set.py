@@ -282,6 +282,16 @@ def to_normalized_frame(world_to_cam, center, scale: float) -> np.ndarray:
   return w2c
 
 
+def to_file_frame(world_to_cam, center, scale: float) -> np.ndarray:
+  """The inverse of to_normalized_frame: [R | s t' - R c] (writing views seen in the unit-sphere
+  frame as a render set in the file's frame)."""
+  w2c = np.array(world_to_cam, np.float64)
+  rotation = w2c[..., :3, :3]
+  w2c[..., :3, 3] = float(scale) * w2c[..., :3, 3] - np.einsum(
+      '...ij,j->...i', rotation, np.asarray(center, np.float64))
+  return w2c
+
+
 def silhouette_agreement(points, world_to_cam, intrinsics, mask, *, at_most: int = 2048
                          ) -> np.ndarray:
   """[V] fraction of `points` [P,3] that project in front of the camera onto the mask [V,S,S]
