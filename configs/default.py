@@ -82,6 +82,8 @@ def get_config(arg: str = ''):
   d.render_set.root = ''          # '' = render the views here
   d.render_set.layout = 'transforms_json'   # transforms_json (<root>/<object id>/transforms.json) | shapenet_rendering (3D-R2N2)
   d.render_set.min_agreement = 0.9   # an object's surface points on its renders' masks, mean over views (0 = no check)
+  d.render_set.axes = 'file'      # file | y_up_to_z_up (the poses' world is the file turned z-up, as Blender imports OBJ / glTF)
+  d.render_set.world = 'file'     # file | unit_cube (centred on its bounding box, longest side 1: Objaverse render scripts)
   # synthetic source
   d.synthetic = ml_collections.ConfigDict()
   d.synthetic.kind = 'clean'      # clean | scan

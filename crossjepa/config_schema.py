@@ -55,6 +55,8 @@ class Variants:
 RECIPES = ('crossjepa', 'seed', 'point_jepa')
 SOURCES = ('synthetic', 'mesh_folder', 'modelnet40', 'scanobjectnn', 'shapenet55')
 RENDER_SET_LAYOUTS = ('transforms_json', 'shapenet_rendering')
+RENDER_SET_AXES = ('file', 'y_up_to_z_up')
+RENDER_SET_WORLDS = ('file', 'unit_cube')
 TARGETS = ('cls', 'groups', 'object')
 LOSSES = ('mse', 'smooth_l1', 'cosine')
 TEACHER_KINDS = ('efficientnet_lite', 'offline_vit')
@@ -111,6 +113,8 @@ SCHEMA: dict[str, Any] = {
     'data.render_set.root': Str(),
     'data.render_set.layout': Choice(RENDER_SET_LAYOUTS),
     'data.render_set.min_agreement': Float(0.0, 1.0),
+    'data.render_set.axes': Choice(RENDER_SET_AXES),
+    'data.render_set.world': Choice(RENDER_SET_WORLDS),
     'data.synthetic.kind': Choice(('clean', 'scan')),
     'data.synthetic.train_per_class': Int(1),
     'data.synthetic.test_per_class': Int(1),

@@ -46,10 +46,10 @@ def _write_set(shapes, data_config, root):
   size, views = int(data_config.image_size), int(data_config.num_views)
   for shape in shapes:
     seed = per_object.object_seed(0, shape.id)
-    _, mesh, cloud, (center, scale) = per_object.normalize(shape, data_config,
-                                                           np.random.default_rng([seed, 0]))
+    _, mesh, cloud, frame = per_object.normalize(shape, data_config, np.random.default_rng([seed, 0]))
     rendered = per_object.render_views(shape, data_config, seed)
-    w2c = render_set.to_file_frame(rendered['world_to_cam'], center, scale)
+    w2c = render_set.from_normalized_frame(rendered['world_to_cam'], render_set.world_similarity(
+        data_config.render_set, frame, mesh.vertices if mesh is not None else cloud))
     assert rendered['image'].shape == (views, size, size, 3)
     render_set.write_transforms_json(os.path.join(root, *shape.id.split('/')), rendered['image'],
                                      np.isfinite(rendered['depth']), w2c, rendered['intrinsics'])

@@ -3,6 +3,7 @@ check and every refusal."""
 import json
 import os
 
+import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
@@ -31,7 +32,8 @@ def _write_png(path, rgb, depth):
 
 
 def write_transforms_set(config, root, shapes, *, extra=1, opencv_poses=False):
-  """A transforms_json render set of `shapes` from our own renderer, in each file's frame.
+  """A transforms_json render set of `shapes` from our own renderer, in the world that
+  config.data.render_set's axes and world say (by default each file's frame).
 
   Each object gets (1 + extra) * V renders; the evenly spaced ones (every (1 + extra)-th) are
   exactly the views prepare renders for the object's seed, the others another camera ring, so
@@ -41,7 +43,9 @@ def write_transforms_set(config, root, shapes, *, extra=1, opencv_poses=False):
   size, num_views = int(d.image_size), int(d.num_views)
   for shape in shapes:
     seed = per_object.object_seed(config.seed, shape.id)
-    _, mesh, cloud, (center, scale) = per_object.normalize(shape, d, np.random.default_rng([seed, 0]))
+    _, mesh, cloud, frame = per_object.normalize(shape, d, np.random.default_rng([seed, 0]))
+    similarity = render_set.world_similarity(d.render_set, frame,
+                                             mesh.vertices if mesh is not None else cloud)
     w2c, k = cameras.make_cameras(d.camera, num_views, size, np.random.default_rng([seed, 1]))
     other, _ = cameras.make_cameras(d.camera, num_views * extra, size,
                                     np.random.default_rng([seed, 99]))
@@ -52,7 +56,7 @@ def write_transforms_set(config, root, shapes, *, extra=1, opencv_poses=False):
     rgb, depth = per_object._render(mesh, cloud, per_object.base_color(shape, d), order, k, size)
     folder = os.path.join(root, *shape.id.split('/'))
     render_set.write_transforms_json(folder, rgb, np.isfinite(depth),
-                                     render_set.to_file_frame(order, center, scale), k)
+                                     render_set.from_normalized_frame(order, similarity), k)
     if opencv_poses:
       path = os.path.join(folder, 'transforms.json')
       with open(path) as f:
@@ -75,6 +79,8 @@ def given(tmp_path_factory):
 
 def test_layouts_follow_the_schema():
   assert config_schema.RENDER_SET_LAYOUTS == render_set.LAYOUTS
+  assert config_schema.RENDER_SET_AXES == tuple(render_set.AXES)
+  assert config_schema.RENDER_SET_WORLDS == render_set.WORLDS
 
 
 def test_evenly_spaced():
@@ -92,13 +98,30 @@ def test_frame_change_moves_no_pixel():
                                  'fov': 40.0}, 3, 64, rng)
   w2c = np.asarray(w2c, np.float64)
   w2c[:, :3, 3] -= np.einsum('vij,j->vi', w2c[:, :3, :3], [0.5, -1.0, 2.0])   # look at the points
-  center, scale = np.array([0.4, -0.9, 2.1]), 2.5
-  moved = render_set.to_normalized_frame(w2c, center, scale)
-  np.testing.assert_allclose(moved[:, :3, :3], w2c[:, :3, :3])
-  np.testing.assert_allclose(render_set.to_file_frame(moved, center, scale), w2c, atol=1e-12)
   from crossjepa.data import correspondence  # pylint: disable=g-import-not-at-top
+  center, scale = np.array([0.4, -0.9, 2.1]), 2.5
+  normalised = (points - center) / scale
   uv, z = correspondence.project(points, w2c, k)
-  uv2, z2 = correspondence.project((points - center) / scale, moved, k)
+  for axes in render_set.AXES:
+    for world in render_set.WORLDS:
+      rs = {'axes': axes, 'world': world}
+      sim = render_set.world_similarity(ml_collections.ConfigDict(rs), (center, scale), normalised)
+      # the render set's world, by its definition: turned, then centred on the box, longest side 1
+      turned = points @ render_set.AXES[axes].T
+      lo, hi = turned.min(0), turned.max(0)
+      expected = (turned - (lo + hi) / 2) / (hi - lo).max() if world == 'unit_cube' else turned
+      np.testing.assert_allclose(sim.scale * normalised @ sim.rotation.T + sim.offset, expected,
+                                 atol=1e-12)
+      # w2c taken as cameras of that world: moved into the unit-sphere frame they see the
+      # normalised points at the same pixels, they stay rigid, and the inverse brings them back
+      moved = render_set.to_normalized_frame(w2c, sim)
+      np.testing.assert_allclose(correspondence.project(normalised, moved, k)[0],
+                                 correspondence.project(expected, w2c, k)[0], atol=1e-3)
+      np.testing.assert_allclose(np.linalg.det(moved[:, :3, :3]), 1.0, atol=1e-9)
+      np.testing.assert_allclose(render_set.from_normalized_frame(moved, sim), w2c, atol=1e-12)
+  sim = render_set.world_similarity(ml_collections.ConfigDict({'axes': 'file', 'world': 'file'}),
+                                    (center, scale), normalised)
+  uv2, z2 = correspondence.project(normalised, render_set.to_normalized_frame(w2c, sim), k)
   np.testing.assert_allclose(uv2, uv, atol=1e-3)
   np.testing.assert_allclose(z2, z / scale, rtol=1e-5)
 
@@ -125,6 +148,28 @@ def test_given_renders_of_our_renderer_give_the_same_records(given, tmp_path):
     assert (y['views/corr'] >= 0).any()
     np.testing.assert_array_equal(y['teacher/cls'], x['teacher/cls'])
     np.testing.assert_array_equal(y['teacher/groups'], x['teacher/groups'])
+
+
+def test_a_blender_world(tmp_path):
+  """Poses in the world of an Objaverse render script (the file turned z-up as Blender imports it,
+  centred on its box, longest side 1): with data.render_set.axes / world saying so the views are
+  those of rendering; with the file's world the silhouette check refuses them."""
+  config = prepare_config()
+  rs = config.data.render_set
+  rs.root, rs.axes, rs.world = str(tmp_path), 'y_up_to_z_up', 'unit_cube'
+  shape = _one_shape(config, 'train')
+  write_transforms_set(config, str(tmp_path), [shape])
+  seed = per_object.object_seed(config.seed, shape.id)
+  given = per_object.process_shape(shape, config.data, seed)
+  plain = per_object.process_shape(shape, prepare_config().data, seed)
+  np.testing.assert_array_equal(given['views']['image'], plain['views']['image'])
+  np.testing.assert_allclose(given['views']['world_to_cam'], plain['views']['world_to_cam'],
+                             atol=2e-5)
+  np.testing.assert_array_equal(given['depth'], plain['depth'])
+  rs.axes, rs.world = 'file', 'file'
+  with pytest.raises(ValueError, match=r'(?s)do not see object.*axes = file and world = file.*'
+                     r'axes = y_up_to_z_up.*world = unit_cube'):
+    per_object.process_shape(shape, config.data, seed)
 
 
 def test_records_know_their_render_set(given, tmp_path):
@@ -160,7 +205,7 @@ def test_a_wrong_convention_is_caught(tmp_path):
   write_transforms_set(config, root, [shape], opencv_poses=True)
   config.data.render_set.root = root
   with pytest.raises(ValueError, match=r"(?s)do not see object 'synthetic/test/.*0.00 of its surface"
-                     r".*r_0.png 0.00.*transforms_json"):
+                     r".*r_0.png 0.00.*\(transforms_json\)"):
     per_object.process_shape(shape, config.data, 0)
   config.data.render_set.min_agreement = 0.0     # the check off: the views are taken as given
   partial = per_object.process_shape(shape, config.data, 0)
@@ -172,9 +217,10 @@ def test_agreement_of_matching_cameras_is_near_one(given):
   config.data.render_set.root = given
   for shape in sources.iter_shapes(config.data, 'train'):
     seed = per_object.object_seed(config.seed, shape.id)
-    points, _, _, frame = per_object.normalize(shape, config.data, np.random.default_rng([seed, 0]))
+    points, mesh, _, frame = per_object.normalize(shape, config.data, np.random.default_rng([seed, 0]))
     views = render_set.read_views(config.data, shape.id)
-    w2c = render_set.to_normalized_frame(views.world_to_cam, *frame)
+    w2c = render_set.to_normalized_frame(views.world_to_cam, render_set.world_similarity(
+        config.data.render_set, frame, mesh.vertices))
     agreement = render_set.silhouette_agreement(points, w2c, views.intrinsics, views.mask)
     assert agreement.shape == (2,) and agreement.min() >= 0.98, agreement
 
@@ -336,7 +382,8 @@ def test_shapenet_rendering(tmp_path):
     views = render_set.read_views(config.data, shape.id)
     assert [os.path.basename(f) for f in views.files] == ['00.png', '02.png']
     _, _, cloud, frame = per_object.normalize(shape, config.data, np.random.default_rng(0))
-    w2c = render_set.to_normalized_frame(views.world_to_cam, *frame)
+    w2c = render_set.to_normalized_frame(views.world_to_cam, render_set.world_similarity(
+        config.data.render_set, frame, cloud))
     agreement = render_set.silhouette_agreement(cloud, w2c, views.intrinsics, views.mask)
     assert agreement.min() >= 0.97, agreement
     partial = per_object.process_shape(shape, config.data, 0)

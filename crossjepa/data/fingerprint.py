@@ -71,10 +71,11 @@ def source_fingerprint(data_config, class_names: Sequence[str] | None, *,
 
 
 def render_set_fingerprint(render_config) -> dict[str, Any]:
-  """A render set's root, layout, silhouette threshold and file listing."""
+  """A render set's root, layout, silhouette threshold, world and file listing."""
   root = os.path.abspath(str(render_config.root))
   return {'root': root, 'layout': str(render_config.layout),
-          'min_agreement': float(render_config.min_agreement),
+          'min_agreement': float(render_config.min_agreement), 'axes': str(render_config.axes),
+          'world': str(render_config.world),
           'files': file_listing(root) if os.path.isdir(root) else None}
 
 

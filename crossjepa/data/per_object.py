@@ -111,7 +111,9 @@ def _given_views(shape, data_config, surface, mesh, cloud, frame) -> dict[str, n
   before anything is kept."""
   from crossjepa.data import histograms  # pylint: disable=g-import-not-at-top
   given = render_set.read_views(data_config, str(shape.id))
-  world_to_cam = render_set.to_normalized_frame(given.world_to_cam, *frame)
+  similarity = render_set.world_similarity(data_config.render_set, frame,
+                                           mesh.vertices if mesh is not None else cloud)
+  world_to_cam = render_set.to_normalized_frame(given.world_to_cam, similarity)
   render_set.check_agreement(
       render_set.silhouette_agreement(surface, world_to_cam, given.intrinsics, given.mask),
       data_config, str(shape.id), given.files)

@@ -19,8 +19,11 @@ teacher cache, records) is unchanged. Two layouts (`data.render_set.layout`):
   assumed convention, which is not verified against the real renders: the silhouette check below
   says when it does not hold).
 
-The cameras are in the coordinates of the source's file (the mesh or cloud as read); prepare moves
-them into the unit-sphere frame with the object. The PNGs must have an alpha channel: it is the
+The cameras are in the coordinates of the source's file (the mesh or cloud as read), or in a world
+made from them as Blender render scripts make it: `data.render_set.axes = y_up_to_z_up` (Blender's
+OBJ / glTF importers turn a y-up file z-up) and `data.render_set.world = unit_cube` (the scene
+centred on its bounding box, longest side 1, as Objaverse render scripts do). Prepare moves them
+into the unit-sphere frame with the object (`world_similarity`, `to_normalized_frame`). The PNGs must have an alpha channel: it is the
 object's mask (the colour histogram's pixels, the silhouette check) and the colour is composited
 over the renderer's white background, then resized to data.image_size (bicubic; the intrinsics are
 scaled with it). Of an object's n renders, V = data.num_views evenly spaced ones are taken (indices
@@ -270,25 +273,61 @@ def write_transforms_json(folder: str, rgb, mask, world_to_cam, intrinsics) -> N
 
 
 # ---------------------------------------------------------------------------- frames and checks
-def to_normalized_frame(world_to_cam, center, scale: float) -> np.ndarray:
-  """Extrinsics that see the normalised object ((p - center) / scale) as `world_to_cam` sees p.
+# How a render set's world sits on the object's file: `axes` (render_set.axes) and `world`
+# (render_set.world). Blender's OBJ and glTF importers turn a y-up file z-up, (x, y, z) ->
+# (x, -z, y); Objaverse render scripts (Zero123's and those after it) then centre the scene on its
+# bounding box and scale its longest side to 1.
+AXES = {'file': np.eye(3), 'y_up_to_z_up': np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])}
+WORLDS = ('file', 'unit_cube')
 
-  With x = x' s + c: R x + t = s (R x' + (R c + t) / s), and a camera-space scale by 1 / s moves no
-  pixel, so [R | (R c + t) / s] is a rigid camera of the normalised frame (depth in its units)."""
+
+class Similarity(NamedTuple):
+  """p_world = scale * rotation @ p + offset, from the unit-sphere frame to the render set's."""
+  scale: float
+  rotation: np.ndarray   # [3,3]
+  offset: np.ndarray     # [3]
+
+
+def world_similarity(render_config, frame, normalized_geometry) -> Similarity:
+  """The map from prepare's unit-sphere frame to the render set's world.
+
+  frame = (center, scale) of the normalisation (normalised = (p_file - center) / scale);
+  normalized_geometry [P,3] the object's normalised mesh vertices or cloud, whose bounding box the
+  unit_cube world is taken from. p_world = A (p_file - c_box) / e with A the axes' rotation, c_box
+  the box centre and e its longest side (1 and 0 in the file world), so with p_file = s p + c:
+  scale s / e, rotation A, offset A (c - c_box) / e."""
+  center, scale = np.asarray(frame[0], np.float64), float(frame[1])
+  axes = AXES[str(render_config.axes)]
+  box_center, extent = np.zeros(3), 1.0
+  if render_config.world == 'unit_cube':
+    g = np.asarray(normalized_geometry, np.float64) * scale + center
+    lo, hi = g.min(0), g.max(0)
+    box_center, extent = (lo + hi) / 2.0, float((hi - lo).max())
+  return Similarity(scale / extent, axes, axes @ (center - box_center) / extent)
+
+
+def to_normalized_frame(world_to_cam, similarity: Similarity) -> np.ndarray:
+  """Extrinsics that see the normalised object as `world_to_cam` sees it in the render set's world.
+
+  With p_world = k M p + b: R p_world + t = k (R M p + (R b + t) / k), and a camera-space scale by
+  1 / k moves no pixel, so [R M | (R b + t) / k] is a rigid camera of the normalised frame (depth
+  in its units)."""
   w2c = np.array(world_to_cam, np.float64)
-  rotation, translation = w2c[..., :3, :3], w2c[..., :3, 3]
-  center = np.asarray(center, np.float64)
-  w2c[..., :3, 3] = (np.einsum('...ij,j->...i', rotation, center) + translation) / float(scale)
+  rotation, translation = w2c[..., :3, :3].copy(), w2c[..., :3, 3].copy()
+  k, m, b = float(similarity.scale), np.asarray(similarity.rotation), np.asarray(similarity.offset)
+  w2c[..., :3, :3] = rotation @ m
+  w2c[..., :3, 3] = (np.einsum('...ij,j->...i', rotation, b) + translation) / k
   return w2c
 
 
-def to_file_frame(world_to_cam, center, scale: float) -> np.ndarray:
-  """The inverse of to_normalized_frame: [R | s t' - R c] (writing views seen in the unit-sphere
-  frame as a render set in the file's frame)."""
+def from_normalized_frame(world_to_cam, similarity: Similarity) -> np.ndarray:
+  """The inverse of to_normalized_frame: [R M^T | k t - R M^T b] (writing views seen in the
+  unit-sphere frame as a render set in its world)."""
   w2c = np.array(world_to_cam, np.float64)
-  rotation = w2c[..., :3, :3]
-  w2c[..., :3, 3] = float(scale) * w2c[..., :3, 3] - np.einsum(
-      '...ij,j->...i', rotation, np.asarray(center, np.float64))
+  k, m, b = float(similarity.scale), np.asarray(similarity.rotation), np.asarray(similarity.offset)
+  rotation = w2c[..., :3, :3] @ m.T
+  w2c[..., :3, :3] = rotation
+  w2c[..., :3, 3] = k * w2c[..., :3, 3] - np.einsum('...ij,j->...i', rotation, b)
   return w2c
 
 
@@ -319,7 +358,8 @@ def silhouette_agreement(points, world_to_cam, intrinsics, mask, *, at_most: int
 
 def check_agreement(agreement, data_config, object_id: str, files) -> None:
   """Raises when the object's mean silhouette agreement is below data.render_set.min_agreement."""
-  least = float(data_config.render_set.min_agreement)
+  rs = data_config.render_set
+  least = float(rs.min_agreement)
   agreement = np.asarray(agreement, np.float64)
   if float(agreement.mean()) >= least:
     return
@@ -328,6 +368,8 @@ def check_agreement(agreement, data_config, object_id: str, files) -> None:
   raise ValueError(
       f'{folder}: the given cameras do not see object {object_id!r} where its renders show it: '
       f'{agreement.mean():.2f} of its surface points project onto the render\'s mask (alpha), '
-      f'data.render_set.min_agreement = {least} ({per_view}). Expected the cameras in the '
-      f'coordinates of the source\'s file with the layout\'s convention '
-      f'({data_config.render_set.layout}); another convention, axis order or frame does not match')
+      f'data.render_set.min_agreement = {least} ({per_view}). Expected the layout\'s camera '
+      f'convention ({rs.layout}) in the world of data.render_set.axes = {rs.axes} and world = '
+      f'{rs.world}; another convention or frame does not match (Blender\'s importers turn a y-up '
+      f'file z-up: axes = y_up_to_z_up; Objaverse render scripts centre and scale the scene: '
+      f'world = unit_cube)')
