@@ -136,6 +136,10 @@ def test_given_renders_of_our_renderer_give_the_same_records(given, tmp_path):
   a = prepare.prepare(plain, str(tmp_path / 'plain'))
   b = prepare.prepare(with_set, str(tmp_path / 'given'))
   assert a['splits'] == b['splits'] == {'pretrain': 2, 'train': 4, 'test': 2}
+  assert 'silhouette' not in a
+  assert b['silhouette']['objects'] == 8 and b['silhouette']['median'] >= 0.98
+  assert 0.9 <= b['silhouette']['lowest'] <= b['silhouette']['median']
+  assert b['silhouette']['lowest_id'].startswith('synthetic/')
   for split in ('train', 'test', 'pretrain'):
     x = pipeline.load_split(plain, str(tmp_path / 'plain'), split, keys=KEYS)
     y = pipeline.load_split(with_set, str(tmp_path / 'given'), split, keys=KEYS)

@@ -114,13 +114,13 @@ def _given_views(shape, data_config, surface, mesh, cloud, frame) -> dict[str, n
   similarity = render_set.world_similarity(data_config.render_set, frame,
                                            mesh.vertices if mesh is not None else cloud)
   world_to_cam = render_set.to_normalized_frame(given.world_to_cam, similarity)
-  render_set.check_agreement(
-      render_set.silhouette_agreement(surface, world_to_cam, given.intrinsics, given.mask),
-      data_config, str(shape.id), given.files)
+  agreement = render_set.silhouette_agreement(surface, world_to_cam, given.intrinsics, given.mask)
+  render_set.check_agreement(agreement, data_config, str(shape.id), given.files)
   _, depth = _render(mesh, cloud, base_color(shape, data_config), world_to_cam, given.intrinsics,
                      int(data_config.image_size))
   hist = histograms.masked_color_histogram(given.image, given.mask, int(data_config.hist_bins))
-  return _view_dict(given.image, world_to_cam, given.intrinsics, hist, depth)
+  return {**_view_dict(given.image, world_to_cam, given.intrinsics, hist, depth),
+          'silhouette': float(np.mean(agreement))}
 
 
 def _view_dict(rgb, world_to_cam, intrinsics, hist, depth) -> dict[str, np.ndarray]:
@@ -146,7 +146,8 @@ def process_shape(shape, data_config, seed: int) -> dict[str, Any]:
   """Pure per-object CPU work: points, normalisation, cameras, renders, histograms.
 
   Returns a partial example: id, label, points [N,3], views/{image, world_to_cam, intrinsics, hist},
-  and depth [V,H,W] (for the correspondence map; not stored).
+  and depth [V,H,W] (for the correspondence map; not stored); with data.render_set also
+  'silhouette', the object's mean agreement (not stored: prepare's summary reports them).
   """
   points, mesh, cloud, frame = normalize(shape, data_config,
                                           np.random.default_rng([int(seed), 0]), defer_fps=True)
@@ -155,8 +156,9 @@ def process_shape(shape, data_config, seed: int) -> dict[str, Any]:
   else:
     views = _views(shape, data_config, seed, mesh, cloud)
   depth = views.pop('depth')
+  extra = {'silhouette': views.pop('silhouette')} if 'silhouette' in views else {}
   return {'id': str(shape.id), 'label': int(shape.label), **_points_or_cloud(points, cloud),
-          'views': views, 'depth': depth}
+          'views': views, 'depth': depth, **extra}
 
 
 def process_points(shape, data_config, seed: int) -> dict[str, Any]:

@@ -143,11 +143,12 @@ def in_flight_limit(workers: int, chunksize: int, chunk_objects: int) -> int:
 
 
 def generate_examples(config, split: str, teacher, *, shapes: Iterable | None = None,
-                      on_example: Callable[[dict[str, Any]], None] | None = None
-                      ) -> Iterator[tuple[str, dict[str, Any]]]:
+                      on_example: Callable[[dict[str, Any]], None] | None = None,
+                      silhouettes: list | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
   """(key, example) for every shape of `split` (keys are the object ids, unique per split).
 
-  `teacher` may be None when data.eval_only (no teacher cache is computed).
+  `teacher` may be None when data.eval_only (no teacher cache is computed). With data.render_set,
+  each object's (id, silhouette agreement) is appended to `silhouettes` when it is given.
   """
   d = config.data
   eval_only = records.is_eval_only(d)
@@ -170,6 +171,7 @@ def generate_examples(config, split: str, teacher, *, shapes: Iterable | None = 
                                        chunksize=chunksize))
   else:
     partials = map(per_object.process_task, tasks)
+  partials = _tap_silhouettes(partials, silhouettes)
 
   def finish(chunk, dispatched):
     if eval_only:
@@ -192,6 +194,25 @@ def generate_examples(config, split: str, teacher, *, shapes: Iterable | None = 
       flow.stop()
       pool.terminate()
       pool.join()
+
+
+def _tap_silhouettes(partials: Iterable[dict[str, Any]], silhouettes: list | None) -> Iterator:
+  """The partials without their 'silhouette' (not a record field), kept in `silhouettes`."""
+  for partial in partials:
+    value = partial.pop('silhouette', None)
+    if value is not None and silhouettes is not None:
+      silhouettes.append((partial['id'], value))
+    yield partial
+
+
+def silhouette_summary(silhouettes) -> dict[str, Any] | None:
+  """{'objects', 'median', 'lowest', 'lowest_id'} of (id, agreement) pairs, or None."""
+  if not silhouettes:
+    return None
+  values = np.array([v for _, v in silhouettes])
+  low = int(np.argmin(values))
+  return {'objects': len(values), 'median': round(float(np.median(values)), 4),
+          'lowest': round(float(values[low]), 4), 'lowest_id': silhouettes[low][0]}
 
 
 # ------------------------------------------------------------------------------------------ stage
@@ -310,6 +331,7 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
 
   shown: list[dict[str, Any]] = []
   counts = {s: 0 for s in splits}
+  silhouettes: list[tuple[str, float]] = []
   start = time.time()
 
   def example_fn(split):
@@ -322,7 +344,8 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
       bar.update(1)
       if total % 200 == 0:   # log.txt; the terminal has the bar
         logging.info('prepare: %d objects, %.1f objects/s', total, total / (time.time() - start))
-    return generate_examples(config, split, teacher, shapes=shapes_fn(split), on_example=on_example)
+    return generate_examples(config, split, teacher, shapes=shapes_fn(split), on_example=on_example,
+                             silhouettes=silhouettes)
 
   teacher_info = {'name': None, 'width': 0} if eval_only else teacher.teacher_info()
   builder = records.make_builder(config, workdir, teacher_info=teacher_info,
@@ -341,6 +364,11 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
              'eval_only': eval_only}
   logging.info('prepare: %d objects in %.1f s (%.1f objects/s) -> %s', total, seconds,
                summary['objects_per_s'], path)
+  if (silhouette := silhouette_summary(silhouettes)) is not None:
+    summary['silhouette'] = silhouette
+    console.say(f'   render set: {silhouette["objects"]} objects, silhouette agreement median '
+                f'{silhouette["median"]:.3f}, lowest {silhouette["lowest"]:.3f} '
+                f'({silhouette["lowest_id"]}; refused below {float(d.render_set.min_agreement)})')
   if shown:
     plot = os.path.join(os.fspath(workdir), 'plots', 'views.png')
     view_plots.plot_examples(plot, shown, int(teacher.stride))
