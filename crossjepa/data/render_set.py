@@ -10,9 +10,9 @@ teacher cache, records) is unchanged. Two layouts (`data.render_set.layout`):
   camera-to-world matrix in the OpenGL / Blender camera convention (x right, y up, looking down -z);
   intrinsics from `fl_x` / `fl_y` (and `cx` / `cy`, default the image centre) or `camera_angle_x`
   (radians, square pixels), at the PNGs' size (`w` / `h` when given must match them), the file's
-  or a frame's own. The object
-  id is the record id (`synthetic/train/cube_0000`, `chair/train/chair_0001` for a mesh folder,
-  `shapenet55/<synset>-<modelid>`), '/' being a sub-folder.
+  or a frame's own. The object id is the record id (`synthetic/train/cube_0000`,
+  `chair/train/chair_0001` for a mesh folder, `shapenet55/<synset>-<modelid>`), '/' being a
+  sub-folder.
 - `shapenet_rendering`: 3D-R2N2's ShapeNetRendering for the `shapenet55` source:
   `<root>/<synset>/<modelid>/rendering/` with `renderings.txt` (the PNG names) and
   `rendering_metadata.txt` (one row per PNG; cameras.cameras_from_rendering_metadata gives its
@@ -23,10 +23,11 @@ The cameras are in the coordinates of the source's file (the mesh or cloud as re
 made from them as Blender render scripts make it: `data.render_set.axes = y_up_to_z_up` (Blender's
 OBJ / glTF importers turn a y-up file z-up) and `data.render_set.world = unit_cube` (the scene
 centred on its bounding box, longest side 1, as Objaverse render scripts do). Prepare moves them
-into the unit-sphere frame with the object (`world_similarity`, `to_normalized_frame`). The PNGs must have an alpha channel: it is the
-object's mask (the colour histogram's pixels, the silhouette check) and the colour is composited
-over the renderer's white background, then resized to data.image_size (bicubic; the intrinsics are
-scaled with it). Of an object's n renders, V = data.num_views evenly spaced ones are taken (indices
+into the unit-sphere frame with the object (`world_similarity`, `to_normalized_frame`).
+
+The PNGs must have an alpha channel: it is the object's mask (the colour histogram's pixels, the
+silhouette check) and the colour is composited over the renderer's white background, then resized
+to data.image_size (bicubic; the intrinsics are scaled with it). Of an object's n renders, V = data.num_views evenly spaced ones are taken (indices
 floor(i n / V)), so a ring of renders stays a ring.
 
 The visibility test of the correspondence maps needs depth, which render sets rarely carry: the
@@ -46,14 +47,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from crossjepa.data import render
+
 LAYOUTS = ('transforms_json', 'shapenet_rendering')
-_BACKGROUND = 255           # the renderer's background (render.RENDER_SETTINGS['background'])
+_BACKGROUND = int(render.RENDER_SETTINGS['background'])   # composited over the renderer's white
 _ALPHA_OBJECT = 128         # alpha at or above this (after resizing) is the object
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])   # OpenGL camera axes (y up, -z forward) -> OpenCV
 
 
 class GivenViews(NamedTuple):
-  """One object's views from a render set, at data.image_size, cameras in the file's frame."""
+  """One object's views from a render set, at data.image_size, cameras in the render set's world."""
   image: np.ndarray          # [V,S,S,3] uint8, composited over white
   mask: np.ndarray           # [V,S,S] bool: alpha >= 128
   world_to_cam: np.ndarray   # [V,4,4] float64 OpenCV extrinsics
@@ -251,7 +254,7 @@ def read_views(data_config, object_id: str) -> GivenViews:
 def write_transforms_json(folder: str, rgb, mask, world_to_cam, intrinsics) -> None:
   """Writes views as a transforms_json render set folder: r_<i>.png (RGBA, alpha 255 on `mask`)
   and transforms.json (OpenGL camera-to-world poses, each frame's fl_x / fl_y / cx / cy, w, h),
-  the json last under a temporary name, then renamed. rgb [V,H,W,3] uint8, mask [V,H,W],
+  each file under a temporary name, then renamed, the json last. rgb [V,H,W,3] uint8, mask [V,H,W],
   world_to_cam [V,4,4] OpenCV, intrinsics [V,3,3] pixel."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   rgb = np.asarray(rgb, np.uint8)
@@ -260,8 +263,10 @@ def write_transforms_json(folder: str, rgb, mask, world_to_cam, intrinsics) -> N
   frames = []
   for i, (w2c, k) in enumerate(zip(np.asarray(world_to_cam, np.float64),
                                    np.asarray(intrinsics, np.float64))):
+    png = os.path.join(folder, f'r_{i}.png')
     Image.fromarray(np.concatenate([rgb[i], alpha[i][..., None]], -1), 'RGBA').save(
-        os.path.join(folder, f'r_{i}.png'))
+        png + '.tmp', format='PNG')
+    os.replace(png + '.tmp', png)
     frames.append({'file_path': f'./r_{i}',
                    'transform_matrix': (np.linalg.inv(w2c) @ _GL_TO_CV).tolist(),
                    'fl_x': float(k[0, 0]), 'fl_y': float(k[1, 1]), 'cx': float(k[0, 2]),
