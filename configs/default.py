@@ -261,6 +261,9 @@ def get_config(arg: str = ''):
   # time): 0 = one per usable core (at most 16), 1 = one at a time.
   e.svm_workers = 0
   e.fewshot_C = 0.01               # fixed C of the few-shot linear SVM (nothing selected per fold)
+  # Zero-shot 3D classification through the teacher's ImageNet classifier (no 3D label;
+  # crossjepa/evaluation/zero_shot.py): with train.target = object and an EfficientNet-Lite teacher.
+  e.zero_shot = True
   e.finetune = ml_collections.ConfigDict()
   e.finetune.enabled = False
   e.finetune.steps = 200

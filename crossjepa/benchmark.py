@@ -9,6 +9,10 @@ with the linear-probe and few-shot protocols of `crossjepa.evaluation.protocol`:
                          per-group target), over benchmark.seeds pretraining seeds
   2D teacher             the teacher's own probe on the same objects' rendered views (the ceiling)
 
+and, where the run has one (train.target = object, a teacher with an ImageNet classifier), a
+zero-shot column: the class named through the teacher's classifier with no 3D label
+(crossjepa.evaluation.zero_shot), for the crossjepa runs and the teacher on the views.
+
 Every pretraining run is a normal run folder (WORKDIR/runs/<variant>_s<seed>/) that shares the
 prepared records of WORKDIR/data, so runs resume like any other and a rerun recomputes nothing
 that is finished. The run of the main config at config.seed is WORKDIR itself.
@@ -109,6 +113,8 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
   from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
   from crossjepa.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
   from crossjepa.evaluation import protocol  # pylint: disable=g-import-not-at-top
+  from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
+  from crossjepa.training import checkpoint  # pylint: disable=g-import-not-at-top
   from crossjepa.training import loop  # pylint: disable=g-import-not-at-top
 
   b = config.benchmark
@@ -142,6 +148,7 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
         bar.update(1)
 
   # 3. evaluation
+  zs = _zero_shot_evaluator(config, workdir)
   fs_key = _fewshot_key(config)
   bs = int(config.eval.batch_size)
   table: dict[str, dict[str, Any]] = {}
@@ -159,8 +166,9 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
         return lambda: pipeline.iterate_split(ec, workdir, split, bs)
 
       rows: dict[str, Any] = {}
+      zs_data = _zero_shot_data(zs, ec, workdir, test_split)
       for name, entries in runs.items():
-        probes, shots = [], []
+        probes, shots, zeros = [], [], []
         for seed, rc, path in entries:
           module, enc, step, _ = protocol._encoder_under_test(rc, path)  # pylint: disable=protected-access
           if embed is None:
@@ -169,10 +177,15 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
                                           batches(test_split)(), seed=seed, embed_fn=embed)
           probes.append(res['linear_probe']['accuracy'])
           shots.append(res['fewshot'].get(fs_key, {}).get('mean', float('nan')))
+          if zs_data is not None and zero_shot.not_applicable(rc) is None:
+            params, _, _ = checkpoint.restore_params(path, rc)
+            zeros.append(zs.student(rc, params, zs_data)['accuracy'])
           bar.update(1)
         rows[name] = {'linear_probe': _summary(probes), fs_key: _summary(shots),
                       'pretrain_seeds': seeds, 'steps': int(config.train.steps),
                       'overrides': dict(dict(b.variants)[name])}
+        if zeros:
+          rows[name]['zero_shot'] = _summary(zeros)
       module = export_lib.point_encoder_from_config(config)
       example = protocol.arrays_first_points(ec, workdir, test_split)
       rand = protocol.random_init_baseline(ec, module, example, batches(train_split),
@@ -183,6 +196,8 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
                              'seeds': rand['protocol']['seeds']}
       if b.teacher_probe and not ec.data.eval_only:
         rows['teacher_2d'] = cached_teacher_probe(ec, workdir, train_split, test_split)
+        if zs_data is not None:
+          rows['teacher_2d']['zero_shot'] = {'mean': zs.teacher(zs_data)['accuracy']}
         bar.update(1)
       table[kind] = rows
 
@@ -198,10 +213,41 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
              'teacher_2d': 'the 2D teacher\'s global embedding (as cached) averaged over the views, '
                            'same probe',
          }}
+  if zs is not None:
+    out['protocol']['zero_shot'] = (f'{zero_shot.PROTOCOL}: {len(zs.indices)} classes, chance '
+                                    f'{100 / len(zs.indices):.1f} %')
   text = format_table(out)
   fileio.atomic_write_text(os.path.join(workdir, 'benchmark.json'), json.dumps(out, indent=2, default=str))
   fileio.atomic_write_text(os.path.join(workdir, 'benchmark.md'), text)
   return out
+
+
+def _zero_shot_evaluator(config, workdir: str):
+  """The benchmark's zero-shot evaluator (evaluation/zero_shot.py), or None where the main run
+  has none (the reason logged)."""
+  from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
+  try:
+    return zero_shot.ZeroShot(config, workdir)
+  except zero_shot.NotApplicable as e:
+    logging.info('benchmark: no %s', e)
+    return None
+
+
+def _zero_shot_data(zs, eval_config, workdir: str, test_split: str):
+  """The eval set's test objects for the zero-shot column (with the teacher's cache where the
+  records have one), or None when there is no evaluator or the set's classes differ."""
+  from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import records  # pylint: disable=g-import-not-at-top
+  from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
+  if zs is None:
+    return None
+  meta = dict(records.open_dataset(eval_config, workdir).info.metadata or {})
+  if list(meta.get('class_names') or []) != zs.class_names:
+    logging.info('benchmark: no zero-shot on %s: its classes differ from the pretraining records\'',
+                 eval_config.data.name)
+    return None
+  keys = list(zero_shot.ZeroShot.KEYS) + ([] if eval_config.data.eval_only else ['teacher/cls'])
+  return pipeline.load_split(eval_config, workdir, test_split, keys)
 
 
 def cached_teacher_probe(config, workdir: str, train_split: str, test_split: str) -> dict[str, Any]:
@@ -214,8 +260,12 @@ def cached_teacher_probe(config, workdir: str, train_split: str, test_split: str
 def format_table(out: dict[str, Any]) -> str:
   fs_key = out['fewshot_setting']
   kinds = out['eval_sets']
-  head = '| features | ' + ' | '.join(f'{k}: linear probe | {k}: {fs_key}' for k in kinds) + ' |'
-  sep = '|---|' + '---|---|' * len(kinds)
+  # A kind's zero-shot column where one of its rows has one (evaluation/zero_shot.py).
+  zero = {k: any('zero_shot' in row for row in out['table'][k].values()) for k in kinds}
+  head = '| features | ' + ' | '.join(
+      f'{k}: linear probe | {k}: {fs_key}' + (f' | {k}: zero-shot' if zero[k] else '')
+      for k in kinds) + ' |'
+  sep = '|---|' + ''.join('---|---|' + ('---|' if zero[k] else '') for k in kinds)
   names = list(next(iter(out['table'].values())).keys())
   order = ['random_init'] + [n for n in names if n not in ('random_init', 'teacher_2d')]
   if 'teacher_2d' in names:
@@ -234,6 +284,9 @@ def format_table(out: dict[str, Any]) -> str:
       fs = row.get(fs_key, {})
       cells.append(_fmt(lp['mean'], lp.get('std')) if 'mean' in lp else '-')
       cells.append(_fmt(fs['mean'], fs.get('std')) if 'mean' in fs else '-')
+      if zero[kind]:
+        zs = row.get('zero_shot', {})
+        cells.append(_fmt(zs['mean'], zs.get('std')) if 'mean' in zs else '-')
     lines.append(f'| {labels.get(name, name)} | ' + ' | '.join(cells) + ' |')
   lines.append('')
   for key, value in out['protocol'].items():

@@ -199,6 +199,7 @@ SCHEMA: dict[str, Any] = {
     'mesh.data': Int(1, also=(-1,)),
     'mesh.fsdp': Int(1),
     # evaluation
+    'eval.zero_shot': Bool(),
     'eval.params': Choice(('student', 'ema')),
     'eval.pooling': Choice(POOLINGS),
     'eval.svm_C': Seq(POSITIVE, min_len=1),

@@ -191,6 +191,13 @@ def results_table(workdir: str) -> str:
   lines.append(f"probe: {probe['classifier']}, C grid {probe['C_grid']} by {probe['cv']}; "
                f"features {pre['features']['pooling']} ({pre['features']['dim']}-d); "
                f"train {pre['features']['num_train']} / test {pre['features']['num_test']} objects")
+  zs = r.get('zero_shot') or {}
+  if 'pretrained' in zs:
+    lines.append(f"zero-shot, no 3D label (the {zs['pretrained']['classes']} classes with an "
+                 f"ImageNet name, {zs['pretrained']['objects']} test objects, chance "
+                 f"{100 * zs['pretrained']['chance']:.1f}): pretrained "
+                 f"{100 * zs['pretrained']['accuracy']:.1f} through the teacher's classifier; the "
+                 f"teacher on the views {100 * zs['teacher_on_views']['accuracy']:.1f}")
   teacher = r.get('teacher') or {}
   if teacher.get('name'):
     lines.append(f"teacher: {teacher['name']} ({teacher.get('architecture', '?')}; global "

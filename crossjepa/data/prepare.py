@@ -322,10 +322,17 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
   if splits is None:
     splits = splits_to_prepare(config)
   check_num_classes(d, class_names)
+  # The progress bar's total (and so its ETA) when the shapes come from the config's source.
+  sizes = {s: sources.count(d, s) for s in splits} if shapes_fn is None else None
+  num_objects = None if sizes is None else sum(sizes.values())
+  if sizes is not None and (empty := [s for s, n in sizes.items() if n == 0]):
+    # TFDS would fail on the empty split after the others were written ("No examples were yielded").
+    raise ValueError(f'data.source {d.source!r} has no objects in split(s) {empty}: leave them '
+                     f'out of data.pretrain_splits (now {list(d.pretrain_splits)}; e.g. '
+                     f'--config.data.pretrain_splits=train) or give them objects (the synthetic '
+                     f'source: data.synthetic.<split>_per_class)')
   if teacher is None and not eval_only:
     teacher = teacher_cache.Teacher(config)
-  # The progress bar's total (and so its ETA) when the shapes come from the config's source.
-  num_objects = sum(sources.count(d, s) for s in splits) if shapes_fn is None else None
   if shapes_fn is None:
     shapes_fn = functools.partial(sources.iter_shapes, d, deferred=True)
 

@@ -1,0 +1,238 @@
+"""Zero-shot 3D classification through the 2D teacher's own classifier: no 3D label is used.
+
+With `train.target='object'` the crossjepa recipe trains a linear head on the point encoder's
+pooled tokens to predict the teacher's view-averaged global embedding. The ImageNet
+EfficientNet-Lite's global embedding is its classifier's input, so the head's prediction, brought
+back to the teacher's scale (the inverse of the target standardisation, with the pretraining
+set's statistics), goes through that classifier: ImageNet logits from a point cloud alone.
+
+A 3D class is named by the ImageNet classes that are that object (`IMAGENET_NAMES`, by name,
+resolved against TFDS's ImageNet label list; each ImageNet class names at most one 3D class). An
+object gets the 3D class of its highest-scoring mapped ImageNet class, among the classes of the
+split that have a mapping; objects of the other classes are left out. Nothing is fitted: not the
+mapping, not a threshold, so the number is a zero-shot accuracy, with chance at 1 / (mapped classes).
+
+Beside it: the teacher itself on the same objects' rendered views (its logits of the cached
+view-averaged embedding, the same mapping): the 2D model's own zero-shot accuracy, the ceiling of
+what the point cloud can inherit.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# The synthetic source's classes that ImageNet has (by the first name of each ImageNet class in
+# TFDS's list). Left out: the primitives, and the classes whose nearest ImageNet class is already
+# another's (lamp / desk_lamp, the tables, bench / park_bench, shelf / bookcase, the stools and
+# chairs ImageNet has no class for).
+IMAGENET_NAMES: dict[str, tuple[str, ...]] = {
+    'chair': ('folding chair', 'rocking chair'),
+    'sofa': ('studio couch',),
+    'square_table': ('dining table',),
+    'bookcase': ('bookcase',),
+    'lamp': ('table lamp',),
+    'bed': ('four-poster',),
+    'park_bench': ('park bench',),
+    'desk': ('desk',),
+    'bottle': ('beer bottle', 'pop bottle', 'water bottle', 'wine bottle'),
+    'vase': ('vase',),
+    'cup': ('cup',),
+    'mug': ('coffee mug',),
+    'bowl': ('mixing bowl', 'soup bowl'),
+    'goblet': ('goblet',),
+    'pitcher': ('pitcher', 'water jug'),
+    'car': ('sports car', 'convertible', 'beach wagon', 'racer', 'cab', 'minivan'),
+    'plane': ('airliner', 'warplane'),
+    'rocket': ('missile', 'space shuttle'),
+    'mushroom': ('mushroom', 'agaric'),
+    'dumbbell': ('dumbbell',),
+}
+
+
+def imagenet_class_names() -> list[str]:
+  """The 1,000 ImageNet class names in label order (TFDS's list: 'tench, Tinca tinca', ...)."""
+  from tensorflow_datasets.datasets.siscore import labels  # pylint: disable=g-import-not-at-top
+  names = list(labels.IMAGENET_LABELS_LIST)
+  if len(names) != 1000:
+    raise ValueError(f'TFDS\'s ImageNet label list has {len(names)} names, expected 1000')
+  return names
+
+
+def class_indices(class_names: Sequence[str], mapping: Mapping[str, Sequence[str]] = IMAGENET_NAMES
+                  ) -> dict[int, list[int]]:
+  """{3D label: [ImageNet indices]} for the classes of `class_names` that `mapping` names.
+
+  An ImageNet name is the first comma-separated name of a class ('coffee mug', 'four-poster'); a
+  name that is not one, or an ImageNet class given to two 3D classes, is an error."""
+  first = {n.split(',')[0].strip(): i for i, n in enumerate(imagenet_class_names())}
+  out, owner = {}, {}
+  for label, name in enumerate(class_names):
+    if name not in mapping:
+      continue
+    indices = []
+    for inet in mapping[name]:
+      if inet not in first:
+        raise ValueError(f'zero-shot mapping {name!r}: {inet!r} is not an ImageNet class name')
+      if first[inet] in owner:
+        raise ValueError(f'zero-shot mapping: ImageNet class {inet!r} is given to both '
+                         f'{owner[first[inet]]!r} and {name!r}')
+      owner[first[inet]] = name
+      indices.append(first[inet])
+    out[label] = indices
+  return out
+
+
+def predict(logits: np.ndarray, indices: Mapping[int, Sequence[int]]) -> np.ndarray:
+  """The 3D label of each row: the class whose best mapped ImageNet logit is highest."""
+  labels = np.array(sorted(indices))
+  scores = np.stack([np.asarray(logits)[:, indices[int(c)]].max(axis=1) for c in labels], axis=1)
+  return labels[np.argmax(scores, axis=1)]
+
+
+def accuracy(logits, labels, indices: Mapping[int, Sequence[int]]) -> dict[str, Any]:
+  """Zero-shot accuracy over the objects whose class is mapped, with chance and the count."""
+  labels = np.asarray(labels)
+  keep = np.isin(labels, list(indices))
+  if not keep.any():
+    raise ValueError('zero-shot: no object of the split has a mapped class')
+  pred = predict(np.asarray(logits)[keep], indices)
+  return {'accuracy': float(np.mean(pred == labels[keep])), 'objects': int(keep.sum()),
+          'classes': len(indices), 'chance': 1.0 / len(indices)}
+
+
+class NotApplicable(ValueError):
+  """The run has no zero-shot evaluation (the reason is the message); evaluate_run skips it."""
+
+
+def classifier(teacher) -> tuple[np.ndarray, np.ndarray] | str:
+  """(kernel [D,1000], bias [1000]) of a loaded teacher's ImageNet classifier on its global
+  embedding, or why there is none."""
+  params = teacher.variables.get('params', {}) if hasattr(teacher.variables, 'get') else {}
+  head = params.get('classifier') if hasattr(params, 'get') else None
+  if head is None or 'kernel' not in head:
+    return (f'the teacher {teacher.name!r} has no ImageNet classifier on its global embedding '
+            '(the EfficientNet-Lite teachers have one)')
+  kernel, bias = np.asarray(head['kernel'], np.float32), np.asarray(head['bias'], np.float32)
+  if kernel.shape[1] != 1000:
+    return f'the teacher {teacher.name!r}\'s classifier has {kernel.shape[1]} outputs, not 1000'
+  return kernel, bias
+
+
+def not_applicable(config) -> str | None:
+  """Why the run has no zero-shot evaluation (None when it has one, so far as the config tells)."""
+  if not config.eval.zero_shot:
+    return 'eval.zero_shot = False'
+  if config.eval.encoder:
+    return 'eval.encoder is an export, which holds the encoder without the object head'
+  if config.recipe != 'crossjepa' or config.train.target != 'object':
+    return (f'it reads the crossjepa recipe\'s object head; the run has recipe {config.recipe!r}, '
+            f'target {config.train.target!r}')
+  if config.train.normalize_target:
+    return ('train.normalize_target = True layer-normed the targets, which cannot be undone to '
+            'reach the teacher\'s classifier')
+  if config.data.eval_only:
+    return 'data.eval_only: the records carry no teacher'
+  return None
+
+
+def object_target_stats(config, workdir) -> tuple[np.ndarray, np.ndarray] | None:
+  """(mean, std) that the 'object' target was standardised with, or None when it was not.
+
+  'batch': each batch's statistics, whose expectation the pretraining splits' view-averaged
+  embeddings give; 'dataset': the per-view statistics of pipeline.teacher_stats (the view average
+  of standardised views is the standardised view average)."""
+  from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
+  mode = str(config.train.standardize_target)
+  if mode == 'none':
+    return None
+  if mode == 'dataset':
+    stats = pipeline.teacher_stats(config, workdir)['cls']
+    return stats['mean'], stats['std']
+  means = np.concatenate([
+      pipeline.load_split(config, workdir, split, ['teacher/cls'])['teacher/cls']
+      .astype(np.float32).mean(axis=1) for split in config.data.pretrain_splits])
+  return means.mean(axis=0), np.sqrt(means.var(axis=0) + 1e-4)   # batch_standardize's eps
+
+
+class ZeroShot:
+  """A pretraining run's zero-shot evaluator: its teacher's classifier, the statistics its target
+  was standardised with and the class mapping of its records (config and workdir of the run
+  whose records hold the pretraining splits)."""
+
+  KEYS = ('label', 'points', 'centers', 'groups')
+
+  def __init__(self, config, workdir: str):
+    from crossjepa.data import records  # pylint: disable=g-import-not-at-top
+    from crossjepa.data import teacher_cache  # pylint: disable=g-import-not-at-top
+    reason = not_applicable(config)
+    if reason is not None:
+      raise NotApplicable(f'zero-shot: {reason}')
+    meta = dict(records.open_dataset(config, workdir).info.metadata or {})
+    self.teacher_info = dict(meta.get('teacher') or {})
+    if self.teacher_info.get('architecture') != 'efficientnet_lite':   # before loading weights
+      raise NotApplicable(f'zero-shot: the records\' teacher {self.teacher_info.get("name")!r} '
+                          f'({self.teacher_info.get("architecture")}) has no ImageNet classifier on '
+                          'its global embedding (the EfficientNet-Lite teachers have one)')
+    head = classifier(teacher_cache.load_config_teacher(config))
+    if isinstance(head, str):
+      raise NotApplicable(f'zero-shot: {head}')
+    self.kernel, self.bias = head
+    self.class_names = list(meta['class_names'])
+    self.indices = class_indices(self.class_names)
+    if not self.indices:
+      raise NotApplicable(f'zero-shot: none of the classes {self.class_names} has an ImageNet '
+                       'mapping (zero_shot.IMAGENET_NAMES)')
+    self.stats = object_target_stats(config, workdir)
+
+  def student(self, config, params, data, batch: int = 64) -> dict[str, Any]:
+    """The accuracy of the run's encoder + object head (params['student'], params['predictor'])
+    on `data` (load_split arrays of KEYS)."""
+    from crossjepa.training.recipes import models as models_lib  # pylint: disable=g-import-not-at-top
+    models = models_lib.build_models(config, self.teacher_info)
+
+    @jax.jit
+    def head(p, x, c, g):
+      tokens = models.point.apply({'params': p['student']}, x, c, g)['tokens']
+      return models.predictor.apply({'params': p['predictor']}, tokens).astype(jnp.float32)
+
+    inputs = [np.asarray(data[k]) for k in ('points', 'centers', 'groups')]
+    n = len(inputs[0])
+    padded = [np.concatenate([a, np.repeat(a[-1:], -n % batch, axis=0)]) for a in inputs]
+    pred = np.concatenate([np.asarray(head(params, *(a[i:i + batch] for a in padded)))
+                           for i in range(0, len(padded[0]), batch)])[:n]
+    if self.stats is not None:
+      pred = pred * self.stats[1] + self.stats[0]
+    return accuracy(pred @ self.kernel + self.bias, data['label'], self.indices)
+
+  def teacher(self, data) -> dict[str, Any]:
+    """The teacher's own accuracy on the objects' views: its cached embeddings averaged over the
+    views (`data['teacher/cls']`), through its classifier."""
+    emb = np.asarray(data['teacher/cls'], np.float32).mean(axis=1)
+    return accuracy(emb @ self.kernel + self.bias, data['label'], self.indices)
+
+  def describe(self) -> dict[str, Any]:
+    names = imagenet_class_names()
+    return {'classes': {self.class_names[c]: [names[i].split(',')[0] for i in self.indices[c]]
+                        for c in sorted(self.indices)},
+            'protocol': PROTOCOL}
+
+
+PROTOCOL = ('no 3D label: the trained student encoder and object head\'s prediction of the teacher\'s view-averaged global '
+            'embedding, de-standardised with the pretraining splits\' statistics, through the '
+            'teacher\'s ImageNet classifier; a 3D class = the best of its mapped ImageNet classes '
+            '(zero_shot.IMAGENET_NAMES); objects of unmapped classes left out')
+
+
+def evaluate(config, workdir: str, split: str | None = None) -> dict[str, Any]:
+  """The run's zero-shot accuracy on `split` (default data.eval_test_split) and its teacher's."""
+  from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
+  from crossjepa.training import checkpoint  # pylint: disable=g-import-not-at-top
+  zs = ZeroShot(config, workdir)
+  split = split or str(config.data.eval_test_split)
+  data = pipeline.load_split(config, workdir, split, list(ZeroShot.KEYS) + ['teacher/cls'])
+  params, _, step = checkpoint.restore_params(workdir, config)
+  return {'split': split, 'step': int(step), 'pretrained': zs.student(config, params, data),
+          'teacher_on_views': zs.teacher(data), **zs.describe()}
