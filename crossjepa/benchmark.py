@@ -9,9 +9,9 @@ with the linear-probe and few-shot protocols of `crossjepa.evaluation.protocol`:
                          per-group target), over benchmark.seeds pretraining seeds
   2D teacher             the teacher's own probe on the same objects' rendered views (the ceiling)
 
-and, where the run has one (train.target = object, a teacher with an ImageNet classifier), a
-zero-shot column: the class named through the teacher's classifier with no 3D label
-(crossjepa.evaluation.zero_shot), for the crossjepa runs and the teacher on the views.
+and, with a teacher that has an ImageNet classifier, a zero-shot column: the class named through
+that classifier after a label-free ridge readout into the teacher's embedding
+(crossjepa.evaluation.zero_shot), for every row.
 
 Every pretraining run is a normal run folder (WORKDIR/runs/<variant>_s<seed>/) that shares the
 prepared records of WORKDIR/data, so runs resume like any other and a rerun recomputes nothing
@@ -114,8 +114,8 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
   from crossjepa.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
   from crossjepa.evaluation import protocol  # pylint: disable=g-import-not-at-top
   from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
-  from crossjepa.training import checkpoint  # pylint: disable=g-import-not-at-top
   from crossjepa.training import loop  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
 
   b = config.benchmark
   seeds = [int(s) for s in b.seeds]
@@ -177,9 +177,8 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
                                           batches(test_split)(), seed=seed, embed_fn=embed)
           probes.append(res['linear_probe']['accuracy'])
           shots.append(res['fewshot'].get(fs_key, {}).get('mean', float('nan')))
-          if zs_data is not None and zero_shot.not_applicable(rc) is None:
-            params, _, _ = checkpoint.restore_params(path, rc)
-            zeros.append(zs.student(rc, params, zs_data)['accuracy'])
+          if zs_data is not None:
+            zeros.append(zs.readout(embed.with_params(enc), zs_data)['accuracy'])
           bar.update(1)
         rows[name] = {'linear_probe': _summary(probes), fs_key: _summary(shots),
                       'pretrain_seeds': seeds, 'steps': int(config.train.steps),
@@ -194,6 +193,11 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
       rows['random_init'] = {'linear_probe': rand['linear_probe'],
                              fs_key: rand['fewshot'].get(fs_key, {}),
                              'seeds': rand['protocol']['seeds']}
+      if zs_data is not None:
+        init = jax.jit(module.init)
+        rows['random_init']['zero_shot'] = _summary([
+            zs.readout(embed.with_params(init(jax.random.PRNGKey(int(s)), example[:1])['params']),
+                       zs_data)['accuracy'] for s in config.eval.seeds])
       if b.teacher_probe and not ec.data.eval_only:
         rows['teacher_2d'] = cached_teacher_probe(ec, workdir, train_split, test_split)
         if zs_data is not None:

@@ -193,11 +193,15 @@ def results_table(workdir: str) -> str:
                f"train {pre['features']['num_train']} / test {pre['features']['num_test']} objects")
   zs = r.get('zero_shot') or {}
   if 'pretrained' in zs:
-    lines.append(f"zero-shot, no 3D label (the {zs['pretrained']['classes']} classes with an "
-                 f"ImageNet name, {zs['pretrained']['objects']} test objects, chance "
-                 f"{100 * zs['pretrained']['chance']:.1f}): pretrained "
-                 f"{100 * zs['pretrained']['accuracy']:.1f} through the teacher's classifier; the "
-                 f"teacher on the views {100 * zs['teacher_on_views']['accuracy']:.1f}")
+    pre, rnd = zs['pretrained'], zs['random_init']
+    head = (f", its object head {100 * zs['object_head']['accuracy']:.1f}"
+            if 'object_head' in zs else '')
+    lines.append(f"zero-shot, no 3D label ({pre['classes']} classes with an ImageNet name, "
+                 f"{pre['objects']} test objects, chance {100 * pre['chance']:.1f}; a ridge readout "
+                 f"into the teacher's embedding, its classifier): pretrained "
+                 f"{100 * pre['accuracy']:.1f}{head}, random init {100 * rnd['accuracy']:.1f} ± "
+                 f"{100 * rnd['accuracy_std']:.1f}, the teacher on the views "
+                 f"{100 * zs['teacher_on_views']['accuracy']:.1f}")
   teacher = r.get('teacher') or {}
   if teacher.get('name'):
     lines.append(f"teacher: {teacher['name']} ({teacher.get('architecture', '?')}; global "

@@ -73,20 +73,20 @@ def test_classifier_is_the_teachers_own(lite0):
                              rtol=1e-4, atol=1e-4)
 
 
-def test_when_it_does_not_apply(tmp_path):
+def test_when_it_does_not_apply():
   c = smoke_config()
-  assert c.train.target == 'object' and zero_shot.not_applicable(c) is None
-  c.train.target = 'cls'
-  assert "target 'cls'" in zero_shot.not_applicable(c)
-  for key, value, words in (('eval.zero_shot', False, 'eval.zero_shot = False'),
-                            ('eval.encoder', str(tmp_path), 'an export'),
-                            ('train.normalize_target', True, 'cannot be undone'),
-                            ('recipe', 'point_jepa', "recipe 'point_jepa'")):
+  assert zero_shot.not_applicable(c) is None and zero_shot.has_head(c)   # smoke: target object
+  c.eval.zero_shot = False
+  assert zero_shot.not_applicable(c) == 'eval.zero_shot = False'
+  c = smoke_config()
+  c.data.eval_only = True
+  assert 'no teacher embeddings' in zero_shot.not_applicable(c)
+  for key, value in (('train.target', 'cls'), ('train.normalize_target', True),
+                     ('eval.encoder', '/some/export'), ('recipe', 'point_jepa')):
     d = smoke_config()
-    d.train.target = 'object'
     block, leaf = key.rsplit('.', 1) if '.' in key else ('', key)
     (d[block] if block else d)[leaf] = value
-    assert words in zero_shot.not_applicable(d)
+    assert zero_shot.not_applicable(d) is None and not zero_shot.has_head(d), key
 
 
 def test_a_run_names_classes_through_the_teacher(tmp_path, lite0):
@@ -113,9 +113,12 @@ def test_a_run_names_classes_through_the_teacher(tmp_path, lite0):
   run_lib.run(c, workdir, 'all')
   with open(os.path.join(workdir, 'results.json')) as f:
     zs = json.load(f)['zero_shot']
-  assert zs['pretrained']['classes'] == 20 and zs['pretrained']['objects'] == 20
-  assert zs['pretrained']['chance'] == 0.05 and 0.0 <= zs['pretrained']['accuracy'] <= 1.0
-  assert zs['classes']['mug'] == ['coffee mug'] and zs['step'] == 4
+  for entry in [zs['pretrained'], zs['object_head']] + zs['random_init']['per_seed']:
+    assert entry['classes'] == 20 and entry['objects'] == 20 and entry['chance'] == 0.05
+    assert 0.0 <= entry['accuracy'] <= 1.0
+  assert zs['random_init']['seeds'] == [0] and zs['pretrained']['alpha'] in zero_shot.ZeroShot.ALPHAS
+  assert zs['random_init']['accuracy'] == zs['random_init']['per_seed'][0]['accuracy']
+  assert zs['classes']['mug'] == ['coffee mug'] and zs['split'] == 'test'
   arrays = pipeline.load_split(run_lib.resolve_teacher(c, workdir), workdir, 'test',
                                ['label', 'views/image'])
   images = arrays['views/image']
@@ -124,4 +127,4 @@ def test_a_run_names_classes_through_the_teacher(tmp_path, lite0):
   expected = zero_shot.accuracy(logits, arrays['label'], zero_shot.class_indices(synthetic.CLASS_NAMES))
   assert zs['teacher_on_views']['accuracy'] == pytest.approx(expected['accuracy'])
   table = run_lib.results_table(workdir)
-  assert 'zero-shot, no 3D label (the 20 classes with an ImageNet name, 20 test objects' in table
+  assert 'zero-shot, no 3D label (20 classes with an ImageNet name, 20 test objects, chance 5.0' in table

@@ -232,13 +232,16 @@ def _encoder_under_test(config, workdir: str):
   return module, enc, int(step), desc
 
 
-def _zero_shot(config, workdir: str) -> dict:
-  """results.json's zero_shot: the run's and its teacher's accuracies (evaluation/zero_shot.py),
-  or {'skipped': why} where the run has none."""
+def _zero_shot(config, workdir: str, module, enc, embed, from_checkpoint: bool) -> dict:
+  """results.json's zero_shot (evaluation/zero_shot.py), or {'skipped': why} where the run has
+  none."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
+  from crossjepa.training import checkpoint  # pylint: disable=g-import-not-at-top
   try:
-    return zero_shot.evaluate(config, workdir)
+    run_params = (checkpoint.restore_params(workdir, config)[0]
+                  if from_checkpoint and zero_shot.has_head(config) else None)
+    return zero_shot.evaluate(config, workdir, module, enc, embed, run_params=run_params)
   except zero_shot.NotApplicable as e:
     logging.info('evaluate: no %s', e)
     return {'skipped': str(e)}
@@ -293,7 +296,8 @@ def evaluate_run(config, workdir: str) -> dict:
     results['teacher'] = dict(meta.get('teacher') or {})
     results['target'] = {'train.target': str(config.train.target),
                          'standardize_target': str(config.train.standardize_target)}
-    results['zero_shot'] = _zero_shot(config, workdir)
+    results['zero_shot'] = _zero_shot(config, workdir, module, enc, embed,
+                                      encoder_desc['source'] == 'checkpoint')
   if config.eval.finetune.enabled:
     train = pipeline.load_split(config, workdir, train_split)
     test = pipeline.load_split(config, workdir, test_split)

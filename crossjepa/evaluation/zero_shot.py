@@ -1,20 +1,22 @@
 """Zero-shot 3D classification through the 2D teacher's own classifier: no 3D label is used.
 
-With `train.target='object'` the crossjepa recipe trains a linear head on the point encoder's
-pooled tokens to predict the teacher's view-averaged global embedding. The ImageNet
-EfficientNet-Lite's global embedding is its classifier's input, so the head's prediction, brought
-back to the teacher's scale (the inverse of the target standardisation, with the pretraining
-set's statistics), goes through that classifier: ImageNet logits from a point cloud alone.
+The ImageNet EfficientNet-Lite teacher's global embedding is its classifier's input. A linear
+readout from a point encoder's pooled features (concat(max, mean), standardised) to that
+embedding, fitted by ridge regression (alpha by efficient leave-one-out) on the pretraining
+splits' objects and their cached teacher embeddings (averaged over the views, standardised), maps
+a point cloud into the teacher's space; the teacher's classifier then gives ImageNet logits. The
+readout reads no label, so the number is a zero-shot accuracy, and the same readout on the same
+encoder architecture at random initialisation (eval.seeds) says how much of it pretraining put into
+the encoder, as the linear probe does with labels. With train.target = 'object' the head trained
+with the encoder is a readout of its own (its prediction brought back from the target
+standardisation), reported beside it.
 
 A 3D class is named by the ImageNet classes that are that object (`IMAGENET_NAMES`, by name,
 resolved against TFDS's ImageNet label list; each ImageNet class names at most one 3D class). An
 object gets the 3D class of its highest-scoring mapped ImageNet class, among the classes of the
-split that have a mapping; objects of the other classes are left out. Nothing is fitted: not the
-mapping, not a threshold, so the number is a zero-shot accuracy, with chance at 1 / (mapped classes).
-
-Beside it: the teacher itself on the same objects' rendered views (its logits of the cached
-view-averaged embedding, the same mapping): the 2D model's own zero-shot accuracy, the ceiling of
-what the point cloud can inherit.
+split that have a mapping; objects of the other classes are left out. Chance is 1 / (mapped
+classes). Beside it, the teacher itself on the same objects' rendered views (its cached
+view-averaged embedding through its classifier): the ceiling of what the point cloud can inherit.
 """
 from __future__ import annotations
 
@@ -125,17 +127,15 @@ def not_applicable(config) -> str | None:
   """Why the run has no zero-shot evaluation (None when it has one, so far as the config tells)."""
   if not config.eval.zero_shot:
     return 'eval.zero_shot = False'
-  if config.eval.encoder:
-    return 'eval.encoder is an export, which holds the encoder without the object head'
-  if config.recipe != 'crossjepa' or config.train.target != 'object':
-    return (f'it reads the crossjepa recipe\'s object head; the run has recipe {config.recipe!r}, '
-            f'target {config.train.target!r}')
-  if config.train.normalize_target:
-    return ('train.normalize_target = True layer-normed the targets, which cannot be undone to '
-            'reach the teacher\'s classifier')
   if config.data.eval_only:
-    return 'data.eval_only: the records carry no teacher'
+    return 'data.eval_only: the records carry no teacher embeddings to fit the readout on'
   return None
+
+
+def has_head(config) -> bool:
+  """Whether the run trained an object head that reads out the teacher's embedding."""
+  return (config.recipe == 'crossjepa' and config.train.target == 'object'
+          and not config.train.normalize_target and not config.eval.encoder)
 
 
 def object_target_stats(config, workdir) -> tuple[np.ndarray, np.ndarray] | None:
@@ -158,13 +158,15 @@ def object_target_stats(config, workdir) -> tuple[np.ndarray, np.ndarray] | None
 
 
 class ZeroShot:
-  """A pretraining run's zero-shot evaluator: its teacher's classifier, the statistics its target
-  was standardised with and the class mapping of its records (config and workdir of the run
-  whose records hold the pretraining splits)."""
+  """A run's zero-shot evaluator: its teacher's classifier, the class mapping of its records and
+  the pretraining splits' objects and teacher embeddings that readouts are fitted on (config and
+  workdir of the run whose records hold the pretraining splits)."""
 
   KEYS = ('label', 'points', 'centers', 'groups')
+  ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
 
   def __init__(self, config, workdir: str):
+    from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
     from crossjepa.data import records  # pylint: disable=g-import-not-at-top
     from crossjepa.data import teacher_cache  # pylint: disable=g-import-not-at-top
     reason = not_applicable(config)
@@ -176,42 +178,70 @@ class ZeroShot:
       raise NotApplicable(f'zero-shot: the records\' teacher {self.teacher_info.get("name")!r} '
                           f'({self.teacher_info.get("architecture")}) has no ImageNet classifier on '
                           'its global embedding (the EfficientNet-Lite teachers have one)')
-    head = classifier(teacher_cache.load_config_teacher(config))
-    if isinstance(head, str):
-      raise NotApplicable(f'zero-shot: {head}')
-    self.kernel, self.bias = head
     self.class_names = list(meta['class_names'])
     self.indices = class_indices(self.class_names)
     if not self.indices:
       raise NotApplicable(f'zero-shot: none of the classes {self.class_names} has an ImageNet '
-                       'mapping (zero_shot.IMAGENET_NAMES)')
-    self.stats = object_target_stats(config, workdir)
+                          'mapping (zero_shot.IMAGENET_NAMES)')
+    head = classifier(teacher_cache.load_config_teacher(config))
+    if isinstance(head, str):
+      raise NotApplicable(f'zero-shot: {head}')
+    self.kernel, self.bias = head
+    keys = list(self.KEYS) + ['teacher/cls']
+    parts = [pipeline.load_split(config, workdir, s, keys) for s in config.data.pretrain_splits]
+    self.fit_data = {k: np.concatenate([p[k] for p in parts]) for k in self.KEYS}
+    target = np.concatenate([p['teacher/cls'].astype(np.float32).mean(axis=1) for p in parts])
+    self.target_mean, self.target_std = target.mean(0), target.std(0) + 1e-6
+    self.target = (target - self.target_mean) / self.target_std
+    self.head_stats = object_target_stats(config, workdir) if has_head(config) else None
 
-  def student(self, config, params, data, batch: int = 64) -> dict[str, Any]:
+  def _logits(self, embedding: np.ndarray) -> np.ndarray:
+    return embedding @ self.kernel + self.bias
+
+  def readout(self, embed_fn, data, batch: int = 64) -> dict[str, Any]:
+    """The accuracy on `data` (load_split arrays of KEYS) of an encoder's features (`embed_fn`,
+    evaluation.features) read out by ridge into the teacher's embedding (fitted on the
+    pretraining splits, no label), through the teacher's classifier."""
+    from sklearn.linear_model import RidgeCV  # pylint: disable=g-import-not-at-top
+    from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
+
+    def features(arrays):
+      return np.concatenate([
+          embed_fn(arrays['points'][i:i + batch], arrays['centers'][i:i + batch],
+                   arrays['groups'][i:i + batch]) for i in range(0, len(arrays['points']), batch)])
+
+    train_x = features(self.fit_data)
+    scaler = StandardScaler().fit(train_x)
+    ridge = RidgeCV(alphas=self.ALPHAS).fit(scaler.transform(train_x), self.target)
+    pred = ridge.predict(scaler.transform(features(data))) * self.target_std + self.target_mean
+    return {**accuracy(self._logits(pred), data['label'], self.indices),
+            'alpha': float(ridge.alpha_)}
+
+  def head(self, config, params, data, batch: int = 64) -> dict[str, Any]:
     """The accuracy of the run's encoder + object head (params['student'], params['predictor'])
-    on `data` (load_split arrays of KEYS)."""
+    on `data`, its prediction brought back from the target standardisation."""
     from crossjepa.training.recipes import models as models_lib  # pylint: disable=g-import-not-at-top
     models = models_lib.build_models(config, self.teacher_info)
 
     @jax.jit
-    def head(p, x, c, g):
+    def apply(p, x, c, g):
       tokens = models.point.apply({'params': p['student']}, x, c, g)['tokens']
       return models.predictor.apply({'params': p['predictor']}, tokens).astype(jnp.float32)
 
     inputs = [np.asarray(data[k]) for k in ('points', 'centers', 'groups')]
     n = len(inputs[0])
     padded = [np.concatenate([a, np.repeat(a[-1:], -n % batch, axis=0)]) for a in inputs]
-    pred = np.concatenate([np.asarray(head(params, *(a[i:i + batch] for a in padded)))
+    pred = np.concatenate([np.asarray(apply(params, *(a[i:i + batch] for a in padded)))
                            for i in range(0, len(padded[0]), batch)])[:n]
-    if self.stats is not None:
-      pred = pred * self.stats[1] + self.stats[0]
-    return accuracy(pred @ self.kernel + self.bias, data['label'], self.indices)
+    if self.head_stats is not None:
+      pred = pred * self.head_stats[1] + self.head_stats[0]
+    return accuracy(self._logits(pred), data['label'], self.indices)
 
   def teacher(self, data) -> dict[str, Any]:
     """The teacher's own accuracy on the objects' views: its cached embeddings averaged over the
     views (`data['teacher/cls']`), through its classifier."""
     emb = np.asarray(data['teacher/cls'], np.float32).mean(axis=1)
-    return accuracy(emb @ self.kernel + self.bias, data['label'], self.indices)
+    return accuracy(self._logits(emb), data['label'], self.indices)
 
   def describe(self) -> dict[str, Any]:
     names = imagenet_class_names()
@@ -220,19 +250,31 @@ class ZeroShot:
             'protocol': PROTOCOL}
 
 
-PROTOCOL = ('no 3D label: the trained student encoder and object head\'s prediction of the teacher\'s view-averaged global '
-            'embedding, de-standardised with the pretraining splits\' statistics, through the '
-            'teacher\'s ImageNet classifier; a 3D class = the best of its mapped ImageNet classes '
-            '(zero_shot.IMAGENET_NAMES); objects of unmapped classes left out')
+PROTOCOL = ('no 3D label: RidgeCV(alphas 0.1 .. 1e4, leave-one-out) from standardised '
+            'concat(max, mean) features to the standardised view-averaged teacher embedding, fitted '
+            'on the pretraining splits; through the teacher\'s ImageNet classifier; a 3D class = '
+            'the best of its mapped ImageNet classes (zero_shot.IMAGENET_NAMES); objects of '
+            'unmapped classes left out')
 
 
-def evaluate(config, workdir: str, split: str | None = None) -> dict[str, Any]:
-  """The run's zero-shot accuracy on `split` (default data.eval_test_split) and its teacher's."""
+def evaluate(config, workdir: str, module, params, embed_fn, *, run_params=None,
+             split: str | None = None) -> dict[str, Any]:
+  """results.json's zero_shot: the readout on the evaluated encoder (`module`, `params`, through
+  `embed_fn`) and on the same encoder at random init (eval.seeds), the run's object head where it
+  has one (`run_params`: the checkpoint's whole params), and the teacher on the views."""
   from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
-  from crossjepa.training import checkpoint  # pylint: disable=g-import-not-at-top
   zs = ZeroShot(config, workdir)
   split = split or str(config.data.eval_test_split)
   data = pipeline.load_split(config, workdir, split, list(ZeroShot.KEYS) + ['teacher/cls'])
-  params, _, step = checkpoint.restore_params(workdir, config)
-  return {'split': split, 'step': int(step), 'pretrained': zs.student(config, params, data),
-          'teacher_on_views': zs.teacher(data), **zs.describe()}
+  out = {'split': split, 'pretrained': zs.readout(embed_fn.with_params(params), data)}
+  init = jax.jit(module.init)
+  random = [zs.readout(embed_fn.with_params(
+      init(jax.random.PRNGKey(int(seed)), data['points'][:1])['params']), data)
+      for seed in config.eval.seeds]
+  values = [r['accuracy'] for r in random]
+  out['random_init'] = {'accuracy': float(np.mean(values)), 'accuracy_std': float(np.std(values)),
+                        'per_seed': random, 'seeds': [int(s) for s in config.eval.seeds]}
+  if run_params is not None and has_head(config):
+    out['object_head'] = zs.head(config, run_params, data)
+  out['teacher_on_views'] = zs.teacher(data)
+  return {**out, **zs.describe()}
