@@ -178,7 +178,7 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
           probes.append(res['linear_probe']['accuracy'])
           shots.append(res['fewshot'].get(fs_key, {}).get('mean', float('nan')))
           if zs_data is not None:
-            zeros.append(zs.readout(embed.with_params(enc), zs_data)['accuracy'])
+            zeros.append(zs.readout(embed.with_params(enc), zs_data, key=(name, seed))['accuracy'])
           bar.update(1)
         rows[name] = {'linear_probe': _summary(probes), fs_key: _summary(shots),
                       'pretrain_seeds': seeds, 'steps': int(config.train.steps),
@@ -197,7 +197,8 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
         init = jax.jit(module.init)
         rows['random_init']['zero_shot'] = _summary([
             zs.readout(embed.with_params(init(jax.random.PRNGKey(int(s)), example[:1])['params']),
-                       zs_data)['accuracy'] for s in config.eval.seeds])
+                       zs_data, key=('random_init', int(s)))['accuracy']
+            for s in config.eval.seeds])
       if b.teacher_probe and not ec.data.eval_only:
         rows['teacher_2d'] = cached_teacher_probe(ec, workdir, train_split, test_split)
         if zs_data is not None:

@@ -31,6 +31,25 @@ def test_format_table_numbers():
   assert lines[4] == '| teacher_2d | 90.0 | - |'     # the teacher row comes last
 
 
+def test_format_table_zero_shot_column():
+  """A set's zero-shot column appears when one of its rows has one; the rows without show '-'."""
+  out = {'fewshot_setting': '2way_1shot', 'eval_sets': ['clean', 'scan'], 'protocol': {'probe': 'p'},
+         'table': {
+             'clean': {'random_init': {'linear_probe': {'mean': 0.5, 'std': 0.1},
+                                       'zero_shot': {'mean': 0.375, 'std': 0.0125}},
+                       'x': {'linear_probe': {'mean': 0.75, 'std': 0.05}},
+                       'teacher_2d': {'linear_probe': {'mean': 0.9}, 'zero_shot': {'mean': 0.5}}},
+             'scan': {'random_init': {'linear_probe': {'mean': 0.25, 'std': 0.0}},
+                      'x': {'linear_probe': {'mean': 0.375, 'std': 0.0}}}}}
+  lines = benchmark.format_table(out).splitlines()
+  assert lines[0] == ('| features | clean: linear probe | clean: 2way_1shot | clean: zero-shot | '
+                      'scan: linear probe | scan: 2way_1shot |')
+  assert lines[1] == '|---|---|---|---|---|---|'
+  assert lines[2] == '| random_init | 50.0 ± 10.0 | - | 37.5 ± 1.2 | 25.0 ± 0.0 | - |'
+  assert lines[3] == '| x | 75.0 ± 5.0 | - | - | 37.5 ± 0.0 | - |'
+  assert lines[4] == '| teacher_2d | 90.0 | - | 50.0 | - | - |'
+
+
 @pytest.mark.usefixtures('persistent_compile_cache')   # every run compiles the same programs
 def test_benchmark_stage_end_to_end(tmp_path):
   c = _smoke()

@@ -91,7 +91,8 @@ def test_when_it_does_not_apply():
 
 def test_a_run_names_classes_through_the_teacher(tmp_path, lite0):
   """The ImageNet Lite0 teacher, the object target, every synthetic class: results.json's zero-shot
-  entry; the teacher's accuracy equals its own logits on the stored views."""
+  entry; the teacher's accuracy equals its own logits on the stored views; the benchmark's
+  zero-shot column gives the same numbers for the same encoders."""
   c = smoke_config(steps=4, checkpoint_every=4, log_every=1, warmup_steps=1, target='object')
   c.teacher.random_init = False
   c.teacher.feature_stage = 'stage5'
@@ -109,6 +110,9 @@ def test_a_run_names_classes_through_the_teacher(tmp_path, lite0):
   c.eval.cv_folds = 2
   c.eval.fewshot_ways = (2,)
   c.eval.seeds = (0,)
+  c.benchmark.enabled = True      # its seed 0 is this run: the same readouts, from its cache
+  c.benchmark.seeds = (0,)
+  c.benchmark.eval_sets = ('clean',)
   workdir = str(tmp_path / 'run')
   run_lib.run(c, workdir, 'all')
   with open(os.path.join(workdir, 'results.json')) as f:
@@ -126,5 +130,10 @@ def test_a_run_names_classes_through_the_teacher(tmp_path, lite0):
   logits = logits.reshape(images.shape[:2] + (-1,)).mean(1)
   expected = zero_shot.accuracy(logits, arrays['label'], zero_shot.class_indices(synthetic.CLASS_NAMES))
   assert zs['teacher_on_views']['accuracy'] == pytest.approx(expected['accuracy'])
+  with open(os.path.join(workdir, 'benchmark.json')) as f:
+    rows = json.load(f)['table']['clean']
+  assert rows['crossjepa']['zero_shot']['mean'] == pytest.approx(zs['pretrained']['accuracy'])
+  assert rows['random_init']['zero_shot']['mean'] == pytest.approx(zs['random_init']['accuracy'])
+  assert rows['teacher_2d']['zero_shot']['mean'] == pytest.approx(expected['accuracy'])
   table = run_lib.results_table(workdir)
   assert 'zero-shot, no 3D label (20 classes with an ImageNet name, 20 test objects, chance 5.0' in table

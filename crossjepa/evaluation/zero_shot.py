@@ -194,14 +194,16 @@ class ZeroShot:
     self.target_mean, self.target_std = target.mean(0), target.std(0) + 1e-6
     self.target = (target - self.target_mean) / self.target_std
     self.head_stats = object_target_stats(config, workdir) if has_head(config) else None
+    self._fitted: dict[Any, Any] = {}
 
   def _logits(self, embedding: np.ndarray) -> np.ndarray:
     return embedding @ self.kernel + self.bias
 
-  def readout(self, embed_fn, data, batch: int = 64) -> dict[str, Any]:
+  def readout(self, embed_fn, data, *, key=None, batch: int = 64) -> dict[str, Any]:
     """The accuracy on `data` (load_split arrays of KEYS) of an encoder's features (`embed_fn`,
     evaluation.features) read out by ridge into the teacher's embedding (fitted on the
-    pretraining splits, no label), through the teacher's classifier."""
+    pretraining splits, no label), through the teacher's classifier. A `key` names the encoder:
+    its fitted readout is kept and reused for other data (the benchmark's eval sets)."""
     from sklearn.linear_model import RidgeCV  # pylint: disable=g-import-not-at-top
     from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
 
@@ -210,9 +212,14 @@ class ZeroShot:
           embed_fn(arrays['points'][i:i + batch], arrays['centers'][i:i + batch],
                    arrays['groups'][i:i + batch]) for i in range(0, len(arrays['points']), batch)])
 
-    train_x = features(self.fit_data)
-    scaler = StandardScaler().fit(train_x)
-    ridge = RidgeCV(alphas=self.ALPHAS).fit(scaler.transform(train_x), self.target)
+    fitted = self._fitted.get(key) if key is not None else None
+    if fitted is None:
+      train_x = features(self.fit_data)
+      scaler = StandardScaler().fit(train_x)
+      fitted = (scaler, RidgeCV(alphas=self.ALPHAS).fit(scaler.transform(train_x), self.target))
+      if key is not None:
+        self._fitted[key] = fitted
+    scaler, ridge = fitted
     pred = ridge.predict(scaler.transform(features(data))) * self.target_std + self.target_mean
     return {**accuracy(self._logits(pred), data['label'], self.indices),
             'alpha': float(ridge.alpha_)}
