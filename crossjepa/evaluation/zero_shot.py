@@ -138,12 +138,13 @@ def has_head(config) -> bool:
           and not config.train.normalize_target and not config.eval.encoder)
 
 
-def object_target_stats(config, workdir) -> tuple[np.ndarray, np.ndarray] | None:
+def object_target_stats(config, workdir, view_means: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
   """(mean, std) that the 'object' target was standardised with, or None when it was not.
 
   'batch': each batch's statistics, whose expectation the pretraining splits' view-averaged
-  embeddings give; 'dataset': the per-view statistics of pipeline.teacher_stats (the view average
-  of standardised views is the standardised view average)."""
+  embeddings (`view_means`) give, with batch_standardize's eps; 'dataset': the per-view
+  statistics of pipeline.teacher_stats (the view average of standardised views is the
+  standardised view average)."""
   from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
   mode = str(config.train.standardize_target)
   if mode == 'none':
@@ -151,10 +152,7 @@ def object_target_stats(config, workdir) -> tuple[np.ndarray, np.ndarray] | None
   if mode == 'dataset':
     stats = pipeline.teacher_stats(config, workdir)['cls']
     return stats['mean'], stats['std']
-  means = np.concatenate([
-      pipeline.load_split(config, workdir, split, ['teacher/cls'])['teacher/cls']
-      .astype(np.float32).mean(axis=1) for split in config.data.pretrain_splits])
-  return means.mean(axis=0), np.sqrt(means.var(axis=0) + 1e-4)   # batch_standardize's eps
+  return view_means.mean(axis=0), np.sqrt(view_means.var(axis=0) + 1e-4)
 
 
 class ZeroShot:
@@ -193,7 +191,7 @@ class ZeroShot:
     target = np.concatenate([p['teacher/cls'].astype(np.float32).mean(axis=1) for p in parts])
     self.target_mean, self.target_std = target.mean(0), target.std(0) + 1e-6
     self.target = (target - self.target_mean) / self.target_std
-    self.head_stats = object_target_stats(config, workdir) if has_head(config) else None
+    self.head_stats = object_target_stats(config, workdir, target) if has_head(config) else None
     self._fitted: dict[Any, Any] = {}
 
   def _logits(self, embedding: np.ndarray) -> np.ndarray:
