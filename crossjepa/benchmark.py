@@ -115,7 +115,6 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
   from crossjepa.evaluation import protocol  # pylint: disable=g-import-not-at-top
   from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
   from crossjepa.training import loop  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
 
   b = config.benchmark
   seeds = [int(s) for s in b.seeds]
@@ -194,11 +193,10 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
                              fs_key: rand['fewshot'].get(fs_key, {}),
                              'seeds': rand['protocol']['seeds']}
       if zs_data is not None:
-        init = jax.jit(module.init)
+        seeds_init = [int(s) for s in config.eval.seeds]
         rows['random_init']['zero_shot'] = _summary([
-            zs.readout(embed.with_params(init(jax.random.PRNGKey(int(s)), example[:1])['params']),
-                       zs_data, key=('random_init', int(s)))['accuracy']
-            for s in config.eval.seeds])
+            zs.readout(embed.with_params(p), zs_data, key=('random_init', s))['accuracy']
+            for s, p in zip(seeds_init, protocol.random_init_params(module, example, seeds_init))])
       if b.teacher_probe and not ec.data.eval_only:
         rows['teacher_2d'] = cached_teacher_probe(ec, workdir, train_split, test_split)
         if zs_data is not None:

@@ -27,8 +27,9 @@ into the unit-sphere frame with the object (`world_similarity`, `to_normalized_f
 
 The PNGs must have an alpha channel: it is the object's mask (the colour histogram's pixels, the
 silhouette check) and the colour is composited over the renderer's white background, then resized
-to data.image_size (bicubic; the intrinsics are scaled with it). Of an object's n renders, V = data.num_views evenly spaced ones are taken (indices
-floor(i n / V)), so a ring of renders stays a ring.
+to data.image_size (bicubic; the intrinsics are scaled with it). Of an object's n renders,
+V = data.num_views evenly spaced ones are taken (indices floor(i n / V)), so a ring of renders
+stays a ring.
 
 The visibility test of the correspondence maps needs depth, which render sets rarely carry: the
 depth is our rasteriser's, of the same normalised mesh (or point splats) seen by the given cameras.

@@ -7,7 +7,7 @@ random-init baseline evaluates the same encoder architecture at initialisation o
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from absl import logging
 import jax
@@ -70,6 +70,15 @@ def _mean_std(values: list[float]) -> dict:
           'per_seed': [float(v) for v in values]}
 
 
+def random_init_params(encoder_module, example_points, seeds) -> Iterator[Any]:
+  """The encoder's params at random init under each seed in turn (PRNGKey(seed), flax's
+  initialisers): what the random-init baseline, the zero-shot control and the benchmark evaluate."""
+  init = jax.jit(encoder_module.init)   # one compile for all seeds (eager init is slow)
+  example = np.asarray(example_points, np.float32)[:1]
+  for seed in seeds:
+    yield init(jax.random.PRNGKey(int(seed)), example)['params']
+
+
 def random_init_baseline(config, encoder_module, example_points, train_batches_fn: Callable[[], Batches],
                          test_batches_fn: Callable[[], Batches],
                          embed_fn: features_lib.EmbedFn | None = None) -> dict:
@@ -83,12 +92,9 @@ def random_init_baseline(config, encoder_module, example_points, train_batches_f
   seeds = [int(s) for s in config.eval.seeds]
   if not seeds:
     raise ValueError('config.eval.seeds is empty; the random-init baseline needs at least one seed')
-  example_points = np.asarray(example_points, np.float32)
   # embed_fn: an EmbedFn of the same module (e.g. the pretrained one), reused so nothing recompiles.
   per_seed = []
-  init = jax.jit(encoder_module.init)   # one compile for all seeds (eager init is slow)
-  for seed in seeds:
-    params = init(jax.random.PRNGKey(seed), example_points[:1])['params']
+  for seed, params in zip(seeds, random_init_params(encoder_module, example_points, seeds)):
     if embed_fn is None:
       embed_fn = features_lib.make_embed_fn(encoder_module, params, pooling=str(config.eval.pooling))
     per_seed.append(evaluate_encoder(config, encoder_module, params, train_batches_fn(),

@@ -152,7 +152,8 @@ def object_target_stats(config, workdir, view_means: np.ndarray) -> tuple[np.nda
   if mode == 'dataset':
     stats = pipeline.teacher_stats(config, workdir)['cls']
     return stats['mean'], stats['std']
-  return view_means.mean(axis=0), np.sqrt(view_means.var(axis=0) + 1e-4)
+  from crossjepa.training import losses  # pylint: disable=g-import-not-at-top
+  return view_means.mean(axis=0), np.sqrt(view_means.var(axis=0) + losses.BATCH_STANDARDIZE_EPS)
 
 
 class ZeroShot:
@@ -268,14 +269,13 @@ def evaluate(config, workdir: str, module, params, embed_fn, *, run_params=None,
   `embed_fn`) and on the same encoder at random init (eval.seeds), the run's object head where it
   has one (`run_params`: the checkpoint's whole params), and the teacher on the views."""
   from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
+  from crossjepa.evaluation import protocol  # pylint: disable=g-import-not-at-top
   zs = ZeroShot(config, workdir)
   split = split or str(config.data.eval_test_split)
   data = pipeline.load_split(config, workdir, split, list(ZeroShot.KEYS) + ['teacher/cls'])
   out = {'split': split, 'pretrained': zs.readout(embed_fn.with_params(params), data)}
-  init = jax.jit(module.init)
-  random = [zs.readout(embed_fn.with_params(
-      init(jax.random.PRNGKey(int(seed)), data['points'][:1])['params']), data)
-      for seed in config.eval.seeds]
+  random = [zs.readout(embed_fn.with_params(p), data)
+            for p in protocol.random_init_params(module, data['points'], config.eval.seeds)]
   values = [r['accuracy'] for r in random]
   out['random_init'] = {'accuracy': float(np.mean(values)), 'accuracy_std': float(np.std(values)),
                         'per_seed': random, 'seeds': [int(s) for s in config.eval.seeds]}

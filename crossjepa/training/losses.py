@@ -15,7 +15,11 @@ def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
   return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
-def batch_standardize(target: jax.Array, weights: jax.Array, eps: float = 1e-4) -> jax.Array:
+BATCH_STANDARDIZE_EPS = 1e-4   # added to each dimension's variance
+
+
+def batch_standardize(target: jax.Array, weights: jax.Array,
+                      eps: float = BATCH_STANDARDIZE_EPS) -> jax.Array:
   """(x - mean) / std per target dimension over the batch's valid entries (weights > 0), the
   statistics taken over the whole global batch (jit reduces across the sharded batch axis).
   A target-side batch norm: every dimension of the teacher's embedding weighs the same in the loss,
