@@ -262,8 +262,12 @@ def get_config(arg: str = ''):
   e.svm_workers = 0
   e.fewshot_C = 0.01               # fixed C of the few-shot linear SVM (nothing selected per fold)
   # Zero-shot 3D classification through the teacher's ImageNet classifier (no 3D label;
-  # crossjepa/evaluation/zero_shot.py): with train.target = object and an EfficientNet-Lite teacher.
+  # crossjepa/evaluation/zero_shot.py): with an EfficientNet-Lite teacher. The run's records fit a
+  # readout (and the export carries it, so an eval-only run of the export has zero-shot too).
   e.zero_shot = True
+  # The 3D classes' ImageNet names: '' = data.source's table (zero_shot.MAPPINGS: synthetic,
+  # modelnet40, scanobjectnn, shapenet55); else a JSON file {"3D class": ["ImageNet name", ...]}.
+  e.zero_shot_classes = ''
   e.finetune = ml_collections.ConfigDict()
   e.finetune.enabled = False
   e.finetune.steps = 200

@@ -45,6 +45,10 @@ Protocol (recorded next to every number in results.json):
     C = eval.fewshot_C on frozen features (mean +- std over folds). Note: the field's few-shot
     tables fine-tune the encoder; these are frozen-feature numbers.
   * random-init floor: the same architecture at initialisation, mean +- std over eval.seeds.
+  * zero-shot, no label (where the export carries a readout: pretrained with an EfficientNet-Lite
+    teacher): the export's readout into the teacher's embedding, through its ImageNet classifier;
+    30 of the 40 classes have ImageNet names (crossjepa/evaluation/zero_shot.py MODELNET40), the
+    others' objects are left out; beside it, the random-init control of the export's seeds.
   * the published split sizes are asserted (data.strict_counts).
 """
 from crossjepa import config_util

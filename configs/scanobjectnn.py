@@ -26,6 +26,10 @@ Protocol (recorded next to every number in results.json):
   * few-shot: {5,10}-way {10,20}-shot, 20 queries per class, 10 fixed folds, linear SVM at fixed
     C = eval.fewshot_C on frozen features (mean +- std over folds).
   * random-init floor: the same architecture at initialisation, mean +- std over eval.seeds.
+  * zero-shot, no label (where the export carries a readout: pretrained with an EfficientNet-Lite
+    teacher): the export's readout into the teacher's embedding, through its ImageNet classifier;
+    all 15 classes have ImageNet names (crossjepa/evaluation/zero_shot.py SCANOBJECTNN); beside
+    it, the random-init control of the export's seeds.
   * the published split sizes are asserted (data.strict_counts).
 """
 from crossjepa import config_util

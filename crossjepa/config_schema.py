@@ -200,6 +200,7 @@ SCHEMA: dict[str, Any] = {
     'mesh.fsdp': Int(1),
     # evaluation
     'eval.zero_shot': Bool(),
+    'eval.zero_shot_classes': Str(),
     'eval.params': Choice(('student', 'ema')),
     'eval.pooling': Choice(POOLINGS),
     'eval.svm_C': Seq(POSITIVE, min_len=1),

@@ -196,12 +196,15 @@ def results_table(workdir: str) -> str:
     pre, rnd = zs['pretrained'], zs['random_init']
     head = (f", its object head {100 * zs['object_head']['accuracy']:.1f}"
             if 'object_head' in zs else '')
+    control = (f"random init {100 * rnd['accuracy']:.1f} ± {100 * rnd['accuracy_std']:.1f}"
+               if 'accuracy' in rnd else f"random init: {rnd.get('skipped')}")
+    views = (f", the teacher on the views {100 * zs['teacher_on_views']['accuracy']:.1f}"
+             if 'teacher_on_views' in zs else '')
+    readout = ('the export\'s readout into its teacher\'s embedding' if 'readout' in zs
+               else 'a ridge readout into the teacher\'s embedding')
     lines.append(f"zero-shot, no 3D label ({pre['classes']} classes with an ImageNet name, "
-                 f"{pre['objects']} test objects, chance {100 * pre['chance']:.1f}; a ridge readout "
-                 f"into the teacher's embedding, its classifier): pretrained "
-                 f"{100 * pre['accuracy']:.1f}{head}, random init {100 * rnd['accuracy']:.1f} ± "
-                 f"{100 * rnd['accuracy_std']:.1f}, the teacher on the views "
-                 f"{100 * zs['teacher_on_views']['accuracy']:.1f}")
+                 f"{pre['objects']} test objects, chance {100 * pre['chance']:.1f}; {readout}, "
+                 f"its classifier): pretrained {100 * pre['accuracy']:.1f}{head}, {control}{views}")
   teacher = r.get('teacher') or {}
   if teacher.get('name'):
     lines.append(f"teacher: {teacher['name']} ({teacher.get('architecture', '?')}; global "

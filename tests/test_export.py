@@ -59,6 +59,10 @@ def test_export_layout(exported):
   assert info['config_digest'] == 'sha256:' + export_lib.config_digest(config)
   assert info['param_count'] == sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   assert export_lib.build_module(info) == module
+  # No records here to fit the zero-shot readout on: the export says so, and the loader too.
+  assert info['zero_shot']['skipped'].startswith('zero-shot: no records to fit the readout on')
+  with pytest.raises(ValueError, match='no zero-shot readout \\(zero-shot: no records to fit'):
+    export_lib.load_encoder(path).imagenet_logits(np.zeros((1, 64, 3), np.float32))
 
 
 def test_load_in_fresh_process_matches_embed_fn(exported, tmp_path):

@@ -3,16 +3,23 @@ TFDS's ImageNet names, the decision rule by brute force, the classifier against 
 logits, when it does not apply, and a whole run with the ImageNet Lite0 from its wheel."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
+import formats  # pylint: disable=g-bad-import-order
 from crossjepa import run as run_lib
 from crossjepa.data import pipeline
 from crossjepa.data import synthetic
+from crossjepa.evaluation import export as export_lib
+from crossjepa.evaluation import features as features_lib
+from crossjepa.evaluation import plots
+from crossjepa.evaluation import protocol
 from crossjepa.evaluation import zero_shot
 from crossjepa.weights import teacher_conversion
 from crossjepa.weights import teacher_io
+from tests.test_benchmarks import load_config
 from tests.test_step import smoke_config
 
 
@@ -31,6 +38,31 @@ def test_the_mapping_names_imagenet_classes():
     zero_shot.class_indices(['mug'], {'mug': ('tea mug',)})
   with pytest.raises(ValueError, match="'cup' is given to both 'mug' and 'goblet'"):
     zero_shot.class_indices(['mug', 'goblet'], {'mug': ('cup',), 'goblet': ('cup',)})
+
+
+def test_every_source_has_a_table():
+  """Each source's table names only its classes and real ImageNet classes, none twice; how many
+  classes each covers; mesh_folder has none but a file's."""
+  from crossjepa.data import source_scanobjectnn  # pylint: disable=g-import-not-at-top
+  vocabularies = {'synthetic': synthetic.CLASS_NAMES, 'modelnet40': formats.MODELNET40,
+                  'scanobjectnn': source_scanobjectnn.SCANOBJECTNN_CLASSES,
+                  'shapenet55': sorted(zero_shot.SHAPENET55_NAMES)}
+  covered = {}
+  for source, names in vocabularies.items():
+    table = zero_shot.MAPPINGS[source]
+    assert set(table) <= set(names), source
+    got = zero_shot.class_indices(names, table)
+    flat = [i for v in got.values() for i in v]
+    assert len(flat) == len(set(flat)), source
+    covered[source] = (len(got), len(names))
+  assert covered == {'synthetic': (20, 48), 'modelnet40': (30, 40), 'scanobjectnn': (15, 15),
+                     'shapenet55': (50, 55)}
+  assert len(set(zero_shot.SHAPENET55_NAMES.values())) == 55
+  assert len(zero_shot.class_indices(formats.MODELNET10, zero_shot.MODELNET40)) == 9   # not night_stand
+  c = smoke_config()
+  c.data.source = 'mesh_folder'
+  assert zero_shot.mapping_for(c, ['chair']) == {}
+  assert zero_shot.display_name('shapenet55', '03001627') == 'chair (03001627)'
 
 
 def test_decision_rule_by_brute_force():
@@ -89,10 +121,11 @@ def test_when_it_does_not_apply():
     assert zero_shot.not_applicable(d) is None and not zero_shot.has_head(d), key
 
 
-def test_a_run_names_classes_through_the_teacher(tmp_path, lite0):
-  """The ImageNet Lite0 teacher, the object target, every synthetic class: results.json's zero-shot
-  entry; the teacher's accuracy equals its own logits on the stored views; the benchmark's
-  zero-shot column gives the same numbers for the same encoders."""
+@pytest.fixture(scope='module')
+def lite_run(tmp_path_factory):
+  """The ImageNet Lite0 teacher, the object target, every synthetic class: one --mode=all run
+  (prepare, pretrain, evaluate, benchmark, export). -> (config, workdir)."""
+  tmp_path = tmp_path_factory.mktemp('lite_run')
   c = smoke_config(steps=4, checkpoint_every=4, log_every=1, warmup_steps=1, target='object')
   c.teacher.random_init = False
   c.teacher.feature_stage = 'stage5'
@@ -115,6 +148,13 @@ def test_a_run_names_classes_through_the_teacher(tmp_path, lite0):
   c.benchmark.eval_sets = ('clean',)
   workdir = str(tmp_path / 'run')
   run_lib.run(c, workdir, 'all')
+  return c, workdir
+
+
+def test_a_run_names_classes_through_the_teacher(lite_run, lite0):
+  """results.json's zero-shot entry; the teacher's accuracy equals its own logits on the stored
+  views; the benchmark's zero-shot column gives the same numbers for the same encoders."""
+  c, workdir = lite_run
   with open(os.path.join(workdir, 'results.json')) as f:
     zs = json.load(f)['zero_shot']
   for entry in [zs['pretrained'], zs['object_head']] + zs['random_init']['per_seed']:
@@ -137,3 +177,133 @@ def test_a_run_names_classes_through_the_teacher(tmp_path, lite0):
   assert rows['teacher_2d']['zero_shot']['mean'] == pytest.approx(expected['accuracy'])
   table = run_lib.results_table(workdir)
   assert 'zero-shot, no 3D label (20 classes with an ImageNet name, 20 test objects, chance 5.0' in table
+
+
+def test_the_export_carries_the_readout(lite_run):
+  """The export's affine map equals the ridge readout + the teacher's classifier (sklearn's own
+  predict) on the run's encoders, and load_encoder(...).imagenet_logits gives results.json's
+  zero-shot accuracy from the points alone."""
+  c, workdir = lite_run
+  export_dir = os.path.join(workdir, 'export')
+  info = export_lib.read_info(export_dir)
+  zinfo = info['zero_shot']
+  assert zinfo['teacher']['architecture'] == 'efficientnet_lite'
+  assert zinfo['fitted_on'] == {'source': 'synthetic', 'name': c.data.name, 'splits': ['train'],
+                                'objects': 96}
+  assert zinfo['random_init']['seeds'] == [0] and set(zinfo['alpha']) == {'pretrained', 'random_init_0'}
+  arrays = zero_shot.load_readout(export_dir, info)
+  cfg = run_lib.resolve_teacher(c, workdir)
+  zs = zero_shot.ZeroShot(cfg, workdir)
+  module, params, _, _ = protocol._encoder_under_test(cfg, workdir)  # pylint: disable=protected-access
+  embed = features_lib.make_embed_fn(module, params)
+  data = pipeline.load_split(cfg, workdir, 'test', list(zero_shot.ZeroShot.KEYS))
+  init = next(protocol.random_init_params(module, data['points'], [0]))
+  for name, fn in (('pretrained', embed), ('random_init_0', embed.with_params(init))):
+    scaler, ridge = zs._fit(fn)  # pylint: disable=protected-access
+    x = zero_shot.features(fn, data)
+    reference = zs._logits(ridge.predict(scaler.transform(x)) * zs.target_std + zs.target_mean)  # pylint: disable=protected-access
+    folded = x @ arrays[f'{name}_kernel'] + arrays[f'{name}_bias']
+    np.testing.assert_allclose(folded, reference, rtol=1e-4, atol=1e-3 * np.abs(reference).max())
+    assert zinfo['alpha'][name] == float(ridge.alpha_)
+  with open(os.path.join(workdir, 'results.json')) as f:
+    want = json.load(f)['zero_shot']['pretrained']['accuracy']
+  logits = export_lib.load_encoder(export_dir).imagenet_logits(data['points'])
+  assert logits.shape == (len(data['points']), 1000)
+  got = zero_shot.accuracy(logits, data['label'], zero_shot.class_indices(synthetic.CLASS_NAMES))
+  assert got['accuracy'] == pytest.approx(want)
+
+
+def _modelnet40_config(c, export_dir, root):
+  """configs/modelnet40.py:ply_hdf5_2048 on `root` with the export's geometry."""
+  m = load_config('modelnet40', 'ply_hdf5_2048')
+  d = m.data
+  d.root = str(root)
+  d.num_points, d.num_groups, d.group_size = c.data.num_points, c.data.num_groups, c.data.group_size
+  d.strict_counts = False
+  d.shards = 1
+  d.teacher_chunk = 8
+  e = m.eval
+  e.encoder = export_dir
+  e.svm_C = (1.0,)
+  e.cv_folds = 2
+  e.fewshot_ways = (2,)
+  e.fewshot_shots = (1,)
+  e.fewshot_queries = 1
+  e.fewshot_folds = 1
+  e.seeds = (0,)
+  e.batch_size = 8
+  return m
+
+
+# ModelNet40 labels: airplane, bottle, chair (mapped) and cone (not).
+MN40_TRAIN, MN40_TEST = [0, 5, 8, 9] * 2, [0, 5, 8, 9, 0, 5]
+
+
+def test_an_eval_only_run_of_the_export_has_zero_shot(lite_run, tmp_path, monkeypatch):
+  """ModelNet40 files (no teacher, no renders) evaluated with the export: the export's readout
+  with ModelNet40's 30-class mapping; the pretrained and random-init accuracies equal the
+  brute-force ones; a changed readout file, a mapping file and its mistakes."""
+  c, workdir = lite_run
+  export_dir = os.path.join(workdir, 'export')
+  formats.write_modelnet40_h5(str(tmp_path / 'mn40'), {'train': MN40_TRAIN, 'test': MN40_TEST})
+  monkeypatch.setattr(plots, 'plot_tsne', lambda *a, **k: None)
+  m = _modelnet40_config(c, export_dir, tmp_path / 'mn40')
+  run_lib.run(m, str(tmp_path / 'eval'), 'all')
+  with open(tmp_path / 'eval' / 'results.json') as f:
+    zs = json.load(f)['zero_shot']
+  pre = zs['pretrained']
+  assert pre['classes'] == 30 and pre['objects'] == 5 and pre['chance'] == pytest.approx(1 / 30)
+  assert zs['classes']['airplane'] == ['airliner', 'warplane'] and 'cone' not in zs['classes']
+  assert zs['readout']['fitted_on']['objects'] == 96 and zs['split'] == 'test'
+  assert 'teacher_on_views' not in zs
+  loaded = export_lib.load_encoder(export_dir)
+  data = pipeline.load_split(m, str(tmp_path / 'eval'), 'test', ['points', 'label'])
+  indices = zero_shot.class_indices(formats.MODELNET40, zero_shot.MODELNET40)
+  assert pre['accuracy'] == pytest.approx(
+      zero_shot.accuracy(loaded.imagenet_logits(data['points']), data['label'], indices)['accuracy'])
+  arrays = zero_shot.load_readout(export_dir, loaded.info)
+  init = next(protocol.random_init_params(loaded.module, data['points'], [0]))
+  x = features_lib.make_embed_fn(loaded.module, init)(data['points'])
+  rnd = zero_shot.accuracy(x @ arrays['random_init_0_kernel'] + arrays['random_init_0_bias'],
+                           data['label'], indices)
+  assert zs['random_init']['accuracy'] == pytest.approx(rnd['accuracy'])
+  table = run_lib.results_table(str(tmp_path / 'eval'))
+  assert "30 classes with an ImageNet name, 5 test objects, chance 3.3; the export's readout" in table
+
+  # A mapping file of one's own: two classes.
+  mapping = tmp_path / 'classes.json'
+  mapping.write_text(json.dumps({'airplane': ['airliner'], 'chair': 'folding chair'}))
+  m.eval.zero_shot_classes = str(mapping)
+  run_lib.run(m, str(tmp_path / 'eval'), 'evaluate')
+  with open(tmp_path / 'eval' / 'results.json') as f:
+    zs = json.load(f)['zero_shot']
+  assert zs['pretrained']['classes'] == 2 and zs['pretrained']['objects'] == 3
+  assert zs['classes'] == {'airplane': ['airliner'], 'chair': ['folding chair']}
+  for text, match in (
+      ({'plane': ['airliner']}, r"names classes \['plane'\] that the records do not have"),
+      ({'chair': ['armchair']}, r"'chair': 'armchair' is not an ImageNet class name"),
+      ({'chair': []}, r"'chair' maps to \[\]; expected a non-empty list"),
+      ([], 'expected a non-empty JSON object')):
+    mapping.write_text(json.dumps(text))
+    with pytest.raises(run_lib.UserError, match=match):
+      run_lib.run(m, str(tmp_path / 'eval'), 'evaluate')
+  mapping.write_text('{"chair": ')
+  with pytest.raises(run_lib.UserError, match=r'classes.json is not valid JSON'):
+    run_lib.run(m, str(tmp_path / 'eval'), 'evaluate')
+  m.eval.zero_shot_classes = str(tmp_path / 'nope.json')
+  with pytest.raises(run_lib.UserError, match=r'nope.json.*no such file'):
+    run_lib.run(m, str(tmp_path / 'eval'), 'evaluate')
+  m.eval.zero_shot_classes = ''
+
+  # A readout file changed after export: refused, naming it.
+  changed = tmp_path / 'export_copy'
+  shutil.copytree(export_dir, changed)
+  with np.load(changed / zero_shot.READOUT_FILE) as z:
+    arrays = {k: z[k] for k in z.files}
+  arrays['pretrained_bias'] = arrays['pretrained_bias'] + 1.0
+  np.savez(changed / zero_shot.READOUT_FILE, **arrays)
+  m.eval.encoder = str(changed)
+  with pytest.raises(run_lib.UserError, match=r'zero_shot.npz: sha256 [0-9a-f]+ differs from'):
+    run_lib.run(m, str(tmp_path / 'eval'), 'evaluate')
+  with pytest.raises(ValueError, match=r'zero_shot.npz: sha256'):
+    export_lib.load_encoder(str(changed)).imagenet_logits(data['points'])

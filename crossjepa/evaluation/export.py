@@ -4,13 +4,18 @@ WORKDIR/export/
   params/        Orbax (StandardCheckpointer) tree of the PointEncoder's params, saved as numpy
   encoder.json   format tag, the PointEncoder's dataclass fields, variant, params source
                  (student | ema), pooling, num_points / num_groups / group_size, feature dim,
-                 parameter count, crossjepa version, sha256 digest of the source config, step
+                 parameter count, crossjepa version, sha256 digest of the source config, step;
+                 `zero_shot`: the readout's teacher, fit and sha256, or why there is none
+  zero_shot.npz  where the run had a zero-shot evaluation (an EfficientNet-Lite teacher): its
+                 ridge readout into the teacher's embedding folded with the teacher's ImageNet
+                 classifier, pooled features -> ImageNet logits, and the random-init control's
 
 The folder is written to a temporary sibling and renamed into place, so a reader never sees a
 half-written export. `load_encoder(dir)` rebuilds the encoder from encoder.json alone, checks every
 parameter leaf against the rebuilt module (missing, unexpected, mis-shaped: named in the error),
 and returns `fn(points [B,N,3]) -> features [B,F]`; the encoder computes the FPS centres and kNN
-groups itself with the recorded num_groups / group_size (the same ops the records are built with).
+groups itself with the recorded num_groups / group_size (the same ops the records are built with);
+`.imagenet_logits(points)` gives the zero-shot readout's ImageNet logits where the export has one.
 """
 from __future__ import annotations
 
@@ -137,8 +142,11 @@ def select_encoder_params(params, ema_params, which: str):
   return tree
 
 
-def write_export(out_dir: str, module, encoder_params, info: dict) -> str:
-  """Writes params + encoder.json to `out_dir` atomically (temp sibling, then rename)."""
+def write_export(out_dir: str, module, encoder_params, info: dict,
+                 zero_shot: tuple[dict[str, np.ndarray] | None, dict] | None = None) -> str:
+  """Writes params + encoder.json to `out_dir` atomically (temp sibling, then rename); with
+  `zero_shot` = (arrays, info) of zero_shot.export_readout, also its READOUT_FILE (arrays None:
+  only why there is none, in encoder.json)."""
   out_dir = os.path.abspath(out_dir)
   num_points = int(info['num_points'])
   check_params(encoder_params, abstract_params(module, num_points), 'export')
@@ -148,6 +156,17 @@ def write_export(out_dir: str, module, encoder_params, info: dict) -> str:
     host_params = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), encoder_params)
     with ocp.StandardCheckpointer() as ckptr:
       ckptr.save(os.path.join(tmp, PARAMS_DIR), host_params)
+    if zero_shot is not None:
+      arrays, zs_info = zero_shot
+      zs_info = dict(zs_info)
+      if arrays is not None:
+        from crossjepa.evaluation import zero_shot as zero_shot_lib  # pylint: disable=g-import-not-at-top
+        path = os.path.join(tmp, zero_shot_lib.READOUT_FILE)
+        with open(path, 'wb') as f:
+          np.savez(f, **arrays)
+        with open(path, 'rb') as f:
+          zs_info['sha256'] = hashlib.sha256(f.read()).hexdigest()
+      info = {**info, 'zero_shot': zs_info}
     info = {
         'format': FORMAT,
         'module': 'crossjepa.models.point.PointEncoder',
@@ -162,7 +181,8 @@ def write_export(out_dir: str, module, encoder_params, info: dict) -> str:
 
 
 def export(config, workdir: str) -> str:
-  """Restores the run's last checkpoint and writes WORKDIR/export; returns its path."""
+  """Restores the run's last checkpoint and writes WORKDIR/export; returns its path. Where the run
+  has a zero-shot evaluation (evaluation/zero_shot.py), the export carries its readout."""
   from crossjepa.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
   from crossjepa.training import checkpoint  # pylint: disable=g-import-not-at-top
   params, ema_params, step = checkpoint.restore_params(workdir, config)
@@ -188,7 +208,10 @@ def export(config, workdir: str) -> str:
       'config_digest': 'sha256:' + config_digest(config),
       'created': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
   }
-  return write_export(os.path.join(workdir, 'export'), module, encoder_params, info)
+  from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
+  readout = (zero_shot.export_readout(config, workdir, module, encoder_params, pooling)
+             if not config.data.eval_only else None)
+  return write_export(os.path.join(workdir, 'export'), module, encoder_params, info, readout)
 
 
 # ------------------------------------------------------------------ load
@@ -232,9 +255,11 @@ def build_module(info: dict):
 class LoadedEncoder:
   """`fn(points [B,N,3]) -> np.ndarray [B,F]`; also `.module`, `.params`, `.info`."""
 
-  def __init__(self, module, params, info):
+  def __init__(self, module, params, info, export_dir: str = ''):
     from crossjepa.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
     self.module, self.params, self.info = module, params, info
+    self.export_dir = export_dir
+    self._readout = None
     self.num_points = int(info['num_points'])
     pooling = info['pooling']
 
@@ -269,6 +294,21 @@ class LoadedEncoder:
     return out
 
 
+  def imagenet_logits(self, points) -> np.ndarray:
+    """ImageNet logits [B, 1000] of points [B, N, 3] through the export's zero-shot readout (no
+    3D label: the encoder's features read out into its teacher's embedding, then the teacher's
+    classifier; evaluation/zero_shot.py). ValueError where the export has none."""
+    if self._readout is None:
+      from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
+      zinfo = self.info.get('zero_shot') or {}
+      if 'sha256' not in zinfo:
+        why = zinfo.get('skipped') or 'it was exported by a crossjepa version without one'
+        raise ValueError(f'exported encoder: no zero-shot readout ({why})')
+      arrays = zero_shot.load_readout(self.export_dir, self.info)
+      self._readout = arrays['pretrained_kernel'], arrays['pretrained_bias']
+    return self(points) @ self._readout[0] + self._readout[1]
+
+
 def _rows(rows: np.ndarray, limit: int = 10) -> str:
   shown = ', '.join(str(int(r)) for r in rows[:limit])
   return f'[{shown}{", ..." if rows.size > limit else ""}] ({rows.size} of them)'
@@ -290,4 +330,4 @@ def load_encoder(export_dir: str) -> LoadedEncoder:
                               f'load_encoder: {params_dir}', INFO_FILE,
                               'export it again, or copy it again from its source')
   params = jax.tree.map(jnp.asarray, params)
-  return LoadedEncoder(module, params, info)
+  return LoadedEncoder(module, params, info, export_dir)

@@ -240,11 +240,18 @@ def _encoder_under_test(config, workdir: str):
 
 def _zero_shot(config, workdir: str, module, enc, embed, from_checkpoint: bool) -> dict:
   """results.json's zero_shot (evaluation/zero_shot.py), or {'skipped': why} where the run has
-  none."""
+  none. Records without a teacher (data.eval_only) take an export's own readout."""
   from absl import logging  # pylint: disable=g-import-not-at-top
+  from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
   from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
   from crossjepa.training import checkpoint  # pylint: disable=g-import-not-at-top
   try:
+    if config.data.eval_only:
+      if not config.eval.encoder:
+        raise zero_shot.NotApplicable(f'zero-shot: {zero_shot.not_applicable(config)}')
+      export_dir = str(config.eval.encoder)
+      return zero_shot.evaluate_export(config, workdir, export_dir,
+                                       export_lib.read_info(export_dir), module, enc)
     run_params = (checkpoint.restore_params(workdir, config)[0]
                   if from_checkpoint and zero_shot.has_head(config) else None)
     return zero_shot.evaluate(config, workdir, module, enc, embed, run_params=run_params)
@@ -302,8 +309,8 @@ def evaluate_run(config, workdir: str) -> dict:
     results['teacher'] = dict(meta.get('teacher') or {})
     results['target'] = {'train.target': str(config.train.target),
                          'standardize_target': str(config.train.standardize_target)}
-    results['zero_shot'] = _zero_shot(config, workdir, module, enc, embed,
-                                      encoder_desc['source'] == 'checkpoint')
+  results['zero_shot'] = _zero_shot(config, workdir, module, enc, embed,
+                                    encoder_desc['source'] == 'checkpoint')
   if config.eval.finetune.enabled:
     train = pipeline.load_split(config, workdir, train_split)
     test = pipeline.load_split(config, workdir, test_split)

@@ -20,16 +20,29 @@ view-averaged embedding through its classifier): the ceiling of what the point c
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-# The synthetic source's classes that ImageNet has (by the first name of each ImageNet class in
-# TFDS's list). Left out: the primitives, and the classes whose nearest ImageNet class is already
-# another's (lamp / desk_lamp, the tables, bench / park_bench, shelf / bookcase, the stools and
-# chairs ImageNet has no class for).
+# A 3D class -> the ImageNet classes (by the first name of each class in TFDS's list) that are that
+# object. One table per source's class vocabulary; a class with no ImageNet counterpart is left out
+# (and its objects with it), and no ImageNet class names two classes of one source.
+CARS = ('sports car', 'convertible', 'beach wagon', 'racer', 'cab', 'minivan')
+BOTTLES = ('beer bottle', 'pop bottle', 'water bottle', 'wine bottle')
+BOWLS = ('mixing bowl', 'soup bowl')
+PLANES = ('airliner', 'warplane')
+DISPLAYS = ('monitor', 'screen', 'television', 'desktop computer')
+CHAIRS = ('folding chair', 'rocking chair', 'barber chair')
+PIANOS = ('grand piano', 'upright')
+GUITARS = ('acoustic guitar', 'electric guitar')
+KEYBOARDS = ('computer keyboard', 'typewriter keyboard')
+
+# The synthetic source's classes. Left out: the primitives, and the classes whose nearest ImageNet
+# class is already another's (lamp / desk_lamp, the tables, bench / park_bench, shelf / bookcase,
+# the stools and chairs ImageNet has no class for).
 IMAGENET_NAMES: dict[str, tuple[str, ...]] = {
     'chair': ('folding chair', 'rocking chair'),
     'sofa': ('studio couch',),
@@ -39,19 +52,201 @@ IMAGENET_NAMES: dict[str, tuple[str, ...]] = {
     'bed': ('four-poster',),
     'park_bench': ('park bench',),
     'desk': ('desk',),
-    'bottle': ('beer bottle', 'pop bottle', 'water bottle', 'wine bottle'),
+    'bottle': BOTTLES,
     'vase': ('vase',),
     'cup': ('cup',),
     'mug': ('coffee mug',),
-    'bowl': ('mixing bowl', 'soup bowl'),
+    'bowl': BOWLS,
     'goblet': ('goblet',),
     'pitcher': ('pitcher', 'water jug'),
-    'car': ('sports car', 'convertible', 'beach wagon', 'racer', 'cab', 'minivan'),
-    'plane': ('airliner', 'warplane'),
+    'car': CARS,
+    'plane': PLANES,
     'rocket': ('missile', 'space shuttle'),
     'mushroom': ('mushroom', 'agaric'),
     'dumbbell': ('dumbbell',),
 }
+
+# ModelNet40 (and ModelNet10, its subset): 30 of the 40 classes. Left out: cone, glass_box, mantel,
+# night_stand (ImageNet's chest of drawers is the dresser's), person, plant (its pot is
+# flower_pot's), range_hood, stairs, stool, xbox.
+MODELNET40: dict[str, tuple[str, ...]] = {
+    'airplane': PLANES,
+    'bathtub': ('bathtub', 'tub'),
+    'bed': ('four-poster',),
+    'bench': ('park bench',),
+    'bookshelf': ('bookcase',),
+    'bottle': BOTTLES,
+    'bowl': BOWLS,
+    'car': CARS,
+    'chair': CHAIRS,
+    'cup': ('cup', 'coffee mug'),
+    'curtain': ('shower curtain', 'theater curtain', 'window shade'),
+    'desk': ('desk',),
+    'door': ('sliding door',),
+    'dresser': ('chiffonier',),
+    'flower_pot': ('pot',),
+    'guitar': GUITARS,
+    'keyboard': KEYBOARDS,
+    'lamp': ('table lamp', 'lampshade'),
+    'laptop': ('laptop', 'notebook'),
+    'monitor': DISPLAYS,
+    'piano': PIANOS,
+    'radio': ('radio',),
+    'sink': ('washbasin',),
+    'sofa': ('studio couch',),
+    'table': ('dining table',),
+    'tent': ('mountain tent',),
+    'toilet': ('toilet seat',),
+    'tv_stand': ('entertainment center',),
+    'vase': ('vase',),
+    'wardrobe': ('wardrobe',),
+}
+
+# ScanObjectNN: all 15 classes.
+SCANOBJECTNN: dict[str, tuple[str, ...]] = {
+    'bag': ('backpack', 'purse', 'mailbag', 'plastic bag'),
+    'bin': ('ashcan',),
+    'box': ('carton', 'crate'),
+    'cabinet': ('file', 'china cabinet', 'medicine chest', 'chiffonier'),
+    'chair': CHAIRS,
+    'desk': ('desk',),
+    'display': DISPLAYS,
+    'door': ('sliding door',),
+    'shelf': ('bookcase',),
+    'table': ('dining table',),
+    'bed': ('four-poster',),
+    'pillow': ('pillow',),
+    'sink': ('washbasin',),
+    'sofa': ('studio couch',),
+    'toilet': ('toilet seat',),
+}
+
+# ShapeNet-55, whose class names are ShapeNetCore's WordNet synset ids: 50 of the 55. Left out:
+# can, cap, earphone, faucet, skateboard (no ImageNet class).
+SHAPENET55_NAMES = {
+    '02691156': 'airplane', '02747177': 'trash bin', '02773838': 'bag', '02801938': 'basket',
+    '02808440': 'bathtub', '02818832': 'bed', '02828884': 'bench', '02843684': 'birdhouse',
+    '02871439': 'bookshelf', '02876657': 'bottle', '02880940': 'bowl', '02924116': 'bus',
+    '02933112': 'cabinet', '02942699': 'camera', '02946921': 'can', '02954340': 'cap',
+    '02958343': 'car', '02992529': 'cellphone', '03001627': 'chair', '03046257': 'clock',
+    '03085013': 'keyboard', '03207941': 'dishwasher', '03211117': 'display', '03261776': 'earphone',
+    '03325088': 'faucet', '03337140': 'file cabinet', '03467517': 'guitar', '03513137': 'helmet',
+    '03593526': 'jar', '03624134': 'knife', '03636649': 'lamp', '03642806': 'laptop',
+    '03691459': 'loudspeaker', '03710193': 'mailbox', '03759954': 'microphone',
+    '03761084': 'microwave', '03790512': 'motorcycle', '03797390': 'mug', '03928116': 'piano',
+    '03938244': 'pillow', '03948459': 'pistol', '03991062': 'pot', '04004475': 'printer',
+    '04074963': 'remote control', '04090263': 'rifle', '04099429': 'rocket',
+    '04225987': 'skateboard', '04256520': 'sofa', '04330267': 'stove', '04379243': 'table',
+    '04401088': 'telephone', '04460130': 'tower', '04468005': 'train', '04530566': 'vessel',
+    '04554684': 'washer',
+}
+SHAPENET55: dict[str, tuple[str, ...]] = {
+    '02691156': PLANES,
+    '02747177': ('ashcan',),
+    '02773838': ('backpack', 'purse', 'mailbag'),
+    '02801938': ('shopping basket', 'hamper'),
+    '02808440': ('bathtub', 'tub'),
+    '02818832': ('four-poster',),
+    '02828884': ('park bench',),
+    '02843684': ('birdhouse',),
+    '02871439': ('bookcase',),
+    '02876657': BOTTLES,
+    '02880940': BOWLS,
+    '02924116': ('school bus', 'trolleybus', 'minibus'),
+    '02933112': ('china cabinet', 'medicine chest', 'chiffonier'),
+    '02942699': ('reflex camera', 'Polaroid camera'),
+    '02958343': CARS,
+    '02992529': ('cellular telephone',),
+    '03001627': CHAIRS,
+    '03046257': ('analog clock', 'wall clock', 'digital clock'),
+    '03085013': KEYBOARDS,
+    '03207941': ('dishwasher',),
+    '03211117': DISPLAYS,
+    '03337140': ('file',),
+    '03467517': GUITARS,
+    '03513137': ('crash helmet', 'football helmet'),
+    '03593526': ('vase',),
+    '03624134': ('cleaver',),
+    '03636649': ('table lamp', 'lampshade'),
+    '03642806': ('laptop', 'notebook'),
+    '03691459': ('loudspeaker',),
+    '03710193': ('mailbox',),
+    '03759954': ('microphone',),
+    '03761084': ('microwave',),
+    '03790512': ('moped', 'motor scooter'),
+    '03797390': ('coffee mug',),
+    '03928116': PIANOS,
+    '03938244': ('pillow',),
+    '03948459': ('revolver',),
+    '03991062': ('pot',),
+    '04004475': ('printer', 'photocopier'),
+    '04074963': ('remote control',),
+    '04090263': ('rifle', 'assault rifle'),
+    '04099429': ('missile',),
+    '04256520': ('studio couch',),
+    '04330267': ('stove',),
+    '04379243': ('dining table', 'desk'),
+    '04401088': ('dial telephone', 'pay-phone'),
+    '04460130': ('water tower', 'beacon'),
+    '04468005': ('electric locomotive', 'steam locomotive', 'bullet train', 'passenger car',
+                 'freight car', 'streetcar'),
+    '04530566': ('liner', 'container ship', 'fireboat', 'schooner', 'speedboat', 'yawl',
+                 'catamaran', 'trimaran', 'canoe', 'aircraft carrier', 'submarine', 'lifeboat'),
+    '04554684': ('washer',),
+}
+
+# data.source -> its table (mesh_folder's class names are the user's: eval.zero_shot_classes).
+MAPPINGS: dict[str, dict[str, tuple[str, ...]]] = {
+    'synthetic': IMAGENET_NAMES, 'modelnet40': MODELNET40, 'scanobjectnn': SCANOBJECTNN,
+    'shapenet55': SHAPENET55,
+}
+
+
+def read_mapping(path: str) -> dict[str, tuple[str, ...]]:
+  """eval.zero_shot_classes: a JSON object {3D class name: [ImageNet class names]}."""
+  import json  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'eval.zero_shot_classes={path!r}: no such file; expected a JSON object '
+                            '{"3D class": ["ImageNet class name", ...]}')
+  with open(path, 'rb') as f:
+    try:
+      raw = json.load(f)
+    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
+      raise ValueError(f'eval.zero_shot_classes: {path} is not valid JSON: {e}') from e
+  if not isinstance(raw, dict) or not raw:
+    raise ValueError(f'eval.zero_shot_classes: {path} holds {type(raw).__name__} {raw!r:.80}; '
+                     'expected a non-empty JSON object {"3D class": ["ImageNet class name", ...]}')
+  out = {}
+  for name, value in raw.items():
+    if isinstance(value, str):
+      value = [value]
+    if (not isinstance(value, list) or not value
+        or not all(isinstance(v, str) and v for v in value)):
+      raise ValueError(f'eval.zero_shot_classes: {path}: {name!r} maps to {value!r}; expected a '
+                       'non-empty list of ImageNet class names')
+    out[name] = tuple(value)
+  return out
+
+
+def mapping_for(config, class_names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+  """The class mapping of a run: eval.zero_shot_classes' file, else data.source's table (empty
+  for a source without one). A file's class that `class_names` does not have is an error."""
+  path = str(config.eval.zero_shot_classes)
+  if not path:
+    return dict(MAPPINGS.get(str(config.data.source), {}))
+  mapping = read_mapping(path)
+  unknown = sorted(set(mapping) - set(class_names))
+  if unknown:
+    raise ValueError(f'eval.zero_shot_classes: {path} names classes {unknown} that the records do '
+                     f'not have; their classes are {list(class_names)}')
+  return mapping
+
+
+def display_name(source: str, class_name: str) -> str:
+  """A class's name for people (ShapeNet-55's synset ids get their words)."""
+  if source == 'shapenet55' and class_name in SHAPENET55_NAMES:
+    return f'{SHAPENET55_NAMES[class_name]} ({class_name})'
+  return class_name
 
 
 def imagenet_class_names() -> list[str]:
@@ -103,6 +298,13 @@ def accuracy(logits, labels, indices: Mapping[int, Sequence[int]]) -> dict[str, 
   pred = predict(np.asarray(logits)[keep], indices)
   return {'accuracy': float(np.mean(pred == labels[keep])), 'objects': int(keep.sum()),
           'classes': len(indices), 'chance': 1.0 / len(indices)}
+
+
+def features(embed_fn, arrays, batch: int = 64) -> np.ndarray:
+  """An encoder's pooled features [n, F] of load_split arrays (points, centers, groups)."""
+  return np.concatenate([
+      embed_fn(arrays['points'][i:i + batch], arrays['centers'][i:i + batch],
+               arrays['groups'][i:i + batch]) for i in range(0, len(arrays['points']), batch)])
 
 
 class NotApplicable(ValueError):
@@ -178,10 +380,13 @@ class ZeroShot:
                           f'({self.teacher_info.get("architecture")}) has no ImageNet classifier on '
                           'its global embedding (the EfficientNet-Lite teachers have one)')
     self.class_names = list(meta['class_names'])
-    self.indices = class_indices(self.class_names)
+    self.source = str(config.data.source)
+    self.indices = class_indices(self.class_names, mapping_for(config, self.class_names))
     if not self.indices:
-      raise NotApplicable(f'zero-shot: none of the classes {self.class_names} has an ImageNet '
-                          'mapping (zero_shot.IMAGENET_NAMES)')
+      raise NotApplicable(f'zero-shot: none of the classes {self.class_names[:8]}'
+                          f'{" ..." if len(self.class_names) > 8 else ""} has an ImageNet mapping '
+                          f'(zero_shot.MAPPINGS has none for data.source={self.source!r}; name '
+                          'them in a JSON file, --config.eval.zero_shot_classes=FILE)')
     head = classifier(teacher_cache.load_config_teacher(config))
     if isinstance(head, str):
       raise NotApplicable(f'zero-shot: {head}')
@@ -198,30 +403,44 @@ class ZeroShot:
   def _logits(self, embedding: np.ndarray) -> np.ndarray:
     return embedding @ self.kernel + self.bias
 
+  def _fit(self, embed_fn, key=None, batch: int = 64):
+    """(scaler, ridge) of an encoder's readout, fitted on the pretraining splits (no label); a
+    `key` names the encoder and keeps the fit for the next call."""
+    from sklearn.linear_model import RidgeCV  # pylint: disable=g-import-not-at-top
+    from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
+    fitted = self._fitted.get(key) if key is not None else None
+    if fitted is None:
+      train_x = features(embed_fn, self.fit_data, batch)
+      scaler = StandardScaler().fit(train_x)
+      fitted = (scaler, RidgeCV(alphas=self.ALPHAS).fit(scaler.transform(train_x), self.target))
+      if key is not None:
+        self._fitted[key] = fitted
+    return fitted
+
   def readout(self, embed_fn, data, *, key=None, batch: int = 64) -> dict[str, Any]:
     """The accuracy on `data` (load_split arrays of KEYS) of an encoder's features (`embed_fn`,
     evaluation.features) read out by ridge into the teacher's embedding (fitted on the
     pretraining splits, no label), through the teacher's classifier. A `key` names the encoder:
     its fitted readout is kept and reused for other data (the benchmark's eval sets)."""
-    from sklearn.linear_model import RidgeCV  # pylint: disable=g-import-not-at-top
-    from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
-
-    def features(arrays):
-      return np.concatenate([
-          embed_fn(arrays['points'][i:i + batch], arrays['centers'][i:i + batch],
-                   arrays['groups'][i:i + batch]) for i in range(0, len(arrays['points']), batch)])
-
-    fitted = self._fitted.get(key) if key is not None else None
-    if fitted is None:
-      train_x = features(self.fit_data)
-      scaler = StandardScaler().fit(train_x)
-      fitted = (scaler, RidgeCV(alphas=self.ALPHAS).fit(scaler.transform(train_x), self.target))
-      if key is not None:
-        self._fitted[key] = fitted
-    scaler, ridge = fitted
-    pred = ridge.predict(scaler.transform(features(data))) * self.target_std + self.target_mean
-    return {**accuracy(self._logits(pred), data['label'], self.indices),
+    scaler, ridge = self._fit(embed_fn, key, batch)
+    pred = ridge.predict(scaler.transform(features(embed_fn, data, batch))) * self.target_std
+    return {**accuracy(self._logits(pred + self.target_mean), data['label'], self.indices),
             'alpha': float(ridge.alpha_)}
+
+  def affine(self, embed_fn, *, key=None, batch: int = 64) -> tuple[np.ndarray, np.ndarray, float]:
+    """(kernel [F, 1000], bias [1000], alpha): the encoder's readout and the teacher's classifier
+    as one affine map from its pooled features to ImageNet logits (folded in float64; what an
+    export carries, READOUT_FILE)."""
+    scaler, ridge = self._fit(embed_fn, key, batch)
+    coef = np.asarray(ridge.coef_, np.float64).T                     # [F, D]
+    inv = 1.0 / np.asarray(scaler.scale_, np.float64)
+    std, mean = self.target_std.astype(np.float64), self.target_mean.astype(np.float64)
+    to_embedding = (coef * inv[:, None]) * std[None, :]                # [F, D]
+    offset = (np.asarray(ridge.intercept_, np.float64)
+              - (np.asarray(scaler.mean_, np.float64) * inv) @ coef) * std + mean
+    kernel = self.kernel.astype(np.float64)
+    return (to_embedding @ kernel).astype(np.float32), \
+        (offset @ kernel + self.bias.astype(np.float64)).astype(np.float32), float(ridge.alpha_)
 
   def head(self, config, params, data, batch: int = 64) -> dict[str, Any]:
     """The accuracy of the run's encoder + object head (params['student'], params['predictor'])
@@ -251,15 +470,23 @@ class ZeroShot:
 
   def describe(self) -> dict[str, Any]:
     names = imagenet_class_names()
-    return {'classes': {self.class_names[c]: [names[i].split(',')[0] for i in self.indices[c]]
-                        for c in sorted(self.indices)},
-            'protocol': PROTOCOL}
+    return describe(self.source, self.class_names, self.indices)
+
+
+def describe(source: str, class_names: Sequence[str], indices: Mapping[int, Sequence[int]]
+             ) -> dict[str, Any]:
+  """results.json's class mapping (3D class -> its ImageNet classes' first names) and protocol."""
+  names = imagenet_class_names()
+  return {'classes': {display_name(source, class_names[c]): [names[i].split(',')[0]
+                                                             for i in indices[c]]
+                      for c in sorted(indices)},
+          'protocol': PROTOCOL}
 
 
 PROTOCOL = ('no 3D label: RidgeCV(alphas 0.1 .. 1e4, leave-one-out) from standardised '
             'concat(max, mean) features to the standardised view-averaged teacher embedding, fitted '
             'on the pretraining splits; through the teacher\'s ImageNet classifier; a 3D class = '
-            'the best of its mapped ImageNet classes (zero_shot.IMAGENET_NAMES); objects of '
+            'the best of its mapped ImageNet classes (zero_shot.MAPPINGS or eval.zero_shot_classes); objects of '
             'unmapped classes left out')
 
 
@@ -283,3 +510,138 @@ def evaluate(config, workdir: str, module, params, embed_fn, *, run_params=None,
     out['object_head'] = zs.head(config, run_params, data)
   out['teacher_on_views'] = zs.teacher(data)
   return {**out, **zs.describe()}
+
+
+# ------------------------------------------------------------------ the readout an export carries
+
+READOUT_FILE = 'zero_shot.npz'
+EXPORT_PROTOCOL = ('no 3D label: the export\'s readout (RidgeCV from standardised pooled features '
+                   'to the standardised view-averaged teacher embedding, fitted on its pretraining '
+                   'records) folded with the teacher\'s ImageNet classifier into one affine map; '
+                   'a 3D class = the best of its mapped ImageNet classes (zero_shot.MAPPINGS or '
+                   'eval.zero_shot_classes); objects of unmapped classes left out')
+
+
+def export_readout(config, workdir: str, module, params, pooling: str
+                   ) -> tuple[dict[str, np.ndarray] | None, dict[str, Any]]:
+  """(arrays, info) of the zero-shot readout an export carries (READOUT_FILE and encoder.json's
+  `zero_shot`): the encoder's readout and the teacher's classifier as one affine map to ImageNet
+  logits, and the same for the encoder at random init under each of eval.seeds (the control),
+  with those params' checksums. (None, {'skipped': why}) where the run has no zero-shot."""
+  from crossjepa.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
+  from crossjepa.evaluation import protocol  # pylint: disable=g-import-not-at-top
+  from crossjepa.models import vit as vit_lib  # pylint: disable=g-import-not-at-top
+  try:
+    zs = ZeroShot(config, workdir)
+  except NotApplicable as e:
+    return None, {'skipped': str(e)}
+  except FileNotFoundError as e:   # the records are gone (or were never prepared here)
+    return None, {'skipped': f'zero-shot: no records to fit the readout on: {e}'}
+  embed = features_lib.make_embed_fn(module, params, pooling=pooling)
+  kernel, bias, alpha = zs.affine(embed)
+  arrays = {'pretrained_kernel': kernel, 'pretrained_bias': bias}
+  alphas = {'pretrained': alpha}
+  seeds = [int(s) for s in config.eval.seeds]
+  checksums = {}
+  for seed, p in zip(seeds, protocol.random_init_params(module, zs.fit_data['points'], seeds)):
+    kernel, bias, alpha = zs.affine(embed.with_params(p))
+    arrays[f'random_init_{seed}_kernel'], arrays[f'random_init_{seed}_bias'] = kernel, bias
+    alphas[f'random_init_{seed}'] = alpha
+    checksums[str(seed)] = vit_lib.param_checksum(p)
+  info = {
+      'file': READOUT_FILE,
+      'teacher': {k: zs.teacher_info.get(k) for k in ('name', 'architecture', 'width')},
+      'fitted_on': {'source': str(config.data.source), 'name': str(config.data.name),
+                    'splits': [str(s) for s in config.data.pretrain_splits],
+                    'objects': int(len(zs.fit_data['points']))},
+      'alpha': alphas,
+      'random_init': {'seeds': seeds, 'param_checksums': checksums},
+  }
+  return arrays, info
+
+
+def load_readout(export_dir: str, info: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """An export's readout arrays, checked against encoder.json (its sha256, keys and shapes)."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  zinfo = info.get('zero_shot') or {}
+  where = os.path.join(export_dir, 'encoder.json')
+  if zinfo.get('file') != READOUT_FILE or not isinstance(zinfo.get('sha256'), str):
+    raise ValueError(f'{where}: zero_shot names file {zinfo.get("file")!r} with sha256 '
+                     f'{zinfo.get("sha256")!r}; expected {READOUT_FILE!r} and its digest')
+  path = os.path.join(export_dir, READOUT_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path}: missing; {where} lists it (zero_shot.file). Copy the whole '
+                            'export folder, or export it again')
+  with open(path, 'rb') as f:
+    digest = hashlib.sha256(f.read()).hexdigest()
+  if digest != zinfo['sha256']:
+    raise ValueError(f'{path}: sha256 {digest} differs from {zinfo["sha256"]} in {where}: the '
+                     'file was changed after export; export it again, or copy it again from its '
+                     'source')
+  with np.load(path, allow_pickle=False) as z:
+    arrays = {k: np.asarray(z[k]) for k in z.files}
+  dim = int(info.get('feature_dim', -1))
+  seeds = [int(s) for s in (zinfo.get('random_init') or {}).get('seeds', [])]
+  names = ['pretrained'] + [f'random_init_{s}' for s in seeds]
+  for name in names:
+    for part, shape in (('kernel', (dim, 1000)), ('bias', (1000,))):
+      key = f'{name}_{part}'
+      if key not in arrays or arrays[key].shape != shape:
+        got = arrays[key].shape if key in arrays else 'missing'
+        raise ValueError(f'{path}: {key} is {got}; expected {shape} (feature_dim {dim} in {where})')
+  return arrays
+
+
+def evaluate_export(config, workdir: str, export_dir: str, export_info: Mapping[str, Any], module,
+                    params) -> dict[str, Any]:
+  """results.json's zero_shot for an exported encoder on records without a teacher (an eval-only
+  run, e.g. ModelNet40): the export's readout on data.eval_test_split, and its random-init
+  control (the same seeds' params, checked against the recorded checksums)."""
+  from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import records  # pylint: disable=g-import-not-at-top
+  from crossjepa.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
+  from crossjepa.evaluation import protocol  # pylint: disable=g-import-not-at-top
+  from crossjepa.models import vit as vit_lib  # pylint: disable=g-import-not-at-top
+  if not config.eval.zero_shot:
+    raise NotApplicable('zero-shot: eval.zero_shot = False')
+  zinfo = dict(export_info.get('zero_shot') or {})
+  if not zinfo or 'skipped' in zinfo:
+    why = zinfo.get('skipped') or 'it was exported by a crossjepa version without one'
+    raise NotApplicable(f'zero-shot: the export {export_dir} carries no readout ({why})')
+  arrays = load_readout(export_dir, export_info)
+  meta = dict(records.open_dataset(config, workdir).info.metadata or {})
+  class_names = list(meta['class_names'])
+  source = str(config.data.source)
+  indices = class_indices(class_names, mapping_for(config, class_names))
+  if not indices:
+    raise NotApplicable(f'zero-shot: none of the classes {class_names[:8]} has an ImageNet mapping '
+                        f'(zero_shot.MAPPINGS has none for data.source={source!r}; name them in a '
+                        'JSON file, --config.eval.zero_shot_classes=FILE)')
+  split = str(config.data.eval_test_split)
+  data = pipeline.load_split(config, workdir, split, list(ZeroShot.KEYS))
+  embed = features_lib.make_embed_fn(module, params, pooling=str(export_info['pooling']))
+
+  def score(fn, name):
+    logits = features(fn, data) @ arrays[f'{name}_kernel'] + arrays[f'{name}_bias']
+    return {**accuracy(logits, data['label'], indices), 'alpha': zinfo['alpha'][name]}
+
+  out = {'split': split, 'pretrained': score(embed, 'pretrained')}
+  rinfo = zinfo['random_init']
+  seeds = [int(s) for s in rinfo['seeds']]
+  per_seed, differ = [], []
+  for seed, p in zip(seeds, protocol.random_init_params(module, data['points'], seeds)):
+    if vit_lib.param_checksum(p) != rinfo['param_checksums'][str(seed)]:
+      differ.append(seed)
+    else:
+      per_seed.append(score(embed.with_params(p), f'random_init_{seed}'))
+  if differ or not seeds:
+    out['random_init'] = {'skipped': f'the random-init params of seeds {differ} differ from those '
+                                     'the export\'s control readouts were fitted on (another JAX '
+                                     'version or platform?)' if differ else 'no seeds'}
+  else:
+    values = [r['accuracy'] for r in per_seed]
+    out['random_init'] = {'accuracy': float(np.mean(values)), 'accuracy_std': float(np.std(values)),
+                          'per_seed': per_seed, 'seeds': seeds}
+  return {**out, **describe(source, class_names, indices), 'protocol': EXPORT_PROTOCOL,
+          'readout': {'export': os.path.abspath(export_dir), 'teacher': zinfo.get('teacher'),
+                      'fitted_on': zinfo.get('fitted_on')}}
