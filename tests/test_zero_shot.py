@@ -179,7 +179,7 @@ def test_a_run_names_classes_through_the_teacher(lite_run, lite0):
   assert 'zero-shot, no 3D label (20 classes with an ImageNet name, 20 test objects, chance 5.0' in table
 
 
-def test_the_export_carries_the_readout(lite_run):
+def test_the_export_carries_the_readout(lite_run, monkeypatch):
   """The export's affine map equals the ridge readout + the teacher's classifier (sklearn's own
   predict) on the run's encoders, and load_encoder(...).imagenet_logits gives results.json's
   zero-shot accuracy from the points alone."""
@@ -207,6 +207,13 @@ def test_the_export_carries_the_readout(lite_run):
     assert zinfo['alpha'][name] == float(ridge.alpha_)
   with open(os.path.join(workdir, 'results.json')) as f:
     want = json.load(f)['zero_shot']['pretrained']['accuracy']
+  # A pretraining source without a class table (a mesh folder's own classes) still exports the
+  # readout: it reads no label, and the classes are mapped where the export is evaluated.
+  monkeypatch.setitem(zero_shot.MAPPINGS, 'synthetic', {})
+  with pytest.raises(zero_shot.NotApplicable, match="has an ImageNet mapping .*none for data.source='synthetic'"):
+    zero_shot.ZeroShot(cfg, workdir)
+  again, _ = zero_shot.export_readout(cfg, workdir, module, params, 'max+mean')
+  np.testing.assert_array_equal(again['pretrained_kernel'], arrays['pretrained_kernel'])
   logits = export_lib.load_encoder(export_dir).imagenet_logits(data['points'])
   assert logits.shape == (len(data['points']), 1000)
   got = zero_shot.accuracy(logits, data['label'], zero_shot.class_indices(synthetic.CLASS_NAMES))

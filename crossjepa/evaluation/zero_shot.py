@@ -242,6 +242,18 @@ def mapping_for(config, class_names: Sequence[str]) -> dict[str, tuple[str, ...]
   return mapping
 
 
+def mapped_classes(config, class_names: Sequence[str]) -> dict[int, list[int]]:
+  """class_indices of the run's mapping (mapping_for); NotApplicable where no class has one."""
+  indices = class_indices(class_names, mapping_for(config, class_names))
+  if not indices:
+    more = ' ...' if len(class_names) > 8 else ''
+    raise NotApplicable(f'zero-shot: none of the classes {list(class_names[:8])}{more} has an '
+                        'ImageNet mapping (zero_shot.MAPPINGS has none for '
+                        f'data.source={str(config.data.source)!r}; name them in a JSON file, '
+                        '--config.eval.zero_shot_classes=FILE)')
+  return indices
+
+
 def display_name(source: str, class_name: str) -> str:
   """A class's name for people (ShapeNet-55's synset ids get their words)."""
   if source == 'shapenet55' and class_name in SHAPENET55_NAMES:
@@ -366,7 +378,9 @@ class ZeroShot:
   KEYS = ('label', 'points', 'centers', 'groups')
   ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
 
-  def __init__(self, config, workdir: str):
+  def __init__(self, config, workdir: str, *, classes: bool = True):
+    """`classes`: whether the run's classes must have a mapping (an export's readout reads none:
+    it is fitted without labels and mapped where it is evaluated)."""
     from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
     from crossjepa.data import records  # pylint: disable=g-import-not-at-top
     from crossjepa.data import teacher_cache  # pylint: disable=g-import-not-at-top
@@ -381,12 +395,7 @@ class ZeroShot:
                           'its global embedding (the EfficientNet-Lite teachers have one)')
     self.class_names = list(meta['class_names'])
     self.source = str(config.data.source)
-    self.indices = class_indices(self.class_names, mapping_for(config, self.class_names))
-    if not self.indices:
-      raise NotApplicable(f'zero-shot: none of the classes {self.class_names[:8]}'
-                          f'{" ..." if len(self.class_names) > 8 else ""} has an ImageNet mapping '
-                          f'(zero_shot.MAPPINGS has none for data.source={self.source!r}; name '
-                          'them in a JSON file, --config.eval.zero_shot_classes=FILE)')
+    self.indices = mapped_classes(config, self.class_names) if classes else {}
     head = classifier(teacher_cache.load_config_teacher(config))
     if isinstance(head, str):
       raise NotApplicable(f'zero-shot: {head}')
@@ -532,7 +541,7 @@ def export_readout(config, workdir: str, module, params, pooling: str
   from crossjepa.evaluation import protocol  # pylint: disable=g-import-not-at-top
   from crossjepa.models import vit as vit_lib  # pylint: disable=g-import-not-at-top
   try:
-    zs = ZeroShot(config, workdir)
+    zs = ZeroShot(config, workdir, classes=False)
   except NotApplicable as e:
     return None, {'skipped': str(e)}
   except FileNotFoundError as e:   # the records are gone (or were never prepared here)
@@ -612,11 +621,7 @@ def evaluate_export(config, workdir: str, export_dir: str, export_info: Mapping[
   meta = dict(records.open_dataset(config, workdir).info.metadata or {})
   class_names = list(meta['class_names'])
   source = str(config.data.source)
-  indices = class_indices(class_names, mapping_for(config, class_names))
-  if not indices:
-    raise NotApplicable(f'zero-shot: none of the classes {class_names[:8]} has an ImageNet mapping '
-                        f'(zero_shot.MAPPINGS has none for data.source={source!r}; name them in a '
-                        'JSON file, --config.eval.zero_shot_classes=FILE)')
+  indices = mapped_classes(config, class_names)
   split = str(config.data.eval_test_split)
   data = pipeline.load_split(config, workdir, split, list(ZeroShot.KEYS))
   embed = features_lib.make_embed_fn(module, params, pooling=str(export_info['pooling']))
