@@ -53,6 +53,8 @@ ARGPARSE_CASES = [
     ('bench_step.py', [SMOKE, '--device_resident', '--objects=3'],
      '--objects=3: the device-resident set needs at least one batch (8 objects)'),
     ('flops.py', ['--at=512,0'], "argument --at: item '0': expected an integer >= 1, got '0'"),
+    ('classify_demo.py', ['--encoder=x', '--top=0'],
+     "argument --top: expected an integer >= 1, got '0'"),
     ('flops.py', [f'--out={EXPERIMENTS}'],
      f'argument --out: {EXPERIMENTS} is a folder; expected the path of the JSON file'),
     ('memory.py', ['--remats=none,bogus'],

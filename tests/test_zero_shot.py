@@ -4,13 +4,18 @@ logits, when it does not apply, and a whole run with the ImageNet Lite0 from its
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import formats  # pylint: disable=g-bad-import-order
+from crossjepa import classify
 from crossjepa import run as run_lib
+from crossjepa.data import meshes
 from crossjepa.data import pipeline
+from crossjepa.data import sampling
 from crossjepa.data import synthetic
 from crossjepa.evaluation import export as export_lib
 from crossjepa.evaluation import features as features_lib
@@ -314,3 +319,97 @@ def test_an_eval_only_run_of_the_export_has_zero_shot(lite_run, tmp_path, monkey
     run_lib.run(m, str(tmp_path / 'eval'), 'evaluate')
   with pytest.raises(ValueError, match=r'zero_shot.npz: sha256'):
     export_lib.load_encoder(str(changed)).imagenet_logits(data['points'])
+
+
+def _classify_cli(*args):
+  return subprocess.run([sys.executable, '-m', 'crossjepa.classify', *args], capture_output=True,
+                        text=True, timeout=300, check=False)
+
+
+def test_classify_names_objects_from_files(lite_run, tmp_path):
+  """crossjepa.classify on point and mesh files: the points prepare would make (FPS of the
+  normalised cloud; a mesh's seeded surface samples), the export's logits ranked, the 3D classes
+  of a --classes file decided as the evaluation decides them; its mistakes exit 2 in one line."""
+  c, workdir = lite_run
+  export_dir = os.path.join(workdir, 'export')
+  data = pipeline.load_split(run_lib.resolve_teacher(c, workdir), workdir, 'test',
+                             ['points', 'label'])
+  rng = np.random.default_rng(0)
+  cloud = data['points'][0] * 3.0 + 1.0 + rng.normal(0, 1e-3, data['points'][0].shape)
+  np.save(tmp_path / 'a.npy', np.concatenate([cloud, np.zeros((len(cloud), 3))], axis=1))
+  np.savetxt(tmp_path / 'a.txt', cloud, delimiter=',')
+  mesh_index = synthetic.CLASS_NAMES.index('mug')
+  mesh = synthetic.make_shape(mesh_index, np.random.default_rng(7))
+  with open(tmp_path / 'mug.obj', 'w') as f:
+    f.writelines(f'v {x} {y} {z}\n' for x, y, z in mesh.vertices)
+    f.writelines(f'f {a + 1} {b + 1} {c + 1}\n' for a, b, c in mesh.faces)
+  paths = [str(tmp_path / n) for n in ('a.npy', 'a.txt', 'mug.obj')]
+  out = classify.classify(export_dir, paths, top=4)
+  loaded = export_lib.load_encoder(export_dir)
+  normalised = meshes.normalize_unit_sphere(cloud)[0]
+  want = normalised[sampling.farthest_point_sampling_np(normalised, c.data.num_points)]
+  np.testing.assert_allclose(classify.object_points(paths[0], c.data.num_points), want, atol=1e-5)
+  np.testing.assert_array_equal(classify.object_points(paths[2], c.data.num_points),
+                                classify.object_points(paths[2], c.data.num_points))  # seeded
+  logits = loaded.imagenet_logits(want[None])[0]
+  names = zero_shot.imagenet_class_names()
+  assert [r['name'] for r in out[0]['classes']] == [
+      names[i].split(',')[0] for i in np.argsort(-logits)[:4]]
+  probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+  assert out[0]['classes'][0]['probability'] == pytest.approx(probs.max(), rel=1e-4)
+  assert [r['name'] for r in out[1]['classes']] == [r['name'] for r in out[0]['classes']]
+  assert len(out[2]['classes']) == 4 and out[2]['input'] == paths[2]
+
+  # --classes: every 3D class ranked as the evaluation decides (zero_shot.predict).
+  mapping = {k: list(v) for k, v in zero_shot.IMAGENET_NAMES.items()}
+  (tmp_path / 'classes.json').write_text(json.dumps(mapping))
+  ranked = classify.classify(export_dir, paths, top=100, classes=str(tmp_path / 'classes.json'))
+  indices = zero_shot.class_indices(list(mapping), mapping)
+  points = np.stack([classify.object_points(p, c.data.num_points) for p in paths])
+  decided = zero_shot.predict(loaded.imagenet_logits(points), indices)
+  for r, d in zip(ranked, decided):
+    assert len(r['classes']) == 20 and r['classes'][0]['name'] == list(mapping)[d]
+    assert sum(x['probability'] for x in r['classes']) == pytest.approx(1.0)
+
+  # the command line: JSON, and one line with exit 2 for a user's mistake
+  done = _classify_cli(f'--encoder={export_dir}', f'--input={paths[0]},{paths[2]}', '--top=2',
+                       '--json')
+  assert done.returncode == 0, done.stderr
+  assert [[x['name'] for x in r['classes']] for r in json.loads(done.stdout)] == [
+      [x['name'] for x in r['classes'][:2]] for r in (out[0], out[2])]
+  bad = cloud.copy()
+  bad[5, 1] = np.nan
+  np.save(tmp_path / 'nan.npy', bad)
+  done = _classify_cli(f'--encoder={export_dir}', f'--input={tmp_path / "nan.npy"}')
+  assert done.returncode == 2 and done.stdout == ''
+  assert done.stderr.strip().splitlines() == [
+      f'crossjepa.classify: error: {tmp_path / "nan.npy"}: 1 of {len(cloud)} points are not '
+      'finite (NaN or Inf), the first at row 5']
+  for name, content, match in (
+      ('b.ply2', 'x', r"b.ply2: unknown extension '.ply2'"),
+      ('b.txt', '1 2\n3 4\n', r'b.txt: expected points \[M, >=3\] with M > 0'),
+      ('b.xyz', '1 2 x\n', r'b.xyz: expected rows of numbers'),
+      ('b.npy', None, r'b.npy: not a numeric .npy array'),
+      ('same.pts', '1 1 1\n1 1 1\n', r'same.pts: normalize_unit_sphere: all points coincide')):
+    path = tmp_path / name
+    if content is None:
+      np.save(path, np.array([{'a': 1}], dtype=object), allow_pickle=True)
+    else:
+      path.write_text(content)
+    with pytest.raises(ValueError, match=match):
+      classify.classify(export_dir, [str(path)])
+  with pytest.raises(FileNotFoundError, match=r'gone.npy: no such file'):
+    classify.classify(export_dir, [str(tmp_path / 'gone.npy')])
+  (tmp_path / 'bad.json').write_text(json.dumps({'mug': ['tea mug']}))
+  with pytest.raises(ValueError, match=r"--classes=.*bad.json: zero-shot mapping 'mug': 'tea mug' "
+                     'is not an ImageNet class name'):
+    classify.classify(export_dir, paths[:1], classes=str(tmp_path / 'bad.json'))
+  bare = tmp_path / 'bare_export'
+  shutil.copytree(export_dir, bare)
+  info = json.loads((bare / 'encoder.json').read_text())
+  del info['zero_shot']
+  (bare / 'encoder.json').write_text(json.dumps(info))
+  os.remove(bare / zero_shot.READOUT_FILE)
+  with pytest.raises(ValueError, match=r'no zero-shot readout \(it was exported by a crossjepa '
+                     'version without one\)'):
+    classify.classify(str(bare), paths[:1])

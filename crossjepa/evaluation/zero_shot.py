@@ -628,14 +628,16 @@ def evaluate_export(config, workdir: str, export_dir: str, export_info: Mapping[
 
   def score(fn, name):
     logits = features(fn, data) @ arrays[f'{name}_kernel'] + arrays[f'{name}_bias']
-    return {**accuracy(logits, data['label'], indices), 'alpha': zinfo['alpha'][name]}
+    return {**accuracy(logits, data['label'], indices),
+            'alpha': (zinfo.get('alpha') or {}).get(name)}
 
   out = {'split': split, 'pretrained': score(embed, 'pretrained')}
-  rinfo = zinfo['random_init']
-  seeds = [int(s) for s in rinfo['seeds']]
+  rinfo = zinfo.get('random_init') or {}
+  seeds = [int(s) for s in rinfo.get('seeds', [])]    # load_readout checked their arrays
+  checksums = rinfo.get('param_checksums') or {}
   per_seed, differ = [], []
   for seed, p in zip(seeds, protocol.random_init_params(module, data['points'], seeds)):
-    if vit_lib.param_checksum(p) != rinfo['param_checksums'][str(seed)]:
+    if vit_lib.param_checksum(p) != checksums.get(str(seed)):
       differ.append(seed)
     else:
       per_seed.append(score(embed.with_params(p), f'random_init_{seed}'))

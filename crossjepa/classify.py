@@ -1,0 +1,160 @@
+"""`python -m crossjepa.classify`: name 3D objects with no 3D label, through an export's readout.
+
+    python -m crossjepa.classify --encoder=WORKDIR/export --input=mug.obj,chair.off,scan.npy
+        [--top=5] [--classes=classes.json] [--json]
+
+An export of a run whose teacher has an ImageNet classifier (the EfficientNet-Lite teachers) carries
+a zero-shot readout (crossjepa/evaluation/zero_shot.py): the encoder's pooled features read out into
+the teacher's embedding, then the teacher's classifier. Each input becomes the export's num_points
+points as prepare makes them: a mesh (MESH_EXTENSIONS, read by prepare's readers) by area-weighted
+surface samples, a point file (.npy [M, >=3]; .txt / .xyz / .pts with x y z first, separated by
+spaces or commas) by farthest point sampling; both normalised to the unit sphere. The surface
+samples are drawn under a seed from the file's name, so a file gets the same answer every time.
+
+Without --classes: the --top ImageNet classes, with softmax probabilities over the 1,000. With
+--classes (a JSON object {"3D class": ["ImageNet class name", ...]}, the format of
+eval.zero_shot_classes): every 3D class ranked by the best logit of its ImageNet classes, with
+softmax probabilities over those scores.
+
+A missing or malformed file, non-finite coordinates, an export without a readout, a bad --classes
+file: one line naming it on stderr, exit 2.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from absl import flags
+import numpy as np
+
+from crossjepa import console
+
+PROG = 'crossjepa.classify'
+POINT_EXTENSIONS = ('.npy', '.txt', '.xyz', '.pts')
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('encoder', None, 'An export folder (WORKDIR/export of a run with an '
+                    'EfficientNet-Lite teacher).', required=True)
+flags.DEFINE_list('input', None, 'Comma-separated mesh or point files.', required=True)
+flags.DEFINE_integer('top', 5, 'How many classes to list per object.', lower_bound=1)
+flags.DEFINE_string('classes', '', 'A JSON file {"3D class": ["ImageNet class name", ...]}: rank '
+                    'these classes instead of ImageNet\'s 1,000.')
+flags.DEFINE_bool('json', False, 'Print JSON instead of lines for people.')
+
+
+def read_points(path: str) -> np.ndarray:
+  """[M, 3] float32 of a point file (POINT_EXTENSIONS); ValueError naming the file otherwise."""
+  ext = os.path.splitext(path)[1].lower()
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path}: no such file')
+  if ext == '.npy':
+    try:
+      points = np.load(path, allow_pickle=False)
+    except ValueError as e:   # an object array, or not an .npy file at all
+      raise ValueError(f'{path}: not a numeric .npy array ({e})') from e
+  else:
+    with open(path, 'rb') as f:
+      text = f.read().decode('utf-8', errors='replace').replace(',', ' ')
+    rows = [line.split() for line in text.splitlines() if line.strip() and not line.startswith('#')]
+    width = min((len(r) for r in rows), default=0)
+    try:
+      points = np.array([r[:3] for r in rows], np.float64) if width >= 3 else np.zeros((0, 0))
+    except ValueError as e:
+      raise ValueError(f'{path}: expected rows of numbers, x y z first ({e})') from e
+  points = np.asarray(points)
+  if points.ndim != 2 or points.shape[1] < 3 or len(points) == 0:
+    raise ValueError(f'{path}: expected points [M, >=3] with M > 0, got an array of shape '
+                     f'{points.shape}')
+  if not np.issubdtype(points.dtype, np.number):
+    raise ValueError(f'{path}: expected numbers, got dtype {points.dtype}')
+  points = points[:, :3].astype(np.float64)
+  bad = np.flatnonzero(~np.isfinite(points).all(axis=1))
+  if bad.size:
+    raise ValueError(f'{path}: {bad.size} of {len(points)} points are not finite (NaN or Inf), '
+                     f'the first at row {int(bad[0])}')
+  return points.astype(np.float32)
+
+
+def object_points(path: str, num_points: int) -> np.ndarray:
+  """The [num_points, 3] unit-sphere points of one mesh or point file, as prepare makes them."""
+  from crossjepa.data import mesh_readers  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import per_object  # pylint: disable=g-import-not-at-top
+  from crossjepa.data.shape import GREY, Shape  # pylint: disable=g-import-not-at-top
+  ext = os.path.splitext(path)[1].lower()
+  if ext in POINT_EXTENSIONS:
+    mesh, points = None, read_points(path)
+  elif ext in mesh_readers.MESH_EXTENSIONS:
+    mesh, points = mesh_readers.read_mesh(path), None
+  else:
+    raise ValueError(f'{path}: unknown extension {ext!r}; expected a mesh '
+                     f'{mesh_readers.MESH_EXTENSIONS} or points {POINT_EXTENSIONS}')
+  name = os.path.basename(path)
+  shape = Shape(name, -1, 'input', mesh, points, GREY)
+  rng = np.random.default_rng(per_object.object_seed(0, name))
+  try:
+    return per_object.normalize(shape, _Geometry(num_points), rng)[0]
+  except ValueError as e:   # all points in one place, a mesh without area
+    raise ValueError(f'{path}: {e}') from e
+
+
+class _Geometry:
+  """The one data setting that normalize reads."""
+
+  def __init__(self, num_points: int):
+    self.num_points = num_points
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+  e = np.exp(x - x.max(axis=-1, keepdims=True))
+  return e / e.sum(axis=-1, keepdims=True)
+
+
+def classify(export_dir: str, paths: Sequence[str], top: int = 5, classes: str = ''
+             ) -> list[dict[str, Any]]:
+  """[{input, classes: [{name, probability, logit}] best first}] for each path (see the module)."""
+  from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
+  from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
+  if not paths:
+    raise ValueError('--input: no files given')
+  encoder = export_lib.load_encoder(export_dir)
+  names = [n.split(',')[0] for n in zero_shot.imagenet_class_names()]
+  if classes:
+    mapping = zero_shot.read_mapping(classes)
+    labels = list(mapping)
+    try:
+      indices = zero_shot.class_indices(labels, mapping)
+    except ValueError as e:
+      raise ValueError(f'--classes={classes}: {e}') from e
+  points = np.stack([object_points(p, encoder.num_points) for p in paths])
+  logits = encoder.imagenet_logits(points)
+  if classes:
+    logits = np.stack([logits[:, indices[c]].max(axis=1) for c in range(len(labels))], axis=1)
+    names = labels
+  probs = _softmax(logits.astype(np.float64))
+  out = []
+  for path, row, p in zip(paths, logits, probs):
+    order = np.argsort(-row, kind='stable')[:top]
+    out.append({'input': path, 'classes': [
+        {'name': names[i], 'probability': float(p[i]), 'logit': float(row[i])} for i in order]})
+  return out
+
+
+def main(argv):
+  del argv  # console.parse_flags refused positional arguments
+  try:
+    results = classify(FLAGS.encoder, FLAGS.input, FLAGS.top, FLAGS.classes)
+  except (ValueError, OSError) as e:   # a user's file or flag: one line naming it, exit 2
+    console.fail(PROG, e)
+  if FLAGS.json:
+    print(json.dumps(results, indent=2))
+    return
+  for r in results:
+    ranked = ', '.join(f"{c['name']} {100 * c['probability']:.1f} %" for c in r['classes'])
+    print(f"{r['input']}: {ranked}")
+  sys.stdout.flush()
+
+
+if __name__ == '__main__':
+  console.run_app(main, PROG)
