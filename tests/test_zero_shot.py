@@ -24,7 +24,7 @@ from crossjepa.evaluation import protocol
 from crossjepa.evaluation import zero_shot
 from crossjepa.weights import teacher_conversion
 from crossjepa.weights import teacher_io
-from tests.test_benchmarks import load_config
+from tests.test_benchmarks import bench_config
 from tests.test_step import smoke_config
 
 
@@ -226,24 +226,11 @@ def test_the_export_carries_the_readout(lite_run, monkeypatch):
 
 
 def _modelnet40_config(c, export_dir, root):
-  """configs/modelnet40.py:ply_hdf5_2048 on `root` with the export's geometry."""
-  m = load_config('modelnet40', 'ply_hdf5_2048')
+  """configs/modelnet40.py:ply_hdf5_2048 on `root` as tests/test_benchmarks.py evaluates an
+  export, with this export's geometry."""
+  m = bench_config('modelnet40', 'ply_hdf5_2048', root, export_dir)
   d = m.data
-  d.root = str(root)
   d.num_points, d.num_groups, d.group_size = c.data.num_points, c.data.num_groups, c.data.group_size
-  d.strict_counts = False
-  d.shards = 1
-  d.teacher_chunk = 8
-  e = m.eval
-  e.encoder = export_dir
-  e.svm_C = (1.0,)
-  e.cv_folds = 2
-  e.fewshot_ways = (2,)
-  e.fewshot_shots = (1,)
-  e.fewshot_queries = 1
-  e.fewshot_folds = 1
-  e.seeds = (0,)
-  e.batch_size = 8
   return m
 
 
