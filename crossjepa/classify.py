@@ -1,7 +1,7 @@
 """`python -m crossjepa.classify`: name 3D objects with no 3D label, through an export's readout.
 
     python -m crossjepa.classify --encoder=WORKDIR/export --input=mug.obj,chair.off,scan.npy
-        [--top=5] [--classes=classes.json] [--json]
+        [--top=5] [--classes=classes.json] [--json]      (an --input folder: its mesh and point files)
 
 An export of a run whose teacher has an ImageNet classifier (the EfficientNet-Lite teachers) carries
 a zero-shot readout (crossjepa/evaluation/zero_shot.py): the encoder's pooled features read out into
@@ -13,7 +13,8 @@ samples are drawn under a seed from the file's name, so a file gets the same ans
 
 Without --classes: the --top ImageNet classes, with softmax probabilities over the 1,000. With
 --classes (a JSON object {"3D class": ["ImageNet class name", ...]}, the format of
-eval.zero_shot_classes): every 3D class ranked by the best logit of its ImageNet classes, with
+eval.zero_shot_classes, or the name of a source whose table to use: modelnet40, scanobjectnn,
+shapenet55, synthetic): every 3D class ranked by the best logit of its ImageNet classes, with
 softmax probabilities over those scores.
 
 A missing or malformed file, non-finite coordinates, an export without a readout, a bad --classes
@@ -37,10 +38,12 @@ POINT_EXTENSIONS = ('.npy', '.txt', '.xyz', '.pts')
 FLAGS = flags.FLAGS
 flags.DEFINE_string('encoder', None, 'An export folder (WORKDIR/export of a run with an '
                     'EfficientNet-Lite teacher).', required=True)
-flags.DEFINE_list('input', None, 'Comma-separated mesh or point files.', required=True)
+flags.DEFINE_list('input', None, 'Comma-separated mesh or point files, or folders of them.',
+                  required=True)
 flags.DEFINE_integer('top', 5, 'How many classes to list per object.', lower_bound=1)
-flags.DEFINE_string('classes', '', 'A JSON file {"3D class": ["ImageNet class name", ...]}: rank '
-                    'these classes instead of ImageNet\'s 1,000.')
+flags.DEFINE_string('classes', '', 'Rank these classes instead of ImageNet\'s 1,000: a JSON file '
+                    '{"3D class": ["ImageNet class name", ...]}, or a source\'s class table: '
+                    'synthetic, modelnet40, scanobjectnn, shapenet55.')
 flags.DEFINE_bool('json', False, 'Print JSON instead of lines for people.')
 
 
@@ -75,6 +78,28 @@ def read_points(path: str) -> np.ndarray:
     raise ValueError(f'{path}: {bad.size} of {len(points)} points are not finite (NaN or Inf), '
                      f'the first at row {int(bad[0])}')
   return points.astype(np.float32)
+
+
+def expand_inputs(paths: Sequence[str]) -> list[str]:
+  """The files to classify: each path, a folder standing for its mesh and point files (sorted,
+  not recursive)."""
+  from crossjepa.data import mesh_readers  # pylint: disable=g-import-not-at-top
+  known = tuple(mesh_readers.MESH_EXTENSIONS) + POINT_EXTENSIONS
+  out = []
+  for path in paths:
+    if os.path.isdir(path):
+      found = sorted(os.path.join(path, f) for f in os.listdir(path)
+                     if os.path.splitext(f)[1].lower() in known
+                     and os.path.isfile(os.path.join(path, f)))
+      if not found:
+        raise ValueError(f'{path}: a folder with no mesh {mesh_readers.MESH_EXTENSIONS} or point '
+                         f'{POINT_EXTENSIONS} files')
+      out.extend(found)
+    else:
+      out.append(path)
+  if not out:
+    raise ValueError('--input: no files given')
+  return out
 
 
 def object_points(path: str, num_points: int) -> np.ndarray:
@@ -116,22 +141,23 @@ def classify(export_dir: str, paths: Sequence[str], top: int = 5, classes: str =
   """[{input, classes: [{name, probability, logit}] best first}] for each path (see the module)."""
   from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
   from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
-  if not paths:
-    raise ValueError('--input: no files given')
+  paths = expand_inputs(paths)
   encoder = export_lib.load_encoder(export_dir)
   names = [n.split(',')[0] for n in zero_shot.imagenet_class_names()]
   if classes:
-    mapping = zero_shot.read_mapping(classes)
+    preset = classes in zero_shot.MAPPINGS
+    mapping = dict(zero_shot.MAPPINGS[classes]) if preset else zero_shot.read_mapping(classes)
     labels = list(mapping)
     try:
       indices = zero_shot.class_indices(labels, mapping)
     except ValueError as e:
       raise ValueError(f'--classes={classes}: {e}') from e
+    shown = [zero_shot.display_name(classes, l) if preset else l for l in labels]
   points = np.stack([object_points(p, encoder.num_points) for p in paths])
   logits = encoder.imagenet_logits(points)
   if classes:
     logits = np.stack([logits[:, indices[c]].max(axis=1) for c in range(len(labels))], axis=1)
-    names = labels
+    names = shown
   probs = _softmax(logits.astype(np.float64))
   out = []
   for path, row, p in zip(paths, logits, probs):

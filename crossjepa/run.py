@@ -274,6 +274,13 @@ def _run_stages(config: ml_collections.ConfigDict, workdir: str, mode: str) -> d
       protocol.check_export_geometry(config, str(config.eval.encoder))
     except (FileNotFoundError, ValueError) as e:
       raise UserError(str(e)) from e
+  if config.eval.zero_shot and config.eval.zero_shot_classes and (
+      {'evaluate', 'benchmark'} & set(stages)):
+    from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
+    try:   # a mistake in the class file must not wait for the end of pretraining
+      zero_shot.check_mapping_file(str(config.eval.zero_shot_classes))
+    except (FileNotFoundError, ValueError) as e:
+      raise UserError(str(e)) from e
   report = {}
   for number, stage in enumerate(stages, 1):
     if stage != 'teacher':

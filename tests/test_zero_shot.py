@@ -70,6 +70,28 @@ def test_every_source_has_a_table():
   assert zero_shot.display_name('shapenet55', '03001627') == 'chair (03001627)'
 
 
+def test_a_bad_class_file_stops_the_run_before_it_starts(tmp_path):
+  """eval.zero_shot_classes is checked before the first stage (not after pretraining)."""
+  c = smoke_config()
+  (tmp_path / 'classes.json').write_text(json.dumps({'mug': ['tea mug']}))
+  c.eval.zero_shot_classes = str(tmp_path / 'classes.json')
+  with pytest.raises(run_lib.UserError, match=r"eval.zero_shot_classes: .*classes.json: zero-shot "
+                     r"mapping 'mug': 'tea mug' is not an ImageNet class name"):
+    run_lib.run(c, str(tmp_path / 'run'), 'all')
+  assert not os.path.exists(tmp_path / 'run' / 'data')
+  c.eval.zero_shot_classes = str(tmp_path / 'missing.json')
+  with pytest.raises(run_lib.UserError, match=r'missing.json.*no such file'):
+    run_lib.run(c, str(tmp_path / 'run'), 'evaluate')
+  assert not os.path.exists(tmp_path / 'run' / 'data')
+  with pytest.raises(run_lib.UserError) as e:    # no evaluation stage: not read
+    run_lib.run(c, str(tmp_path / 'run'), 'pretrain')
+  assert 'missing.json' not in str(e.value)
+  c.eval.zero_shot = False
+  with pytest.raises(run_lib.UserError) as e:    # switched off: not read either
+    run_lib.run(c, str(tmp_path / 'run'), 'evaluate')
+  assert 'missing.json' not in str(e.value)
+
+
 def test_decision_rule_by_brute_force():
   rng = np.random.default_rng(0)
   indices = {0: [3, 7], 2: [1], 5: [10, 11, 12]}
@@ -306,6 +328,27 @@ def test_an_eval_only_run_of_the_export_has_zero_shot(lite_run, tmp_path, monkey
     run_lib.run(m, str(tmp_path / 'eval'), 'evaluate')
   with pytest.raises(ValueError, match=r'zero_shot.npz: sha256'):
     export_lib.load_encoder(str(changed)).imagenet_logits(data['points'])
+  os.remove(changed / zero_shot.READOUT_FILE)
+  with pytest.raises(run_lib.UserError, match=r'zero_shot.npz: missing; .*encoder.json lists it'):
+    run_lib.run(m, str(tmp_path / 'eval'), 'evaluate')
+
+  # Random-init params that differ from those the controls were fitted on (another JAX): the
+  # control is reported as skipped, with why; the pretrained number stands.
+  other = tmp_path / 'export_other'
+  shutil.copytree(export_dir, other)
+  info = json.loads((other / 'encoder.json').read_text())
+  info['zero_shot']['random_init']['param_checksums']['0'] = '0' * 64
+  (other / 'encoder.json').write_text(json.dumps(info))
+  m.eval.encoder = str(other)
+  run_lib.run(m, str(tmp_path / 'eval'), 'evaluate')
+  with open(tmp_path / 'eval' / 'results.json') as f:
+    zs = json.load(f)['zero_shot']
+  assert zs['pretrained']['accuracy'] == pre['accuracy']
+  assert zs['random_init'] == {'skipped': 'the random-init params of seeds [0] differ from those '
+                                          'the export\'s control readouts were fitted on (another '
+                                          'JAX version or platform?)'}
+  assert 'random init: the random-init params of seeds [0] differ' in run_lib.results_table(
+      str(tmp_path / 'eval'))
 
 
 def _classify_cli(*args):
@@ -357,6 +400,25 @@ def test_classify_names_objects_from_files(lite_run, tmp_path):
   for r, d in zip(ranked, decided):
     assert len(r['classes']) == 20 and r['classes'][0]['name'] == list(mapping)[d]
     assert sum(x['probability'] for x in r['classes']) == pytest.approx(1.0)
+
+  # a folder stands for its files; an empty one is refused
+  (tmp_path / 'some').mkdir()
+  shutil.copy(paths[2], tmp_path / 'some' / 'mug.obj')
+  shutil.copy(paths[0], tmp_path / 'some' / 'a.npy')
+  (tmp_path / 'some' / 'notes.md').write_text('not a shape')
+  folder = classify.classify(export_dir, [str(tmp_path / 'some')], top=4)
+  assert [r['input'] for r in folder] == [str(tmp_path / 'some' / n) for n in ('a.npy', 'mug.obj')]
+  assert [r['classes'] for r in folder] == [out[0]['classes'], out[2]['classes']]
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(ValueError, match=r'empty: a folder with no mesh'):
+    classify.classify(export_dir, [str(tmp_path / 'empty')])
+
+  # a source's table by name
+  preset = classify.classify(export_dir, paths[:1], top=2, classes='modelnet40')
+  assert len(preset[0]['classes']) == 2
+  assert {x['name'] for x in preset[0]['classes']} <= set(zero_shot.MODELNET40)
+  sn55 = classify.classify(export_dir, paths[:1], top=50, classes='shapenet55')
+  assert 'chair (03001627)' in {x['name'] for x in sn55[0]['classes']}
 
   # the command line: JSON, and one line with exit 2 for a user's mistake
   done = _classify_cli(f'--encoder={export_dir}', f'--input={paths[0]},{paths[2]}', '--top=2',

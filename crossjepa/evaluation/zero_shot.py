@@ -228,13 +228,24 @@ def read_mapping(path: str) -> dict[str, tuple[str, ...]]:
   return out
 
 
+def check_mapping_file(path: str) -> dict[str, tuple[str, ...]]:
+  """eval.zero_shot_classes' file read and its ImageNet names checked (what can be checked
+  before the records exist: run.run does it before the first stage)."""
+  mapping = read_mapping(path)
+  try:
+    class_indices(list(mapping), mapping)
+  except ValueError as e:
+    raise ValueError(f'eval.zero_shot_classes: {path}: {e}') from e
+  return mapping
+
+
 def mapping_for(config, class_names: Sequence[str]) -> dict[str, tuple[str, ...]]:
   """The class mapping of a run: eval.zero_shot_classes' file, else data.source's table (empty
   for a source without one). A file's class that `class_names` does not have is an error."""
   path = str(config.eval.zero_shot_classes)
   if not path:
     return dict(MAPPINGS.get(str(config.data.source), {}))
-  mapping = read_mapping(path)
+  mapping = check_mapping_file(path)
   unknown = sorted(set(mapping) - set(class_names))
   if unknown:
     raise ValueError(f'eval.zero_shot_classes: {path} names classes {unknown} that the records do '
