@@ -34,6 +34,7 @@ from crossjepa import console
 
 PROG = 'crossjepa.classify'
 POINT_EXTENSIONS = ('.npy', '.txt', '.xyz', '.pts')
+CHUNK = 64   # files read and encoded at a time
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('encoder', None, 'An export folder (WORKDIR/export of a run with an '
@@ -153,8 +154,20 @@ def classify(export_dir: str, paths: Sequence[str], top: int = 5, classes: str =
     except ValueError as e:
       raise ValueError(f'--classes={classes}: {e}') from e
     shown = [zero_shot.display_name(classes, l) if preset else l for l in labels]
-  points = np.stack([object_points(p, encoder.num_points) for p in paths])
-  logits = encoder.imagenet_logits(points)
+  # Files are read and encoded a chunk at a time (memory bounded by the chunk, not the file count;
+  # the last chunk padded, so one compiled shape serves every chunk).
+  parts = []
+  with console.progress(total=len(paths), desc='classify', unit='file',
+                        disable=len(paths) <= CHUNK) as bar:
+    for start in range(0, len(paths), CHUNK):
+      chunk = np.stack([object_points(p, encoder.num_points)
+                        for p in paths[start:start + CHUNK]])
+      rows = len(chunk)
+      if len(paths) > CHUNK:
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], CHUNK - rows, axis=0)])
+      parts.append(encoder.imagenet_logits(chunk)[:rows])
+      bar.update(rows)
+  logits = np.concatenate(parts)
   if classes:
     logits = np.stack([logits[:, indices[c]].max(axis=1) for c in range(len(labels))], axis=1)
     names = shown

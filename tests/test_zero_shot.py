@@ -356,7 +356,7 @@ def _classify_cli(*args):
                         text=True, timeout=300, check=False)
 
 
-def test_classify_names_objects_from_files(lite_run, tmp_path):
+def test_classify_names_objects_from_files(lite_run, tmp_path, monkeypatch):
   """crossjepa.classify on point and mesh files: the points prepare would make (FPS of the
   normalised cloud; a mesh's seeded surface samples), the export's logits ranked, the 3D classes
   of a --classes file decided as the evaluation decides them; its mistakes exit 2 in one line."""
@@ -412,6 +412,15 @@ def test_classify_names_objects_from_files(lite_run, tmp_path):
   (tmp_path / 'empty').mkdir()
   with pytest.raises(ValueError, match=r'empty: a folder with no mesh'):
     classify.classify(export_dir, [str(tmp_path / 'empty')])
+
+  # many files: a chunk at a time, the same answers
+  monkeypatch.setattr(classify, 'CHUNK', 2)
+  chunked = classify.classify(export_dir, paths + paths[:2], top=4)
+  for got, want in zip(chunked, out + out[:2]):
+    assert [x['name'] for x in got['classes']] == [x['name'] for x in want['classes']]
+    np.testing.assert_allclose([x['logit'] for x in got['classes']],
+                               [x['logit'] for x in want['classes']], rtol=1e-5, atol=1e-4)
+  monkeypatch.undo()
 
   # a source's table by name
   preset = classify.classify(export_dir, paths[:1], top=2, classes='modelnet40')

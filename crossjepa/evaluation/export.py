@@ -8,7 +8,8 @@ WORKDIR/export/
                  `zero_shot`: the readout's teacher, fit and sha256, or why there is none
   zero_shot.npz  where the run had a zero-shot evaluation (an EfficientNet-Lite teacher): its
                  ridge readout into the teacher's embedding folded with the teacher's ImageNet
-                 classifier, pooled features -> ImageNet logits, and the random-init control's
+                 classifier, pooled features -> ImageNet logits, and the same for the
+                 random-init controls of eval.seeds
 
 The folder is written to a temporary sibling and renamed into place, so a reader never sees a
 half-written export. `load_encoder(dir)` rebuilds the encoder from encoder.json alone, checks every
@@ -292,7 +293,6 @@ class LoadedEncoder:
                        'expected points normalised to the unit sphere '
                        '(crossjepa.data.meshes.normalize_unit_sphere)')
     return out
-
 
   def imagenet_logits(self, points) -> np.ndarray:
     """ImageNet logits [B, 1000] of points [B, N, 3] through the export's zero-shot readout (no

@@ -11,12 +11,18 @@ the encoder, as the linear probe does with labels. With train.target = 'object' 
 with the encoder is a readout of its own (its prediction brought back from the target
 standardisation), reported beside it.
 
-A 3D class is named by the ImageNet classes that are that object (`IMAGENET_NAMES`, by name,
-resolved against TFDS's ImageNet label list; each ImageNet class names at most one 3D class). An
-object gets the 3D class of its highest-scoring mapped ImageNet class, among the classes of the
-split that have a mapping; objects of the other classes are left out. Chance is 1 / (mapped
-classes). Beside it, the teacher itself on the same objects' rendered views (its cached
-view-averaged embedding through its classifier): the ceiling of what the point cloud can inherit.
+A 3D class is named by the ImageNet classes that are that object (one table per source,
+`MAPPINGS`, or eval.zero_shot_classes' JSON file; by name, resolved against TFDS's ImageNet label
+list; each ImageNet class names at most one 3D class of a source). An object gets the 3D class of
+its highest-scoring mapped ImageNet class, among the classes of the split that have a mapping;
+objects of the other classes are left out. Chance is 1 / (mapped classes). Beside it, the teacher
+itself on the same objects' rendered views (its cached view-averaged embedding through its
+classifier): the ceiling of what the point cloud can inherit.
+
+An export carries the readout (`export_readout`: folded with the classifier into one affine map,
+READOUT_FILE, with the random-init controls), so records without a teacher (an eval-only run of
+the export on ModelNet40 or ScanObjectNN) get a zero-shot number too (`evaluate_export`), and
+crossjepa.classify names single files with it.
 """
 from __future__ import annotations
 
