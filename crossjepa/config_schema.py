@@ -13,6 +13,7 @@ which returns an error text or None. Cross-field rules (num_groups <= num_points
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import ml_collections
@@ -54,7 +55,8 @@ class Variants:
 # here are the config-level vocabulary.
 RECIPES = ('crossjepa', 'seed', 'point_jepa')
 SOURCES = ('synthetic', 'mesh_folder', 'modelnet40', 'scanobjectnn', 'shapenet55')
-RENDER_SET_LAYOUTS = ('transforms_json', 'shapenet_rendering')
+RENDER_SET_LAYOUTS = ('transforms_json', 'shapenet_rendering', 'zero123')
+RENDER_SET_CONVENTIONS = ('opengl', 'opencv')
 RENDER_SET_AXES = ('file', 'y_up_to_z_up')
 RENDER_SET_WORLDS = ('file', 'unit_cube')
 TARGETS = ('cls', 'groups', 'object')
@@ -115,6 +117,8 @@ SCHEMA: dict[str, Any] = {
     'data.render_set.min_agreement': Float(0.0, 1.0),
     'data.render_set.axes': Choice(RENDER_SET_AXES),
     'data.render_set.world': Choice(RENDER_SET_WORLDS),
+    'data.render_set.convention': Choice(RENDER_SET_CONVENTIONS),
+    'data.render_set.camera_angle_x': Float(0.0, math.pi, hi_open=True),
     'data.synthetic.kind': Choice(('clean', 'scan')),
     'data.synthetic.train_per_class': Int(1),
     'data.synthetic.test_per_class': Int(1),

@@ -424,3 +424,119 @@ def test_shapenet_rendering_refusals(tmp_path):
   _rgba(str(folder / '01.png'))
   with pytest.raises(ValueError, match="00.png: 20 x 16; ShapeNetRendering's renders are square"):
     render_set.read_views(config.data, 'shapenet55/02691156-aaa')
+
+
+def write_zero123_set(config, root, shape, *, opencv=False, square=True):
+  """write_transforms_set's views of `shape`, rewritten in the zero123 layout:
+  <root>/<last id part>/NNN.png with NNN.npy, the 3 x 4 world-to-camera matrix in Blender's
+  (OpenGL) camera axes, or OpenCV's with `opencv`. -> the folder."""
+  staging = os.path.join(root, '_transforms')
+  write_transforms_set(config, staging, [shape])
+  source = os.path.join(staging, *shape.id.split('/'))
+  with open(os.path.join(source, 'transforms.json')) as f:
+    frames = json.load(f)['frames']
+  folder = os.path.join(root, shape.id.split('/')[-1])
+  os.makedirs(folder)
+  for i, frame in enumerate(frames):
+    w2c = np.linalg.inv(np.asarray(frame['transform_matrix']))
+    if opencv:
+      w2c = np.diag([1.0, -1.0, -1.0, 1.0]) @ w2c
+    np.save(os.path.join(folder, f'{i:03d}.npy'), w2c[:3].astype(np.float32))
+    image = Image.open(os.path.join(source, frame['file_path'] + '.png'))
+    if not square:
+      image = image.resize((image.width + 2, image.height))
+    image.save(os.path.join(folder, f'{i:03d}.png'))
+  return folder
+
+
+def test_zero123_layout(tmp_path):
+  """Zero-1-to-3's Objaverse layout (NNN.png + NNN.npy, Blender camera axes, the glTF turned z-up in
+  a unit cube): the views, cameras and depth of rendering; OpenCV-axes poses refused unless
+  data.render_set.convention says so; the script's field of view when camera_angle_x is 0."""
+  config = prepare_config()
+  rs = config.data.render_set
+  rs.root, rs.layout, rs.axes, rs.world = str(tmp_path / 'z'), 'zero123', 'y_up_to_z_up', 'unit_cube'
+  rs.camera_angle_x = float(np.deg2rad(config.data.camera.fov))   # our renderer's square views
+  shape = _one_shape(config, 'train')
+  folder = write_zero123_set(config, rs.root, shape)
+  config_util.check_config(config)
+  assert folder == render_set.object_dir(rs, shape.id) == os.path.join(rs.root,
+                                                                       shape.id.split('/')[-1])
+  seed = per_object.object_seed(config.seed, shape.id)
+  given = per_object.process_shape(shape, config.data, seed)
+  plain = per_object.process_shape(shape, prepare_config().data, seed)
+  np.testing.assert_array_equal(given['views']['image'], plain['views']['image'])
+  np.testing.assert_allclose(given['views']['world_to_cam'], plain['views']['world_to_cam'],
+                             atol=2e-5)
+  np.testing.assert_allclose(given['views']['intrinsics'], plain['views']['intrinsics'], rtol=1e-5)
+  # (the poses are float32 in the .npy files, the field of view one angle: depth within 1e-6)
+  np.testing.assert_allclose(given['depth'], plain['depth'], rtol=1e-6)
+  np.testing.assert_array_equal(given['views']['hist'], plain['views']['hist'])
+  # camera_angle_x 0: the render script's 35 mm lens on a 32 mm sensor
+  rs.camera_angle_x = 0.0
+  views = render_set.read_views(config.data, shape.id)
+  size = config.data.image_size
+  np.testing.assert_allclose(views.intrinsics[:, 0, 0], 0.5 * size / (16.0 / 35.0))
+  np.testing.assert_allclose(views.intrinsics[:, :2, 2], size / 2.0)
+  # poses in OpenCV's camera axes: refused as Blender's, taken with convention = opencv
+  rs.root = str(tmp_path / 'cv')
+  rs.camera_angle_x = float(np.deg2rad(config.data.camera.fov))
+  write_zero123_set(config, rs.root, shape, opencv=True)
+  with pytest.raises(ValueError, match=r"(?s)do not see object.*zero123's poses are read with "
+                     r'data.render_set.convention = opengl.*try the other convention'):
+    per_object.process_shape(shape, config.data, seed)
+  rs.convention = 'opencv'
+  np.testing.assert_allclose(per_object.process_shape(shape, config.data, seed)['views'][
+      'world_to_cam'], plain['views']['world_to_cam'], atol=2e-5)
+  # the convention and field of view are part of the records' fingerprint (for zero123 only)
+  from crossjepa.data import fingerprint  # pylint: disable=g-import-not-at-top
+  fp = fingerprint.render_set_fingerprint(rs)
+  assert (fp['convention'], fp['camera_angle_x']) == ('opencv', rs.camera_angle_x)
+  rs.layout = 'transforms_json'
+  assert 'convention' not in fingerprint.render_set_fingerprint(rs)
+
+
+def test_zero123_refusals(tmp_path):
+  config = prepare_config()
+  rs = config.data.render_set
+  rs.root, rs.layout = str(tmp_path), 'zero123'
+  folder = tmp_path / 'thing'
+  with pytest.raises(FileNotFoundError, match=r'thing: missing; .*layout zero123'):
+    render_set.read_views(config.data, 'chair/train/thing')
+  folder.mkdir()
+  with pytest.raises(FileNotFoundError, match=r'thing: no PNG renders'):
+    render_set.read_views(config.data, 'chair/train/thing')
+  rgba = np.zeros((28, 28, 4), np.uint8)
+  for i in range(2):
+    Image.fromarray(rgba, 'RGBA').save(folder / f'{i:03d}.png')
+  with pytest.raises(FileNotFoundError, match=r'thing/000.npy: missing; .*beside each render'):
+    render_set.read_views(config.data, 'chair/train/thing')
+  np.save(folder / '000.npy', np.eye(4)[:3])
+  np.save(folder / '001.npy', np.eye(3))
+  with pytest.raises(ValueError, match=r'001.npy: expected a finite 3 x 4 world-to-camera matrix'):
+    render_set.read_views(config.data, 'chair/train/thing')
+  np.save(folder / '001.npy', np.array([{'R': 1}], dtype=object), allow_pickle=True)
+  with pytest.raises(ValueError, match=r'001.npy: not a numeric .npy array'):
+    render_set.read_views(config.data, 'chair/train/thing')
+  np.save(folder / '001.npy', np.diag([1.0, 1.0, 2.0, 1.0])[:3])
+  with pytest.raises(ValueError, match=r'001.npy is not a rigid transform'):
+    render_set.read_views(config.data, 'chair/train/thing')
+  np.save(folder / '001.npy', np.eye(4)[:3])
+  Image.fromarray(np.zeros((28, 30, 4), np.uint8), 'RGBA').save(folder / '001.png')
+  with pytest.raises(ValueError, match=r"001.png: 30 x 28; the zero123 layout's renders are square"):
+    render_set.read_views(config.data, 'chair/train/thing')
+  # the synthetic source's ids repeat their last part across splits: refused before any work
+  with pytest.raises(ValueError, match=r"objects 'synthetic/pretrain/box_0000' and "
+                     r"'synthetic/train/box_0000' would both take their renders from .*box_0000"):
+    prepare.prepare(config, str(tmp_path / 'w'))
+  assert not os.path.exists(tmp_path / 'w' / 'data')
+  other = prepare_config()
+  other.data.render_set.root = str(tmp_path)
+  other.data.render_set.convention = 'opencv'
+  with pytest.raises(config_util.ConfigError, match=r"convention = 'opencv' and camera_angle_x = "
+                     r'0.0 are for layout zero123'):
+    config_util.check_config(other)
+  other.data.render_set.convention = 'opengl'
+  other.data.render_set.camera_angle_x = 4.0
+  with pytest.raises(config_util.ConfigError, match='data.render_set.camera_angle_x'):
+    config_util.check_config(other)

@@ -46,6 +46,7 @@ import numpy as np
 from crossjepa import console
 from crossjepa.data import per_object
 from crossjepa.data import records
+from crossjepa.data import render_set
 from crossjepa.data import sampling
 
 PLOT_OBJECTS = 3   # objects shown in plots/views.png
@@ -331,10 +332,14 @@ def prepare(config, workdir, *, teacher=None, shapes_fn: Callable[[str], Iterabl
                      f'out of data.pretrain_splits (now {list(d.pretrain_splits)}; e.g. '
                      f'--config.data.pretrain_splits=train) or give them objects (the synthetic '
                      f'source: data.synthetic.<split>_per_class)')
-  if teacher is None and not eval_only:
-    teacher = teacher_cache.Teacher(config)
   if shapes_fn is None:
     shapes_fn = functools.partial(sources.iter_shapes, d, deferred=True)
+  if not eval_only and render_set.enabled(d) and d.render_set.layout == 'zero123':
+    # zero123 finds renders by an id's last part: two objects must not share a folder
+    render_set.check_unique_folders(
+        d.render_set, (shape.id for split in splits for shape in shapes_fn(split)))
+  if teacher is None and not eval_only:
+    teacher = teacher_cache.Teacher(config)
 
   shown: list[dict[str, Any]] = []
   counts = {s: 0 for s in splits}

@@ -2,7 +2,7 @@
 
 With `data.render_set.root` set, prepare takes each object's views from a folder of renders that
 the user already has instead of rendering them; everything after the views (correspondence maps,
-teacher cache, records) is unchanged. Two layouts (`data.render_set.layout`):
+teacher cache, records) is unchanged. Three layouts (`data.render_set.layout`):
 
 - `transforms_json`: `<root>/<object id>/transforms.json` in the NeRF / instant-ngp form that
   Blender scripts (BlenderProc, the NeRF-synthetic renderer) write: `frames[i].file_path` (relative
@@ -18,6 +18,14 @@ teacher cache, records) is unchanged. Two layouts (`data.render_set.layout`):
   `rendering_metadata.txt` (one row per PNG; cameras.cameras_from_rendering_metadata gives its
   assumed convention, which is not verified against the real renders: the silhouette check below
   says when it does not hold).
+- `zero123`: the Objaverse renders of Zero-1-to-3's objaverse-rendering script (`views_release`):
+  `<root>/<name>/NNN.png` with `NNN.npy` beside each, a 3 x 4 world-to-camera matrix [R | t];
+  `<name>` is the object id's last part (a mesh folder's file name without its extension, e.g.
+  the Objaverse uid of `<uid>.glb`). The matrices carry neither the camera axes nor intrinsics:
+  `data.render_set.convention` (opengl: Blender's camera, y up, looking down -z, the default; or
+  opencv) and `data.render_set.camera_angle_x` (radians; 0 = the script's 35 mm lens on a 32 mm
+  sensor, 2 atan(16 / 35)); square PNGs, principal point at the centre. The script's world is the
+  glTF turned z-up and centred in a unit cube: `axes = y_up_to_z_up`, `world = unit_cube`.
 
 The cameras are in the coordinates of the source's file (the mesh or cloud as read), or in a world
 made from them as Blender render scripts make it: `data.render_set.axes = y_up_to_z_up` (Blender's
@@ -50,7 +58,8 @@ import numpy as np
 
 from crossjepa.data import render
 
-LAYOUTS = ('transforms_json', 'shapenet_rendering')
+LAYOUTS = ('transforms_json', 'shapenet_rendering', 'zero123')
+ZERO123_ANGLE_X = 2.0 * float(np.arctan(16.0 / 35.0))   # its Blender camera: 35 mm lens, 32 mm sensor
 _BACKGROUND = int(render.RENDER_SETTINGS['background'])   # composited over the renderer's white
 _ALPHA_OBJECT = 128         # alpha at or above this (after resizing) is the object
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])   # OpenGL camera axes (y up, -z forward) -> OpenCV
@@ -79,7 +88,23 @@ def object_dir(render_config, object_id: str) -> str:
                        f'(ids shapenet55/<synset>-<modelid>), got id {object_id!r}')
     synset, model = object_id[len(prefix):].split('-', 1)
     return os.path.join(root, synset, model, 'rendering')
+  if render_config.layout == 'zero123':
+    return os.path.join(root, object_id.split('/')[-1])
   return os.path.join(root, *object_id.split('/'))
+
+
+def check_unique_folders(render_config, object_ids) -> None:
+  """Raises when two objects' renders would come from one folder (zero123 names a folder by the
+  id's last part: `chair/train/a_01` and `table/test/a_01` would share `<root>/a_01`)."""
+  owner: dict[str, str] = {}
+  for object_id in object_ids:
+    folder = object_dir(render_config, object_id)
+    if folder in owner and owner[folder] != object_id:
+      raise ValueError(f'data.render_set.layout = {render_config.layout}: objects '
+                       f'{owner[folder]!r} and {object_id!r} would both take their renders from '
+                       f'{folder} (the layout names a folder by the id\'s last part); give the '
+                       'files unique names, or use layout transforms_json (a folder per whole id)')
+    owner[folder] = object_id
 
 
 def evenly_spaced(available: int, num_views: int, where: str) -> np.ndarray:
@@ -161,10 +186,7 @@ def _transforms_frames(folder: str) -> tuple[list[dict], str, list[str], np.ndar
     if c2w.shape != (4, 4) or not np.all(np.isfinite(c2w)):
       raise ValueError(f'{path}: frames[{i}].transform_matrix must be a finite 4 x 4 '
                        f'camera-to-world matrix, got shape {c2w.shape}')
-    rotation = c2w[:3, :3]
-    if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-3) or np.linalg.det(rotation) <= 0:
-      raise ValueError(f'{path}: frames[{i}].transform_matrix is not a rigid transform (its 3 x 3 '
-                       'part must be a rotation: orthonormal, determinant +1)')
+    _rigid(c2w, f'{path}: frames[{i}].transform_matrix')
     files.append(os.path.normpath(os.path.join(folder, name)))
     w2c.append(np.linalg.inv(c2w @ _GL_TO_CV))
     intrinsics.append({k: v for source in (data, frame) for k, v in source.items()
@@ -188,6 +210,41 @@ def _shapenet_rendering_frames(folder: str) -> tuple[list[str], np.ndarray]:
     raise ValueError(f'{folder}: renderings.txt lists {len(names)} PNGs but '
                      f'rendering_metadata.txt has {len(rows)} rows; expected one row per PNG')
   return [os.path.join(folder, n) for n in names], rows
+
+
+def _rigid(matrix: np.ndarray, what: str) -> None:
+  rotation = matrix[:3, :3]
+  if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-3) or np.linalg.det(rotation) <= 0:
+    raise ValueError(f'{what} is not a rigid transform (its 3 x 3 part must be a rotation: '
+                     'orthonormal, determinant +1)')
+
+
+def _zero123_frames(folder: str, convention: str) -> tuple[list[str], np.ndarray]:
+  """(PNG paths [n], OpenCV world_to_cam [n,4,4]) of a zero123 object folder."""
+  names = sorted(f for f in os.listdir(folder) if f.lower().endswith('.png'))
+  if not names:
+    raise FileNotFoundError(f'{folder}: no PNG renders; the zero123 layout holds NNN.png with '
+                            'NNN.npy (its 3 x 4 world-to-camera matrix) beside each')
+  files, w2c = [], []
+  for name in names:
+    path = os.path.join(folder, os.path.splitext(name)[0] + '.npy')
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f'{path}: missing; the zero123 layout has a pose beside each render '
+                              f'({name})')
+    try:
+      pose = np.load(path, allow_pickle=False)
+    except ValueError as e:     # an object array, or not an .npy file
+      raise ValueError(f'{path}: not a numeric .npy array ({e})') from None
+    if pose.shape not in ((3, 4), (4, 4)) or not np.issubdtype(pose.dtype, np.number) or not np.all(
+        np.isfinite(pose)):
+      raise ValueError(f'{path}: expected a finite 3 x 4 world-to-camera matrix [R | t], got '
+                       f'shape {pose.shape} dtype {pose.dtype}')
+    matrix = np.eye(4)
+    matrix[:3] = np.asarray(pose, np.float64)[:3]
+    _rigid(matrix, path)
+    files.append(os.path.join(folder, name))
+    w2c.append(_GL_TO_CV @ matrix if convention == 'opengl' else matrix)
+  return files, np.stack(w2c)
 
 
 def _load_rgba(path: str, size: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
@@ -228,6 +285,10 @@ def read_views(data_config, object_id: str) -> GivenViews:
   if rs.layout == 'transforms_json':
     frame_intrinsics, json_path, files, w2c_all = _transforms_frames(folder)
     where = json_path
+  elif rs.layout == 'zero123':
+    files, w2c_all = _zero123_frames(folder, str(rs.convention))
+    where = folder
+    angle = float(rs.camera_angle_x) or ZERO123_ANGLE_X
   else:
     files, rows = _shapenet_rendering_frames(folder)
     where = folder
@@ -237,6 +298,11 @@ def read_views(data_config, object_id: str) -> GivenViews:
     rgb, mask, (width, height) = _load_rgba(files[i], size)
     if rs.layout == 'transforms_json':
       k = _transforms_intrinsics(frame_intrinsics[i], json_path, width, height)
+      extrinsic = w2c_all[i]
+    elif rs.layout == 'zero123':
+      if width != height:
+        raise ValueError(f'{files[i]}: {width} x {height}; the zero123 layout\'s renders are square')
+      k = _transforms_intrinsics({'camera_angle_x': angle}, files[i], width, height)
       extrinsic = w2c_all[i]
     else:
       if width != height:
@@ -378,4 +444,8 @@ def check_agreement(agreement, data_config, object_id: str, files) -> None:
       f'convention ({rs.layout}) in the world of data.render_set.axes = {rs.axes} and world = '
       f'{rs.world}; another convention or frame does not match (Blender\'s importers turn a y-up '
       f'file z-up: axes = y_up_to_z_up; Objaverse render scripts centre and scale the scene: '
-      f'world = unit_cube)')
+      f'world = unit_cube)' + (
+          f'; zero123\'s poses are read with data.render_set.convention = {rs.convention} and '
+          f'camera_angle_x = {float(rs.camera_angle_x) or ZERO123_ANGLE_X:.4f}: try the other '
+          'convention (opengl | opencv) or the renders\' field of view'
+          if rs.layout == 'zero123' else ''))
