@@ -154,6 +154,18 @@ def test_given_renders_of_our_renderer_give_the_same_records(given, tmp_path):
     np.testing.assert_array_equal(y['teacher/groups'], x['teacher/groups'])
 
 
+def _given_against_rendering(config, shape):
+  """(given, plain, seed): process_shape with config's render set and with rendering; the images
+  equal, the cameras within 2e-5."""
+  seed = per_object.object_seed(config.seed, shape.id)
+  given = per_object.process_shape(shape, config.data, seed)
+  plain = per_object.process_shape(shape, prepare_config().data, seed)
+  np.testing.assert_array_equal(given['views']['image'], plain['views']['image'])
+  np.testing.assert_allclose(given['views']['world_to_cam'], plain['views']['world_to_cam'],
+                             atol=2e-5)
+  return given, plain, seed
+
+
 def test_a_blender_world(tmp_path):
   """Poses in the world of an Objaverse render script (the file turned z-up as Blender imports it,
   centred on its box, longest side 1): with data.render_set.axes / world saying so the views are
@@ -163,12 +175,7 @@ def test_a_blender_world(tmp_path):
   rs.root, rs.axes, rs.world = str(tmp_path), 'y_up_to_z_up', 'unit_cube'
   shape = _one_shape(config, 'train')
   write_transforms_set(config, str(tmp_path), [shape])
-  seed = per_object.object_seed(config.seed, shape.id)
-  given = per_object.process_shape(shape, config.data, seed)
-  plain = per_object.process_shape(shape, prepare_config().data, seed)
-  np.testing.assert_array_equal(given['views']['image'], plain['views']['image'])
-  np.testing.assert_allclose(given['views']['world_to_cam'], plain['views']['world_to_cam'],
-                             atol=2e-5)
+  given, plain, seed = _given_against_rendering(config, shape)
   np.testing.assert_array_equal(given['depth'], plain['depth'])
   rs.axes, rs.world = 'file', 'file'
   with pytest.raises(ValueError, match=r'(?s)do not see object.*axes = file and world = file.*'
@@ -462,12 +469,7 @@ def test_zero123_layout(tmp_path):
   config_util.check_config(config)
   assert folder == render_set.object_dir(rs, shape.id) == os.path.join(rs.root,
                                                                        shape.id.split('/')[-1])
-  seed = per_object.object_seed(config.seed, shape.id)
-  given = per_object.process_shape(shape, config.data, seed)
-  plain = per_object.process_shape(shape, prepare_config().data, seed)
-  np.testing.assert_array_equal(given['views']['image'], plain['views']['image'])
-  np.testing.assert_allclose(given['views']['world_to_cam'], plain['views']['world_to_cam'],
-                             atol=2e-5)
+  given, plain, seed = _given_against_rendering(config, shape)
   np.testing.assert_allclose(given['views']['intrinsics'], plain['views']['intrinsics'], rtol=1e-5)
   # (the poses are float32 in the .npy files, the field of view one angle: depth within 1e-6)
   np.testing.assert_allclose(given['depth'], plain['depth'], rtol=1e-6)
