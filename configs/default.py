@@ -278,6 +278,9 @@ def get_config(arg: str = ''):
   e.finetune.steps = 200
   e.finetune.lr = 5e-4
   e.finetune.votes = 4
+  # The field's few-shot protocol: fine-tune on each fold of eval.fewshot_* (the frozen few-shot's
+  # folds) with this recipe; results.json 'fewshot_finetune'. 10 folds x settings fine-tunes: off.
+  e.finetune.fewshot = False
   # Added by evaluation (finetune.py): the rest of the fine-tuning recipe (Point-MAE-like).
   e.finetune.batch_size = 32      # multiple of the device count (the batch is sharded)
   e.finetune.min_lr = 1e-6        # cosine decay floor

@@ -42,8 +42,9 @@ Protocol (recorded next to every number in results.json):
     grid below by 5-fold cross-validation on the TRAIN split only (never on test); the chosen C is
     reported. Both classifiers stay available via --config.eval.svm_classifier.
   * few-shot: {5,10}-way {10,20}-shot, 20 queries per class, 10 fixed folds, linear SVM at fixed
-    C = eval.fewshot_C on frozen features (mean +- std over folds). Note: the field's few-shot
-    tables fine-tune the encoder; these are frozen-feature numbers.
+    C = eval.fewshot_C on frozen features (mean +- std over folds). The field's few-shot
+    tables fine-tune the encoder on each fold: --config.eval.finetune.fewshot=True adds that
+    (results.json fewshot_finetune, the same folds, eval.finetune's recipe).
   * random-init floor: the same architecture at initialisation, mean +- std over eval.seeds.
   * zero-shot, no label (where the export carries a readout: pretrained with an EfficientNet-Lite
     teacher): the export's readout into the teacher's embedding, through its ImageNet classifier;

@@ -24,7 +24,9 @@ Protocol (recorded next to every number in results.json):
   * linear probe: SVC(kernel='linear') (I2P-MAE fixes C=0.018 on ScanObjectNN); here C is chosen
     from the grid below by 5-fold cross-validation on the TRAIN split only; the chosen C is reported.
   * few-shot: {5,10}-way {10,20}-shot, 20 queries per class, 10 fixed folds, linear SVM at fixed
-    C = eval.fewshot_C on frozen features (mean +- std over folds).
+    C = eval.fewshot_C on frozen features (mean +- std over folds); fine-tuned on each fold, as
+    the field's tables are, with --config.eval.finetune.fewshot=True (results.json
+    fewshot_finetune, the same folds, eval.finetune's recipe).
   * random-init floor: the same architecture at initialisation, mean +- std over eval.seeds.
   * zero-shot, no label (where the export carries a readout: pretrained with an EfficientNet-Lite
     teacher): the export's readout into the teacher's embedding, through its ImageNet classifier;

@@ -221,6 +221,7 @@ SCHEMA: dict[str, Any] = {
     'eval.svm_workers': Int(0),
     'eval.fewshot_C': POSITIVE,
     'eval.finetune.enabled': Bool(),
+    'eval.finetune.fewshot': Bool(),
     'eval.finetune.votes': Int(1),
     'eval.finetune.batch_size': Int(1),
     'eval.finetune.head_hidden': Int(1),

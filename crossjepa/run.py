@@ -205,6 +205,10 @@ def results_table(workdir: str) -> str:
     lines.append(f"zero-shot, no 3D label ({pre['classes']} classes with an ImageNet name, "
                  f"{pre['objects']} test objects, chance {100 * pre['chance']:.1f}; {readout}, "
                  f"its classifier): pretrained {100 * pre['accuracy']:.1f}{head}, {control}{views}")
+  tuned = {k: v for k, v in (r.get('fewshot_finetune') or {}).items() if 'mean' in v}
+  if tuned:
+    lines.append('few-shot, fine-tuned on each fold (eval.finetune recipe): ' + ', '.join(
+        f"{k} {100 * v['mean']:.1f} ± {100 * v['std']:.1f}" for k, v in tuned.items()))
   teacher = r.get('teacher') or {}
   if teacher.get('name'):
     lines.append(f"teacher: {teacher['name']} ({teacher.get('architecture', '?')}; global "

@@ -192,6 +192,26 @@ def test_features_match_the_exported_encoder(evaluated, export_dir):
   np.testing.assert_allclose(got, loaded(data['points']), rtol=1e-4, atol=1e-5)
 
 
+def test_finetuning_an_export_on_the_benchmark(evaluated, monkeypatch):
+  """eval.finetune.enabled and eval.finetune.fewshot on an export's eval-only records: results.json's
+  finetune and fewshot_finetune (the frozen few-shot's settings), and the table's line."""
+  config, workdir, _, _ = evaluated[('modelnet40', 'ply_hdf5_2048')]
+  config = config.copy_and_resolve_references()
+  ft = config.eval.finetune
+  ft.enabled, ft.fewshot = True, True
+  ft.steps, ft.warmup_steps, ft.batch_size, ft.votes = 2, 1, 8, 1
+  monkeypatch.setattr(plots, 'plot_tsne', lambda *a, **k: None)
+  run.run(config, workdir, 'evaluate')
+  with open(os.path.join(workdir, 'results.json')) as f:
+    r = json.load(f)
+  assert 0.0 <= r['finetune']['accuracy'] <= 1.0 and r['finetune']['protocol']['steps'] == 2
+  tuned = r['fewshot_finetune']
+  assert set(tuned) == set(r['probe']['pretrained']['fewshot']) == {'2way_1shot'}
+  assert len(tuned['2way_1shot']['per_fold']) == config.eval.fewshot_folds == 2
+  assert 'few-shot, fine-tuned on each fold (eval.finetune recipe): 2way_1shot' in (
+      run.results_table(workdir))
+
+
 def test_modelnet_subset_runs_without_strict_counts_and_strict_names_the_missing(
     tmp_path, export_dir, monkeypatch):
   """A partial download: the release's full lists (40 classes) but files of 2 classes only. With

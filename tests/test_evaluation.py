@@ -265,6 +265,35 @@ def test_finetune_beats_chance_and_reports_voting_separately(encoder):
   assert 'separately' in r['protocol']['accuracy_vote'] and r['protocol']['steps'] == 24
 
 
+def test_fewshot_finetune_is_finetune_on_each_fold(encoder):
+  """The fine-tuned few-shot: the frozen few-shot's folds, each fine-tuned on its support with
+  its classes renumbered 0..N-1 (here labels 3 and 4), equal to finetune() called by hand; a
+  setting with more ways than classes is skipped with why."""
+  module, params = encoder
+  config = small_config()
+  e = config.eval
+  e.fewshot_ways, e.fewshot_shots, e.fewshot_queries, e.fewshot_folds = (2, 3), (2,), 2, 2
+  tr_pts, tr_y = clouds(16, seed=5)
+  te_pts, te_y = clouds(8, seed=6)
+  tr_y, te_y = tr_y + 3, te_y + 3
+  out = finetune_lib.finetune_fewshot(config, module, params, {'points': tr_pts, 'label': tr_y},
+                                      {'points': te_pts, 'label': te_y}, seed=7)
+  assert out['3way_2shot'] == {'skipped': True, 'reason': (
+      '3-way 2-shot needs 3 classes with >= 2 train and >= 2 test objects; only 2 class(es) '
+      'qualify')}
+  r = out['2way_2shot']
+  assert len(r['per_fold']) == 2 and r['mean'] == pytest.approx(np.mean(r['per_fold']))
+  assert r['std'] == pytest.approx(np.std(r['per_fold']))
+  folds, _ = fewshot_lib.draw_folds(tr_y, te_y, ways=2, shots=2, queries=2, folds=2, seed=7)
+  fold = folds[1]
+  direct = finetune_lib.finetune(
+      config, module, params, {'points': tr_pts[fold['support']], 'label': tr_y[fold['support']] - 3},
+      {'points': te_pts[fold['query']], 'label': te_y[fold['query']] - 3}, seed=8)
+  assert r['per_fold'][1] == direct['accuracy']
+  assert r['protocol']['finetune']['steps'] == 24 and 'the frozen few-shot' in r['protocol']['folds']
+  json.dumps(out)
+
+
 # ------------------------------------------------------------------ plots
 
 

@@ -5,7 +5,8 @@ Follows the protocol of Sharma & Kaul (2020) as released for Point-BERT / Point-
 objects from the TRAIN split and `queries` (20 in the papers) query objects from the TEST split;
 10 folds; mean +- std of the query accuracy over folds. The papers fine-tune on each fold; here a
 linear SVM (`SVC(kernel='linear')`, fixed C = eval.fewshot_C, no selection of anything) is trained
-on the support features, as CrossPoint's linear few-shot evaluation does.
+on the support features, as CrossPoint's linear few-shot evaluation does; the papers' fine-tuned
+version on the same folds is finetune.finetune_fewshot (eval.finetune.fewshot).
 
 The folds are drawn from the LABELS only, by `numpy.random.default_rng(seed)`: every encoder
 evaluated with the same seed and data sees exactly the same folds (which is what "fixed folds"

@@ -22,6 +22,7 @@ sharded over a Mesh of all devices (NamedSharding), state donated.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -192,3 +193,48 @@ def finetune(config, encoder_module, encoder_params, train_data: dict[str, np.nd
       },
   }
   return result
+
+
+def finetune_fewshot(config, encoder_module, encoder_params, train_data: dict[str, np.ndarray],
+                     test_data: dict[str, np.ndarray], *, seed: int,
+                     mesh: Mesh | None = None) -> dict[str, Any]:
+  """The field's few-shot protocol (Point-BERT / Point-MAE): on every eval.fewshot setting's folds
+  (fewshot.draw_folds under `seed`: the frozen few-shot's own folds), the encoder and a fresh head
+  are fine-tuned on the fold's support (labels 0..N-1 in the fold's class order) with
+  eval.finetune's recipe (fold f under seed + f) and scored on its queries (single pass).
+  -> {setting: {'mean', 'std', 'per_fold', 'protocol'} or {'skipped': True, 'reason'}}."""
+  from crossjepa.evaluation import fewshot as fewshot_lib  # pylint: disable=g-import-not-at-top
+  e = config.eval
+  train_y = np.asarray(train_data['label'])
+  test_y = np.asarray(test_data['label'])
+  out: dict[str, Any] = {}
+  for ways in e.fewshot_ways:
+    for shots in e.fewshot_shots:
+      key = f'{int(ways)}way_{int(shots)}shot'
+      folds, reason = fewshot_lib.draw_folds(
+          train_y, test_y, ways=int(ways), shots=int(shots), queries=int(e.fewshot_queries),
+          folds=int(e.fewshot_folds), seed=seed)
+      if reason:
+        out[key] = {'skipped': True, 'reason': reason}
+        continue
+      per_fold = []
+      for f, fold in enumerate(folds):
+        remap = np.full(int(max(train_y.max(), test_y.max())) + 1, -1, np.int64)
+        remap[fold['classes']] = np.arange(len(fold['classes']))
+        support = {'points': np.asarray(train_data['points'])[fold['support']],
+                   'label': remap[train_y[fold['support']]]}
+        query = {k: np.asarray(test_data[k])[fold['query']]
+                 for k in ('points', 'centers', 'groups') if k in test_data}
+        query['label'] = remap[test_y[fold['query']]]
+        res = finetune(config, encoder_module, encoder_params, support, query, seed=seed + f,
+                       mesh=mesh)
+        per_fold.append(res['accuracy'])
+      out[key] = {'mean': float(np.mean(per_fold)), 'std': float(np.std(per_fold)),
+                  'per_fold': per_fold, 'protocol': {
+                      'folds': f'{int(e.fewshot_folds)} folds of fewshot.draw_folds(seed={seed}): '
+                               'the frozen few-shot\'s; support from train, '
+                               f'{int(e.fewshot_queries)} queries a class from test',
+                      'finetune': res['protocol'],
+                      'per_fold_seed': f'{seed} + fold index',
+                      'std': 'population std over folds (ddof=0)'}}
+  return out

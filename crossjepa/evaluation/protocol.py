@@ -311,11 +311,15 @@ def evaluate_run(config, workdir: str) -> dict:
                          'standardize_target': str(config.train.standardize_target)}
   results['zero_shot'] = _zero_shot(config, workdir, module, enc, embed,
                                     encoder_desc['source'] == 'checkpoint')
-  if config.eval.finetune.enabled:
+  if config.eval.finetune.enabled or config.eval.finetune.fewshot:
     train = pipeline.load_split(config, workdir, train_split)
     test = pipeline.load_split(config, workdir, test_split)
+  if config.eval.finetune.enabled:
     results['finetune'] = finetune_lib.finetune(config, module, enc, train, test,
                                                 seed=int(config.seed))
+  if config.eval.finetune.fewshot:
+    results['fewshot_finetune'] = finetune_lib.finetune_fewshot(config, module, enc, train, test,
+                                                                seed=int(config.seed))
   plot_dir = os.path.join(workdir, 'plots')
   try:
     names = sources.class_names(config.data)
