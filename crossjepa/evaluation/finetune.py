@@ -203,38 +203,50 @@ def finetune_fewshot(config, encoder_module, encoder_params, train_data: dict[st
   are fine-tuned on the fold's support (labels 0..N-1 in the fold's class order) with
   eval.finetune's recipe (fold f under seed + f) and scored on its queries (single pass).
   -> {setting: {'mean', 'std', 'per_fold', 'protocol'} or {'skipped': True, 'reason'}}."""
+  from crossjepa import console  # pylint: disable=g-import-not-at-top
+  e = config.eval
+  out: dict[str, Any] = {}
+  settings = [(int(w), int(k)) for w in e.fewshot_ways for k in e.fewshot_shots]
+  with console.progress(total=len(settings) * int(e.fewshot_folds), desc='few-shot fine-tune',
+                        unit='fold', leave=False) as bar:
+    for ways, shots in settings:
+      out.update(_finetune_setting(config, encoder_module, encoder_params, train_data, test_data,
+                                   ways, shots, seed, mesh, bar))
+  return out
+
+
+def _finetune_setting(config, encoder_module, encoder_params, train_data, test_data, ways: int,
+                      shots: int, seed: int, mesh, bar) -> dict[str, Any]:
+  """finetune_fewshot's entry for one N-way K-shot setting."""
   from crossjepa.evaluation import fewshot as fewshot_lib  # pylint: disable=g-import-not-at-top
   e = config.eval
   train_y = np.asarray(train_data['label'])
   test_y = np.asarray(test_data['label'])
-  out: dict[str, Any] = {}
-  for ways in e.fewshot_ways:
-    for shots in e.fewshot_shots:
-      key = f'{int(ways)}way_{int(shots)}shot'
-      folds, reason = fewshot_lib.draw_folds(
-          train_y, test_y, ways=int(ways), shots=int(shots), queries=int(e.fewshot_queries),
-          folds=int(e.fewshot_folds), seed=seed)
-      if reason:
-        out[key] = {'skipped': True, 'reason': reason}
-        continue
-      per_fold = []
-      for f, fold in enumerate(folds):
-        remap = np.full(int(max(train_y.max(), test_y.max())) + 1, -1, np.int64)
-        remap[fold['classes']] = np.arange(len(fold['classes']))
-        support = {'points': np.asarray(train_data['points'])[fold['support']],
-                   'label': remap[train_y[fold['support']]]}
-        query = {k: np.asarray(test_data[k])[fold['query']]
-                 for k in ('points', 'centers', 'groups') if k in test_data}
-        query['label'] = remap[test_y[fold['query']]]
-        res = finetune(config, encoder_module, encoder_params, support, query, seed=seed + f,
-                       mesh=mesh)
-        per_fold.append(res['accuracy'])
-      out[key] = {'mean': float(np.mean(per_fold)), 'std': float(np.std(per_fold)),
-                  'per_fold': per_fold, 'protocol': {
-                      'folds': f'{int(e.fewshot_folds)} folds of fewshot.draw_folds(seed={seed}): '
-                               'the frozen few-shot\'s; support from train, '
-                               f'{int(e.fewshot_queries)} queries a class from test',
-                      'finetune': res['protocol'],
-                      'per_fold_seed': f'{seed} + fold index',
-                      'std': 'population std over folds (ddof=0)'}}
-  return out
+  key = f'{ways}way_{shots}shot'
+  folds, reason = fewshot_lib.draw_folds(
+      train_y, test_y, ways=ways, shots=shots, queries=int(e.fewshot_queries),
+      folds=int(e.fewshot_folds), seed=seed)
+  if reason:
+    bar.update(int(e.fewshot_folds))
+    return {key: {'skipped': True, 'reason': reason}}
+  per_fold = []
+  for f, fold in enumerate(folds):
+    remap = np.full(int(max(train_y.max(), test_y.max())) + 1, -1, np.int64)
+    remap[fold['classes']] = np.arange(len(fold['classes']))
+    support = {'points': np.asarray(train_data['points'])[fold['support']],
+               'label': remap[train_y[fold['support']]]}
+    query = {k: np.asarray(test_data[k])[fold['query']]
+             for k in ('points', 'centers', 'groups') if k in test_data}
+    query['label'] = remap[test_y[fold['query']]]
+    res = finetune(config, encoder_module, encoder_params, support, query, seed=seed + f,
+                   mesh=mesh)
+    per_fold.append(res['accuracy'])
+    bar.update(1)
+  return {key: {'mean': float(np.mean(per_fold)), 'std': float(np.std(per_fold)),
+                'per_fold': per_fold, 'protocol': {
+                    'folds': f'{int(e.fewshot_folds)} folds of fewshot.draw_folds(seed={seed}): '
+                             'the frozen few-shot\'s; support from train, '
+                             f'{int(e.fewshot_queries)} queries a class from test',
+                    'finetune': res['protocol'],
+                    'per_fold_seed': f'{seed} + fold index',
+                    'std': 'population std over folds (ddof=0)'}}}
