@@ -147,7 +147,8 @@ def classify(export_dir: str, paths: Sequence[str], top: int = 5, classes: str =
   names = [n.split(',')[0] for n in zero_shot.imagenet_class_names()]
   if classes:
     preset = classes in zero_shot.MAPPINGS
-    mapping = dict(zero_shot.MAPPINGS[classes]) if preset else zero_shot.read_mapping(classes)
+    mapping = (dict(zero_shot.MAPPINGS[classes]) if preset
+               else zero_shot.read_mapping(classes, '--classes'))
     labels = list(mapping)
     try:
       indices = zero_shot.class_indices(labels, mapping)
@@ -168,8 +169,8 @@ def classify(export_dir: str, paths: Sequence[str], top: int = 5, classes: str =
       parts.append(encoder.imagenet_logits(chunk)[:rows])
       bar.update(rows)
   logits = np.concatenate(parts)
-  if classes:
-    logits = np.stack([logits[:, indices[c]].max(axis=1) for c in range(len(labels))], axis=1)
+  if classes:   # the labels index `shown` (class_indices maps every class of the file)
+    _, logits = zero_shot.class_scores(logits, indices)
     names = shown
   probs = _softmax(logits.astype(np.float64))
   out = []

@@ -462,6 +462,8 @@ def test_classify_names_objects_from_files(lite_run, tmp_path, monkeypatch):
   with pytest.raises(ValueError, match=r"--classes=.*bad.json: zero-shot mapping 'mug': 'tea mug' "
                      'is not an ImageNet class name'):
     classify.classify(export_dir, paths[:1], classes=str(tmp_path / 'bad.json'))
+  with pytest.raises(FileNotFoundError, match=r"--classes='.*nope.json': no such file"):
+    classify.classify(export_dir, paths[:1], classes=str(tmp_path / 'nope.json'))
   bare = tmp_path / 'bare_export'
   shutil.copytree(export_dir, bare)
   info = json.loads((bare / 'encoder.json').read_text())

@@ -210,8 +210,7 @@ def export(config, workdir: str) -> str:
       'created': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
   }
   from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
-  readout = (zero_shot.export_readout(config, workdir, module, encoder_params, pooling)
-             if not config.data.eval_only else None)
+  readout = zero_shot.export_readout(config, workdir, module, encoder_params, pooling)
   return write_export(os.path.join(workdir, 'export'), module, encoder_params, info, readout)
 
 

@@ -208,19 +208,20 @@ MAPPINGS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
-def read_mapping(path: str) -> dict[str, tuple[str, ...]]:
-  """eval.zero_shot_classes: a JSON object {3D class name: [ImageNet class names]}."""
+def read_mapping(path: str, what: str = 'eval.zero_shot_classes') -> dict[str, tuple[str, ...]]:
+  """A class file (eval.zero_shot_classes, crossjepa.classify's --classes; `what` names it in the
+  errors): a JSON object {3D class name: [ImageNet class names]}."""
   import json  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'eval.zero_shot_classes={path!r}: no such file; expected a JSON object '
+    raise FileNotFoundError(f'{what}={path!r}: no such file; expected a JSON object '
                             '{"3D class": ["ImageNet class name", ...]}')
   with open(path, 'rb') as f:
     try:
       raw = json.load(f)
     except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
-      raise ValueError(f'eval.zero_shot_classes: {path} is not valid JSON: {e}') from e
+      raise ValueError(f'{what}: {path} is not valid JSON: {e}') from e
   if not isinstance(raw, dict) or not raw:
-    raise ValueError(f'eval.zero_shot_classes: {path} holds {type(raw).__name__} {raw!r:.80}; '
+    raise ValueError(f'{what}: {path} holds {type(raw).__name__} {raw!r:.80}; '
                      'expected a non-empty JSON object {"3D class": ["ImageNet class name", ...]}')
   out = {}
   for name, value in raw.items():
@@ -228,7 +229,7 @@ def read_mapping(path: str) -> dict[str, tuple[str, ...]]:
       value = [value]
     if (not isinstance(value, list) or not value
         or not all(isinstance(v, str) and v for v in value)):
-      raise ValueError(f'eval.zero_shot_classes: {path}: {name!r} maps to {value!r}; expected a '
+      raise ValueError(f'{what}: {path}: {name!r} maps to {value!r}; expected a '
                        'non-empty list of ImageNet class names')
     out[name] = tuple(value)
   return out
@@ -311,10 +312,18 @@ def class_indices(class_names: Sequence[str], mapping: Mapping[str, Sequence[str
   return out
 
 
-def predict(logits: np.ndarray, indices: Mapping[int, Sequence[int]]) -> np.ndarray:
-  """The 3D label of each row: the class whose best mapped ImageNet logit is highest."""
+def class_scores(logits: np.ndarray, indices: Mapping[int, Sequence[int]]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """(the mapped 3D labels, sorted; scores [rows, labels]): each class's best mapped ImageNet
+  logit."""
   labels = np.array(sorted(indices))
   scores = np.stack([np.asarray(logits)[:, indices[int(c)]].max(axis=1) for c in labels], axis=1)
+  return labels, scores
+
+
+def predict(logits: np.ndarray, indices: Mapping[int, Sequence[int]]) -> np.ndarray:
+  """The 3D label of each row: the class whose best mapped ImageNet logit is highest."""
+  labels, scores = class_scores(logits, indices)
   return labels[np.argmax(scores, axis=1)]
 
 
@@ -516,6 +525,13 @@ PROTOCOL = ('no 3D label: RidgeCV(alphas 0.1 .. 1e4, leave-one-out) from standar
             'unmapped classes left out')
 
 
+def random_init_summary(per_seed: Sequence[Mapping[str, Any]], seeds) -> dict[str, Any]:
+  """results.json's zero_shot.random_init: the accuracies' mean and std over the seeds."""
+  values = [r['accuracy'] for r in per_seed]
+  return {'accuracy': float(np.mean(values)), 'accuracy_std': float(np.std(values)),
+          'per_seed': list(per_seed), 'seeds': [int(s) for s in seeds]}
+
+
 def evaluate(config, workdir: str, module, params, embed_fn, *, run_params=None,
              split: str | None = None) -> dict[str, Any]:
   """results.json's zero_shot: the readout on the evaluated encoder (`module`, `params`, through
@@ -529,9 +545,7 @@ def evaluate(config, workdir: str, module, params, embed_fn, *, run_params=None,
   out = {'split': split, 'pretrained': zs.readout(embed_fn.with_params(params), data)}
   random = [zs.readout(embed_fn.with_params(p), data)
             for p in protocol.random_init_params(module, data['points'], config.eval.seeds)]
-  values = [r['accuracy'] for r in random]
-  out['random_init'] = {'accuracy': float(np.mean(values)), 'accuracy_std': float(np.std(values)),
-                        'per_seed': random, 'seeds': [int(s) for s in config.eval.seeds]}
+  out['random_init'] = random_init_summary(random, config.eval.seeds)
   if run_params is not None and has_head(config):
     out['object_head'] = zs.head(config, run_params, data)
   out['teacher_on_views'] = zs.teacher(data)
@@ -663,9 +677,7 @@ def evaluate_export(config, workdir: str, export_dir: str, export_info: Mapping[
                                      'the export\'s control readouts were fitted on (another JAX '
                                      'version or platform?)' if differ else 'no seeds'}
   else:
-    values = [r['accuracy'] for r in per_seed]
-    out['random_init'] = {'accuracy': float(np.mean(values)), 'accuracy_std': float(np.std(values)),
-                          'per_seed': per_seed, 'seeds': seeds}
+    out['random_init'] = random_init_summary(per_seed, seeds)
   return {**out, **describe(source, class_names, indices), 'protocol': EXPORT_PROTOCOL,
           'readout': {'export': os.path.abspath(export_dir), 'teacher': zinfo.get('teacher'),
                       'fitted_on': zinfo.get('fitted_on')}}
