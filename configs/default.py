@@ -81,12 +81,13 @@ def get_config(arg: str = ''):
   d.render_set = ml_collections.ConfigDict()
   d.render_set.root = ''          # '' = render the views here
   d.render_set.layout = 'transforms_json'   # transforms_json (<root>/<object id>/transforms.json) | shapenet_rendering (3D-R2N2) | zero123 (<root>/<file name>/NNN.png + NNN.npy)
-  d.render_set.min_agreement = 0.9   # an object's surface points on its renders' masks, mean over views (0 = no check)
+  d.render_set.min_agreement = 0.9   # an object's surface points on its renders' masks and spanning them, the smaller, mean over views (0 = no check)
   d.render_set.axes = 'file'      # file | y_up_to_z_up (the poses' world is the file turned z-up, as Blender imports OBJ / glTF)
   d.render_set.world = 'file'     # file | unit_cube (centred on its bounding box, longest side 1: Objaverse render scripts)
-  # zero123 only (its .npy poses carry no convention or intrinsics): the 3 x 4 world-to-camera
-  # matrices' camera axes, opengl (Blender's: y up, looking down -z) | opencv, and the horizontal
-  # field of view in radians (0 = its render script's: a 35 mm lens on a 32 mm sensor, 0.8575).
+  # zero123 only (its .npy poses carry no convention): the 3 x 4 world-to-camera matrices' camera
+  # axes, opengl (Blender's: y up, looking down -z) | opencv. zero123 and shapenet_rendering (their
+  # files give no lens): the horizontal field of view in radians (0 = Blender's default camera, a
+  # 35 mm lens on a 32 mm sensor, 0.8575, which both renderers keep).
   d.render_set.convention = 'opengl'
   d.render_set.camera_angle_x = 0.0
   # synthetic source

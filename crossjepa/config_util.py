@@ -73,10 +73,14 @@ def check_config(config: ml_collections.ConfigDict, reads_data: bool = True) -> 
                       f'ShapeNet-55 ids (<synset>/<modelid>/rendering/): it needs '
                       f'config.data.source = shapenet55, got {d.source!r}; other sources use '
                       f'layout transforms_json')
-  if rs.root and rs.layout != 'zero123' and (rs.convention != 'opengl' or rs.camera_angle_x):
-    raise ConfigError(f'config.data.render_set.convention = {rs.convention!r} and camera_angle_x = '
-                      f'{rs.camera_angle_x} are for layout zero123 (its .npy poses give neither); '
-                      f'layout {rs.layout} reads them from its own files: leave them at opengl and 0')
+  if rs.root and rs.layout != 'zero123' and rs.convention != 'opengl':
+    raise ConfigError(f'config.data.render_set.convention = {rs.convention!r} is for layout zero123 '
+                      f'(its .npy poses do not say); layout {rs.layout} reads the camera axes from '
+                      f'its own files: leave it at opengl')
+  if rs.root and rs.layout == 'transforms_json' and rs.camera_angle_x:
+    raise ConfigError(f'config.data.render_set.camera_angle_x = {rs.camera_angle_x} is for layouts '
+                      f'zero123 and shapenet_rendering (their files do not give the lens); layout '
+                      f'transforms_json reads it from each transforms.json: leave it at 0')
   if reads_data and rs.root and not d.eval_only and not os.path.isdir(rs.root):
     raise ConfigError(f'config.data.render_set.root = {rs.root!r} is not a folder; expected the '
                       f'render set ({rs.layout}), or \'\' to render the views here')

@@ -225,8 +225,9 @@ def test_rendering_metadata(tmp_path):
   np.testing.assert_allclose(eyes[0], [1.4, 0.0, 0.0], atol=1e-5)
   assert np.linalg.norm(eyes[1]) == pytest.approx(0.6 * 1.75, rel=1e-5)
   assert eyes[1, 2] > 0.8 and eyes[1, 1] == pytest.approx(1.05 * np.sin(np.deg2rad(30)), rel=1e-4)
-  focal = 137 / 2 / np.tan(np.deg2rad(12.5))
-  np.testing.assert_allclose(k[:, 0, 0], focal, rtol=1e-5)
+  # Blender's default lens (35 mm on a 32 mm sensor), not the fifth column's 25 degrees.
+  np.testing.assert_allclose(k[:, 0, 0], 137 * 35 / 32, rtol=1e-5)
+  np.testing.assert_allclose(k[:, :2, 2], 68.5)
   uv, _ = correspondence.project(np.zeros(3), w2c, k)
   np.testing.assert_allclose(uv, 68.5, atol=1e-3)
   uv, _ = correspondence.project(np.array([0.0, 0.3, 0.0]), w2c[0], k[0])
@@ -236,6 +237,21 @@ def test_rendering_metadata(tmp_path):
                                                     object_scale=2.0)
   eye_n = -w2c_n[0, :3, :3].T.astype(np.float64) @ w2c_n[0, :3, 3]
   np.testing.assert_allclose(eye_n, [2.6, 0.0, 0.0], atol=1e-5)
+
+  # The same camera built in Blender's world as 3D-R2N2's renderer places it: the file turned z-up,
+  # (x, y, z) -> (x, -z, y); the camera at d (cos az cos el, -sin az cos el, sin el), tracking the
+  # origin with +z up; Blender's camera axes (x right, y up, looking down -z) turned OpenCV's.
+  to_blender = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+  for row, m in zip(rows.astype(np.float64), w2c):
+    az, el, d = np.deg2rad(row[0]), np.deg2rad(row[1]), 1.75 * row[3]
+    eye = d * np.array([np.cos(az) * np.cos(el), -np.sin(az) * np.cos(el), np.sin(el)])
+    back = eye / np.linalg.norm(eye)                     # Blender's camera +z points away
+    right = np.cross([0.0, 0, 1], back)
+    right /= np.linalg.norm(right)
+    up = np.cross(back, right)
+    blender_w2c = np.stack([right, -up, -back])          # OpenCV rows: x right, y down, z forward
+    np.testing.assert_allclose(m[:3, :3], blender_w2c @ to_blender, atol=1e-6)
+    np.testing.assert_allclose(m[:3, 3], -blender_w2c @ eye, atol=1e-6)
 
   bad = tmp_path / 'bad.txt'
   bad.write_text('0 0 0 0.8 25\n10 20 0 0.7\n')

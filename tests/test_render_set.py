@@ -11,6 +11,7 @@ import pytest
 from crossjepa import config_schema
 from crossjepa import config_util
 from crossjepa.data import cameras
+from crossjepa.data import fingerprint
 from crossjepa.data import pipeline
 from crossjepa.data import per_object
 from crossjepa.data import prepare
@@ -346,17 +347,20 @@ def _box_points(rng, n=8192, half=(0.4, 0.1, 0.05), offset=(0.05, -0.02, 0.03)):
   return (p * half + offset).astype(np.float32)
 
 
-def write_shapenet(root, rng, *, azimuth_error=0.0):
+def write_shapenet(root, rng, *, azimuth_error=0.0, fov_deg=cameras.BLENDER_FOV_DEG,
+                   ratios=(0.65, 0.9)):
   """A ShapeNet-55 tree of 2 objects and their ShapeNetRendering folders (5 renders of 64 px by
-  our point splatter, seen by the cameras cameras_from_rendering_metadata reads from the rows)."""
+  our point splatter, seen by the cameras cameras_from_rendering_metadata reads from the rows,
+  distance ratios in `ratios` (the release's), through a lens of `fov_deg`; the rows' fifth column
+  is 25 as there)."""
   os.makedirs(os.path.join(root, 'shapenet_pc'))
   render_root = os.path.join(root, 'ShapeNetRendering')
   for model in ('aaa', 'bbb'):
     points = _box_points(rng)
     np.save(os.path.join(root, 'shapenet_pc', f'02691156-{model}.npy'), points)
     rows = np.stack([rng.uniform(0, 360, 5), rng.uniform(10, 40, 5), np.zeros(5),
-                     rng.uniform(1.2, 1.4, 5), np.full(5, 25.0)], 1)
-    w2c, k = cameras.cameras_from_rendering_metadata(rows, 64)
+                     rng.uniform(*ratios, 5), np.full(5, 25.0)], 1)
+    w2c, k = cameras.cameras_from_rendering_metadata(rows, 64, fov_deg=fov_deg)
     rgb, depth = render.render_points(points, GREY, w2c, k, 64)
     folder = os.path.join(render_root, '02691156', model, 'rendering')
     names = [f'{i:02d}.png' for i in range(5)]
@@ -400,15 +404,40 @@ def test_shapenet_rendering(tmp_path):
     partial = per_object.process_shape(shape, config.data, 0)
     np.testing.assert_array_equal(partial['views']['image'], views.image)
     np.testing.assert_allclose(partial['views']['world_to_cam'], w2c, atol=1e-5)
-    np.testing.assert_allclose(partial['views']['intrinsics'][0, 0, 0],
-                               0.5 * 28 / np.tan(np.deg2rad(12.5)), rtol=1e-5)
+    np.testing.assert_allclose(partial['views']['intrinsics'][0, 0, 0], 28 * 35 / 32, rtol=1e-5)
     assert np.isfinite(partial['depth']).any()
+  # Read through the rows' fifth column (25 degrees) instead, the points overflow the masks.
+  config.data.render_set.camera_angle_x = float(np.deg2rad(25.0))
+  with pytest.raises(ValueError, match=r'do not see object .* (0\.[0-7]\d) of its surface points '
+                     r'project onto the render\'s mask'):
+    per_object.process_shape(shapes[0], config.data, 0)
   bad_root = str(tmp_path / 'bad')
   bad = shapenet_config(bad_root, write_shapenet(bad_root, np.random.default_rng(3), azimuth_error=90.0))
   shape = next(iter(sources.iter_shapes(bad.data, 'train')))
   with pytest.raises(ValueError, match=r"(?s)02691156/aaa/rendering: the given cameras do not see "
                      r"object 'shapenet55/02691156-aaa'.*shapenet_rendering"):
     per_object.process_shape(shape, bad.data, 0)
+
+
+def test_shapenet_rendering_field_of_view(tmp_path):
+  """Renders through another lens than Blender's default (here the 25 degrees of the rows' fifth
+  column, which 3D-R2N2's renders were not taken with) are refused, the message naming
+  camera_angle_x; with it set to their lens they are taken, and it is in the records' fingerprint."""
+  root = str(tmp_path / 'narrow')
+  config = shapenet_config(root, write_shapenet(root, np.random.default_rng(3), fov_deg=25.0,
+                                                ratios=(1.3, 1.6)))   # the whole object in view
+  shape = next(iter(sources.iter_shapes(config.data, 'train')))
+  with pytest.raises(ValueError, match=r'(?s)do not see object.*camera_angle_x = 0.8576 radians'):
+    per_object.process_shape(shape, config.data, 0)
+  before = fingerprint.render_set_fingerprint(config.data.render_set)
+  config.data.render_set.camera_angle_x = float(np.deg2rad(25.0))
+  config_util.check_config(config)
+  partial = per_object.process_shape(shape, config.data, 0)
+  np.testing.assert_allclose(partial['views']['intrinsics'][0, 0, 0],
+                             14 / np.tan(np.deg2rad(12.5)), rtol=1e-5)
+  after = fingerprint.render_set_fingerprint(config.data.render_set)
+  assert (before['camera_angle_x'], after['camera_angle_x']) == (0.0, float(np.deg2rad(25.0)))
+  assert 'convention' not in after
 
 
 def test_shapenet_rendering_refusals(tmp_path):
@@ -535,10 +564,13 @@ def test_zero123_refusals(tmp_path):
   other = prepare_config()
   other.data.render_set.root = str(tmp_path)
   other.data.render_set.convention = 'opencv'
-  with pytest.raises(config_util.ConfigError, match=r"convention = 'opencv' and camera_angle_x = "
-                     r'0.0 are for layout zero123'):
+  with pytest.raises(config_util.ConfigError, match=r"convention = 'opencv' is for layout zero123"):
     config_util.check_config(other)
   other.data.render_set.convention = 'opengl'
+  other.data.render_set.camera_angle_x = 0.5
+  with pytest.raises(config_util.ConfigError, match=r'camera_angle_x = 0.5 is for layouts zero123 '
+                     r'and shapenet_rendering.*transforms_json reads it'):
+    config_util.check_config(other)
   other.data.render_set.camera_angle_x = 4.0
   with pytest.raises(config_util.ConfigError, match='data.render_set.camera_angle_x'):
     config_util.check_config(other)

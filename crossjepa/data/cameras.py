@@ -115,13 +115,17 @@ def make_cameras(camera_config, num_views: int, image_size: int,
 
 
 # ----------------------------------------------------------------------------- ShapeNetRendering
+# Blender's default camera, which 3D-R2N2's renderer (ShapeNetRendering) and Zero-1-to-3's Objaverse
+# script keep: a 35 mm lens on a 32 mm sensor, square renders -> 2 atan(16 / 35) = 49.13 degrees.
+BLENDER_FOV_DEG = float(np.rad2deg(2.0 * np.arctan(16.0 / 35.0)))
 
 
 def read_rendering_metadata(path: str) -> np.ndarray:
   """Parse a 3D-R2N2 `rendering_metadata.txt`: [V,5] float32 rows.
 
-  Columns: azimuth (deg), elevation (deg), in-plane rotation (deg), distance ratio, fov (deg).
-  Blank lines are skipped; numbers may be separated by spaces or commas. Any other row (wrong
+  Columns: azimuth (deg), elevation (deg), in-plane rotation (deg), distance ratio, and what the
+  release calls the field of view (25 in every row; not the renders' lens, see
+  cameras_from_rendering_metadata). Blank lines are skipped; numbers may be separated by spaces or commas. Any other row (wrong
   count, not a number, not finite, distance ratio <= 0, fov outside (0, 180)) is an error naming
   the file and the line.
   """
@@ -153,15 +157,20 @@ def read_rendering_metadata(path: str) -> np.ndarray:
 
 def cameras_from_rendering_metadata(
     rows: np.ndarray, image_size: int, distance_scale: float = 1.75,
-    object_center=(0.0, 0.0, 0.0), object_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    object_center=(0.0, 0.0, 0.0), object_scale: float = 1.0,
+    fov_deg: float = BLENDER_FOV_DEG) -> tuple[np.ndarray, np.ndarray]:
   """OpenCV cameras (world_to_cam [V,4,4], intrinsics [V,3,3]) from ShapeNetRendering rows.
 
-  Assumed convention (3D-R2N2's Blender renderer as re-derived by Pixel2Mesh/DISN; NOT verified
-  against real renders here): ShapeNetCore v1 coordinates are y-up; the camera sits at
-  d * (cos(el) cos(az), sin(el), cos(el) sin(az)) with d = distance ratio * `distance_scale`
-  (3D-R2N2's MAX_CAMERA_DIST = 1.75), looks at the origin with +y up, then rolls by the in-plane
-  rotation about its optical axis (positive = counter-clockwise in the image; it is 0 in the
-  released data). The fov column is the (square) image's field of view.
+  3D-R2N2's Blender renderer, as its own voxel-projection tools and Occupancy Networks' and DISN's
+  `getBlenderProj` invert it: ShapeNetCore v1 coordinates are y-up (Blender imports them z-up);
+  the camera sits at d * (cos(el) cos(az), sin(el), cos(el) sin(az)) with d = distance ratio *
+  `distance_scale` (its CAM_MAX_DIST = 1.75), looks at the origin with +y up, then rolls by the
+  in-plane rotation about its optical axis (positive = counter-clockwise in the image; 0 in the
+  released data, and those tools ignore it). The lens is Blender's default camera, 35 mm on a
+  32 mm sensor (`fov_deg` = 49.13 degrees, principal point at the centre): the fifth column (25
+  in every row of the release) is not the renders' field of view, and the tools above do not read
+  it. The extrinsics equal that getBlenderProj's to float error (checked by hand; not on the real
+  renders here: the silhouette check does that on the first object).
 
   The renders show the mesh in its original coordinates; if the points were normalised as
   p' = (p - object_center) * object_scale, pass the same centre/scale so the cameras see p'.
@@ -171,7 +180,7 @@ def cameras_from_rendering_metadata(
     raise ValueError(f'cameras_from_rendering_metadata: rows must be [V,5], got {rows.shape}')
   center = np.asarray(object_center, np.float64).reshape(3)
   world_to_cam, intrinsics = [], []
-  for azimuth, elevation, roll, ratio, fov in rows:
+  for azimuth, elevation, roll, ratio, _ in rows:
     az, el = np.deg2rad(azimuth), np.deg2rad(elevation)
     d = ratio * distance_scale
     eye = d * np.array([np.cos(el) * np.cos(az), np.sin(el), np.cos(el) * np.sin(az)])
@@ -182,5 +191,5 @@ def cameras_from_rendering_metadata(
       roll_m = np.array([[c, s, 0, 0], [-s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
       w2c = roll_m @ w2c
     world_to_cam.append(w2c)
-    intrinsics.append(pinhole_intrinsics(image_size, fov))
+    intrinsics.append(pinhole_intrinsics(image_size, fov_deg))
   return np.asarray(world_to_cam, np.float32), np.asarray(intrinsics, np.float32)

@@ -72,15 +72,16 @@ def source_fingerprint(data_config, class_names: Sequence[str] | None, *,
 
 def render_set_fingerprint(render_config) -> dict[str, Any]:
   """A render set's root, layout, silhouette threshold, world and file listing (zero123: also the
-  camera convention and field of view its poses are read with)."""
+  camera convention its poses are read with; zero123 and shapenet_rendering: the field of view)."""
   root = os.path.abspath(str(render_config.root))
   out = {'root': root, 'layout': str(render_config.layout),
          'min_agreement': float(render_config.min_agreement), 'axes': str(render_config.axes),
          'world': str(render_config.world),
          'files': file_listing(root) if os.path.isdir(root) else None}
-  if out['layout'] == 'zero123':   # (only there: the other layouts' records keep their fingerprint)
-    out.update(convention=str(render_config.convention),
-               camera_angle_x=float(render_config.camera_angle_x))
+  if out['layout'] == 'zero123':   # (only there: transforms_json records keep their fingerprint)
+    out.update(convention=str(render_config.convention))
+  if out['layout'] in ('zero123', 'shapenet_rendering'):
+    out.update(camera_angle_x=float(render_config.camera_angle_x))
   return out
 
 

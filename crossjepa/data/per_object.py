@@ -114,8 +114,9 @@ def _given_views(shape, data_config, surface, mesh, cloud, frame) -> dict[str, n
   similarity = render_set.world_similarity(data_config.render_set, frame,
                                            mesh.vertices if mesh is not None else cloud)
   world_to_cam = render_set.to_normalized_frame(given.world_to_cam, similarity)
-  agreement = render_set.silhouette_agreement(surface, world_to_cam, given.intrinsics, given.mask)
-  render_set.check_agreement(agreement, data_config, str(shape.id), given.files)
+  scores = render_set.silhouette_scores(surface, world_to_cam, given.intrinsics, given.mask)
+  render_set.check_agreement(scores, data_config, str(shape.id), given.files)
+  agreement = np.minimum(*scores)
   _, depth = _render(mesh, cloud, base_color(shape, data_config), world_to_cam, given.intrinsics,
                      int(data_config.image_size))
   hist = histograms.masked_color_histogram(given.image, given.mask, int(data_config.hist_bins))

@@ -15,16 +15,16 @@ teacher cache, records) is unchanged. Three layouts (`data.render_set.layout`):
   sub-folder.
 - `shapenet_rendering`: 3D-R2N2's ShapeNetRendering for the `shapenet55` source:
   `<root>/<synset>/<modelid>/rendering/` with `renderings.txt` (the PNG names) and
-  `rendering_metadata.txt` (one row per PNG; cameras.cameras_from_rendering_metadata gives its
-  assumed convention, which is not verified against the real renders: the silhouette check below
-  says when it does not hold).
+  `rendering_metadata.txt` (one row per PNG; cameras.cameras_from_rendering_metadata reads it as
+  3D-R2N2's renderer and the tools that project onto its renders do, with Blender's 35 mm lens on
+  a 32 mm sensor; `data.render_set.camera_angle_x` in radians changes the field of view).
 - `zero123`: the Objaverse renders of Zero-1-to-3's objaverse-rendering script (`views_release`):
   `<root>/<name>/NNN.png` with `NNN.npy` beside each, a 3 x 4 world-to-camera matrix [R | t];
   `<name>` is the object id's last part (a mesh folder's file name without its extension, e.g.
   the Objaverse uid of `<uid>.glb`). The matrices carry neither the camera axes nor intrinsics:
   `data.render_set.convention` (opengl: Blender's camera, y up, looking down -z, the default; or
   opencv) and `data.render_set.camera_angle_x` (radians; 0 = the script's 35 mm lens on a 32 mm
-  sensor, 2 atan(16 / 35)); square PNGs, principal point at the centre. The script's world is the
+  sensor, 2 atan(16 / 35), as its blender_script.py sets it); square PNGs, principal point at the centre. The script's world is the
   glTF turned z-up and centred in a unit cube: `axes = y_up_to_z_up`, `world = unit_cube`.
 
 The cameras are in the coordinates of the source's file (the mesh or cloud as read), or in a world
@@ -59,7 +59,6 @@ import numpy as np
 from crossjepa.data import render
 
 LAYOUTS = ('transforms_json', 'shapenet_rendering', 'zero123')
-ZERO123_ANGLE_X = 2.0 * float(np.arctan(16.0 / 35.0))   # its Blender camera: 35 mm lens, 32 mm sensor
 _BACKGROUND = int(render.RENDER_SETTINGS['background'])   # composited over the renderer's white
 _ALPHA_OBJECT = 128         # alpha at or above this (after resizing) is the object
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])   # OpenGL camera axes (y up, -z forward) -> OpenCV
@@ -72,6 +71,13 @@ class GivenViews(NamedTuple):
   world_to_cam: np.ndarray   # [V,4,4] float64 OpenCV extrinsics
   intrinsics: np.ndarray     # [V,3,3] float64 pixel intrinsics at S x S
   files: list[str]           # the PNGs taken
+
+
+def angle_x(render_config) -> float:
+  """The horizontal field of view (radians) zero123 and shapenet_rendering renders are read with:
+  data.render_set.camera_angle_x, or 0 for Blender's default camera that both renderers keep."""
+  from crossjepa.data import cameras  # pylint: disable=g-import-not-at-top
+  return float(render_config.camera_angle_x) or float(np.deg2rad(cameras.BLENDER_FOV_DEG))
 
 
 def enabled(data_config) -> bool:
@@ -288,10 +294,10 @@ def read_views(data_config, object_id: str) -> GivenViews:
   elif rs.layout == 'zero123':
     files, w2c_all = _zero123_frames(folder, str(rs.convention))
     where = folder
-    angle = float(rs.camera_angle_x) or ZERO123_ANGLE_X
   else:
     files, rows = _shapenet_rendering_frames(folder)
     where = folder
+  angle = angle_x(rs)
   take = evenly_spaced(len(files), num_views, where)
   images, masks, w2c, intrinsics, taken = [], [], [], [], []
   for i in take:
@@ -307,7 +313,8 @@ def read_views(data_config, object_id: str) -> GivenViews:
     else:
       if width != height:
         raise ValueError(f'{files[i]}: {width} x {height}; ShapeNetRendering\'s renders are square')
-      e, k = cameras.cameras_from_rendering_metadata(rows[i:i + 1], width)
+      e, k = cameras.cameras_from_rendering_metadata(rows[i:i + 1], width,
+                                                     fov_deg=float(np.rad2deg(angle)))
       extrinsic, k = e[0].astype(np.float64), k[0].astype(np.float64)
     scale = np.diag([size / width, size / height, 1.0])
     images.append(rgb)
@@ -403,11 +410,21 @@ def from_normalized_frame(world_to_cam, similarity: Similarity) -> np.ndarray:
   return w2c
 
 
-def silhouette_agreement(points, world_to_cam, intrinsics, mask, *, at_most: int = 2048
-                         ) -> np.ndarray:
-  """[V] fraction of `points` [P,3] that project in front of the camera onto the mask [V,S,S]
-  dilated by one pixel (a 3 x 3 window); of a larger cloud every k-th point, at most `at_most`
-  (a fraction to about 1 %, at a quarter of an 8,192-point cloud's cost)."""
+def silhouette_scores(points, world_to_cam, intrinsics, mask, *, at_most: int = 2048
+                      ) -> tuple[np.ndarray, np.ndarray]:
+  """Both sides of a render's silhouette against the object seen by its camera, per view:
+
+  - on_mask [V]: the fraction of `points` [P,3] that project in front of the camera onto the mask
+    [V,S,S] dilated by one pixel (a 3 x 3 window); of a larger cloud every k-th point, at most
+    `at_most` (a fraction to about 1 %, at a quarter of an 8,192-point cloud's cost);
+  - spanned [V]: how much of the mask's extent those on-mask points span, the smaller over the
+    image's two axes of (their span + a slack) / the mask's span, at most 1 (0 for an empty mask);
+    the slack, 2 pixels (the dilation) + twice the points' spacing on the mask (sqrt(mask pixels /
+    on-mask points)), is how far a sparse sample's extremes may fall inside the silhouette's.
+
+  Points that fall on the mask but cover only part of it (renders taken through a narrower lens
+  than the cameras say, or of an object scaled up) pass the first and fail the second.
+  """
   from crossjepa.data import correspondence  # pylint: disable=g-import-not-at-top
   points = np.asarray(points)
   points = points[::-(-len(points) // at_most)]
@@ -425,27 +442,50 @@ def silhouette_agreement(points, world_to_cam, intrinsics, mask, *, at_most: int
   col = np.where(inside, col, 0).astype(np.int64)
   row = np.where(inside, row, 0).astype(np.int64)
   hit = inside & grown[np.arange(len(mask))[:, None], row, col]
-  return hit.mean(axis=1)
+  spanned = np.zeros(len(mask))
+  for v in range(len(mask)):
+    rows_v, cols_v = np.nonzero(mask[v])
+    if not len(rows_v) or not hit[v].any():
+      continue
+    # A sample's extreme falls short of the silhouette's by up to the points' spacing on it.
+    slack = 2.0 + 2.0 * np.sqrt(len(rows_v) / hit[v].sum())
+    fractions = [(np.ptp(at[hit[v]]) + 1 + slack) / (np.ptp(of) + 1)
+                 for at, of in ((col[v], cols_v), (row[v], rows_v))]
+    spanned[v] = min(1.0, *fractions)
+  return hit.mean(axis=1), spanned
 
 
-def check_agreement(agreement, data_config, object_id: str, files) -> None:
-  """Raises when the object's mean silhouette agreement is below data.render_set.min_agreement."""
+def silhouette_agreement(points, world_to_cam, intrinsics, mask, *, at_most: int = 2048
+                         ) -> np.ndarray:
+  """[V] the smaller of silhouette_scores' two sides: 1 when the cameras see the object where,
+  and as large as, its renders show it."""
+  return np.minimum(*silhouette_scores(points, world_to_cam, intrinsics, mask, at_most=at_most))
+
+
+def check_agreement(scores, data_config, object_id: str, files) -> None:
+  """Raises when the object's mean silhouette agreement (the smaller of silhouette_scores' two
+  sides, `scores` = (on_mask, spanned)) is below data.render_set.min_agreement."""
   rs = data_config.render_set
   least = float(rs.min_agreement)
-  agreement = np.asarray(agreement, np.float64)
+  on_mask, spanned = (np.asarray(s, np.float64) for s in scores)
+  agreement = np.minimum(on_mask, spanned)
   if float(agreement.mean()) >= least:
     return
   folder = os.path.dirname(files[0]) if files else ''
-  per_view = ', '.join(f'{os.path.basename(f)} {a:.2f}' for f, a in zip(files, agreement))
+  per_view = ', '.join(f'{os.path.basename(f)} {a:.2f} / {b:.2f}'
+                       for f, a, b in zip(files, on_mask, spanned))
   raise ValueError(
       f'{folder}: the given cameras do not see object {object_id!r} where its renders show it: '
-      f'{agreement.mean():.2f} of its surface points project onto the render\'s mask (alpha), '
-      f'data.render_set.min_agreement = {least} ({per_view}). Expected the layout\'s camera '
+      f'{on_mask.mean():.2f} of its surface points project onto the render\'s mask (alpha), '
+      f'spanning {spanned.mean():.2f} of its extent; their smaller is {agreement.mean():.2f}, '
+      f'data.render_set.min_agreement = {least} (per view: {per_view}). Expected the layout\'s camera '
       f'convention ({rs.layout}) in the world of data.render_set.axes = {rs.axes} and world = '
       f'{rs.world}; another convention or frame does not match (Blender\'s importers turn a y-up '
       f'file z-up: axes = y_up_to_z_up; Objaverse render scripts centre and scale the scene: '
       f'world = unit_cube)' + (
           f'; zero123\'s poses are read with data.render_set.convention = {rs.convention} and '
-          f'camera_angle_x = {float(rs.camera_angle_x) or ZERO123_ANGLE_X:.4f}: try the other '
-          'convention (opengl | opencv) or the renders\' field of view'
-          if rs.layout == 'zero123' else ''))
+          f'camera_angle_x = {angle_x(rs):.4f}: try the other convention (opengl | opencv) or the '
+          'renders\' field of view' if rs.layout == 'zero123' else
+          f'; the renders\' field of view is read as data.render_set.camera_angle_x = '
+          f'{angle_x(rs):.4f} radians (0: Blender\'s 35 mm lens on a 32 mm sensor, as 3D-R2N2 '
+          'rendered): try the renders\' own' if rs.layout == 'shapenet_rendering' else ''))
