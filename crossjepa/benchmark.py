@@ -177,7 +177,7 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
           probes.append(res['linear_probe']['accuracy'])
           shots.append(res['fewshot'].get(fs_key, {}).get('mean', float('nan')))
           if zs_data is not None:
-            zeros.append(zs.readout(embed.with_params(enc), zs_data, key=(name, seed))['accuracy'])
+            zeros.append(zs.readout(embed.with_params(enc), zs_data)['accuracy'])
           bar.update(1)
         rows[name] = {'linear_probe': _summary(probes), fs_key: _summary(shots),
                       'pretrain_seeds': seeds, 'steps': int(config.train.steps),
@@ -195,7 +195,7 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
       if zs_data is not None:
         seeds_init = [int(s) for s in config.eval.seeds]
         rows['random_init']['zero_shot'] = _summary([
-            zs.readout(embed.with_params(p), zs_data, key=('random_init', s))['accuracy']
+            zs.readout(embed.with_params(p), zs_data)['accuracy']
             for s, p in zip(seeds_init, protocol.random_init_params(module, example, seeds_init))])
       if b.teacher_probe and not ec.data.eval_only:
         rows['teacher_2d'] = cached_teacher_probe(ec, workdir, train_split, test_split)

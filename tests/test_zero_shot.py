@@ -15,6 +15,7 @@ from crossjepa import classify
 from crossjepa import run as run_lib
 from crossjepa.data import meshes
 from crossjepa.data import pipeline
+from crossjepa.data import records
 from crossjepa.data import sampling
 from crossjepa.data import synthetic
 from crossjepa.evaluation import export as export_lib
@@ -245,6 +246,46 @@ def test_the_export_carries_the_readout(lite_run, monkeypatch):
   assert logits.shape == (len(data['points']), 1000)
   got = zero_shot.accuracy(logits, data['label'], zero_shot.class_indices(synthetic.CLASS_NAMES))
   assert got['accuracy'] == pytest.approx(want)
+
+
+def test_stages_share_the_fitted_readouts(lite_run, monkeypatch):
+  """evaluate, then the export's readout in the same process (--mode=all): the export fits
+  nothing again, and its maps are a fresh process's bit for bit; records changed since are read
+  again."""
+  c, workdir = lite_run
+  cfg = run_lib.resolve_teacher(c, workdir)
+  module, params, _, _ = protocol._encoder_under_test(cfg, workdir)  # pylint: disable=protected-access
+  embed = features_lib.make_embed_fn(module, params)
+  fits, real = [], zero_shot.features
+
+  def counting(fn, arrays, batch=64):
+    if arrays is zero_shot._SHARED['state']['fit_data']:  # pylint: disable=protected-access
+      fits.append(batch)
+    return real(fn, arrays, batch)
+
+  monkeypatch.setattr(zero_shot, 'features', counting)
+  zero_shot._SHARED.clear()  # pylint: disable=protected-access
+  zero_shot.evaluate(cfg, workdir, module, params, embed)
+  assert len(fits) == 2                # the encoder and its random init (eval.seeds = (0,))
+  shared, _ = zero_shot.export_readout(cfg, workdir, module, params, 'max+mean')
+  assert len(fits) == 2
+  zero_shot._SHARED.clear()  # pylint: disable=protected-access
+  fresh, _ = zero_shot.export_readout(cfg, workdir, module, params, 'max+mean')
+  assert len(fits) == 4 and sorted(fresh) == sorted(shared)
+  for key, value in fresh.items():
+    np.testing.assert_array_equal(shared[key], value)
+  state = zero_shot._SHARED['state']  # pylint: disable=protected-access
+  zero_shot.ZeroShot(cfg, workdir)
+  assert zero_shot._SHARED['state'] is state  # pylint: disable=protected-access
+  path = records.dataset_dir(cfg, workdir)
+  touched = os.path.join(path, sorted(os.listdir(path))[0])
+  st = os.stat(touched)
+  try:
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    zero_shot.ZeroShot(cfg, workdir)
+    assert zero_shot._SHARED['state'] is not state  # pylint: disable=protected-access
+  finally:
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _modelnet40_config(c, export_dir, root):

@@ -396,10 +396,59 @@ def object_target_stats(config, workdir, view_means: np.ndarray) -> tuple[np.nda
   return view_means.mean(axis=0), np.sqrt(view_means.var(axis=0) + losses.BATCH_STANDARDIZE_EPS)
 
 
+# One run's stages (evaluate, the benchmark's rows, export, in --mode=all) fit readouts of the same
+# encoders on the same pretraining records. What that takes, the records' arrays, the teacher's
+# classifier and each fitted readout, is kept for the process under the records' and the teacher's
+# files (names, sizes, mtimes): files changed since are read again and nothing is fitted twice.
+# One entry, the last records asked for.
+_SHARED: dict[str, Any] = {}
+
+
+def _files_key(config, workdir: str) -> tuple:
+  from crossjepa.data import fingerprint  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import records  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(records.dataset_dir(config, workdir))
+  teacher = os.path.abspath(str(config.teacher.checkpoint)) if config.teacher.checkpoint else ''
+  return (path, fingerprint.file_listing(path)['digest'] if os.path.isdir(path) else None,
+          tuple(str(s) for s in config.data.pretrain_splits), teacher,
+          fingerprint.file_listing(teacher)['digest'] if os.path.isdir(teacher) else None)
+
+
+def _shared_state(config, workdir: str) -> dict[str, Any]:
+  """The records' metadata, the teacher's classifier, the pretraining splits' arrays and target,
+  and the fitted readouts (`fitted`), for this run's records: shared while their files stay."""
+  from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import records  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import teacher_cache  # pylint: disable=g-import-not-at-top
+  key = _files_key(config, workdir)
+  if _SHARED.get('key') == key:
+    return _SHARED['state']
+  meta = dict(records.open_dataset(config, workdir).info.metadata or {})
+  teacher_info = dict(meta.get('teacher') or {})
+  if teacher_info.get('architecture') != 'efficientnet_lite':   # before loading weights
+    raise NotApplicable(f'zero-shot: the records\' teacher {teacher_info.get("name")!r} '
+                        f'({teacher_info.get("architecture")}) has no ImageNet classifier on '
+                        'its global embedding (the EfficientNet-Lite teachers have one)')
+  head = classifier(teacher_cache.load_config_teacher(config))
+  if isinstance(head, str):
+    raise NotApplicable(f'zero-shot: {head}')
+  keys = list(ZeroShot.KEYS) + ['teacher/cls']
+  parts = [pipeline.load_split(config, workdir, s, keys) for s in config.data.pretrain_splits]
+  target = np.concatenate([p['teacher/cls'].astype(np.float32).mean(axis=1) for p in parts])
+  state = {'teacher_info': teacher_info, 'class_names': list(meta['class_names']),
+           'head': head, 'view_means': target,
+           'fit_data': {k: np.concatenate([p[k] for p in parts]) for k in ZeroShot.KEYS},
+           'fitted': {}}
+  _SHARED.clear()
+  _SHARED.update(key=key, state=state)
+  return state
+
+
 class ZeroShot:
   """A run's zero-shot evaluator: its teacher's classifier, the class mapping of its records and
   the pretraining splits' objects and teacher embeddings that readouts are fitted on (config and
-  workdir of the run whose records hold the pretraining splits)."""
+  workdir of the run whose records hold the pretraining splits). Evaluators of the same records
+  share those and their fitted readouts (`_shared_state`)."""
 
   KEYS = ('label', 'points', 'centers', 'groups')
   ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
@@ -407,66 +456,54 @@ class ZeroShot:
   def __init__(self, config, workdir: str, *, classes: bool = True):
     """`classes`: whether the run's classes must have a mapping (an export's readout reads none:
     it is fitted without labels and mapped where it is evaluated)."""
-    from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
-    from crossjepa.data import records  # pylint: disable=g-import-not-at-top
-    from crossjepa.data import teacher_cache  # pylint: disable=g-import-not-at-top
     reason = not_applicable(config)
     if reason is not None:
       raise NotApplicable(f'zero-shot: {reason}')
-    meta = dict(records.open_dataset(config, workdir).info.metadata or {})
-    self.teacher_info = dict(meta.get('teacher') or {})
-    if self.teacher_info.get('architecture') != 'efficientnet_lite':   # before loading weights
-      raise NotApplicable(f'zero-shot: the records\' teacher {self.teacher_info.get("name")!r} '
-                          f'({self.teacher_info.get("architecture")}) has no ImageNet classifier on '
-                          'its global embedding (the EfficientNet-Lite teachers have one)')
-    self.class_names = list(meta['class_names'])
+    state = _shared_state(config, workdir)
+    self.teacher_info = state['teacher_info']
+    self.class_names = state['class_names']
     self.source = str(config.data.source)
     self.indices = mapped_classes(config, self.class_names) if classes else {}
-    head = classifier(teacher_cache.load_config_teacher(config))
-    if isinstance(head, str):
-      raise NotApplicable(f'zero-shot: {head}')
-    self.kernel, self.bias = head
-    keys = list(self.KEYS) + ['teacher/cls']
-    parts = [pipeline.load_split(config, workdir, s, keys) for s in config.data.pretrain_splits]
-    self.fit_data = {k: np.concatenate([p[k] for p in parts]) for k in self.KEYS}
-    target = np.concatenate([p['teacher/cls'].astype(np.float32).mean(axis=1) for p in parts])
+    self.kernel, self.bias = state['head']
+    self.fit_data = state['fit_data']
+    target = state['view_means']
     self.target_mean, self.target_std = target.mean(0), target.std(0) + 1e-6
     self.target = (target - self.target_mean) / self.target_std
     self.head_stats = object_target_stats(config, workdir, target) if has_head(config) else None
-    self._fitted: dict[Any, Any] = {}
+    self._fitted = state['fitted']
 
   def _logits(self, embedding: np.ndarray) -> np.ndarray:
     return embedding @ self.kernel + self.bias
 
-  def _fit(self, embed_fn, key=None, batch: int = 64):
-    """(scaler, ridge) of an encoder's readout, fitted on the pretraining splits (no label); a
-    `key` names the encoder and keeps the fit for the next call."""
+  def _fit(self, embed_fn, batch: int = 64):
+    """(scaler, ridge) of an encoder's readout, fitted on the pretraining splits (no label), once
+    per encoder: kept under its module, pooling and params' checksum."""
     from sklearn.linear_model import RidgeCV  # pylint: disable=g-import-not-at-top
     from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
-    fitted = self._fitted.get(key) if key is not None else None
+    from crossjepa.models import vit as vit_lib  # pylint: disable=g-import-not-at-top
+    key = (repr(embed_fn.module), embed_fn.pooling, vit_lib.param_checksum(embed_fn.params), batch)
+    fitted = self._fitted.get(key)
     if fitted is None:
       train_x = features(embed_fn, self.fit_data, batch)
       scaler = StandardScaler().fit(train_x)
       fitted = (scaler, RidgeCV(alphas=self.ALPHAS).fit(scaler.transform(train_x), self.target))
-      if key is not None:
-        self._fitted[key] = fitted
+      self._fitted[key] = fitted
     return fitted
 
-  def readout(self, embed_fn, data, *, key=None, batch: int = 64) -> dict[str, Any]:
+  def readout(self, embed_fn, data, *, batch: int = 64) -> dict[str, Any]:
     """The accuracy on `data` (load_split arrays of KEYS) of an encoder's features (`embed_fn`,
     evaluation.features) read out by ridge into the teacher's embedding (fitted on the
-    pretraining splits, no label), through the teacher's classifier. A `key` names the encoder:
-    its fitted readout is kept and reused for other data (the benchmark's eval sets)."""
-    scaler, ridge = self._fit(embed_fn, key, batch)
+    pretraining splits, no label, once per encoder), through the teacher's classifier."""
+    scaler, ridge = self._fit(embed_fn, batch)
     pred = ridge.predict(scaler.transform(features(embed_fn, data, batch))) * self.target_std
     return {**accuracy(self._logits(pred + self.target_mean), data['label'], self.indices),
             'alpha': float(ridge.alpha_)}
 
-  def affine(self, embed_fn, *, key=None, batch: int = 64) -> tuple[np.ndarray, np.ndarray, float]:
+  def affine(self, embed_fn, *, batch: int = 64) -> tuple[np.ndarray, np.ndarray, float]:
     """(kernel [F, 1000], bias [1000], alpha): the encoder's readout and the teacher's classifier
     as one affine map from its pooled features to ImageNet logits (folded in float64; what an
     export carries, READOUT_FILE)."""
-    scaler, ridge = self._fit(embed_fn, key, batch)
+    scaler, ridge = self._fit(embed_fn, batch)
     coef = np.asarray(ridge.coef_, np.float64).T                     # [F, D]
     inv = 1.0 / np.asarray(scaler.scale_, np.float64)
     std, mean = self.target_std.astype(np.float64), self.target_mean.astype(np.float64)
