@@ -18,6 +18,7 @@ exported encoder without a teacher, pretraining or export of their own.
 import json
 import os
 import signal
+import sys
 import time
 
 from absl import logging
@@ -256,7 +257,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, mode: str = 'all') -> d
   config_text = config_util.to_json(config)
   with console.log_to_file(workdir) as log:
     logging.info('run: mode=%s workdir=%s; config attempted:\n%s', mode, workdir, config_text)
-    report = _run_stages(config, workdir, mode)
+    try:
+      report = _run_stages(config, workdir, mode)
+    finally:   # what the stages shared for the zero-shot readouts is this run's alone
+      zero_shot = sys.modules.get('crossjepa.evaluation.zero_shot')
+      if zero_shot is not None:
+        zero_shot.release_shared()
     fileio.atomic_write_text(os.path.join(workdir, f'stages_{mode}.json'),
                              json.dumps(report, indent=2, default=str))
     fileio.atomic_write_text(os.path.join(workdir, 'config.json'), config_text)

@@ -176,6 +176,7 @@ def lite_run(tmp_path_factory):
   c.benchmark.eval_sets = ('clean',)
   workdir = str(tmp_path / 'run')
   run_lib.run(c, workdir, 'all')
+  assert not zero_shot._SHARED  # pylint: disable=protected-access  (released with the run)
   return c, workdir
 
 

@@ -400,8 +400,13 @@ def object_target_stats(config, workdir, view_means: np.ndarray) -> tuple[np.nda
 # encoders on the same pretraining records. What that takes, the records' arrays, the teacher's
 # classifier and each fitted readout, is kept for the process under the records' and the teacher's
 # files (names, sizes, mtimes): files changed since are read again and nothing is fitted twice.
-# One entry, the last records asked for.
+# One entry, the last records asked for; crossjepa.run releases it when a run ends.
 _SHARED: dict[str, Any] = {}
+
+
+def release_shared() -> None:
+  """Drops what ZeroShot evaluators shared (the records' arrays and the fitted readouts)."""
+  _SHARED.clear()
 
 
 def _files_key(config, workdir: str) -> tuple:
