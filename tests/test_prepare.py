@@ -163,6 +163,28 @@ def test_worker_processes_give_the_same_examples(teacher):
     np.testing.assert_array_equal(x['teacher']['groups'], y['teacher']['groups'])
 
 
+def test_chunks_in_flight_keep_each_objects_own_teacher_output():
+  """generate_examples keeps three chunks in flight (one read while the FPS of the one before and
+  the teacher of the one before that run): over 5 chunks of one object each, every example is
+  finish_chunk's on that object alone, in the shapes' order."""
+  config = prepare_config()
+  one = teacher_cache.Teacher(config, chunk_objects=1)
+  shapes = [s for split in ('train', 'test', 'pretrain')
+            for s in sources.iter_shapes(config.data, split)][:5]
+  got = list(prepare.generate_examples(config, 'train', one, shapes=shapes))
+  assert [k for k, _ in got] == [s.id for s in shapes]
+  for (_, example), shape in zip(got, shapes):
+    partial = per_object.process_shape(shape, config.data,
+                                       per_object.object_seed(config.seed, shape.id))
+    want = prepare.finish_chunk([partial], config, one)[0]
+    for key in ('points', 'centers', 'groups'):
+      np.testing.assert_array_equal(example[key], want[key])
+    np.testing.assert_array_equal(example['views']['corr'], want['views']['corr'])
+    np.testing.assert_array_equal(example['teacher']['cls'], want['teacher']['cls'])
+    np.testing.assert_array_equal(example['teacher']['groups'], want['teacher']['groups'])
+  assert len({example['teacher']['cls'].tobytes() for _, example in got}) == 5
+
+
 def test_in_flight_bounds_what_the_workers_run_ahead():
   """Pool.imap takes every task at once and keeps every result until read: with a consumer
   slower than the workers the backlog grew to the whole source (renders of 4 MB each at the

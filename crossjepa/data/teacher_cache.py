@@ -108,6 +108,12 @@ class Teacher:
 
   def __call__(self, images: np.ndarray, corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """images uint8 [n,V,H,W,3], corr int32 [n,V,G] -> (cls [n,V,D] f16, groups [n,V,G,C] f16)."""
+    return self.collect(self.dispatch(images, corr))
+
+  def dispatch(self, images: np.ndarray, corr: np.ndarray):
+    """The teacher's calls over `images` / `corr` (as __call__ takes them), launched without
+    waiting (jax runs them asynchronously, the CPU backend on its own threads): `collect` gives
+    __call__'s answer. prepare reads the next objects meanwhile."""
     images, corr = np.asarray(images), np.asarray(corr)
     n, v = images.shape[:2]
     want = (v, self.image_size, self.image_size, 3)
@@ -121,7 +127,7 @@ class Teacher:
                        f'teacher grid {self.grid}')
     flat_images = images.reshape((n * v,) + images.shape[2:])
     flat_corr = corr.reshape(n * v, -1).astype(np.int32)
-    cls_out, groups_out = [], []
+    calls = []
     for start in range(0, n * v, self.chunk_images):
       img = flat_images[start:start + self.chunk_images]
       cor = flat_corr[start:start + self.chunk_images]
@@ -129,12 +135,15 @@ class Teacher:
       if real < self.chunk_images:   # pad the last chunk: one compiled shape
         img = np.concatenate([img, np.zeros((self.chunk_images - real,) + img.shape[1:], img.dtype)])
         cor = np.concatenate([cor, np.full((self.chunk_images - real, cor.shape[1]), -1, np.int32)])
-      c, g = self._fn(self.variables, img, cor)
-      cls_out.append(np.asarray(c)[:real])
-      groups_out.append(np.asarray(g)[:real])
-    cls = np.concatenate(cls_out).reshape(n, v, -1)
-    groups = np.concatenate(groups_out).reshape(n, v, self.num_groups, -1)
-    return cls, groups
+      calls.append((real, self._fn(self.variables, img, cor)))
+    return n, v, calls
+
+  def collect(self, dispatched) -> tuple[np.ndarray, np.ndarray]:
+    """(cls [n,V,D] f16, groups [n,V,G,C] f16) of a `dispatch`, waiting for it to finish."""
+    n, v, calls = dispatched
+    cls = np.concatenate([np.asarray(c)[:real] for real, (c, _) in calls]).reshape(n, v, -1)
+    groups = np.concatenate([np.asarray(g)[:real] for real, (_, g) in calls])
+    return cls, groups.reshape(n, v, self.num_groups, -1)
 
 
 def random_init_name(config) -> str:
