@@ -29,7 +29,8 @@ process never parses); the raw-cloud FPS and steps 5-7 are `finish_chunk` in the
 pipeline, too). jax runs the FPS and the teacher asynchronously, so a chunk's objects are read
 while the chunk before has its FPS and the one before that its teacher (`start_chunk`,
 `end_chunk`): in one process on 2 cores the default's prepare takes 0.81x the time of waiting for
-each teacher call (960 objects: 33.6 / 34.1 s against 41.0 / 42.7 s; the records the same). With data.eval_only only steps 1, 2 and 5 run, over the evaluation splits
+each teacher call (960 objects: 33.6 / 34.1 s against 41.0 / 42.7 s; the records the same).
+With data.eval_only only steps 1, 2 and 5 run, over the evaluation splits
 (`per_object.process_points`, `finish_chunk_geometry`): records of id/label/points/centers/groups,
 the points the same as the full path's for the same seed.
 """
@@ -203,19 +204,15 @@ def generate_examples(config, split: str, teacher, *, shapes: Iterable | None = 
     # and the teacher of chunk k-2 run (jax dispatches them asynchronously; on the CPU, XLA's
     # threads run beside the reading).
     read = started = None
-    for chunk in _chunks(sampling.compile_ahead(partials, d, chunk_objects), chunk_objects):
-      current = (chunk, sampling.dispatch_points(chunk, d, chunk_objects))
+    chunks = _chunks(sampling.compile_ahead(partials, d, chunk_objects), chunk_objects)
+    for chunk in itertools.chain(chunks, [None]):   # None: the last chunk read goes on too
+      current = None if chunk is None else (chunk, sampling.dispatch_points(chunk, d, chunk_objects))
       if read is not None:
         launched = start(*read)
         if started is not None:
           yield from _emit(end(started), on_example)
         started = launched
       read = current
-    if read is not None:
-      launched = start(*read)
-      if started is not None:
-        yield from _emit(end(started), on_example)
-      started = launched
     if started is not None:
       yield from _emit(end(started), on_example)
   finally:
