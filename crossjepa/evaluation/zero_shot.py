@@ -420,8 +420,8 @@ def _files_key(config, workdir: str) -> tuple:
 
 
 def _shared_state(config, workdir: str) -> dict[str, Any]:
-  """The records' metadata, the teacher's classifier, the pretraining splits' arrays and target,
-  and the fitted readouts (`fitted`), for this run's records: shared while their files stay."""
+  """The records' metadata, the teacher's classifier, the pretraining splits' arrays and target
+  (view-averaged teacher embeddings, and standardised), and the fitted readouts (`fitted`), for this run's records: shared while their files stay."""
   from crossjepa.data import pipeline  # pylint: disable=g-import-not-at-top
   from crossjepa.data import records  # pylint: disable=g-import-not-at-top
   from crossjepa.data import teacher_cache  # pylint: disable=g-import-not-at-top
@@ -440,8 +440,10 @@ def _shared_state(config, workdir: str) -> dict[str, Any]:
   keys = list(ZeroShot.KEYS) + ['teacher/cls']
   parts = [pipeline.load_split(config, workdir, s, keys) for s in config.data.pretrain_splits]
   target = np.concatenate([p['teacher/cls'].astype(np.float32).mean(axis=1) for p in parts])
+  mean, std = target.mean(0), target.std(0) + 1e-6
   state = {'teacher_info': teacher_info, 'class_names': list(meta['class_names']),
-           'head': head, 'view_means': target,
+           'head': head, 'view_means': target, 'target_mean': mean, 'target_std': std,
+           'target': (target - mean) / std,
            'fit_data': {k: np.concatenate([p[k] for p in parts]) for k in ZeroShot.KEYS},
            'fitted': {}}
   _SHARED.clear()
@@ -471,10 +473,10 @@ class ZeroShot:
     self.indices = mapped_classes(config, self.class_names) if classes else {}
     self.kernel, self.bias = state['head']
     self.fit_data = state['fit_data']
-    target = state['view_means']
-    self.target_mean, self.target_std = target.mean(0), target.std(0) + 1e-6
-    self.target = (target - self.target_mean) / self.target_std
-    self.head_stats = object_target_stats(config, workdir, target) if has_head(config) else None
+    self.target_mean, self.target_std = state['target_mean'], state['target_std']
+    self.target = state['target']
+    self.head_stats = (object_target_stats(config, workdir, state['view_means'])
+                       if has_head(config) else None)
     self._fitted = state['fitted']
 
   def _logits(self, embedding: np.ndarray) -> np.ndarray:
