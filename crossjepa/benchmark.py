@@ -9,9 +9,9 @@ with the linear-probe and few-shot protocols of `crossjepa.evaluation.protocol`:
                          per-group target), over benchmark.seeds pretraining seeds
   2D teacher             the teacher's own probe on the same objects' rendered views (the ceiling)
 
-and, with a teacher that has an ImageNet classifier, a zero-shot column: the class named through
-that classifier after a label-free ridge readout into the teacher's embedding
-(crossjepa.evaluation.zero_shot), for every row.
+and, with a teacher that has an ImageNet classifier or a CLIP text tower, a zero-shot column: the
+class named through that classifier (or by its words' text embeddings) after a label-free ridge
+readout into the teacher's embedding (crossjepa.evaluation.zero_shot), for every row.
 
 Every pretraining run is a normal run folder (WORKDIR/runs/<variant>_s<seed>/) that shares the
 prepared records of WORKDIR/data, so runs resume like any other and a rerun recomputes nothing
@@ -217,7 +217,8 @@ def run_benchmark(config, workdir: str) -> dict[str, Any]:
                            'same probe',
          }}
   if zs is not None:
-    out['protocol']['zero_shot'] = (f'{zero_shot.PROTOCOL}: {len(zs.indices)} classes, chance '
+    rule = zero_shot.PROTOCOL if zs.text is None else zero_shot.TEXT_PROTOCOL
+    out['protocol']['zero_shot'] = (f'{rule}: {len(zs.indices)} classes, chance '
                                     f'{100 / len(zs.indices):.1f} %')
   text = format_table(out)
   fileio.atomic_write_text(os.path.join(workdir, 'benchmark.json'), json.dumps(out, indent=2, default=str))

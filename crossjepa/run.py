@@ -203,9 +203,11 @@ def results_table(workdir: str) -> str:
              if 'teacher_on_views' in zs else '')
     readout = ('the export\'s readout into its teacher\'s embedding' if 'readout' in zs
                else 'a ridge readout into the teacher\'s embedding')
-    lines.append(f"zero-shot, no 3D label ({pre['classes']} classes with an ImageNet name, "
+    named, through = ('named in words', 'the cosine with CLIP\'s text embeddings') if zs.get(
+        'classifier') == 'clip_text' else ('with an ImageNet name', 'its classifier')
+    lines.append(f"zero-shot, no 3D label ({pre['classes']} classes {named}, "
                  f"{pre['objects']} test objects, chance {100 * pre['chance']:.1f}; {readout}, "
-                 f"its classifier): pretrained {100 * pre['accuracy']:.1f}{head}, {control}{views}")
+                 f"{through}): pretrained {100 * pre['accuracy']:.1f}{head}, {control}{views}")
   tuned = {k: v for k, v in (r.get('fewshot_finetune') or {}).items() if 'mean' in v}
   if tuned:
     lines.append('few-shot, fine-tuned on each fold (eval.finetune recipe): ' + ', '.join(
@@ -288,7 +290,7 @@ def _run_stages(config: ml_collections.ConfigDict, workdir: str, mode: str) -> d
       {'evaluate', 'benchmark'} & set(stages)):
     from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
     try:   # a mistake in the class file must not wait for the end of pretraining
-      zero_shot.check_mapping_file(str(config.eval.zero_shot_classes))
+      zero_shot.check_class_file(config)
     except (FileNotFoundError, ValueError) as e:
       raise UserError(str(e)) from e
   report = {}

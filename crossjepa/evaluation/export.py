@@ -293,19 +293,60 @@ class LoadedEncoder:
                        '(crossjepa.data.meshes.normalize_unit_sphere)')
     return out
 
-  def imagenet_logits(self, points) -> np.ndarray:
-    """ImageNet logits [B, 1000] of points [B, N, 3] through the export's zero-shot readout (no
-    3D label: the encoder's features read out into its teacher's embedding, then the teacher's
-    classifier; evaluation/zero_shot.py). ValueError where the export has none."""
+  @property
+  def readout_kind(self) -> str | None:
+    """The zero-shot readout the export carries: 'imagenet' (an EfficientNet-Lite teacher's
+    classifier folded in), 'clip_text' (the map into a CLIP teacher's embedding, with the text
+    embeddings of the words it can name), or None."""
+    zinfo = self.info.get('zero_shot') or {}
+    if 'sha256' not in zinfo:
+      return None
+    return str(zinfo.get('classifier') or 'imagenet')
+
+  def _readout_arrays(self) -> dict[str, np.ndarray]:
     if self._readout is None:
       from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
       zinfo = self.info.get('zero_shot') or {}
       if 'sha256' not in zinfo:
         why = zinfo.get('skipped') or 'it was exported by a crossjepa version without one'
         raise ValueError(f'exported encoder: no zero-shot readout ({why})')
-      arrays = zero_shot.load_readout(self.export_dir, self.info)
-      self._readout = arrays['pretrained_kernel'], arrays['pretrained_bias']
-    return self(points) @ self._readout[0] + self._readout[1]
+      self._readout = zero_shot.load_readout(self.export_dir, self.info)
+    return self._readout
+
+  def imagenet_logits(self, points) -> np.ndarray:
+    """ImageNet logits [B, 1000] of points [B, N, 3] through the export's zero-shot readout (no
+    3D label: the encoder's features read out into its teacher's embedding, then the teacher's
+    classifier; evaluation/zero_shot.py). ValueError where the export has none."""
+    arrays = self._readout_arrays()
+    if self.readout_kind != 'imagenet':
+      raise ValueError('exported encoder: its readout is into a CLIP teacher\'s embedding, not '
+                       'ImageNet logits: use .text_logits(points) (or python -m crossjepa.classify)')
+    return self(points) @ arrays['pretrained_kernel'] + arrays['pretrained_bias']
+
+  def text_columns(self) -> dict[str, np.ndarray]:
+    """A CLIP export's words -> their text embeddings ([E], normalised prompt ensembles)."""
+    arrays = self._readout_arrays()
+    if self.readout_kind != 'clip_text':
+      raise ValueError('exported encoder: its readout names ImageNet classes, not words (a CLIP '
+                       'teacher\'s export names words): use .imagenet_logits(points)')
+    return dict(zip(self.info['zero_shot']['text']['words'], arrays['text_kernel'].T))
+
+  def text_logits(self, points, words) -> np.ndarray:
+    """[B, K]: CLIP's logits (100 x the cosine, its trained temperature) of points [B, N, 3] with
+    each of `words` (a class: one word, or a list of words whose text embeddings are averaged),
+    through a CLIP export's readout into the teacher's embedding. ValueError naming the words the
+    export carries no text embedding of."""
+    from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
+    columns = self.text_columns()
+    classes = [[w] if isinstance(w, str) else list(w) for w in words]
+    lacking = sorted({w for ws in classes for w in ws} - set(columns))
+    if lacking:
+      raise ValueError(f'exported encoder: it carries the text embeddings of {len(columns)} words '
+                       f'(its pretraining classes\' and the built-in sources\'), not of {lacking}')
+    arrays = self._readout_arrays()
+    emb = self(points) @ arrays['pretrained_kernel'] + arrays['pretrained_bias']
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    return 100.0 * emb @ zero_shot.class_columns(columns, classes)
 
 
 def _rows(rows: np.ndarray, limit: int = 10) -> str:

@@ -19,6 +19,13 @@ objects of the other classes are left out. Chance is 1 / (mapped classes). Besid
 itself on the same objects' rendered views (its cached view-averaged embedding through its
 classifier): the ceiling of what the point cloud can inherit.
 
+A CLIP teacher converted with its text tower (`crossjepa.convert_teacher`, the folder's text/) names
+the classes in words instead: each class's words (its own name, ShapeNet-55's synsets by their
+words, or eval.zero_shot_classes' free text) in TEMPLATES, through the text tower, normalised and
+averaged, are its column of the classifier; an object gets the class whose text embedding has the
+highest cosine with its readout (every class of the split is named, none left out). The readout
+is the same ridge regression into the teacher's (CLIP image) embedding.
+
 An export carries the readout (`export_readout`: folded with the classifier into one affine map,
 READOUT_FILE, with the random-init controls), so records without a teacher (an eval-only run of
 the export on ModelNet40 or ScanObjectNN) get a zero-shot number too (`evaluate_export`), and
@@ -246,6 +253,20 @@ def check_mapping_file(path: str) -> dict[str, tuple[str, ...]]:
   return mapping
 
 
+def check_class_file(config) -> dict[str, tuple[str, ...]]:
+  """eval.zero_shot_classes read before the run's first stage: ImageNet names checked
+  (check_mapping_file), or free text where a CLIP text tower names the classes (the run's teacher
+  folder has one, or the evaluated export's readout is a CLIP one)."""
+  from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
+  path, checkpoint = str(config.eval.zero_shot_classes), str(config.teacher.checkpoint or '')
+  text = bool(checkpoint) and os.path.isdir(checkpoint) and teacher_io.has_text(checkpoint)
+  if config.eval.encoder:
+    from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
+    zinfo = export_lib.read_info(str(config.eval.encoder)).get('zero_shot') or {}
+    text = zinfo.get('classifier') == 'clip_text'
+  return read_mapping(path) if text else check_mapping_file(path)
+
+
 def mapping_for(config, class_names: Sequence[str]) -> dict[str, tuple[str, ...]]:
   """The class mapping of a run: eval.zero_shot_classes' file, else data.source's table (empty
   for a source without one). A file's class that `class_names` does not have is an error."""
@@ -277,6 +298,83 @@ def display_name(source: str, class_name: str) -> str:
   if source == 'shapenet55' and class_name in SHAPENET55_NAMES:
     return f'{SHAPENET55_NAMES[class_name]} ({class_name})'
   return class_name
+
+
+# CLIP teachers: the prompts each class's words are put in (their text embeddings, normalised, are
+# averaged: CLIP's prompt ensembling), for views rendered from 3D objects.
+TEMPLATES = ('a photo of a {}.', 'a rendering of a {}.', 'a 3D model of a {}.', 'a photo of the {}.',
+             'a rendering of the {}.', 'a 3D rendering of a {}.', 'a render of a {}.',
+             'a picture of a {}.')
+
+
+def class_words(source: str, class_name: str) -> str:
+  """A class's words for a text tower: ShapeNet-55's synset ids by their words, underscores as
+  spaces ('night_stand' -> 'night stand')."""
+  if source == 'shapenet55' and class_name in SHAPENET55_NAMES:
+    return SHAPENET55_NAMES[class_name]
+  return class_name.replace('_', ' ')
+
+
+def text_mapping(config, class_names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+  """A CLIP teacher's classes: eval.zero_shot_classes' file (3D class -> words, free text; the
+  classes it leaves out are left out), else every class by its own words (class_words)."""
+  path = str(config.eval.zero_shot_classes)
+  if not path:
+    return {n: (class_words(str(config.data.source), n),) for n in class_names}
+  mapping = read_mapping(path)
+  unknown = sorted(set(mapping) - set(class_names))
+  if unknown:
+    raise ValueError(f'eval.zero_shot_classes: {path} names classes {unknown} that the records do '
+                     f'not have; their classes are {list(class_names)}')
+  return mapping
+
+
+# The classes of the sources with a fixed class list, whose words an export of a CLIP run carries
+# (ModelNet40's 40 include ModelNet10's; a mesh folder of ModelNet10 names its folders alike).
+MODELNET40_CLASSES = tuple(
+    'airplane bathtub bed bench bookshelf bottle bowl car chair cone cup curtain desk door '
+    'dresser flower_pot glass_box guitar keyboard lamp laptop mantel monitor night_stand person '
+    'piano plant radio range_hood sink sofa stairs stool table tent toilet tv_stand vase wardrobe '
+    'xbox'.split())
+
+
+SOURCE_CLASSES = ('synthetic', 'modelnet40', 'scanobjectnn', 'shapenet55')
+
+
+def source_classes(source: str) -> list[str]:
+  """The class names of a built-in source (SOURCE_CLASSES) in its label order."""
+  from crossjepa.data import source_scanobjectnn  # pylint: disable=g-import-not-at-top
+  from crossjepa.data import synthetic  # pylint: disable=g-import-not-at-top
+  return list({'synthetic': synthetic.CLASS_NAMES, 'modelnet40': MODELNET40_CLASSES,
+               'scanobjectnn': source_scanobjectnn.SCANOBJECTNN_CLASSES,
+               'shapenet55': sorted(SHAPENET55_NAMES)}[source])
+
+
+def builtin_words() -> list[str]:
+  """The words of every class of the built-in sources (synthetic, ModelNet40/10, ScanObjectNN,
+  ShapeNet-55), sorted: what an export of a CLIP run can name without its text tower."""
+  return sorted({class_words(s, n) for s in SOURCE_CLASSES for n in source_classes(s)})
+
+
+def word_columns(text_encoder, words: Sequence[str], templates: Sequence[str] = TEMPLATES
+                 ) -> np.ndarray:
+  """[E, W]: column w the normalised mean of the normalised text embeddings of words[w] in every
+  template (CLIP's prompt ensembling)."""
+  if not words:
+    return np.zeros((text_encoder.dim, 0), np.float32)
+  emb = np.asarray(text_encoder([t.format(w) for w in words for t in templates]), np.float64)
+  emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+  mean = emb.reshape(len(words), len(templates), -1).mean(axis=1)
+  return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).T.astype(np.float32)
+
+
+def class_columns(columns: Mapping[str, np.ndarray], words: Sequence[Sequence[str]]) -> np.ndarray:
+  """[E, K]: class k the normalised mean of its words' columns (word -> [E], word_columns')."""
+  out = []
+  for ws in words:
+    mean = np.mean([np.asarray(columns[w], np.float64) for w in ws], axis=0)
+    out.append(mean / np.linalg.norm(mean))
+  return np.stack(out, axis=1).astype(np.float32)
 
 
 def imagenet_class_names() -> list[str]:
@@ -428,21 +526,28 @@ def _shared_state(config, workdir: str) -> dict[str, Any]:
   key = _files_key(config, workdir)
   if _SHARED.get('key') == key:
     return _SHARED['state']
+  from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
   meta = dict(records.open_dataset(config, workdir).info.metadata or {})
   teacher_info = dict(meta.get('teacher') or {})
-  if teacher_info.get('architecture') != 'efficientnet_lite':   # before loading weights
+  checkpoint = str(config.teacher.checkpoint or '')
+  head, text = None, None
+  if teacher_info.get('architecture') == 'efficientnet_lite':   # before loading weights
+    head = classifier(teacher_cache.load_config_teacher(config))
+    if isinstance(head, str):
+      raise NotApplicable(f'zero-shot: {head}')
+  elif checkpoint and teacher_io.has_text(checkpoint):
+    text = teacher_io.load_text(checkpoint)
+  else:
     raise NotApplicable(f'zero-shot: the records\' teacher {teacher_info.get("name")!r} '
                         f'({teacher_info.get("architecture")}) has no ImageNet classifier on '
-                        'its global embedding (the EfficientNet-Lite teachers have one)')
-  head = classifier(teacher_cache.load_config_teacher(config))
-  if isinstance(head, str):
-    raise NotApplicable(f'zero-shot: {head}')
+                        'its global embedding (the EfficientNet-Lite teachers have one) nor a CLIP '
+                        'text tower (convert a whole CLIP model with its vocabulary)')
   keys = list(ZeroShot.KEYS) + ['teacher/cls']
   parts = [pipeline.load_split(config, workdir, s, keys) for s in config.data.pretrain_splits]
   target = np.concatenate([p['teacher/cls'].astype(np.float32).mean(axis=1) for p in parts])
   mean, std = target.mean(0), target.std(0) + 1e-6
   state = {'teacher_info': teacher_info, 'class_names': list(meta['class_names']),
-           'head': head, 'view_means': target, 'target_mean': mean, 'target_std': std,
+           'head': head, 'text': text, 'text_columns': {}, 'view_means': target, 'target_mean': mean, 'target_std': std,
            'target': (target - mean) / std,
            'fit_data': {k: np.concatenate([p[k] for p in parts]) for k in ZeroShot.KEYS},
            'fitted': {}}
@@ -470,14 +575,34 @@ class ZeroShot:
     self.teacher_info = state['teacher_info']
     self.class_names = state['class_names']
     self.source = str(config.data.source)
-    self.indices = mapped_classes(config, self.class_names) if classes else {}
-    self.kernel, self.bias = state['head']
+    self.text = state['text']            # a CLIP teacher's text tower, or None
+    self.words, self._columns = {}, state['text_columns']
+    if self.text is None:
+      self.indices = mapped_classes(config, self.class_names) if classes else {}
+      self.kernel, self.bias = state['head']
+    else:
+      self.words = text_mapping(config, self.class_names) if classes else {}
+      labels = [c for c, n in enumerate(self.class_names) if n in self.words]
+      self.indices = {c: [j] for j, c in enumerate(labels)}
+      words = [self.words[self.class_names[c]] for c in labels]
+      self.word_matrix([w for ws in words for w in ws])
+      self.kernel = (class_columns(self._columns, words) if words
+                     else np.zeros((self.text.dim, 0), np.float32))
+      self.bias = np.zeros(len(labels), np.float32)
     self.fit_data = state['fit_data']
     self.target_mean, self.target_std = state['target_mean'], state['target_std']
     self.target = state['target']
     self.head_stats = (object_target_stats(config, workdir, state['view_means'])
                        if has_head(config) else None)
     self._fitted = state['fitted']
+
+  def word_matrix(self, words: Sequence[str]) -> np.ndarray:
+    """[E, W]: word_columns of these words, each computed once per run (the shared state)."""
+    new = sorted(set(words) - set(self._columns))
+    self._columns.update(zip(new, word_columns(self.text, new).T))
+    if not words:
+      return np.zeros((self.text.dim, 0), np.float32)
+    return np.stack([self._columns[w] for w in words], axis=1)
 
   def _logits(self, embedding: np.ndarray) -> np.ndarray:
     return embedding @ self.kernel + self.bias
@@ -506,20 +631,28 @@ class ZeroShot:
     return {**accuracy(self._logits(pred + self.target_mean), data['label'], self.indices),
             'alpha': float(ridge.alpha_)}
 
-  def affine(self, embed_fn, *, batch: int = 64) -> tuple[np.ndarray, np.ndarray, float]:
-    """(kernel [F, 1000], bias [1000], alpha): the encoder's readout and the teacher's classifier
-    as one affine map from its pooled features to ImageNet logits (folded in float64; what an
-    export carries, READOUT_FILE)."""
+  def to_embedding(self, embed_fn, *, batch: int = 64) -> tuple[np.ndarray, np.ndarray, float]:
+    """(kernel [F, D], bias [D], alpha) in float64: the encoder's readout as one affine map from
+    its pooled features to the teacher's embedding (the standardisations folded in)."""
     scaler, ridge = self._fit(embed_fn, batch)
     coef = np.asarray(ridge.coef_, np.float64).T                     # [F, D]
     inv = 1.0 / np.asarray(scaler.scale_, np.float64)
     std, mean = self.target_std.astype(np.float64), self.target_mean.astype(np.float64)
-    to_embedding = (coef * inv[:, None]) * std[None, :]                # [F, D]
     offset = (np.asarray(ridge.intercept_, np.float64)
               - (np.asarray(scaler.mean_, np.float64) * inv) @ coef) * std + mean
+    return (coef * inv[:, None]) * std[None, :], offset, float(ridge.alpha_)
+
+  def affine(self, embed_fn, *, batch: int = 64) -> tuple[np.ndarray, np.ndarray, float]:
+    """(kernel [F, 1000], bias [1000], alpha): the encoder's readout and the teacher's classifier
+    as one affine map from its pooled features to ImageNet logits (folded in float64; what an
+    export carries, READOUT_FILE); for a CLIP teacher the map into its embedding (float32),
+    whose classes the export's text classifiers give."""
+    kernel_e, bias_e, alpha = self.to_embedding(embed_fn, batch=batch)
+    if self.text is not None:
+      return kernel_e.astype(np.float32), bias_e.astype(np.float32), alpha
     kernel = self.kernel.astype(np.float64)
-    return (to_embedding @ kernel).astype(np.float32), \
-        (offset @ kernel + self.bias.astype(np.float64)).astype(np.float32), float(ridge.alpha_)
+    return (kernel_e @ kernel).astype(np.float32), \
+        (bias_e @ kernel + self.bias.astype(np.float64)).astype(np.float32), alpha
 
   def head(self, config, params, data, batch: int = 64) -> dict[str, Any]:
     """The accuracy of the run's encoder + object head (params['student'], params['predictor'])
@@ -548,8 +681,16 @@ class ZeroShot:
     return accuracy(self._logits(emb), data['label'], self.indices)
 
   def describe(self) -> dict[str, Any]:
-    names = imagenet_class_names()
+    if self.text is not None:
+      return describe_text(self.source, self.class_names, self.words)
     return describe(self.source, self.class_names, self.indices)
+
+
+def describe_text(source: str, class_names: Sequence[str], words: Mapping[str, Sequence[str]]
+                  ) -> dict[str, Any]:
+  """results.json's class words and protocol for a CLIP teacher's text classifier."""
+  return {'classes': {display_name(source, n): list(words[n]) for n in class_names if n in words},
+          'classifier': 'clip_text', 'templates': list(TEMPLATES), 'protocol': TEXT_PROTOCOL}
 
 
 def describe(source: str, class_names: Sequence[str], indices: Mapping[int, Sequence[int]]
@@ -567,6 +708,13 @@ PROTOCOL = ('no 3D label: RidgeCV(alphas 0.1 .. 1e4, leave-one-out) from standar
             'on the pretraining splits; through the teacher\'s ImageNet classifier; a 3D class = '
             'the best of its mapped ImageNet classes (zero_shot.MAPPINGS or eval.zero_shot_classes); objects of '
             'unmapped classes left out')
+
+
+TEXT_PROTOCOL = ('no 3D label: RidgeCV(alphas 0.1 .. 1e4, leave-one-out) from standardised '
+                 'concat(max, mean) features to the standardised view-averaged CLIP image '
+                 'embedding, fitted on the pretraining splits; a 3D class = the highest cosine with '
+                 'its words\' text embeddings (zero_shot.TEMPLATES, normalised and averaged; its '
+                 'own name, or eval.zero_shot_classes)')
 
 
 def random_init_summary(per_seed: Sequence[Mapping[str, Any]], seeds) -> dict[str, Any]:
@@ -632,8 +780,13 @@ def export_readout(config, workdir: str, module, params, pooling: str
     arrays[f'random_init_{seed}_kernel'], arrays[f'random_init_{seed}_bias'] = kernel, bias
     alphas[f'random_init_{seed}'] = alpha
     checksums[str(seed)] = vit_lib.param_checksum(p)
+  if zs.text is not None:   # the classes are named where the export is evaluated: carry words
+    words = sorted(set(builtin_words()) | {class_words(str(config.data.source), n)
+                                           for n in zs.class_names})
+    arrays['text_kernel'] = zs.word_matrix(words)
   info = {
       'file': READOUT_FILE,
+      'classifier': 'imagenet' if zs.text is None else 'clip_text',
       'teacher': {k: zs.teacher_info.get(k) for k in ('name', 'architecture', 'width')},
       'fitted_on': {'source': str(config.data.source), 'name': str(config.data.name),
                     'splits': [str(s) for s in config.data.pretrain_splits],
@@ -641,6 +794,8 @@ def export_readout(config, workdir: str, module, params, pooling: str
       'alpha': alphas,
       'random_init': {'seeds': seeds, 'param_checksums': checksums},
   }
+  if zs.text is not None:
+    info['text'] = {'words': words, 'templates': list(TEMPLATES), 'dim': int(zs.text.dim)}
   return arrays, info
 
 
@@ -667,8 +822,16 @@ def load_readout(export_dir: str, info: Mapping[str, Any]) -> dict[str, np.ndarr
   dim = int(info.get('feature_dim', -1))
   seeds = [int(s) for s in (zinfo.get('random_init') or {}).get('seeds', [])]
   names = ['pretrained'] + [f'random_init_{s}' for s in seeds]
+  outputs = 1000
+  if zinfo.get('classifier') == 'clip_text':   # the map into CLIP's embedding, and the words
+    text = zinfo.get('text') or {}
+    outputs = int(text.get('dim', -1))
+    shape = (outputs, len(text.get('words') or []))
+    if arrays.get('text_kernel') is None or arrays['text_kernel'].shape != shape:
+      got = arrays['text_kernel'].shape if 'text_kernel' in arrays else 'missing'
+      raise ValueError(f'{path}: text_kernel is {got}; expected {shape} (zero_shot.text in {where})')
   for name in names:
-    for part, shape in (('kernel', (dim, 1000)), ('bias', (1000,))):
+    for part, shape in (('kernel', (dim, outputs)), ('bias', (outputs,))):
       key = f'{name}_{part}'
       if key not in arrays or arrays[key].shape != shape:
         got = arrays[key].shape if key in arrays else 'missing'
@@ -696,13 +859,21 @@ def evaluate_export(config, workdir: str, export_dir: str, export_info: Mapping[
   meta = dict(records.open_dataset(config, workdir).info.metadata or {})
   class_names = list(meta['class_names'])
   source = str(config.data.source)
-  indices = mapped_classes(config, class_names)
+  words, text = {}, None
+  if zinfo.get('classifier') == 'clip_text':
+    words, text = export_words(config, class_names, zinfo, arrays)
+    labels = [c for c, n in enumerate(class_names) if n in words]
+    indices = {c: [j] for j, c in enumerate(labels)}
+  else:
+    indices = mapped_classes(config, class_names)
   split = str(config.data.eval_test_split)
   data = pipeline.load_split(config, workdir, split, list(ZeroShot.KEYS))
   embed = features_lib.make_embed_fn(module, params, pooling=str(export_info['pooling']))
 
   def score(fn, name):
     logits = features(fn, data) @ arrays[f'{name}_kernel'] + arrays[f'{name}_bias']
+    if text is not None:
+      logits = logits @ text
     return {**accuracy(logits, data['label'], indices),
             'alpha': (zinfo.get('alpha') or {}).get(name)}
 
@@ -722,6 +893,32 @@ def evaluate_export(config, workdir: str, export_dir: str, export_info: Mapping[
                                      'version or platform?)' if differ else 'no seeds'}
   else:
     out['random_init'] = random_init_summary(per_seed, seeds)
-  return {**out, **describe(source, class_names, indices), 'protocol': EXPORT_PROTOCOL,
+  described = (describe(source, class_names, indices) if text is None
+               else describe_text(source, class_names, words))
+  return {**out, **described, 'protocol': EXPORT_PROTOCOL if text is None else EXPORT_TEXT_PROTOCOL,
           'readout': {'export': os.path.abspath(export_dir), 'teacher': zinfo.get('teacher'),
                       'fitted_on': zinfo.get('fitted_on')}}
+
+
+EXPORT_TEXT_PROTOCOL = ('no 3D label: the export\'s readout (RidgeCV from standardised pooled '
+                        'features to the standardised view-averaged CLIP image embedding, fitted on '
+                        'its pretraining records); a 3D class = the highest cosine with its words\' '
+                        'text embeddings carried by the export (zero_shot.TEMPLATES)')
+
+
+def export_words(config, class_names: Sequence[str], zinfo: Mapping[str, Any],
+                 arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, tuple[str, ...]], np.ndarray]:
+  """(3D class -> words, the classifier [E, K] of those classes) for the evaluation of a CLIP
+  export: the classes' words (text_mapping) from the words whose text embeddings the export
+  carries; NotApplicable naming the words it lacks (it has no text tower to embed new ones)."""
+  mapping = text_mapping(config, class_names)
+  columns = dict(zip(zinfo['text']['words'], np.asarray(arrays['text_kernel']).T))
+  lacking = sorted({w for ws in mapping.values() for w in ws} - set(columns))
+  if lacking:
+    raise NotApplicable(f'zero-shot: the export carries the text embeddings of '
+                        f'{len(columns)} words (its pretraining classes\' and the built-in '
+                        f'sources\'), not of {lacking[:8]}{" ..." if len(lacking) > 8 else ""}: '
+                        'name the classes with those words (eval.zero_shot_classes), or export '
+                        'from a run whose classes have them')
+  labels = [n for n in class_names if n in mapping]
+  return mapping, class_columns(columns, [mapping[n] for n in labels])

@@ -208,14 +208,15 @@ class Mlp(nn.Module):
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention with a fused qkv projection (timm layout), no mask: every token
-  attends to every token."""
+  """Multi-head self-attention with a fused qkv projection (timm layout): every token attends to
+  every token, or with `causal` (CLIP's text tower) to itself and the tokens before it."""
   width: int
   num_heads: int
   qkv_bias: bool = True
   dtype: Dtype = jnp.float32
   kernel_init: Initializer = nn.linear.default_kernel_init
   attention: str = 'einsum'        # one of ATTENTIONS; see the module docstring
+  causal: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, *, rows: Optional[int] = None) -> jax.Array:
@@ -234,6 +235,8 @@ class Attention(nn.Module):
     if rows is not None:
       q = q[:, t - rows:]                                              # [B,rows,H,Dh]
     t_q = q.shape[1]
+    if self.causal and rows is not None:
+      raise ValueError('Attention: causal attention computes every row (rows must be None)')
     if self.attention in ('dot_product', 'cudnn'):
       implementation = None
       # A few query rows (a predictor's last block) gain nothing from the fused kernel: there
@@ -246,11 +249,13 @@ class Attention(nn.Module):
           _CUDNN_FALLBACKS.add(reason)
           logging.warning("model.attention='cudnn': %s; this attention runs the XLA lowering of "
                           'jax.nn.dot_product_attention instead', reason)
-      out = jax.nn.dot_product_attention(q, k, v, scale=head_dim ** -0.5,
+      out = jax.nn.dot_product_attention(q, k, v, scale=head_dim ** -0.5, is_causal=self.causal,
                                          implementation=implementation)
       out = out.reshape(b, t_q, self.width)
     else:
       logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) * (head_dim ** -0.5)
+      if self.causal:   # a large negative, as torch's float mask: the diagonal always stays
+        logits = jnp.where(jnp.tril(jnp.ones((t, t), bool)), logits, jnp.finfo(logits.dtype).min)
       weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
       out = jnp.einsum('bhqk,bkhd->bqhd', weights, v).reshape(b, t_q, self.width)
     return nn.Dense(self.width, dtype=self.dtype, kernel_init=self.kernel_init, name='proj')(out)

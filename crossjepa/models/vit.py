@@ -178,6 +178,7 @@ class Block(nn.Module):
   dtype: Any = jnp.float32
   attention: str = 'einsum'
   act: str = 'gelu'
+  causal: bool = False                # CLIP's text tower: each token sees those before it
 
   def _residual(self, x, y, name, deterministic):
     if self.layerscale_init is not None:
@@ -193,7 +194,7 @@ class Block(nn.Module):
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
     y = _layer_norm(self.layer_norm_eps, self.dtype, 'norm1')(x)
     y = layers.Attention(self.width, self.num_heads, dtype=self.dtype, kernel_init=_dense_init,
-                         attention=self.attention, name='attn')(y)
+                         attention=self.attention, causal=self.causal, name='attn')(y)
     x = self._residual(x, y, 'ls1', deterministic)
     y = _layer_norm(self.layer_norm_eps, self.dtype, 'norm2')(x)
     if self.ffn_layer == 'swiglu':
@@ -352,14 +353,20 @@ def param_checksum(params) -> str:
   return digest.hexdigest()
 
 
-def check_params(module: ViT, params, where: str = 'params') -> None:
-  """Raises a ValueError listing missing, unexpected and mis-shaped entries vs. the module."""
-  expected = {k: tuple(v.shape) for k, v in _flat(abstract_params(module)).items()}
+def compare_params(expected_tree, params, where: str, what: str) -> None:
+  """Raises a ValueError listing the entries of `params` missing from, unexpected in or shaped
+  otherwise than `expected_tree` (abstract params of `what`)."""
+  expected = {k: tuple(v.shape) for k, v in _flat(expected_tree).items()}
   got = {k: tuple(np.shape(v)) for k, v in _flat(params).items()}
   missing = sorted(set(expected) - set(got))
   unexpected = sorted(set(got) - set(expected))
   shapes = sorted(f'{k}: {got[k]} (expected {expected[k]})'
                   for k in set(expected) & set(got) if expected[k] != got[k])
   if missing or unexpected or shapes:
-    raise ValueError(f'{where} do not match the ViT config: missing {missing}, '
+    raise ValueError(f'{where} do not match {what}: missing {missing}, '
                      f'unexpected {unexpected}, wrong shape {shapes}')
+
+
+def check_params(module: ViT, params, where: str = 'params') -> None:
+  """Raises a ValueError listing missing, unexpected and mis-shaped entries vs. the module."""
+  compare_params(abstract_params(module), params, where, 'the ViT config')

@@ -50,7 +50,7 @@ def _vision_part(sd: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray
   return dict(sd)
 
 
-class _Names:
+class Names:
   """The torch names of one layout, after `_vision_part`."""
 
   def __init__(self, source: str):
@@ -67,7 +67,7 @@ class _Names:
     self.ls1, self.ls2 = ('', '') if hf else ('ls_1.gamma', 'ls_2.gamma')
 
 
-def _infer_config(sd: dict[str, np.ndarray], source: str, names: _Names,
+def _infer_config(sd: dict[str, np.ndarray], source: str, names: Names,
                   num_heads: int | None, head_width: int) -> dict[str, Any]:
   for key in (names.patch, names.pos, names.cls):
     if key not in sd:
@@ -101,7 +101,7 @@ def _infer_config(sd: dict[str, np.ndarray], source: str, names: _Names,
 
 def expected_keys(source: str, cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
   """Torch key -> shape that an image tower of this config must have (after `_vision_part`)."""
-  names, d, h = _Names(source), cfg['width'], cfg['hidden']
+  names, d, h = Names(source), cfg['width'], cfg['hidden']
   wb = dinov2_params.weight_bias
   shapes: dict[str, tuple[int, ...]] = {
       names.cls: (d,), names.pos: (cfg['pos_len'], d),
@@ -112,21 +112,29 @@ def expected_keys(source: str, cfg: dict[str, Any]) -> dict[str, tuple[int, ...]
     e = cfg['proj_dim']
     shapes[names.proj] = (e, d) if source == 'hf_clip' else (d, e)
   for i in range(cfg['depth']):
-    b = names.block.format(i)
-    shapes.update({**wb(b + names.norm1, (d,), (d,)), **wb(b + names.norm2, (d,), (d,)),
-                   **wb(b + names.fc1, (h, d), (h,)), **wb(b + names.fc2, (d, h), (d,))})
-    if source == 'hf_clip':
-      for n in ('q_proj', 'k_proj', 'v_proj', 'out_proj'):
-        shapes.update(wb(b + f'self_attn.{n}.', (d, d), (d,)))
-    else:
-      shapes.update({b + 'attn.in_proj_weight': (3 * d, d), b + 'attn.in_proj_bias': (3 * d,),
-                     **wb(b + 'attn.out_proj.', (d, d), (d,))})
-      if cfg['layerscale']:
-        shapes.update({b + names.ls1: (d,), b + names.ls2: (d,)})
+    shapes.update(block_keys(source, names, names.block.format(i), d, h, cfg['layerscale']))
   return shapes
 
 
-def _block(sd: dict[str, np.ndarray], b: str, source: str, names: _Names) -> dict[str, Any]:
+def block_keys(source: str, names: Names, b: str, d: int, h: int,
+               layerscale: bool) -> dict[str, tuple[int, ...]]:
+  """Torch key -> shape of the transformer block `b` (width d, MLP width h) of either tower."""
+  wb = dinov2_params.weight_bias
+  shapes = {**wb(b + names.norm1, (d,), (d,)), **wb(b + names.norm2, (d,), (d,)),
+            **wb(b + names.fc1, (h, d), (h,)), **wb(b + names.fc2, (d, h), (d,))}
+  if source == 'hf_clip':
+    for n in ('q_proj', 'k_proj', 'v_proj', 'out_proj'):
+      shapes.update(wb(b + f'self_attn.{n}.', (d, d), (d,)))
+  else:
+    shapes.update({b + 'attn.in_proj_weight': (3 * d, d), b + 'attn.in_proj_bias': (3 * d,),
+                   **wb(b + 'attn.out_proj.', (d, d), (d,))})
+    if layerscale:
+      shapes.update({b + names.ls1: (d,), b + names.ls2: (d,)})
+  return shapes
+
+
+def block(sd: dict[str, np.ndarray], b: str, source: str, names: Names) -> dict[str, Any]:
+  """The flax params of the transformer block `b` of either tower (fused qkv)."""
   dense, norm = dinov2_params.dense, dinov2_params.norm
   if source == 'hf_clip':
     a = b + 'self_attn.'
@@ -200,7 +208,7 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], source: str, *, activa
     raise ValueError(f'source must be one of {SOURCES}, got {source!r}')
   if activation not in ACTIVATIONS:
     raise ValueError(f'activation must be one of {ACTIVATIONS}, got {activation!r}')
-  names = _Names(source)
+  names = Names(source)
   sd = {k: np.asarray(v, np.float32) for k, v in _vision_part(state_dict, source).items()}
   if source == 'open_clip' and any(k.startswith(('attnpool.', 'layer1.')) for k in sd):
     raise ValueError('open_clip state dict is a ResNet image tower (layer1.*, attnpool.*: '
@@ -228,7 +236,7 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], source: str, *, activa
     proj = sd[names.proj]
     params['proj'] = {'kernel': proj.T if source == 'hf_clip' else proj}
   for i in range(cfg['depth']):
-    params[f'blocks_{i}'] = _block(sd, names.block.format(i), source, names)
+    params[f'blocks_{i}'] = block(sd, names.block.format(i), source, names)
   params = dinov2_params.contiguous(params)
   vit_lib.check_params(module, params, where='converted params')
   return module, params

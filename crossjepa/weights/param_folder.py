@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -18,14 +18,24 @@ from crossjepa import fileio
 PARAMS_DIR = 'params'
 
 
-def write(directory: str, tree, json_name: str, info: dict[str, Any]) -> None:
-  """Writes `directory/params` (Orbax, `tree`) + `directory/json_name` (`info`), atomically."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+def write(directory: str, tree, json_name: str, info: dict[str, Any],
+          also: Callable[[str], None] | None = None) -> None:
+  """Writes `directory/params` (Orbax, `tree`) + `directory/json_name` (`info`), and whatever
+  `also(folder)` writes into the folder (a teacher's text tower), atomically."""
   with fileio.atomic_dir(directory) as tmp:
-    with ocp.PyTreeCheckpointer() as checkpointer:
-      checkpointer.save(os.path.join(tmp, PARAMS_DIR), tree)
-    with open(os.path.join(tmp, json_name), 'w') as f:
-      json.dump(info, f, indent=2, sort_keys=True)
+    write_into(tmp, tree, json_name, info)
+    if also is not None:
+      also(tmp)
+
+
+def write_into(folder: str, tree, json_name: str, info: dict[str, Any]) -> None:
+  """Writes `folder/params` (Orbax, `tree`) + `folder/json_name` (`info`) into a folder that is
+  being built (not atomic by itself: `write` is)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    checkpointer.save(os.path.join(folder, PARAMS_DIR), tree)
+  with open(os.path.join(folder, json_name), 'w') as f:
+    json.dump(info, f, indent=2, sort_keys=True)
 
 
 def check_checksum(tree, expected: str, where: str, recorded_in: str, remedy: str) -> None:

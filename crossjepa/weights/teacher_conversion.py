@@ -26,6 +26,7 @@ from crossjepa.models import fields as fields_lib
 from crossjepa.models import teacher as teacher_lib
 from crossjepa.models import vit as vit_lib
 from crossjepa.weights import clip_params
+from crossjepa.weights import clip_text_params
 from crossjepa.weights import dinov2_params
 from crossjepa.weights import efficientnet_params
 from crossjepa.weights import errors
@@ -145,14 +146,70 @@ def _clip_activation(source: str, input_path: str, config: dict[str, Any], activ
   return activation or from_config
 
 
+VOCABULARY_FILES = ('vocab.json', 'merges.txt')
+
+
+def _text_tower(source: str, input_path: str, state_dict, config: dict[str, Any], act: str,
+                tokenizer_path: str) -> tuple[tuple | None, str]:
+  """(text, why): a whole CLIP model's text tower converted, with its tokenizer, as save_teacher
+  takes it, or (None, why it is left out). The vocabulary: `tokenizer_path` (a folder with
+  vocab.json + merges.txt, or open_clip's bpe_simple_vocab_16e6.txt.gz), else the input folder's
+  vocab.json + merges.txt."""
+  from crossjepa.weights import clip_tokenizer  # pylint: disable=g-import-not-at-top
+  part = clip_text_params.text_part(state_dict, source)
+  if part is None:
+    if tokenizer_path:
+      raise errors.ConvertError(f'--tokenizer={tokenizer_path}: {input_path} holds no text tower '
+                                '(an image tower alone); leave --tokenizer out')
+    return None, 'the weights hold an image tower alone'
+  vocabulary = tokenizer_path
+  if not vocabulary and os.path.isdir(input_path) and all(
+      os.path.isfile(os.path.join(input_path, f)) for f in VOCABULARY_FILES):
+    vocabulary = input_path
+  if not vocabulary:
+    return None, (f'no vocabulary: {input_path} has no {" + ".join(VOCABULARY_FILES)}; give '
+                  '--tokenizer=DIR (those two files) or open_clip\'s bpe_simple_vocab_16e6.txt.gz')
+  try:
+    tokenizer = clip_tokenizer.CLIPTokenizer.from_path(vocabulary)
+  except (OSError, ValueError) as e:
+    raise errors.ConvertError(f'--tokenizer: {e}' if tokenizer_path else str(e)) from None
+  if source == 'hf_clip':
+    text_cfg = config.get('text_config') if isinstance(config.get('text_config'), dict) else {}
+    heads, eps = text_cfg.get('num_attention_heads'), text_cfg.get('layer_norm_eps', 1e-5)
+    act = text_cfg.get('hidden_act') or act
+  else:
+    model_cfg = config.get('model_cfg') if isinstance(config.get('model_cfg'), dict) else {}
+    text_cfg = model_cfg.get('text_cfg') if isinstance(model_cfg.get('text_cfg'), dict) else {}
+    heads, eps = text_cfg.get('heads'), 1e-5
+  try:
+    if source == 'open_clip':
+      clip_text_params.check_open_clip_text_config(config)
+    if act not in clip_params.ACTIVATIONS:
+      raise ValueError(f'text_config.hidden_act={act!r}: expected one of '
+                       f'{list(clip_params.ACTIVATIONS)}')
+    module, params = clip_text_params.convert_state_dict(
+        state_dict, source, activation=act, num_heads=int(heads or 0) or None,
+        layer_norm_eps=float(eps))
+  except (TypeError, ValueError) as e:
+    raise errors.ConvertError(f'{input_path}: its text tower: {e}') from None
+  if tokenizer.vocab_size != module.vocab_size:
+    raise errors.ConvertError(
+        f'{vocabulary}: {tokenizer.vocab_size} tokens, but the text tower of {input_path} embeds '
+        f'{module.vocab_size}: not this model\'s vocabulary')
+  return (module, params, tokenizer, source), ''
+
+
 def convert_clip(source: str, input_path: str, output: str, *, activation: str = '',
-                 name: str = '', num_heads: int = 0) -> teacher_lib.TeacherSpec:
+                 name: str = '', num_heads: int = 0,
+                 tokenizer_path: str = '') -> teacher_lib.TeacherSpec:
   """Reads, converts, checks and saves a CLIP image tower as a teacher folder; returns its spec.
 
   'global' is CLIP's image embedding (the projected CLS token; the normed CLS token for a tower
   without projection), 'feature_map' the patch tokens after the final LayerNorm (open_clip's
-  `tokens`), preprocessing CLIP's mean / std. User errors are raised before anything is written,
-  their messages starting with the file or flag.
+  `tokens`), preprocessing CLIP's mean / std. A whole CLIP model's text tower is converted beside
+  it, with its vocabulary (`_text_tower`; extra['text'], or extra['text_left_out'] saying why
+  not): it names classes for the zero-shot evaluation. User errors are raised before anything is
+  written, their messages starting with the file or flag.
   """
   if source not in clip_params.SOURCES:
     raise errors.ConvertError(f'--source={source!r}: expected one of {list(clip_params.SOURCES)} '
@@ -181,14 +238,17 @@ def convert_clip(source: str, input_path: str, output: str, *, activation: str =
                                                     layer_norm_eps=eps)
   except ValueError as e:   # not this layout (missing keys, wrong shapes, another pooling)
     raise errors.ConvertError(f'{input_path}: {e}') from e
+  text, left_out = _text_tower(source, input_path, state_dict, config, act, tokenizer_path)
   path = os.path.abspath(input_path)
   fields = fields_lib.module_config(module)
+  extra = {'source': source, 'input': path, 'activation': act,
+           'preprocessing': "CLIP's mean / std"}
+  if left_out:
+    extra['text_left_out'] = left_out
   spec = dataclasses.replace(
-      teacher_lib.vit_spec(fields, name=name or input_name(input_path),
-                           extra={'source': source, 'input': path, 'activation': act,
-                                  'preprocessing': "CLIP's mean / std"}),
+      teacher_lib.vit_spec(fields, name=name or input_name(input_path), extra=extra),
       mean=imaging.CLIP_MEAN_PX, std=imaging.CLIP_STD_PX)
-  return teacher_io.save_teacher(output, spec, {'params': params})
+  return teacher_io.save_teacher(output, spec, {'params': params}, text=text)
 
 
 def random_efficientnet_lite(variant: str, feature_stage: str, seed: int) -> tuple[Any, Any]:

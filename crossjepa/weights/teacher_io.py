@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -85,13 +86,89 @@ def load_teacher(directory: str, *, feature_stage: str = '') -> teacher_lib.Teac
 
 
 def save_teacher(directory: str, spec: teacher_lib.TeacherSpec,
-                 variables) -> teacher_lib.TeacherSpec:
+                 variables, text=None) -> teacher_lib.TeacherSpec:
   """Writes `directory/params` (Orbax) + `directory/teacher.json` atomically; returns the spec
-  with param_count and param_checksum filled in from the weights."""
+  with param_count and param_checksum filled in from the weights. `text`: a CLIP text tower
+  (module, params, tokenizer, source), written into TEXT_DIR and recorded in extra['text']."""
   variables = jax.tree.map(lambda x: np.asarray(x, np.float32), variables)
   module = teacher_lib.ARCHITECTURES[spec.architecture].build(spec.fields)
   teacher_lib.check_variables(spec, module, variables, where='save_teacher: the variables')
   spec = dataclasses.replace(spec, param_checksum=vit_lib.param_checksum(variables),
                              param_count=vit_lib.param_count(variables))
-  param_folder.write(directory, variables, SPEC_FILE, spec.to_json())
+  also = None
+  if text is not None:
+    module_t, params_t, tokenizer, source = text
+    info = text_info(module_t, params_t, tokenizer, source)
+    spec = dataclasses.replace(spec, extra={**spec.extra, 'text': {
+        k: info[k] for k in ('param_checksum', 'param_count', 'embedding_dim', 'source')}})
+    also = lambda folder: write_text(folder, params_t, tokenizer, info)
+  param_folder.write(directory, variables, SPEC_FILE, spec.to_json(), also=also)
   return spec
+
+
+# ----------------------------------------------------------------------------- CLIP text towers
+# A CLIP teacher folder may hold its text tower in TEXT_DIR: text.json (the CLIPText fields,
+# param_checksum), params/ (Orbax) and the tokenizer's vocab.json + merges.txt. teacher.json's
+# extra['text'] records the same checksum, so the folder's fingerprint covers it.
+
+TEXT_DIR = 'text'
+TEXT_FILE = 'text.json'
+
+
+def text_info(module, params, tokenizer, source: str) -> dict[str, Any]:
+  """text.json's content (and teacher.json's extra['text']) for a converted text tower."""
+  from crossjepa.models import clip_text  # pylint: disable=g-import-not-at-top
+  return {'fields': clip_text.fields(module), 'source': source,
+          'param_checksum': vit_lib.param_checksum(params),
+          'param_count': vit_lib.param_count(params),
+          'embedding_dim': int(module.proj_dim or module.width),
+          'tokenizer': {'vocab_size': int(tokenizer.vocab_size), 'sot_id': int(tokenizer.sot_id),
+                        'eot_id': int(tokenizer.eot_id)}}
+
+
+def write_text(folder: str, params, tokenizer, info: dict[str, Any]) -> None:
+  """Writes the text tower into `folder`/TEXT_DIR of a teacher folder being built."""
+  text_dir = os.path.join(folder, TEXT_DIR)
+  os.makedirs(text_dir)
+  param_folder.write_into(text_dir, jax.tree.map(lambda x: np.asarray(x, np.float32), params),
+                          TEXT_FILE, info)
+  tokenizer.save(text_dir)
+
+
+def has_text(directory: str) -> bool:
+  return os.path.isfile(os.path.join(directory, TEXT_DIR, TEXT_FILE))
+
+
+def load_text(directory: str):
+  """The text tower of a CLIP teacher folder -> `crossjepa.models.clip_text.TextEncoder`, checked
+  against its text.json and teacher.json (fields, shapes, checksums, vocabulary); raises
+  FileNotFoundError when the folder has none, ValueError naming the file for a damaged one."""
+  from crossjepa.models import clip_text  # pylint: disable=g-import-not-at-top
+  from crossjepa.weights import clip_tokenizer  # pylint: disable=g-import-not-at-top
+  text_dir = os.path.join(directory, TEXT_DIR)
+  path = os.path.join(text_dir, TEXT_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{directory}: the teacher folder has no text tower ({path} is '
+                            'missing): convert a whole CLIP model (image and text towers) with its '
+                            'vocabulary, python -m crossjepa.convert_teacher --source=hf_clip|open_clip')
+  try:
+    with open(path) as f:
+      info = json.load(f)
+    module = clip_text.CLIPText(**{k: info['fields'][k] for k in clip_text.FIELDS})
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f'{path}: not a readable text tower description ({e!r})') from None
+  recorded = (load_spec(directory).extra.get('text') or {}).get('param_checksum')
+  if recorded != info.get('param_checksum'):
+    raise ValueError(f'{path}: param_checksum {str(info.get("param_checksum"))[:16]} differs from '
+                     f'teacher.json\'s extra.text ({str(recorded)[:16]}): the text tower is not the '
+                     'one converted with this teacher; convert the teacher again')
+  params = param_folder.restore(os.path.abspath(os.path.join(text_dir, param_folder.PARAMS_DIR)))
+  clip_text.check_params(module, params, where=f'the weights in {text_dir}')
+  param_folder.check_checksum(params, info['param_checksum'], text_dir, path,
+                              'convert the teacher again')
+  tokenizer = clip_tokenizer.CLIPTokenizer.load(text_dir)
+  if tokenizer.vocab_size > module.vocab_size or tokenizer.eot_id != info['tokenizer']['eot_id']:
+    raise ValueError(f'{text_dir}: its vocabulary ({tokenizer.vocab_size} tokens, end-of-text '
+                     f'{tokenizer.eot_id}) does not match {path} (token embedding of '
+                     f'{module.vocab_size}, end-of-text {info["tokenizer"]["eot_id"]})')
+  return clip_text.TextEncoder(module, jax.tree.map(jnp.asarray, params), tokenizer)
