@@ -44,12 +44,14 @@ CHUNK = 64   # files read and encoded at a time
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('encoder', None, 'An export folder (WORKDIR/export of a run with an '
-                    'EfficientNet-Lite teacher).', required=True)
+                    'EfficientNet-Lite teacher, or a CLIP teacher with its text tower).',
+                    required=True)
 flags.DEFINE_list('input', None, 'Comma-separated mesh or point files, or folders of them.',
                   required=True)
 flags.DEFINE_integer('top', 5, 'How many classes to list per object.', lower_bound=1)
-flags.DEFINE_string('classes', '', 'Rank these classes instead of ImageNet\'s 1,000: a JSON file '
-                    '{"3D class": ["ImageNet class name", ...]}, or a source\'s class table: '
+flags.DEFINE_string('classes', '', 'Rank these classes instead of ImageNet\'s 1,000 (a CLIP '
+                    'export: instead of every word it carries): a JSON file {"3D class": '
+                    '["ImageNet class name" | words, ...]}, or a source\'s class table: '
                     'synthetic, modelnet40, scanobjectnn, shapenet55.')
 flags.DEFINE_bool('json', False, 'Print JSON instead of lines for people.')
 

@@ -3,6 +3,7 @@ teacher folder -> load_text (tokenizer included), the open_clip layout and open_
 file, what the conversion refuses; then zero-shot classes named in words: a whole run's results,
 its export, an evaluation of that export and crossjepa.classify, against a brute-force
 recomputation from Hugging Face's own text features."""
+import copy
 import json
 import os
 
@@ -303,3 +304,27 @@ def test_the_export_names_words(clip_run, tmp_path):
   (tmp_path / 'classes.json').write_text(json.dumps({'pot': ['teapot', 'pitcher']}))
   with pytest.raises(ValueError, match=r"--classes=.*classes.json: .*not of \['teapot'\]"):
     classify.classify(export_dir, [path], classes=str(tmp_path / 'classes.json'))
+
+
+def test_a_class_file_names_classes_in_free_text(clip_run, clip_folder, tmp_path):
+  """eval.zero_shot_classes with a CLIP teacher: words, not ImageNet names; a class of several
+  words gets their columns averaged; only the file's classes are named."""
+  model, folder, _ = clip_folder
+  c, workdir = clip_run
+  cfg = copy.deepcopy(run_lib.resolve_teacher(c, workdir))
+  path = tmp_path / 'classes.json'
+  path.write_text(json.dumps({'mug': ['coffee mug', 'tea cup'], 'chair': 'office chair'}))
+  cfg.eval.zero_shot_classes = str(path)
+  assert zero_shot.check_class_file(cfg) == {'mug': ('coffee mug', 'tea cup'),
+                                             'chair': ('office chair',)}
+  evaluator = zero_shot.ZeroShot(cfg, workdir)
+  chair, mug = evaluator.class_names.index('chair'), evaluator.class_names.index('mug')
+  assert chair < mug and evaluator.indices == {chair: [0], mug: [1]}
+  ref = _reference_kernel(model, folder, ['office chair', 'coffee mug', 'tea cup'])
+  both = ref[:, 1] + ref[:, 2]
+  np.testing.assert_allclose(evaluator.kernel, np.stack([ref[:, 0], both / np.linalg.norm(both)], 1),
+                             atol=2e-4, rtol=0)
+  assert evaluator.describe()['classes'] == {'chair': ['office chair'], 'mug': ['coffee mug', 'tea cup']}
+  cfg.teacher.checkpoint = ''      # no text tower: the names must be ImageNet's
+  with pytest.raises(ValueError, match="'tea cup' is not an ImageNet class name"):
+    zero_shot.check_class_file(cfg)

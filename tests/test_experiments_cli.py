@@ -64,6 +64,8 @@ ARGPARSE_CASES = [
     ('bench_teacher.py', ['--vit_image_size=225'],
      "argument --vit_image_size: 225 is not a multiple of the ViT's patch size 14"),
     ('bench_render.py', ['--objects=0'], "argument --objects: expected an integer >= 1, got '0'"),
+    ('bench_text.py', ['--tokens=76'],
+     "argument --tokens: expected an integer >= 1 and <= 75, got '76'"),
     ('profile_step.py', [SMOKE, '--top=0'],
      "argument --top: expected an integer >= 1, got '0'"),
     ('bench_tokenizer.py', ['--repeats=0'], "argument --repeats: expected an integer >= 1, got '0'"),

@@ -267,13 +267,18 @@ def check_class_file(config) -> dict[str, tuple[str, ...]]:
   return read_mapping(path) if text else check_mapping_file(path)
 
 
-def mapping_for(config, class_names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+def mapping_for(config, class_names: Sequence[str], *, words: bool = False
+                ) -> dict[str, tuple[str, ...]]:
   """The class mapping of a run: eval.zero_shot_classes' file, else data.source's table (empty
-  for a source without one). A file's class that `class_names` does not have is an error."""
+  for a source without one). A file's class that `class_names` does not have is an error.
+  words (a CLIP teacher's text tower names the classes): the file's names are free text, and
+  without a file every class is named by its own words (class_words)."""
   path = str(config.eval.zero_shot_classes)
+  if not path and words:
+    return {n: (class_words(str(config.data.source), n),) for n in class_names}
   if not path:
     return dict(MAPPINGS.get(str(config.data.source), {}))
-  mapping = check_mapping_file(path)
+  mapping = read_mapping(path) if words else check_mapping_file(path)
   unknown = sorted(set(mapping) - set(class_names))
   if unknown:
     raise ValueError(f'eval.zero_shot_classes: {path} names classes {unknown} that the records do '
@@ -313,20 +318,6 @@ def class_words(source: str, class_name: str) -> str:
   if source == 'shapenet55' and class_name in SHAPENET55_NAMES:
     return SHAPENET55_NAMES[class_name]
   return class_name.replace('_', ' ')
-
-
-def text_mapping(config, class_names: Sequence[str]) -> dict[str, tuple[str, ...]]:
-  """A CLIP teacher's classes: eval.zero_shot_classes' file (3D class -> words, free text; the
-  classes it leaves out are left out), else every class by its own words (class_words)."""
-  path = str(config.eval.zero_shot_classes)
-  if not path:
-    return {n: (class_words(str(config.data.source), n),) for n in class_names}
-  mapping = read_mapping(path)
-  unknown = sorted(set(mapping) - set(class_names))
-  if unknown:
-    raise ValueError(f'eval.zero_shot_classes: {path} names classes {unknown} that the records do '
-                     f'not have; their classes are {list(class_names)}')
-  return mapping
 
 
 # The classes of the sources with a fixed class list, whose words an export of a CLIP run carries
@@ -581,7 +572,7 @@ class ZeroShot:
       self.indices = mapped_classes(config, self.class_names) if classes else {}
       self.kernel, self.bias = state['head']
     else:
-      self.words = text_mapping(config, self.class_names) if classes else {}
+      self.words = mapping_for(config, self.class_names, words=True) if classes else {}
       labels = [c for c, n in enumerate(self.class_names) if n in self.words]
       self.indices = {c: [j] for j, c in enumerate(labels)}
       words = [self.words[self.class_names[c]] for c in labels]
@@ -909,9 +900,9 @@ EXPORT_TEXT_PROTOCOL = ('no 3D label: the export\'s readout (RidgeCV from standa
 def export_words(config, class_names: Sequence[str], zinfo: Mapping[str, Any],
                  arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, tuple[str, ...]], np.ndarray]:
   """(3D class -> words, the classifier [E, K] of those classes) for the evaluation of a CLIP
-  export: the classes' words (text_mapping) from the words whose text embeddings the export
+  export: the classes' words (mapping_for(words=True)) from the words whose text embeddings the export
   carries; NotApplicable naming the words it lacks (it has no text tower to embed new ones)."""
-  mapping = text_mapping(config, class_names)
+  mapping = mapping_for(config, class_names, words=True)
   columns = dict(zip(zinfo['text']['words'], np.asarray(arrays['text_kernel']).T))
   lacking = sorted({w for ws in mapping.values() for w in ws} - set(columns))
   if lacking:

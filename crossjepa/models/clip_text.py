@@ -91,8 +91,10 @@ def check_params(module: CLIPText, params, where: str = 'params') -> None:
 
 class TextEncoder:
   """A CLIP teacher's text tower with its tokenizer: `__call__(texts) -> [n, E]` float32 text
-  embeddings (not normalised), computed in batches of `batch` padded to the context length (one
-  compiled program whatever the texts)."""
+  embeddings (not normalised), computed in batches of `batch`. The ids are cut after the longest
+  text's end-of-text token, rounded up to a multiple of 16 (a few compiled shapes): with causal
+  attention nothing after a text's end reaches its embedding, and class prompts are a dozen tokens
+  of CLIP's 77 (ViT-B/16's text tower, 896 prompts on 2 CPU cores: 28.9 s at 77 tokens)."""
 
   def __init__(self, module: CLIPText, params, tokenizer, batch: int = 64):
     self.module, self.params, self.tokenizer, self.batch = module, params, tokenizer, batch
@@ -105,6 +107,8 @@ class TextEncoder:
   def __call__(self, texts) -> np.ndarray:
     ids, eot = self.tokenizer.encode(list(texts), self.module.context_length)
     n = len(ids)
+    if n:
+      ids = ids[:, :min(self.module.context_length, -(-(int(eot.max()) + 1) // 16) * 16)]
     pad = -n % self.batch
     ids = np.concatenate([ids, np.repeat(ids[-1:], pad, axis=0)]) if n else ids
     eot = np.concatenate([eot, np.repeat(eot[-1:], pad, axis=0)]) if n else eot
