@@ -44,16 +44,6 @@ class _RandomIds:
     return ids, np.full(len(texts), self.tokens, np.int32)
 
 
-class _FullLength(clip_text.TextEncoder):
-  """TextEncoder at the full context length (what it did before cutting the ids)."""
-
-  def __call__(self, texts):
-    ids, eot = self.tokenizer.encode(list(texts), self.module.context_length)
-    out = [np.asarray(self._jit(self.params, ids[i:i + self.batch], eot[i:i + self.batch]))
-           for i in range(0, len(ids), self.batch)]
-    return np.concatenate(out)
-
-
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--tokens', type=console.int_arg(1, 75), default=12,
@@ -67,7 +57,7 @@ def main():
   tokenizer = _RandomIds(args.tokens, module.vocab_size)
   words = zero_shot.builtin_words()
   forms = {'cut': clip_text.TextEncoder(module, params, tokenizer),
-           'full_77': _FullLength(module, params, tokenizer)}
+           'full_77': clip_text.TextEncoder(module, params, tokenizer, cut_ids=False)}
   for encoder in forms.values():         # compiled before the timing
     encoder(['warm-up'] * encoder.batch)
   columns, seconds = {}, {k: [] for k in forms}

@@ -325,6 +325,14 @@ def test_a_class_file_names_classes_in_free_text(clip_run, clip_folder, tmp_path
   np.testing.assert_allclose(evaluator.kernel, np.stack([ref[:, 0], both / np.linalg.norm(both)], 1),
                              atol=2e-4, rtol=0)
   assert evaluator.describe()['classes'] == {'chair': ['office chair'], 'mug': ['coffee mug', 'tea cup']}
+  cfg.eval.encoder = os.path.join(workdir, 'export')     # an export embeds no new words
+  with pytest.raises(ValueError, match=r"carries the text embeddings of \d+ words .*not of "
+                     r"\['coffee mug', 'tea cup'\]"):
+    zero_shot.check_class_file(cfg)
+  path.write_text(json.dumps({'mug': ['mug', 'cup'], 'chair': 'office chair'}))
+  assert zero_shot.check_class_file(cfg) == {'mug': ('mug', 'cup'), 'chair': ('office chair',)}
+  cfg.eval.encoder = ''
+  path.write_text(json.dumps({'mug': ['coffee mug', 'tea cup'], 'chair': 'office chair'}))
   cfg.teacher.checkpoint = ''      # no text tower: the names must be ImageNet's
   with pytest.raises(ValueError, match="'tea cup' is not an ImageNet class name"):
     zero_shot.check_class_file(cfg)

@@ -260,11 +260,23 @@ def check_class_file(config) -> dict[str, tuple[str, ...]]:
   from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
   path, checkpoint = str(config.eval.zero_shot_classes), str(config.teacher.checkpoint or '')
   text = bool(checkpoint) and os.path.isdir(checkpoint) and teacher_io.has_text(checkpoint)
+  zinfo = {}
   if config.eval.encoder:
     from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
     zinfo = export_lib.read_info(str(config.eval.encoder)).get('zero_shot') or {}
     text = zinfo.get('classifier') == 'clip_text'
-  return read_mapping(path) if text else check_mapping_file(path)
+  if not text:
+    return check_mapping_file(path)
+  mapping = read_mapping(path)
+  if zinfo:    # an export names only the words whose text embeddings it carries
+    carried = set((zinfo.get('text') or {}).get('words') or [])
+    lacking = sorted({w for ws in mapping.values() for w in ws} - carried)
+    if lacking:
+      raise ValueError(f'eval.zero_shot_classes: {path}: the export {config.eval.encoder} carries '
+                       f'the text embeddings of {len(carried)} words (its pretraining classes\' '
+                       f'and the built-in sources\'), not of {lacking[:8]}'
+                       f'{" ..." if len(lacking) > 8 else ""}; use those words')
+  return mapping
 
 
 def mapping_for(config, class_names: Sequence[str], *, words: bool = False
@@ -538,7 +550,8 @@ def _shared_state(config, workdir: str) -> dict[str, Any]:
   target = np.concatenate([p['teacher/cls'].astype(np.float32).mean(axis=1) for p in parts])
   mean, std = target.mean(0), target.std(0) + 1e-6
   state = {'teacher_info': teacher_info, 'class_names': list(meta['class_names']),
-           'head': head, 'text': text, 'text_columns': {}, 'view_means': target, 'target_mean': mean, 'target_std': std,
+           'head': head, 'text': text, 'text_columns': {}, 'view_means': target,
+           'target_mean': mean, 'target_std': std,
            'target': (target - mean) / std,
            'fit_data': {k: np.concatenate([p[k] for p in parts]) for k in ZeroShot.KEYS},
            'fitted': {}}
@@ -900,8 +913,8 @@ EXPORT_TEXT_PROTOCOL = ('no 3D label: the export\'s readout (RidgeCV from standa
 def export_words(config, class_names: Sequence[str], zinfo: Mapping[str, Any],
                  arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, tuple[str, ...]], np.ndarray]:
   """(3D class -> words, the classifier [E, K] of those classes) for the evaluation of a CLIP
-  export: the classes' words (mapping_for(words=True)) from the words whose text embeddings the export
-  carries; NotApplicable naming the words it lacks (it has no text tower to embed new ones)."""
+  export: the classes' words (mapping_for(words=True)) from the words whose text embeddings the
+  export carries; NotApplicable naming the words it lacks (it has no text tower to embed new ones)."""
   mapping = mapping_for(config, class_names, words=True)
   columns = dict(zip(zinfo['text']['words'], np.asarray(arrays['text_kernel']).T))
   lacking = sorted({w for ws in mapping.values() for w in ws} - set(columns))

@@ -96,8 +96,9 @@ class TextEncoder:
   attention nothing after a text's end reaches its embedding, and class prompts are a dozen tokens
   of CLIP's 77 (ViT-B/16's text tower, 896 prompts on 2 CPU cores: 28.9 s at 77 tokens)."""
 
-  def __init__(self, module: CLIPText, params, tokenizer, batch: int = 64):
+  def __init__(self, module: CLIPText, params, tokenizer, batch: int = 64, cut_ids: bool = True):
     self.module, self.params, self.tokenizer, self.batch = module, params, tokenizer, batch
+    self.cut_ids = cut_ids     # False: every text at the full context length (experiments/bench_text.py)
     self._jit = jax.jit(lambda p, i, e: module.apply({'params': p}, i, e)['embedding'])
 
   @property
@@ -107,7 +108,7 @@ class TextEncoder:
   def __call__(self, texts) -> np.ndarray:
     ids, eot = self.tokenizer.encode(list(texts), self.module.context_length)
     n = len(ids)
-    if n:
+    if n and self.cut_ids:
       ids = ids[:, :min(self.module.context_length, -(-(int(eot.max()) + 1) // 16) * 16)]
     pad = -n % self.batch
     ids = np.concatenate([ids, np.repeat(ids[-1:], pad, axis=0)]) if n else ids
