@@ -21,7 +21,8 @@ The export of a run with a CLIP teacher (converted with its text tower) carries 
 CLIP's image embedding and the text embeddings of the words it can name (its pretraining classes'
 and the built-in sources'): without --classes the --top of those words, with --classes a source's
 classes by their words or a JSON file {"3D class": [words]} (words it carries), ranked by CLIP's
-logits (100 x the cosine), softmax probabilities over them.
+logits (100 x the cosine), softmax probabilities over them. Other words: --text_tower=DIR, the
+teacher folder the export was pretrained with (its text tower's checksum must match).
 
 A missing or malformed file, non-finite coordinates, an export without a readout, a bad --classes
 file: one line naming it on stderr, exit 2.
@@ -53,6 +54,8 @@ flags.DEFINE_string('classes', '', 'Rank these classes instead of ImageNet\'s 1,
                     'export: instead of every word it carries): a JSON file {"3D class": '
                     '["ImageNet class name" | words, ...]}, or a source\'s class table: '
                     'synthetic, modelnet40, scanobjectnn, shapenet55.')
+flags.DEFINE_string('text_tower', '', 'A CLIP export: its teacher folder (converted with the text '
+                    'tower), to name words the export does not carry in --classes.')
 flags.DEFINE_bool('json', False, 'Print JSON instead of lines for people.')
 
 
@@ -145,15 +148,18 @@ def _softmax(x: np.ndarray) -> np.ndarray:
   return e / e.sum(axis=-1, keepdims=True)
 
 
-def classify(export_dir: str, paths: Sequence[str], top: int = 5, classes: str = ''
-             ) -> list[dict[str, Any]]:
+def classify(export_dir: str, paths: Sequence[str], top: int = 5, classes: str = '',
+             text_tower: str = '') -> list[dict[str, Any]]:
   """[{input, classes: [{name, probability, logit}] best first}] for each path (see the module)."""
   from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
   from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
   paths = expand_inputs(paths)
   encoder = export_lib.load_encoder(export_dir)
   if encoder.readout_kind == 'clip_text':
-    return _classify_text(encoder, paths, top, classes)
+    return _classify_text(encoder, paths, top, classes, text_tower)
+  if text_tower:
+    raise ValueError(f'--text_tower={text_tower}: the export {export_dir} names ImageNet classes '
+                     '(an EfficientNet-Lite teacher), not words; leave --text_tower out')
   names = [n.split(',')[0] for n in zero_shot.imagenet_class_names()]
   if classes:
     preset = classes in zero_shot.MAPPINGS
@@ -189,10 +195,19 @@ def _logits(paths: Sequence[str], encoder, fn) -> np.ndarray:
   return np.concatenate(parts)
 
 
-def _classify_text(encoder, paths: Sequence[str], top: int, classes: str) -> list[dict[str, Any]]:
+def _classify_text(encoder, paths: Sequence[str], top: int, classes: str,
+                   text_tower: str) -> list[dict[str, Any]]:
   """classify through a CLIP export: every word it carries, or --classes (a source's classes by
-  their words, or a file {"3D class": [words]}), ranked by CLIP's logits."""
+  their words, or a file {"3D class": [words]}), ranked by CLIP's logits; words it does not carry
+  through --text_tower (its teacher folder)."""
   from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
+  from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
+  tower = None
+  if text_tower:
+    try:
+      tower = teacher_io.load_text(text_tower)
+    except (OSError, ValueError) as e:
+      raise ValueError(f'--text_tower={text_tower}: {e}') from e
   if not classes:
     names = sorted(encoder.text_columns())
     words = [[w] for w in names]
@@ -204,7 +219,7 @@ def _classify_text(encoder, paths: Sequence[str], top: int, classes: str) -> lis
     mapping = zero_shot.read_mapping(classes, '--classes')
     names, words = list(mapping), [list(v) for v in mapping.values()]
   try:
-    logits = _logits(paths, encoder, lambda x: encoder.text_logits(x, words))
+    logits = _logits(paths, encoder, lambda x: encoder.text_logits(x, words, tower))
   except ValueError as e:
     raise ValueError(f'--classes={classes}: {e}' if classes else str(e)) from e
   return _ranked(paths, logits, names, top)
@@ -224,7 +239,7 @@ def _ranked(paths: Sequence[str], logits: np.ndarray, names: Sequence[str], top:
 def main(argv):
   del argv  # console.parse_flags refused positional arguments
   try:
-    results = classify(FLAGS.encoder, FLAGS.input, FLAGS.top, FLAGS.classes)
+    results = classify(FLAGS.encoder, FLAGS.input, FLAGS.top, FLAGS.classes, FLAGS.text_tower)
   except (ValueError, OSError) as e:   # a user's file or flag: one line naming it, exit 2
     console.fail(PROG, e)
   if FLAGS.json:

@@ -301,9 +301,39 @@ def test_the_export_names_words(clip_run, tmp_path):
   ranked = classify.classify(export_dir, [path], top=48, classes='synthetic')[0]['classes']
   assert sorted(r['name'] for r in ranked) == sorted(synthetic.CLASS_NAMES)
   assert sum(r['probability'] for r in ranked) == pytest.approx(1.0)
-  (tmp_path / 'classes.json').write_text(json.dumps({'pot': ['teapot', 'pitcher']}))
-  with pytest.raises(ValueError, match=r"--classes=.*classes.json: .*not of \['teapot'\]"):
+  (tmp_path / 'classes.json').write_text(json.dumps({'pot': ['teapot', 'pitcher'], 'cup': 'cup'}))
+  with pytest.raises(ValueError, match=r"--classes=.*classes.json: .*not of \['teapot'\]: give its "
+                     r"teacher's text tower"):
     classify.classify(export_dir, [path], classes=str(tmp_path / 'classes.json'))
+  # words it does not carry: through the teacher's text tower, checked by its checksum
+  teacher = str(cfg.teacher.checkpoint)
+  got = classify.classify(export_dir, [path], classes=str(tmp_path / 'classes.json'),
+                          text_tower=teacher)[0]['classes']
+  tower = teacher_io.load_text(teacher)
+  words = zero_shot.word_columns(tower, ['teapot', 'pitcher', 'cup'])
+  pot = words[:, 0] + words[:, 1]
+  kernel = np.stack([pot / np.linalg.norm(pot), words[:, 2]], 1)
+  fresh = export_lib.load_encoder(export_dir)
+  emb = fresh.text_logits(data['points'][:1], ['cup'])     # (the export's own word)
+  want = 100.0 * _embedding(fresh, data['points'][:1]) @ kernel
+  assert {g['name']: g['logit'] for g in got} == pytest.approx(
+      {'pot': float(want[0, 0]), 'cup': float(want[0, 1])}, abs=1e-3)
+  assert emb.shape == (1, 1)
+  tower.param_checksum = 'f' * 64
+  with pytest.raises(ValueError, match=r'the text tower given \(checksum ffffffffffffffff\) is not '
+                     r'the one of the teacher'):
+    fresh.text_logits(data['points'][:1], ['teapot'], tower)
+  with pytest.raises(ValueError, match='--text_tower=.*missing: .*has no text tower|--text_tower=.*'
+                     'missing: teacher folder not found'):
+    classify.classify(export_dir, [path], classes=str(tmp_path / 'classes.json'),
+                      text_tower=str(tmp_path / 'missing'))
+
+
+def _embedding(encoder, points):
+  """A CLIP export's readout into the teacher's embedding, normalised."""
+  arrays = encoder._readout_arrays()  # pylint: disable=protected-access
+  emb = encoder(points) @ arrays['pretrained_kernel'] + arrays['pretrained_bias']
+  return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
 
 def test_a_class_file_names_classes_in_free_text(clip_run, clip_folder, tmp_path):

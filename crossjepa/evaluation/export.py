@@ -260,6 +260,7 @@ class LoadedEncoder:
     self.module, self.params, self.info = module, params, info
     self.export_dir = export_dir
     self._readout = None
+    self._more_words = {}     # words embedded by a text tower given to text_logits
     self.num_points = int(info['num_points'])
     pooling = info['pooling']
 
@@ -329,20 +330,31 @@ class LoadedEncoder:
     if self.readout_kind != 'clip_text':
       raise ValueError('exported encoder: its readout names ImageNet classes, not words (a CLIP '
                        'teacher\'s export names words): use .imagenet_logits(points)')
-    return dict(zip(self.info['zero_shot']['text']['words'], arrays['text_kernel'].T))
+    return {**dict(zip(self.info['zero_shot']['text']['words'], arrays['text_kernel'].T)),
+            **self._more_words}
 
-  def text_logits(self, points, words) -> np.ndarray:
+  def text_logits(self, points, words, text_tower=None) -> np.ndarray:
     """[B, K]: CLIP's logits (100 x the cosine, its trained temperature) of points [B, N, 3] with
     each of `words` (a class: one word, or a list of words whose text embeddings are averaged),
-    through a CLIP export's readout into the teacher's embedding. ValueError naming the words the
-    export carries no text embedding of."""
+    through a CLIP export's readout into the teacher's embedding. Words the export carries no
+    text embedding of are embedded by `text_tower` (teacher_io.load_text of the teacher the
+    export was pretrained with, checked by its checksum), or are a ValueError naming them."""
     from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
     columns = self.text_columns()
     classes = [[w] if isinstance(w, str) else list(w) for w in words]
     lacking = sorted({w for ws in classes for w in ws} - set(columns))
-    if lacking:
+    if lacking and text_tower is None:
       raise ValueError(f'exported encoder: it carries the text embeddings of {len(columns)} words '
-                       f'(its pretraining classes\' and the built-in sources\'), not of {lacking}')
+                       f'(its pretraining classes\' and the built-in sources\'), not of {lacking}: '
+                       'give its teacher\'s text tower for other words')
+    if lacking:
+      recorded = self.info['zero_shot']['text'].get('param_checksum') or ''
+      if recorded != text_tower.param_checksum:
+        raise ValueError(f'exported encoder: the text tower given (checksum '
+                         f'{text_tower.param_checksum[:16]}) is not the one of the teacher it was '
+                         f'pretrained with ({recorded[:16] or "not recorded in this export"})')
+      self._more_words.update(zip(lacking, zero_shot.word_columns(text_tower, lacking).T))
+      columns.update(self._more_words)
     arrays = self._readout_arrays()
     emb = self(points) @ arrays['pretrained_kernel'] + arrays['pretrained_bias']
     emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)

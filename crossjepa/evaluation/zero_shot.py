@@ -799,7 +799,8 @@ def export_readout(config, workdir: str, module, params, pooling: str
       'random_init': {'seeds': seeds, 'param_checksums': checksums},
   }
   if zs.text is not None:
-    info['text'] = {'words': words, 'templates': list(TEMPLATES), 'dim': int(zs.text.dim)}
+    info['text'] = {'words': words, 'templates': list(TEMPLATES), 'dim': int(zs.text.dim),
+                    'param_checksum': zs.text.param_checksum}
   return arrays, info
 
 

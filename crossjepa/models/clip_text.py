@@ -99,6 +99,7 @@ class TextEncoder:
   def __init__(self, module: CLIPText, params, tokenizer, batch: int = 64, cut_ids: bool = True):
     self.module, self.params, self.tokenizer, self.batch = module, params, tokenizer, batch
     self.cut_ids = cut_ids     # False: every text at the full context length (experiments/bench_text.py)
+    self.param_checksum = ''   # teacher_io.load_text: text.json's, which an export records
     self._jit = jax.jit(lambda p, i, e: module.apply({'params': p}, i, e)['embedding'])
 
   @property

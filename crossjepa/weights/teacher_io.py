@@ -171,4 +171,6 @@ def load_text(directory: str):
     raise ValueError(f'{text_dir}: its vocabulary ({tokenizer.vocab_size} tokens, end-of-text '
                      f'{tokenizer.eot_id}) does not match {path} (token embedding of '
                      f'{module.vocab_size}, end-of-text {info["tokenizer"]["eot_id"]})')
-  return clip_text.TextEncoder(module, jax.tree.map(jnp.asarray, params), tokenizer)
+  encoder = clip_text.TextEncoder(module, jax.tree.map(jnp.asarray, params), tokenizer)
+  encoder.param_checksum = str(info['param_checksum'])
+  return encoder
