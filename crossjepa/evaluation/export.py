@@ -346,7 +346,8 @@ class LoadedEncoder:
     if lacking and text_tower is None:
       raise ValueError(f'exported encoder: it carries the text embeddings of {len(columns)} words '
                        f'(its pretraining classes\' and the built-in sources\'), not of {lacking}: '
-                       'give its teacher\'s text tower for other words')
+                       'give its teacher\'s text tower for other words (crossjepa.classify '
+                       '--text_tower=DIR)')
     if lacking:
       recorded = self.info['zero_shot']['text'].get('param_checksum') or ''
       if recorded != text_tower.param_checksum:
