@@ -330,8 +330,8 @@ class LoadedEncoder:
     if self.readout_kind != 'clip_text':
       raise ValueError('exported encoder: its readout names ImageNet classes, not words (a CLIP '
                        'teacher\'s export names words): use .imagenet_logits(points)')
-    return {**dict(zip(self.info['zero_shot']['text']['words'], arrays['text_kernel'].T)),
-            **self._more_words}
+    from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
+    return {**zero_shot.carried_columns(self.info['zero_shot'], arrays), **self._more_words}
 
   def text_logits(self, points, words, text_tower=None) -> np.ndarray:
     """[B, K]: CLIP's logits (100 x the cosine, its trained temperature) of points [B, N, 3] with
@@ -342,11 +342,10 @@ class LoadedEncoder:
     from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
     columns = self.text_columns()
     classes = [[w] if isinstance(w, str) else list(w) for w in words]
-    lacking = sorted({w for ws in classes for w in ws} - set(columns))
+    lacking = zero_shot.missing_words(columns, classes)
     if lacking and text_tower is None:
-      raise ValueError(f'exported encoder: it carries the text embeddings of {len(columns)} words '
-                       f'(its pretraining classes\' and the built-in sources\'), not of {lacking}: '
-                       'give its teacher\'s text tower for other words (crossjepa.classify '
+      raise ValueError(f'exported encoder: it {zero_shot.not_carried(len(columns), lacking)}: give '
+                       'its teacher\'s text tower for other words (crossjepa.classify '
                        '--text_tower=DIR)')
     if lacking:
       recorded = self.info['zero_shot']['text'].get('param_checksum') or ''

@@ -34,7 +34,7 @@ crossjepa.classify names single files with it.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -269,14 +269,29 @@ def check_class_file(config) -> dict[str, tuple[str, ...]]:
     return check_mapping_file(path)
   mapping = read_mapping(path)
   if zinfo:    # an export names only the words whose text embeddings it carries
-    carried = set((zinfo.get('text') or {}).get('words') or [])
-    lacking = sorted({w for ws in mapping.values() for w in ws} - carried)
+    carried = (zinfo.get('text') or {}).get('words') or []
+    lacking = missing_words(carried, mapping.values())
     if lacking:
-      raise ValueError(f'eval.zero_shot_classes: {path}: the export {config.eval.encoder} carries '
-                       f'the text embeddings of {len(carried)} words (its pretraining classes\' '
-                       f'and the built-in sources\'), not of {lacking[:8]}'
-                       f'{" ..." if len(lacking) > 8 else ""}; use those words')
+      raise ValueError(f'eval.zero_shot_classes: {path}: the export {config.eval.encoder} '
+                       f'{not_carried(len(carried), lacking)}; use those words')
   return mapping
+
+
+def missing_words(carried: Iterable[str], classes: Iterable[Sequence[str]]) -> list[str]:
+  """The words of `classes` (each a list of words) that are not in `carried`, sorted."""
+  return sorted({w for ws in classes for w in ws} - set(carried))
+
+
+def not_carried(count: int, lacking: Sequence[str]) -> str:
+  """What a CLIP export lacks, for the errors that name words it has no text embedding of."""
+  return (f'carries the text embeddings of {count} words (its pretraining classes\' and the '
+          f'built-in sources\'), not of {list(lacking[:8])}{" ..." if len(lacking) > 8 else ""}')
+
+
+def carried_columns(zinfo: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+                    ) -> dict[str, np.ndarray]:
+  """A CLIP export's words -> their text embeddings [E] (the columns of its text_kernel)."""
+  return dict(zip(zinfo['text']['words'], np.asarray(arrays['text_kernel']).T))
 
 
 def mapping_for(config, class_names: Sequence[str], *, words: bool = False
@@ -917,13 +932,11 @@ def export_words(config, class_names: Sequence[str], zinfo: Mapping[str, Any],
   export: the classes' words (mapping_for(words=True)) from the words whose text embeddings the
   export carries; NotApplicable naming the words it lacks (it has no text tower to embed new ones)."""
   mapping = mapping_for(config, class_names, words=True)
-  columns = dict(zip(zinfo['text']['words'], np.asarray(arrays['text_kernel']).T))
-  lacking = sorted({w for ws in mapping.values() for w in ws} - set(columns))
+  columns = carried_columns(zinfo, arrays)
+  lacking = missing_words(columns, mapping.values())
   if lacking:
-    raise NotApplicable(f'zero-shot: the export carries the text embeddings of '
-                        f'{len(columns)} words (its pretraining classes\' and the built-in '
-                        f'sources\'), not of {lacking[:8]}{" ..." if len(lacking) > 8 else ""}: '
-                        'name the classes with those words (eval.zero_shot_classes), or export '
-                        'from a run whose classes have them')
+    raise NotApplicable(f'zero-shot: the export {not_carried(len(columns), lacking)}: name the '
+                        'classes with those words (eval.zero_shot_classes), or export from a run '
+                        'whose classes have them')
   labels = [n for n in class_names if n in mapping]
   return mapping, class_columns(columns, [mapping[n] for n in labels])

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossjepa.models import layers
 from crossjepa.models import vit as vit_lib
 
 _init = nn.initializers.normal(0.02)
@@ -60,8 +61,7 @@ class CLIPText(nn.Module):
       x = vit_lib.Block(self.width, self.num_heads, hidden, layerscale_init=None,
                         layer_norm_eps=self.layer_norm_eps, dtype=dtype, act=self.act, causal=True,
                         name=f'blocks_{i}')(x)
-    x = nn.LayerNorm(self.layer_norm_eps, dtype=dtype, param_dtype=jnp.float32,
-                     use_fast_variance=False, name='norm')(x)
+    x = layers.norm(self.layer_norm_eps, dtype, 'norm', fast_variance=False)(x)
     pooled = jnp.take_along_axis(x, eot.astype(jnp.int32)[:, None, None], axis=1)[:, 0]
     if self.proj_dim:
       pooled = nn.Dense(self.proj_dim, use_bias=False, dtype=dtype, param_dtype=jnp.float32,

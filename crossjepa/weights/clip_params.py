@@ -157,11 +157,12 @@ def hf_vision_config(config: dict[str, Any]) -> dict[str, Any]:
   return vision if isinstance(vision, dict) else config
 
 
-def _open_clip_vision_cfg(config: dict[str, Any]) -> dict[str, Any]:
-  """open_clip_config.json's model_cfg.vision_cfg ({} when absent or not an object)."""
+def open_clip_tower_cfg(config: dict[str, Any], tower: str = 'vision_cfg') -> dict[str, Any]:
+  """open_clip_config.json's model_cfg.vision_cfg (or text_cfg: `tower`), {} when absent or not
+  an object."""
   model_cfg = config.get('model_cfg')
-  vision = model_cfg.get('vision_cfg') if isinstance(model_cfg, dict) else None
-  return vision if isinstance(vision, dict) else {}
+  part = model_cfg.get(tower) if isinstance(model_cfg, dict) else None
+  return part if isinstance(part, dict) else {}
 
 
 def config_activation(source: str, config: dict[str, Any]) -> str | None:
@@ -184,12 +185,12 @@ def config_activation(source: str, config: dict[str, Any]) -> str | None:
 
 def open_clip_head_width(config: dict[str, Any]) -> int:
   """open_clip_config.json's model_cfg.vision_cfg.head_width (open_clip's default 64)."""
-  return int(_open_clip_vision_cfg(config).get('head_width', 64))
+  return int(open_clip_tower_cfg(config).get('head_width', 64))
 
 
 def check_open_clip_config(config: dict[str, Any]) -> None:
   """Refuses an open_clip_config.json whose image tower pools otherwise than by its CLS token."""
-  vision = _open_clip_vision_cfg(config)
+  vision = open_clip_tower_cfg(config)
   pool = vision.get('pool_type', 'tok')
   if pool not in (None, 'tok'):
     raise ValueError(f"model_cfg.vision_cfg.pool_type={pool!r}: only CLS pooling ('tok') is "

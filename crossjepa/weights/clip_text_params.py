@@ -61,10 +61,7 @@ def text_part(sd: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray] |
 def check_open_clip_text_config(config: dict[str, Any]) -> None:
   """Refuses an open_clip_config.json whose text tower is not CLIP's (causal, end-of-text pooling,
   a bias-free projection)."""
-  model_cfg = config.get('model_cfg')
-  text = model_cfg.get('text_cfg') if isinstance(model_cfg, dict) else None
-  if not isinstance(text, dict):
-    return
+  text = clip_params.open_clip_tower_cfg(config, 'text_cfg')
   if text.get('hf_model_name'):
     raise ValueError(f"model_cfg.text_cfg.hf_model_name={text['hf_model_name']!r}: a Hugging Face "
                      'language model as text tower is not supported (only CLIP\'s own)')

@@ -178,9 +178,7 @@ def _text_tower(source: str, input_path: str, state_dict, config: dict[str, Any]
     heads, eps = text_cfg.get('num_attention_heads'), text_cfg.get('layer_norm_eps', 1e-5)
     act = text_cfg.get('hidden_act') or act
   else:
-    model_cfg = config.get('model_cfg') if isinstance(config.get('model_cfg'), dict) else {}
-    text_cfg = model_cfg.get('text_cfg') if isinstance(model_cfg.get('text_cfg'), dict) else {}
-    heads, eps = text_cfg.get('heads'), 1e-5
+    heads, eps = clip_params.open_clip_tower_cfg(config, 'text_cfg').get('heads'), 1e-5
   try:
     if source == 'open_clip':
       clip_text_params.check_open_clip_text_config(config)
