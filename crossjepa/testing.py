@@ -19,6 +19,25 @@ from crossjepa.models import point
 _group_points_jit = jax.jit(ops.group_points, static_argnums=(1, 2))
 
 
+def fast_init(module, *args, seed=0, **kwargs):
+  """Parameters with init's shapes, filled from NumPy (scale 1 +- 0.1, biases 0.1 N(0,1), kernels
+  N(0, 1/fan_in)): avoids compiling (or running op by op) the random initialisers, which
+  dominates a small model's test time on CPU."""
+  rng = np.random.default_rng(seed)
+  abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), *args, **kwargs))
+
+  def fill(path, leaf):
+    name = jax.tree_util.keystr(path)
+    if name.endswith("'scale']"):
+      value = 1 + 0.1 * rng.normal(size=leaf.shape)
+    elif name.endswith("'bias']") or len(leaf.shape) < 2:
+      value = 0.1 * rng.normal(size=leaf.shape)
+    else:
+      value = rng.normal(size=leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))
+    return jnp.asarray(value, leaf.dtype)
+  return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
 def synthetic_examples(config, num: int, *, teacher_dim: int = 32, seed: int = 0,
                        images: Optional[bool] = None) -> list[dict]:
   """`num` random per-object examples with the training batch's shapes (ARCHITECTURE.md

@@ -7,6 +7,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from crossjepa import ops
 from crossjepa import testing
+from crossjepa.testing import fast_init
 from crossjepa.models import point
 
 B, N = 8, 128
@@ -14,24 +15,6 @@ B, N = 8, 128
 
 def count(tree) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
-
-
-def fast_init(module, *args, seed=0, **kwargs):
-  """Parameters with init's shapes, filled from NumPy (scale 1 +- 0.1, biases 0.1 N(0,1), kernels
-  N(0, 1/fan_in)): avoids compiling the random initialisers, which dominates test time on CPU."""
-  rng = np.random.default_rng(seed)
-  abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), *args, **kwargs))
-
-  def fill(path, leaf):
-    name = jax.tree_util.keystr(path)
-    if name.endswith("'scale']"):
-      value = 1 + 0.1 * rng.normal(size=leaf.shape)
-    elif name.endswith("'bias']") or len(leaf.shape) < 2:
-      value = 0.1 * rng.normal(size=leaf.shape)
-    else:
-      value = rng.normal(size=leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))
-    return jnp.asarray(value, leaf.dtype)
-  return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
 def block_formula(d: int) -> int:
@@ -199,25 +182,25 @@ def test_tokenizer_equals_point_mae_concat_form():
   concatenation, the same tokens and gradients (float32 within 1e-5; bfloat16 within its rounding)."""
   split, concat = _tokenizer_pair()
   nb = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 16, 3)), jnp.float32)
-  p_split = split.init(jax.random.key(3), nb)
-  p_concat = concat.init(jax.random.key(3), nb)
+  p_split = jax.jit(split.init)(jax.random.key(3), nb)
+  p_concat = jax.jit(concat.init)(jax.random.key(3), nb)
   assert jax.tree.structure(p_split) == jax.tree.structure(p_concat)
   for a, b in zip(jax.tree.leaves(p_split), jax.tree.leaves(p_concat)):
     np.testing.assert_array_equal(a, b)
   params = fast_init(split, nb, seed=1)
-  want = concat.apply(params, nb)
-  got = split.apply(params, nb)
+  want = jax.jit(concat.apply)(params, nb)
+  got = jax.jit(split.apply)(params, nb)
   assert got.shape == (2, 4, 96)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
   loss = lambda m: (lambda p: jnp.sum(jnp.sin(m.apply(p, nb))))
-  g_split, g_concat = jax.grad(loss(split))(params), jax.grad(loss(concat))(params)
+  g_split, g_concat = (jax.jit(jax.grad(loss(m)))(params) for m in (split, concat))
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_split), jax.tree.leaves(g_concat)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()),
                                err_msg=jax.tree_util.keystr(path))
   assert float(jnp.abs(g_split['params']['conv3']['kernel'][:64]).max()) > 0   # group half is used
   split16, concat16 = _tokenizer_pair(jnp.bfloat16)
-  got16 = split16.apply(params, nb.astype(jnp.bfloat16)).astype(jnp.float32)
-  want16 = concat16.apply(params, nb.astype(jnp.bfloat16)).astype(jnp.float32)
+  got16 = jax.jit(split16.apply)(params, nb.astype(jnp.bfloat16)).astype(jnp.float32)
+  want16 = jax.jit(concat16.apply)(params, nb.astype(jnp.bfloat16)).astype(jnp.float32)
   scale = float(jnp.abs(want).max())
   assert float(jnp.abs(got16 - want).max()) < 0.03 * scale
   assert float(jnp.abs(got16 - want16).max()) < 0.03 * scale

@@ -8,7 +8,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from crossjepa.models import point
 from crossjepa.models import predictor as pred
-from tests.test_point import count, fast_init  # one NumPy-filled init for both model tests
+from crossjepa.testing import fast_init
+from tests.test_point import count
 
 B, T, DC, HB, OUT = 8, 12, 16, 24, 32
 
@@ -203,14 +204,14 @@ def test_last_block_queries_only_equals_every_row(setup, attention):
     return f
 
   for query_pos in (x['query_pos'], None):
-    (_, want), g_full = jax.value_and_grad(loss(full, query_pos), has_aux=True)(params)
-    (_, got), g_pruned = jax.value_and_grad(loss(pruned, query_pos), has_aux=True)(params)
+    (_, want), g_full = jax.jit(jax.value_and_grad(loss(full, query_pos), has_aux=True))(params)
+    (_, got), g_pruned = jax.jit(jax.value_and_grad(loss(pruned, query_pos), has_aux=True))(params)
     assert got.shape == want.shape == (B, 1 if query_pos is None else 6, OUT)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(jnp.abs(want).max()))
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_pruned), jax.tree.leaves(g_full)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()),
                                  err_msg=jax.tree_util.keystr(path))
-    got16 = loss(pruned, query_pos, jnp.bfloat16)(params)[1]
+    got16 = jax.jit(loss(pruned, query_pos, jnp.bfloat16))(params)[1]
     assert float(jnp.abs(got16 - want).max()) < 0.05 * float(jnp.abs(want).max())
 
 

@@ -13,6 +13,7 @@ replaced only once the new one is complete.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any
 
@@ -249,15 +250,22 @@ def convert_clip(source: str, input_path: str, output: str, *, activation: str =
   return teacher_io.save_teacher(output, spec, {'params': params}, text=text)
 
 
+@functools.cache
+def _efficientnet_lite_init(variant: str, feature_stage: str) -> tuple[Any, Any]:
+  """(module, jitted init) per variant and stage, kept for the process: the compile (drawing
+  some 200 weight tensors, 7-20 s on a CPU) is then paid once however many seeds are drawn."""
+  module = efficientnet_lite.efficientnet_lite(variant, num_classes=1000,
+                                               feature_stage=feature_stage)
+  return module, jax.jit(module.init)
+
+
 def random_efficientnet_lite(variant: str, feature_stage: str, seed: int) -> tuple[Any, Any]:
   """The variant's architecture (ImageNet's 1000-way classifier included) with freshly drawn
   weights: flax's default initialisers (LeCun normal kernels, zero biases, batch-norm scale 1 and
   shift 0) under PRNGKey(seed), batch-norm statistics mean 0 / var 1 -> (module, variables)."""
-  module = efficientnet_lite.efficientnet_lite(variant, num_classes=1000,
-                                               feature_stage=feature_stage)
+  module, init = _efficientnet_lite_init(variant, feature_stage)
   size = int(efficientnet_lite.VARIANTS[variant]['image_size'])
-  variables = jax.jit(module.init)(jax.random.PRNGKey(seed),
-                                   jnp.zeros((1, size, size, 3), jnp.float32))
+  variables = init(jax.random.PRNGKey(seed), jnp.zeros((1, size, size, 3), jnp.float32))
   return module, jax.tree.map(np.asarray, dict(variables))
 
 
