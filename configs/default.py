@@ -274,6 +274,10 @@ def get_config(arg: str = ''):
   # The 3D classes' ImageNet names: '' = data.source's table (zero_shot.MAPPINGS: synthetic,
   # modelnet40, scanobjectnn, shapenet55); else a JSON file {"3D class": ["ImageNet name", ...]}.
   e.zero_shot_classes = ''
+  # An eval-only run of a CLIP export (eval.encoder): a teacher folder whose text tower embeds the
+  # class words the export carries no text embedding of (a mesh folder's own class names, a class
+  # file's free text); only the tower the export was pretrained with (its checksum) is taken.
+  e.text_tower = ''
   e.finetune = ml_collections.ConfigDict()
   e.finetune.enabled = False
   e.finetune.steps = 200

@@ -205,6 +205,7 @@ SCHEMA: dict[str, Any] = {
     # evaluation
     'eval.zero_shot': Bool(),
     'eval.zero_shot_classes': Str(),
+    'eval.text_tower': Str(),
     'eval.params': Choice(('student', 'ema')),
     'eval.pooling': Choice(POOLINGS),
     'eval.svm_C': Seq(POSITIVE, min_len=1),

@@ -84,6 +84,11 @@ def check_config(config: ml_collections.ConfigDict, reads_data: bool = True) -> 
   if reads_data and rs.root and not d.eval_only and not os.path.isdir(rs.root):
     raise ConfigError(f'config.data.render_set.root = {rs.root!r} is not a folder; expected the '
                       f'render set ({rs.layout}), or \'\' to render the views here')
+  if config.eval.text_tower and not config.eval.encoder:
+    raise ConfigError(f'config.eval.text_tower = {config.eval.text_tower!r} embeds words for an '
+                      'eval-only run of a CLIP export (config.eval.encoder, empty here); a run '
+                      'with a CLIP teacher names its classes with that teacher\'s own text tower: '
+                      'leave it empty')
   if d.source == 'synthetic' and d.synthetic.kind == 'scan' and d.synthetic.scan_points < d.num_points:
     raise ConfigError(f'config.data.synthetic.scan_points = {d.synthetic.scan_points} is below '
                       f'config.data.num_points = {d.num_points}')

@@ -205,6 +205,8 @@ def results_table(workdir: str) -> str:
                else 'a ridge readout into the teacher\'s embedding')
     named, through = ('named in words', 'the cosine with CLIP\'s text embeddings') if zs.get(
         'classifier') == 'clip_text' else ('with an ImageNet name', 'its classifier')
+    if zs.get('text_tower'):
+      through += f" ({len(zs['text_tower']['words'])} words by eval.text_tower)"
     lines.append(f"zero-shot, no 3D label ({pre['classes']} classes {named}, "
                  f"{pre['objects']} test objects, chance {100 * pre['chance']:.1f}; {readout}, "
                  f"{through}): pretrained {100 * pre['accuracy']:.1f}{head}, {control}{views}")
@@ -284,6 +286,11 @@ def _run_stages(config: ml_collections.ConfigDict, workdir: str, mode: str) -> d
     from crossjepa.evaluation import protocol  # pylint: disable=g-import-not-at-top
     try:   # before any stage: a mismatched export must not cost a prepare first
       protocol.check_export_geometry(config, str(config.eval.encoder))
+      if config.eval.text_tower and config.eval.zero_shot:   # the tower loaded and checked once
+        from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
+        from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
+        zero_shot.export_text_tower(
+            config, export_lib.read_info(str(config.eval.encoder)).get('zero_shot') or {})
     except (FileNotFoundError, ValueError) as e:
       raise UserError(str(e)) from e
   if config.eval.zero_shot and config.eval.zero_shot_classes and (

@@ -10,17 +10,21 @@ import os
 import numpy as np
 import pytest
 
+import formats  # pylint: disable=g-bad-import-order
 from crossjepa import classify
+from crossjepa import config_util
 from crossjepa import run as run_lib
 from crossjepa.data import pipeline
 from crossjepa.data import synthetic
 from crossjepa.evaluation import export as export_lib
 from crossjepa.evaluation import features as features_lib
+from crossjepa.evaluation import plots
 from crossjepa.evaluation import protocol
 from crossjepa.evaluation import zero_shot
 from crossjepa.weights import errors
 from crossjepa.weights import teacher_conversion
 from crossjepa.weights import teacher_io
+from tests.test_benchmarks import bench_config
 from tests.test_clip_tokenizer import CORPUS, clip_vocab, learn_bpe, write_gz, write_hf
 from tests.test_step import smoke_config
 
@@ -366,3 +370,66 @@ def test_a_class_file_names_classes_in_free_text(clip_run, clip_folder, tmp_path
   cfg.teacher.checkpoint = ''      # no text tower: the names must be ImageNet's
   with pytest.raises(ValueError, match="'tea cup' is not an ImageNet class name"):
     zero_shot.check_class_file(cfg)
+
+
+def test_an_eval_only_run_embeds_words_the_export_lacks(clip_run, clip_folder, tmp_path,
+                                                        monkeypatch):
+  """eval.text_tower: an eval-only run of the CLIP export on ModelNet40 files, its classes named
+  by words the export carries no text embedding of, takes them from the teacher's text tower
+  (checked by its checksum, before the first stage); the accuracy equals Hugging Face's text
+  features through the export's readout. Without it, or with another tower, exit 2 up front."""
+  model, folder, teacher = clip_folder
+  c, workdir = clip_run
+  export_dir = os.path.join(workdir, 'export')
+  formats.write_modelnet40_h5(str(tmp_path / 'mn40'), {'train': [0, 5, 8] * 2,
+                                                        'test': [0, 5, 8, 0, 5, 8]})
+  monkeypatch.setattr(plots, 'plot_tsne', lambda *a, **k: None)
+  m = bench_config('modelnet40', 'ply_hdf5_2048', tmp_path / 'mn40', export_dir)
+  m.data.num_points, m.data.num_groups, m.data.group_size = (
+      c.data.num_points, c.data.num_groups, c.data.group_size)
+  classes = {'airplane': ['jet plane'], 'bottle': 'flask', 'chair': ['recliner', 'chair']}
+  (tmp_path / 'classes.json').write_text(json.dumps(classes))
+  m.eval.zero_shot_classes = str(tmp_path / 'classes.json')
+  evaldir = str(tmp_path / 'eval')
+  with pytest.raises(run_lib.UserError, match=r"not of \['flask', 'jet plane', 'recliner'\]; use "
+                     r"those words, or give its teacher's text tower \(eval.text_tower=DIR\)"):
+    run_lib.run(m, evaldir, 'all')
+  assert not os.path.exists(os.path.join(evaldir, 'data'))
+  m.eval.text_tower = teacher
+  run_lib.run(m, evaldir, 'all')
+  with open(os.path.join(evaldir, 'results.json')) as f:
+    zs = json.load(f)['zero_shot']
+  assert zs['classifier'] == 'clip_text' and zs['pretrained']['classes'] == 3
+  assert zs['text_tower'] == {'folder': os.path.abspath(teacher),
+                              'words': ['flask', 'jet plane', 'recliner']}
+  assert zs['classes'] == {'airplane': ['jet plane'], 'bottle': ['flask'],
+                           'chair': ['recliner', 'chair']}
+  data = pipeline.load_split(m, evaldir, 'test', ['points', 'label'])
+  ref = _reference_kernel(model, folder, ['jet plane', 'flask', 'recliner', 'chair'])
+  chair = ref[:, 2] + ref[:, 3]
+  kernel = np.stack([ref[:, 0], ref[:, 1], chair / np.linalg.norm(chair)], 1)
+  emb = _embedding(export_lib.load_encoder(export_dir), data['points'])
+  want = np.array([0, 5, 8])[np.argmax(emb @ kernel, 1)]      # ModelNet40 labels, in order
+  assert zs['pretrained']['accuracy'] == pytest.approx(np.mean(want == data['label']))
+  assert zs['pretrained']['objects'] == 6
+  assert ("3 classes named in words, 6 test objects, chance 33.3; the export's readout into its "
+          "teacher's embedding, the cosine with CLIP's text embeddings (3 words by "
+          "eval.text_tower)") in run_lib.results_table(evaldir)
+  # another text tower (its checksum not the export's): refused before any stage
+  other = teacher_io.load_text(teacher)
+  other.param_checksum = 'e' * 64
+  monkeypatch.setattr(teacher_io, 'load_text', lambda path: other)
+  with pytest.raises(run_lib.UserError, match=r"eval.text_tower = .*: the text tower given "
+                     r"\(checksum eeeeeeeeeeeeeeee\) is not the one of the teacher"):
+    run_lib.run(m, str(tmp_path / 'again'), 'all')
+  assert not os.path.exists(tmp_path / 'again' / 'data')
+  monkeypatch.undo()
+  m.eval.text_tower = str(tmp_path / 'nowhere')
+  with pytest.raises(run_lib.UserError, match=r"eval.text_tower = .*nowhere.*has no text tower"):
+    run_lib.run(m, str(tmp_path / 'again'), 'all')
+  with pytest.raises(ValueError, match=r"no readout into a CLIP teacher's embedding"):
+    zero_shot.export_text_tower(m, {'classifier': 'imagenet'})
+  m.eval.encoder = ''
+  with pytest.raises(config_util.ConfigError, match=r'config.eval.text_tower = .*eval-only run of '
+                     r'a CLIP export \(config.eval.encoder, empty here\)'):
+    config_util.check_config(m)

@@ -348,11 +348,7 @@ class LoadedEncoder:
                        'its teacher\'s text tower for other words (crossjepa.classify '
                        '--text_tower=DIR)')
     if lacking:
-      recorded = self.info['zero_shot']['text'].get('param_checksum') or ''
-      if recorded != text_tower.param_checksum:
-        raise ValueError(f'exported encoder: the text tower given (checksum '
-                         f'{text_tower.param_checksum[:16]}) is not the one of the teacher it was '
-                         f'pretrained with ({recorded[:16] or "not recorded in this export"})')
+      zero_shot.check_text_tower(self.info['zero_shot'], text_tower, 'exported encoder')
       self._more_words.update(zip(lacking, zero_shot.word_columns(text_tower, lacking).T))
       columns.update(self._more_words)
     arrays = self._readout_arrays()

@@ -268,12 +268,13 @@ def check_class_file(config) -> dict[str, tuple[str, ...]]:
   if not text:
     return check_mapping_file(path)
   mapping = read_mapping(path)
-  if zinfo:    # an export names only the words whose text embeddings it carries
+  if zinfo and not config.eval.text_tower:   # an export alone names only the words it carries
     carried = (zinfo.get('text') or {}).get('words') or []
     lacking = missing_words(carried, mapping.values())
     if lacking:
       raise ValueError(f'eval.zero_shot_classes: {path}: the export {config.eval.encoder} '
-                       f'{not_carried(len(carried), lacking)}; use those words')
+                       f'{not_carried(len(carried), lacking)}; use those words, or give its '
+                       'teacher\'s text tower (eval.text_tower=DIR)')
   return mapping
 
 
@@ -292,6 +293,39 @@ def carried_columns(zinfo: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
                     ) -> dict[str, np.ndarray]:
   """A CLIP export's words -> their text embeddings [E] (the columns of its text_kernel)."""
   return dict(zip(zinfo['text']['words'], np.asarray(arrays['text_kernel']).T))
+
+
+def check_text_tower(zinfo: Mapping[str, Any], tower, what: str) -> None:
+  """ValueError unless `tower` (teacher_io.load_text) is the text tower of the teacher a CLIP
+  export was pretrained with (the checksum the export records): another tower's text embeddings
+  live in another space than the export's readout."""
+  recorded = ((zinfo.get('text') or {}).get('param_checksum')) or ''
+  if recorded != tower.param_checksum:
+    raise ValueError(f'{what}: the text tower given (checksum {tower.param_checksum[:16]}) is not '
+                     f'the one of the teacher it was pretrained with '
+                     f'({recorded[:16] or "not recorded in this export"})')
+
+
+def export_text_tower(config, zinfo: Mapping[str, Any]):
+  """eval.text_tower for an eval-only run of an export (`zinfo`: its encoder.json's zero_shot):
+  the teacher folder's text tower (a clip_text.TextEncoder) once checked (check_text_tower), or
+  None where the field is empty. ValueError naming the field where the export names ImageNet
+  classes, the folder has no text tower, or the tower is another."""
+  from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
+  path = str(config.eval.text_tower)
+  if not path:
+    return None
+  what = f'eval.text_tower = {path!r}'
+  if zinfo.get('classifier') != 'clip_text':
+    raise ValueError(f'{what}: the export {config.eval.encoder} has no readout into a CLIP '
+                     'teacher\'s embedding (it names ImageNet classes, or none), so no words to '
+                     'embed: leave eval.text_tower empty')
+  try:
+    tower = teacher_io.load_text(path)
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{what}: {e}') from e
+  check_text_tower(zinfo, tower, f'{what} for the export {config.eval.encoder}')
+  return tower
 
 
 def mapping_for(config, class_names: Sequence[str], *, words: bool = False
@@ -879,9 +913,9 @@ def evaluate_export(config, workdir: str, export_dir: str, export_info: Mapping[
   meta = dict(records.open_dataset(config, workdir).info.metadata or {})
   class_names = list(meta['class_names'])
   source = str(config.data.source)
-  words, text = {}, None
+  words, text, embedded = {}, None, []
   if zinfo.get('classifier') == 'clip_text':
-    words, text = export_words(config, class_names, zinfo, arrays)
+    words, text, embedded = export_words(config, class_names, zinfo, arrays)
     labels = [c for c, n in enumerate(class_names) if n in words]
     indices = {c: [j] for j, c in enumerate(labels)}
   else:
@@ -917,26 +951,35 @@ def evaluate_export(config, workdir: str, export_dir: str, export_info: Mapping[
                else describe_text(source, class_names, words))
   return {**out, **described, 'protocol': EXPORT_PROTOCOL if text is None else EXPORT_TEXT_PROTOCOL,
           'readout': {'export': os.path.abspath(export_dir), 'teacher': zinfo.get('teacher'),
-                      'fitted_on': zinfo.get('fitted_on')}}
+                      'fitted_on': zinfo.get('fitted_on')},
+          **({'text_tower': {'folder': os.path.abspath(str(config.eval.text_tower)),
+                             'words': embedded}} if embedded else {})}
 
 
 EXPORT_TEXT_PROTOCOL = ('no 3D label: the export\'s readout (RidgeCV from standardised pooled '
                         'features to the standardised view-averaged CLIP image embedding, fitted on '
                         'its pretraining records); a 3D class = the highest cosine with its words\' '
-                        'text embeddings carried by the export (zero_shot.TEMPLATES)')
+                        'text embeddings carried by the export, or embedded by eval.text_tower '
+                        '(zero_shot.TEMPLATES)')
 
 
 def export_words(config, class_names: Sequence[str], zinfo: Mapping[str, Any],
-                 arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, tuple[str, ...]], np.ndarray]:
-  """(3D class -> words, the classifier [E, K] of those classes) for the evaluation of a CLIP
-  export: the classes' words (mapping_for(words=True)) from the words whose text embeddings the
-  export carries; NotApplicable naming the words it lacks (it has no text tower to embed new ones)."""
+                 arrays: Mapping[str, np.ndarray]
+                 ) -> tuple[dict[str, tuple[str, ...]], np.ndarray, list[str]]:
+  """(3D class -> words, the classifier [E, K] of those classes, the words embedded here) for the
+  evaluation of a CLIP export: the classes' words (mapping_for(words=True)) from the words whose
+  text embeddings the export carries, the others through eval.text_tower (export_text_tower);
+  without it, NotApplicable naming the words the export lacks."""
   mapping = mapping_for(config, class_names, words=True)
   columns = carried_columns(zinfo, arrays)
   lacking = missing_words(columns, mapping.values())
   if lacking:
-    raise NotApplicable(f'zero-shot: the export {not_carried(len(columns), lacking)}: name the '
-                        'classes with those words (eval.zero_shot_classes), or export from a run '
-                        'whose classes have them')
+    tower = export_text_tower(config, zinfo)
+    if tower is None:
+      raise NotApplicable(f'zero-shot: the export {not_carried(len(columns), lacking)}: give its '
+                          'teacher\'s text tower (eval.text_tower=DIR), name the classes with '
+                          'those words (eval.zero_shot_classes), or export from a run whose '
+                          'classes have them')
+    columns.update(zip(lacking, word_columns(tower, lacking).T))
   labels = [n for n in class_names if n in mapping]
-  return mapping, class_columns(columns, [mapping[n] for n in labels])
+  return mapping, class_columns(columns, [mapping[n] for n in labels]), lacking
