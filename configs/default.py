@@ -278,6 +278,10 @@ def get_config(arg: str = ''):
   # class words the export carries no text embedding of (a mesh folder's own class names, a class
   # file's free text); only the tower the export was pretrained with (its checksum) is taken.
   e.text_tower = ''
+  # A CLIP teacher's prompts, each with one {} for a class's words: () = zero_shot.TEMPLATES
+  # ("a rendering of a {}.", ...). An export records its own; other prompts in an eval-only run
+  # of it need eval.text_tower.
+  e.zero_shot_templates = ()
   e.finetune = ml_collections.ConfigDict()
   e.finetune.enabled = False
   e.finetune.steps = 200

@@ -206,6 +206,8 @@ SCHEMA: dict[str, Any] = {
     'eval.zero_shot': Bool(),
     'eval.zero_shot_classes': Str(),
     'eval.text_tower': Str(),
+    'eval.zero_shot_templates': Seq(Str(pattern=r'[^{}]*\{\}[^{}]*', empty=False,
+                                        what='a prompt with one {} for the class words')),
     'eval.params': Choice(('student', 'ema')),
     'eval.pooling': Choice(POOLINGS),
     'eval.svm_C': Seq(POSITIVE, min_len=1),

@@ -286,11 +286,13 @@ def _run_stages(config: ml_collections.ConfigDict, workdir: str, mode: str) -> d
     from crossjepa.evaluation import protocol  # pylint: disable=g-import-not-at-top
     try:   # before any stage: a mismatched export must not cost a prepare first
       protocol.check_export_geometry(config, str(config.eval.encoder))
-      if config.eval.text_tower and config.eval.zero_shot:   # the tower loaded and checked once
-        from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
-        from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
-        zero_shot.export_text_tower(
-            config, export_lib.read_info(str(config.eval.encoder)).get('zero_shot') or {})
+    except (FileNotFoundError, ValueError) as e:
+      raise UserError(str(e)) from e
+  if config.eval.zero_shot and (config.eval.text_tower or config.eval.zero_shot_templates) and (
+      {'evaluate', 'benchmark', 'export'} & set(stages)):
+    from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
+    try:   # the text tower loaded and checked, the prompts' teacher: before any work
+      zero_shot.check_text_options(config)
     except (FileNotFoundError, ValueError) as e:
       raise UserError(str(e)) from e
   if config.eval.zero_shot and config.eval.zero_shot_classes and (

@@ -32,6 +32,7 @@ torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
 PATCH, SIZE, PROJ = 8, 32, 16
+TEMPLATES = ('a point cloud of a {}.', '{}')     # prompts of one's own (eval.zero_shot_templates)
 WORDS = sorted({zero_shot.class_words('synthetic', n) for n in synthetic.CLASS_NAMES})
 PROMPTS = ['a photo of a chair.', 'a rendering of the night stand.', 'A 3D model of a MUG!',
            'tripod stool', '']
@@ -219,13 +220,13 @@ def clip_run(clip_folder, tmp_path_factory):
   return c, workdir
 
 
-def _reference_kernel(model, folder, words):
-  """[E, K] from Hugging Face's text features: each word in zero_shot.TEMPLATES, normalised,
+def _reference_kernel(model, folder, words, templates=zero_shot.TEMPLATES):
+  """[E, K] from Hugging Face's text features: each word in the templates, normalised,
   averaged, normalised."""
-  prompts = [t.format(w) for w in words for t in zero_shot.TEMPLATES]
+  prompts = [t.format(w) for w in words for t in templates]
   emb = _hf_text(model, folder, prompts).astype(np.float64)
   emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-  mean = emb.reshape(len(words), len(zero_shot.TEMPLATES), -1).mean(1)
+  mean = emb.reshape(len(words), len(templates), -1).mean(1)
   return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).T
 
 
@@ -359,6 +360,25 @@ def test_a_class_file_names_classes_in_free_text(clip_run, clip_folder, tmp_path
   np.testing.assert_allclose(evaluator.kernel, np.stack([ref[:, 0], both / np.linalg.norm(both)], 1),
                              atol=2e-4, rtol=0)
   assert evaluator.describe()['classes'] == {'chair': ['office chair'], 'mug': ['coffee mug', 'tea cup']}
+  # prompts of one's own (eval.zero_shot_templates): the same words in them; the default's
+  # columns, shared by the run's evaluators, are not taken for them
+  cfg.eval.zero_shot_templates = ('a point cloud of a {}.', '{}')
+  zero_shot.check_text_options(cfg)
+  mine = zero_shot.ZeroShot(cfg, workdir)
+  ref = _reference_kernel(model, folder, ['office chair', 'coffee mug', 'tea cup'], TEMPLATES)
+  both = ref[:, 1] + ref[:, 2]
+  np.testing.assert_allclose(mine.kernel, np.stack([ref[:, 0], both / np.linalg.norm(both)], 1),
+                             atol=2e-4, rtol=0)
+  assert np.abs(mine.kernel - evaluator.kernel).max() > 1e-2
+  assert mine.describe()['templates'] == list(TEMPLATES)
+  module, params, _, _ = protocol._encoder_under_test(cfg, workdir)  # pylint: disable=protected-access
+  arrays, info = zero_shot.export_readout(cfg, workdir, module, params, str(cfg.eval.pooling))
+  assert info['text']['templates'] == list(TEMPLATES)       # what the export's words are in
+  chair = info['text']['words'].index('chair')
+  np.testing.assert_allclose(arrays['text_kernel'][:, chair],
+                             _reference_kernel(model, folder, ['chair'], TEMPLATES)[:, 0],
+                             atol=2e-4, rtol=0)
+  cfg.eval.zero_shot_templates = ()
   cfg.eval.encoder = os.path.join(workdir, 'export')     # an export embeds no new words
   with pytest.raises(ValueError, match=r"carries the text embeddings of \d+ words .*not of "
                      r"\['coffee mug', 'tea cup'\]"):
@@ -370,6 +390,11 @@ def test_a_class_file_names_classes_in_free_text(clip_run, clip_folder, tmp_path
   cfg.teacher.checkpoint = ''      # no text tower: the names must be ImageNet's
   with pytest.raises(ValueError, match="'tea cup' is not an ImageNet class name"):
     zero_shot.check_class_file(cfg)
+  cfg.eval.zero_shot_templates = TEMPLATES     # and prompts have no tower to go through
+  with pytest.raises(ValueError, match=r"eval.zero_shot_templates = \['a point cloud of a \{\}.', "
+                     r"'\{\}'\]: prompts for a CLIP teacher's text tower, but the teacher "
+                     r"\(efficientnet_lite\) has none"):
+    zero_shot.check_text_options(cfg)
 
 
 def test_an_eval_only_run_embeds_words_the_export_lacks(clip_run, clip_folder, tmp_path,
@@ -415,6 +440,25 @@ def test_an_eval_only_run_embeds_words_the_export_lacks(clip_run, clip_folder, t
   assert ("3 classes named in words, 6 test objects, chance 33.3; the export's readout into its "
           "teacher's embedding, the cosine with CLIP's text embeddings (3 words by "
           "eval.text_tower)") in run_lib.results_table(evaldir)
+  # prompts other than the export's: every word through the tower, in them; without it, refused
+  m.eval.zero_shot_templates = TEMPLATES
+  m.eval.text_tower = ''
+  with pytest.raises(run_lib.UserError, match=r"eval.zero_shot_templates = .* are not the prompts "
+                     r"the export's words were embedded in \(\['a photo of a \{\}.', .*give its "
+                     r"teacher's text tower \(eval.text_tower=DIR\)"):
+    run_lib.run(m, evaldir, 'evaluate')
+  m.eval.text_tower = teacher
+  run_lib.run(m, evaldir, 'evaluate')
+  with open(os.path.join(evaldir, 'results.json')) as f:
+    zs = json.load(f)['zero_shot']
+  assert zs['templates'] == list(TEMPLATES)
+  assert zs['text_tower']['words'] == ['chair', 'flask', 'jet plane', 'recliner']
+  ref = _reference_kernel(model, folder, ['jet plane', 'flask', 'recliner', 'chair'], TEMPLATES)
+  chair = ref[:, 2] + ref[:, 3]
+  kernel = np.stack([ref[:, 0], ref[:, 1], chair / np.linalg.norm(chair)], 1)
+  want = np.array([0, 5, 8])[np.argmax(emb @ kernel, 1)]
+  assert zs['pretrained']['accuracy'] == pytest.approx(np.mean(want == data['label']))
+  m.eval.zero_shot_templates = ()
   # another text tower (its checksum not the export's): refused before any stage
   other = teacher_io.load_text(teacher)
   other.param_checksum = 'e' * 64

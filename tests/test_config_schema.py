@@ -84,6 +84,10 @@ BAD = [
     ('eval.svm_C', (), r'at least 1 value'),
     ('eval.cv_folds', 1, r'expected an integer >= 2'),
     ('eval.svm_workers', -1, r'expected an integer >= 0'),
+    ('eval.zero_shot_templates', ('a {} of {}',), r"item 'a \{\} of \{\}': expected a string "
+     r'matching .*\(a prompt with one \{\} for the class words\)'),
+    ('eval.zero_shot_templates', ('a photo.',), r"item 'a photo.': expected a string matching"),
+    ('eval.zero_shot_templates', ('a {0}.',), r"item 'a \{0\}.': expected a string matching"),
     ('data.image_size', 0, r'config.data.image_size = 0: expected an integer in \[8, 4096\]'),
     ('data.name', 'My Data', r'a TFDS dataset name'),
     ('data.camera.fov', 180.0, r'config.data.camera.fov'),

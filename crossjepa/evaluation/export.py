@@ -349,7 +349,8 @@ class LoadedEncoder:
                        '--text_tower=DIR)')
     if lacking:
       zero_shot.check_text_tower(self.info['zero_shot'], text_tower, 'exported encoder')
-      self._more_words.update(zip(lacking, zero_shot.word_columns(text_tower, lacking).T))
+      self._more_words.update(zip(lacking, zero_shot.word_columns(
+          text_tower, lacking, zero_shot.export_templates(self.info['zero_shot'])).T))
       columns.update(self._more_words)
     arrays = self._readout_arrays()
     emb = self(points) @ arrays['pretrained_kernel'] + arrays['pretrained_bias']

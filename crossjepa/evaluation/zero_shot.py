@@ -21,7 +21,8 @@ classifier): the ceiling of what the point cloud can inherit.
 
 A CLIP teacher converted with its text tower (`crossjepa.convert_teacher`, the folder's text/) names
 the classes in words instead: each class's words (its own name, ShapeNet-55's synsets by their
-words, or eval.zero_shot_classes' free text) in TEMPLATES, through the text tower, normalised and
+words, or eval.zero_shot_classes' free text) in eval.zero_shot_templates (default TEMPLATES), through
+the text tower, normalised and
 averaged, are its column of the classifier; an object gets the class whose text embedding has the
 highest cosine with its readout (every class of the split is named, none left out). The readout
 is the same ridge regression into the teacher's (CLIP image) embedding.
@@ -367,10 +368,16 @@ def display_name(source: str, class_name: str) -> str:
 
 
 # CLIP teachers: the prompts each class's words are put in (their text embeddings, normalised, are
-# averaged: CLIP's prompt ensembling), for views rendered from 3D objects.
+# averaged: CLIP's prompt ensembling), for views rendered from 3D objects; eval.zero_shot_templates
+# gives others.
 TEMPLATES = ('a photo of a {}.', 'a rendering of a {}.', 'a 3D model of a {}.', 'a photo of the {}.',
              'a rendering of the {}.', 'a 3D rendering of a {}.', 'a render of a {}.',
              'a picture of a {}.')
+
+
+def templates_for(config) -> tuple[str, ...]:
+  """A run's prompts: eval.zero_shot_templates, or TEMPLATES where it is empty."""
+  return tuple(str(t) for t in config.eval.zero_shot_templates) or TEMPLATES
 
 
 def class_words(source: str, class_name: str) -> str:
@@ -629,7 +636,8 @@ class ZeroShot:
     self.class_names = state['class_names']
     self.source = str(config.data.source)
     self.text = state['text']            # a CLIP teacher's text tower, or None
-    self.words, self._columns = {}, state['text_columns']
+    self.templates = templates_for(config)
+    self.words, self._columns = {}, state['text_columns'].setdefault(self.templates, {})
     if self.text is None:
       self.indices = mapped_classes(config, self.class_names) if classes else {}
       self.kernel, self.bias = state['head']
@@ -650,9 +658,10 @@ class ZeroShot:
     self._fitted = state['fitted']
 
   def word_matrix(self, words: Sequence[str]) -> np.ndarray:
-    """[E, W]: word_columns of these words, each computed once per run (the shared state)."""
+    """[E, W]: word_columns of these words in the run's templates, each computed once per run (the
+    shared state)."""
     new = sorted(set(words) - set(self._columns))
-    self._columns.update(zip(new, word_columns(self.text, new).T))
+    self._columns.update(zip(new, word_columns(self.text, new, self.templates).T))
     if not words:
       return np.zeros((self.text.dim, 0), np.float32)
     return np.stack([self._columns[w] for w in words], axis=1)
@@ -735,15 +744,15 @@ class ZeroShot:
 
   def describe(self) -> dict[str, Any]:
     if self.text is not None:
-      return describe_text(self.source, self.class_names, self.words)
+      return describe_text(self.source, self.class_names, self.words, self.templates)
     return describe(self.source, self.class_names, self.indices)
 
 
-def describe_text(source: str, class_names: Sequence[str], words: Mapping[str, Sequence[str]]
-                  ) -> dict[str, Any]:
-  """results.json's class words and protocol for a CLIP teacher's text classifier."""
+def describe_text(source: str, class_names: Sequence[str], words: Mapping[str, Sequence[str]],
+                  templates: Sequence[str]) -> dict[str, Any]:
+  """results.json's class words, prompts and protocol for a CLIP teacher's text classifier."""
   return {'classes': {display_name(source, n): list(words[n]) for n in class_names if n in words},
-          'classifier': 'clip_text', 'templates': list(TEMPLATES), 'protocol': TEXT_PROTOCOL}
+          'classifier': 'clip_text', 'templates': list(templates), 'protocol': TEXT_PROTOCOL}
 
 
 def describe(source: str, class_names: Sequence[str], indices: Mapping[int, Sequence[int]]
@@ -766,8 +775,9 @@ PROTOCOL = ('no 3D label: RidgeCV(alphas 0.1 .. 1e4, leave-one-out) from standar
 TEXT_PROTOCOL = ('no 3D label: RidgeCV(alphas 0.1 .. 1e4, leave-one-out) from standardised '
                  'concat(max, mean) features to the standardised view-averaged CLIP image '
                  'embedding, fitted on the pretraining splits; a 3D class = the highest cosine with '
-                 'its words\' text embeddings (zero_shot.TEMPLATES, normalised and averaged; its '
-                 'own name, or eval.zero_shot_classes)')
+                 'its words\' text embeddings (in eval.zero_shot_templates, default '
+                 'zero_shot.TEMPLATES; normalised and averaged; its own name, or '
+                 'eval.zero_shot_classes)')
 
 
 def random_init_summary(per_seed: Sequence[Mapping[str, Any]], seeds) -> dict[str, Any]:
@@ -848,7 +858,7 @@ def export_readout(config, workdir: str, module, params, pooling: str
       'random_init': {'seeds': seeds, 'param_checksums': checksums},
   }
   if zs.text is not None:
-    info['text'] = {'words': words, 'templates': list(TEMPLATES), 'dim': int(zs.text.dim),
+    info['text'] = {'words': words, 'templates': list(zs.templates), 'dim': int(zs.text.dim),
                     'param_checksum': zs.text.param_checksum}
   return arrays, info
 
@@ -913,9 +923,9 @@ def evaluate_export(config, workdir: str, export_dir: str, export_info: Mapping[
   meta = dict(records.open_dataset(config, workdir).info.metadata or {})
   class_names = list(meta['class_names'])
   source = str(config.data.source)
-  words, text, embedded = {}, None, []
+  words, text, embedded, templates = {}, None, [], ()
   if zinfo.get('classifier') == 'clip_text':
-    words, text, embedded = export_words(config, class_names, zinfo, arrays)
+    words, text, embedded, templates = export_words(config, class_names, zinfo, arrays)
     labels = [c for c, n in enumerate(class_names) if n in words]
     indices = {c: [j] for j, c in enumerate(labels)}
   else:
@@ -948,7 +958,7 @@ def evaluate_export(config, workdir: str, export_dir: str, export_info: Mapping[
   else:
     out['random_init'] = random_init_summary(per_seed, seeds)
   described = (describe(source, class_names, indices) if text is None
-               else describe_text(source, class_names, words))
+               else describe_text(source, class_names, words, templates))
   return {**out, **described, 'protocol': EXPORT_PROTOCOL if text is None else EXPORT_TEXT_PROTOCOL,
           'readout': {'export': os.path.abspath(export_dir), 'teacher': zinfo.get('teacher'),
                       'fitted_on': zinfo.get('fitted_on')},
@@ -960,26 +970,77 @@ EXPORT_TEXT_PROTOCOL = ('no 3D label: the export\'s readout (RidgeCV from standa
                         'features to the standardised view-averaged CLIP image embedding, fitted on '
                         'its pretraining records); a 3D class = the highest cosine with its words\' '
                         'text embeddings carried by the export, or embedded by eval.text_tower '
-                        '(zero_shot.TEMPLATES)')
+                        '(in the export\'s prompts, or eval.zero_shot_templates)')
+
+
+def export_templates(zinfo: Mapping[str, Any]) -> tuple[str, ...]:
+  """The prompts a CLIP export's carried words were embedded in (encoder.json)."""
+  return tuple((zinfo.get('text') or {}).get('templates') or TEMPLATES)
+
+
+def templates_differ(config, zinfo: Mapping[str, Any]) -> str | None:
+  """Why an export's carried words cannot serve this run's prompts (eval.zero_shot_templates set
+  and not the export's), or None."""
+  mine, exported = tuple(config.eval.zero_shot_templates), export_templates(zinfo)
+  if not mine or tuple(mine) == exported:
+    return None
+  return (f'eval.zero_shot_templates = {list(mine)} are not the prompts the export\'s words were '
+          f'embedded in ({list(exported)})')
+
+
+def check_text_options(config) -> None:
+  """Before a run's first stage: eval.text_tower and eval.zero_shot_templates where they apply.
+  An eval-only run of an export (eval.encoder): the tower loaded and checked (export_text_tower),
+  and prompts other than the export's need it. Otherwise prompts need a teacher folder with a
+  text tower (teacher.checkpoint). ValueError naming the field."""
+  from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
+  templates = list(config.eval.zero_shot_templates)
+  if config.eval.encoder:
+    from crossjepa.evaluation import export as export_lib  # pylint: disable=g-import-not-at-top
+    zinfo = export_lib.read_info(str(config.eval.encoder)).get('zero_shot') or {}
+    if templates and zinfo.get('classifier') != 'clip_text':
+      raise ValueError(f'eval.zero_shot_templates = {templates}: prompts for a CLIP text tower, '
+                       f'but the export {config.eval.encoder} has no readout into a CLIP '
+                       'teacher\'s embedding: leave it empty')
+    tower = export_text_tower(config, zinfo)
+    differ = templates_differ(config, zinfo)
+    if differ and tower is None:
+      raise ValueError(f'{differ}: give its teacher\'s text tower (eval.text_tower=DIR) to embed '
+                       'the words in them, or leave eval.zero_shot_templates empty')
+    return
+  checkpoint = str(config.teacher.checkpoint or '')
+  if templates and not (checkpoint and os.path.isdir(checkpoint)
+                        and teacher_io.has_text(checkpoint)):
+    raise ValueError(f'eval.zero_shot_templates = {templates}: prompts for a CLIP teacher\'s text '
+                     f'tower, but the teacher ({config.teacher.kind}'
+                     f'{", " + checkpoint if checkpoint else ""}) has none: leave it empty, or set '
+                     'teacher.checkpoint to a CLIP folder converted with its text tower')
 
 
 def export_words(config, class_names: Sequence[str], zinfo: Mapping[str, Any],
                  arrays: Mapping[str, np.ndarray]
-                 ) -> tuple[dict[str, tuple[str, ...]], np.ndarray, list[str]]:
-  """(3D class -> words, the classifier [E, K] of those classes, the words embedded here) for the
-  evaluation of a CLIP export: the classes' words (mapping_for(words=True)) from the words whose
-  text embeddings the export carries, the others through eval.text_tower (export_text_tower);
+                 ) -> tuple[dict[str, tuple[str, ...]], np.ndarray, list[str], tuple[str, ...]]:
+  """(3D class -> words, the classifier [E, K] of those classes, the words embedded here, the
+  prompts) for the evaluation of a CLIP export: the classes' words (mapping_for(words=True)) from
+  the words whose text embeddings the export carries, the others through eval.text_tower
+  (export_text_tower), and all of them there when eval.zero_shot_templates are not the export's;
   without it, NotApplicable naming the words the export lacks."""
   mapping = mapping_for(config, class_names, words=True)
-  columns = carried_columns(zinfo, arrays)
+  differ = templates_differ(config, zinfo)
+  templates = templates_for(config) if differ else export_templates(zinfo)
+  columns = {} if differ else carried_columns(zinfo, arrays)
   lacking = missing_words(columns, mapping.values())
   if lacking:
     tower = export_text_tower(config, zinfo)
+    if tower is None and differ:
+      raise NotApplicable(f'zero-shot: {differ}: give its teacher\'s text tower '
+                          '(eval.text_tower=DIR) to embed the words in them, or leave '
+                          'eval.zero_shot_templates empty')
     if tower is None:
       raise NotApplicable(f'zero-shot: the export {not_carried(len(columns), lacking)}: give its '
                           'teacher\'s text tower (eval.text_tower=DIR), name the classes with '
                           'those words (eval.zero_shot_classes), or export from a run whose '
                           'classes have them')
-    columns.update(zip(lacking, word_columns(tower, lacking).T))
+    columns.update(zip(lacking, word_columns(tower, lacking, templates).T))
   labels = [n for n in class_names if n in mapping]
-  return mapping, class_columns(columns, [mapping[n] for n in labels]), lacking
+  return mapping, class_columns(columns, [mapping[n] for n in labels]), lacking, templates
