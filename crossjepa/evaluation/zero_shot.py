@@ -21,11 +21,11 @@ classifier): the ceiling of what the point cloud can inherit.
 
 A CLIP teacher converted with its text tower (`crossjepa.convert_teacher`, the folder's text/) names
 the classes in words instead: each class's words (its own name, ShapeNet-55's synsets by their
-words, or eval.zero_shot_classes' free text) in eval.zero_shot_templates (default TEMPLATES), through
-the text tower, normalised and
-averaged, are its column of the classifier; an object gets the class whose text embedding has the
-highest cosine with its readout (every class of the split is named, none left out). The readout
-is the same ridge regression into the teacher's (CLIP image) embedding.
+words, or eval.zero_shot_classes' free text) in the prompts (eval.zero_shot_templates, default
+TEMPLATES), through the text tower, normalised and averaged, are its column of the classifier; an
+object gets the class whose text embedding has the highest cosine with its readout (every class of
+the split is named, none left out). The readout is the same ridge regression into the teacher's
+(CLIP image) embedding.
 
 An export carries the readout (`export_readout`: folded with the classifier into one affine map,
 READOUT_FILE, with the random-init controls), so records without a teacher (an eval-only run of
