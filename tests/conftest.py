@@ -10,6 +10,18 @@ import sys
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8 '
                       '--xla_cpu_use_fusion_emitters=false')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# One persistent XLA cache for the whole run, shared by the xdist workers (they inherit this
+# process's environment) and the subprocesses the tests start: the smoke configs' programs compile
+# once instead of once per module (measured in one session: 579 -> 519 s for 520 tests on 2 cores).
+# A size limit turns on jax's file lock, so a worker never reads an entry another is writing.
+# Removed when the run ends (pytest_unconfigure); a cache given from outside is left alone.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  import tempfile  # pylint: disable=g-import-not-at-top
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='crossjepa-tests-xla-')
+  os.environ['CROSSJEPA_TESTS_OWN_XLA_CACHE'] = os.environ['JAX_COMPILATION_CACHE_DIR']
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.3')
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+  os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(4 << 30))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -53,3 +65,11 @@ _HEAVY_FIRST = ('test_step', 'test_sigkill', 'test_recipes_main', 'test_multipro
 def pytest_collection_modifyitems(items):
   rank = {name: i for i, name in enumerate(_HEAVY_FIRST)}
   items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+
+
+def pytest_unconfigure(config):
+  """The run's own XLA cache removed by the process that made it (the controller, not a worker)."""
+  own = os.environ.get('CROSSJEPA_TESTS_OWN_XLA_CACHE')
+  if own and not hasattr(config, 'workerinput') and own == os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(own, ignore_errors=True)
