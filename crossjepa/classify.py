@@ -201,13 +201,7 @@ def _classify_text(encoder, paths: Sequence[str], top: int, classes: str,
   their words, or a file {"3D class": [words]}), ranked by CLIP's logits; words it does not carry
   through --text_tower (its teacher folder)."""
   from crossjepa.evaluation import zero_shot  # pylint: disable=g-import-not-at-top
-  from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
-  tower = None
-  if text_tower:
-    try:
-      tower = teacher_io.load_text(text_tower)
-    except (OSError, ValueError) as e:
-      raise ValueError(f'--text_tower={text_tower}: {e}') from e
+  tower = zero_shot.load_text_tower(text_tower, f'--text_tower={text_tower}') if text_tower else None
   if not classes:
     names = sorted(encoder.text_columns())
     words = [[w] for w in names]

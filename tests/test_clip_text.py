@@ -421,7 +421,13 @@ def test_an_eval_only_run_embeds_words_the_export_lacks(clip_run, clip_folder, t
     run_lib.run(m, evaldir, 'all')
   assert not os.path.exists(os.path.join(evaldir, 'data'))
   m.eval.text_tower = teacher
+  loads = []
+  monkeypatch.setattr(teacher_io, 'load_text', lambda path, f=teacher_io.load_text: (
+      loads.append(path), f(path))[1])
   run_lib.run(m, evaldir, 'all')
+  assert loads == [teacher]      # checked before the first stage, used by the evaluation: once
+  monkeypatch.undo()
+  monkeypatch.setattr(plots, 'plot_tsne', lambda *a, **k: None)
   with open(os.path.join(evaldir, 'results.json')) as f:
     zs = json.load(f)['zero_shot']
   assert zs['classifier'] == 'clip_text' and zs['pretrained']['classes'] == 3
@@ -459,6 +465,13 @@ def test_an_eval_only_run_embeds_words_the_export_lacks(clip_run, clip_folder, t
   want = np.array([0, 5, 8])[np.argmax(emb @ kernel, 1)]
   assert zs['pretrained']['accuracy'] == pytest.approx(np.mean(want == data['label']))
   m.eval.zero_shot_templates = ()
+  # kept while its files stay: a file changed since is read again
+  kept = zero_shot.load_text_tower(teacher, 'x')
+  assert zero_shot.load_text_tower(teacher, 'x') is kept
+  info = os.path.join(teacher, 'text', 'text.json')
+  os.utime(info, ns=(os.stat(info).st_atime_ns, os.stat(info).st_mtime_ns + 10**9))
+  assert zero_shot.load_text_tower(teacher, 'x') is not kept
+  zero_shot.release_shared()
   # another text tower (its checksum not the export's): refused before any stage
   other = teacher_io.load_text(teacher)
   other.param_checksum = 'e' * 64

@@ -307,12 +307,29 @@ def check_text_tower(zinfo: Mapping[str, Any], tower, what: str) -> None:
                      f'({recorded[:16] or "not recorded in this export"})')
 
 
+def load_text_tower(path: str, what: str):
+  """teacher_io.load_text(path) with errors naming `what` (the flag or field that gave the path),
+  kept until release_shared while the folder's files stay: a run's check before its first stage
+  and its evaluation load the tower once."""
+  from crossjepa.data import fingerprint  # pylint: disable=g-import-not-at-top
+  from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
+  key = (os.path.abspath(path),
+         fingerprint.file_listing(path)['digest'] if os.path.isdir(path) else None)
+  if _TEXT_TOWER.get('key') != key:
+    try:
+      tower = teacher_io.load_text(path)
+    except (OSError, ValueError) as e:
+      raise ValueError(f'{what}: {e}') from e
+    _TEXT_TOWER.clear()
+    _TEXT_TOWER.update(key=key, tower=tower)
+  return _TEXT_TOWER['tower']
+
+
 def export_text_tower(config, zinfo: Mapping[str, Any]):
   """eval.text_tower for an eval-only run of an export (`zinfo`: its encoder.json's zero_shot):
   the teacher folder's text tower (a clip_text.TextEncoder) once checked (check_text_tower), or
   None where the field is empty. ValueError naming the field where the export names ImageNet
   classes, the folder has no text tower, or the tower is another."""
-  from crossjepa.weights import teacher_io  # pylint: disable=g-import-not-at-top
   path = str(config.eval.text_tower)
   if not path:
     return None
@@ -321,10 +338,7 @@ def export_text_tower(config, zinfo: Mapping[str, Any]):
     raise ValueError(f'{what}: the export {config.eval.encoder} has no readout into a CLIP '
                      'teacher\'s embedding (it names ImageNet classes, or none), so no words to '
                      'embed: leave eval.text_tower empty')
-  try:
-    tower = teacher_io.load_text(path)
-  except (OSError, ValueError) as e:
-    raise ValueError(f'{what}: {e}') from e
+  tower = load_text_tower(path, what)
   check_text_tower(zinfo, tower, f'{what} for the export {config.eval.encoder}')
   return tower
 
@@ -559,11 +573,15 @@ def object_target_stats(config, workdir, view_means: np.ndarray) -> tuple[np.nda
 # files (names, sizes, mtimes): files changed since are read again and nothing is fitted twice.
 # One entry, the last records asked for; crossjepa.run releases it when a run ends.
 _SHARED: dict[str, Any] = {}
+# The last text tower load_text_tower read, under its folder's files (released with _SHARED).
+_TEXT_TOWER: dict[str, Any] = {}
 
 
 def release_shared() -> None:
-  """Drops what ZeroShot evaluators shared (the records' arrays and the fitted readouts)."""
+  """Drops what ZeroShot evaluators shared (the records' arrays and the fitted readouts) and the
+  text tower load_text_tower kept."""
   _SHARED.clear()
+  _TEXT_TOWER.clear()
 
 
 def _files_key(config, workdir: str) -> tuple:
@@ -982,7 +1000,7 @@ def templates_differ(config, zinfo: Mapping[str, Any]) -> str | None:
   """Why an export's carried words cannot serve this run's prompts (eval.zero_shot_templates set
   and not the export's), or None."""
   mine, exported = tuple(config.eval.zero_shot_templates), export_templates(zinfo)
-  if not mine or tuple(mine) == exported:
+  if not mine or mine == exported:
     return None
   return (f'eval.zero_shot_templates = {list(mine)} are not the prompts the export\'s words were '
           f'embedded in ({list(exported)})')
